@@ -1,0 +1,5 @@
+import sys
+
+from gradproof.cli import main
+
+sys.exit(main())

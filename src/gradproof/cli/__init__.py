@@ -1,0 +1,85 @@
+"""The ``gradproof`` command line: ``train``, ``check``, ``compare``, ``demo``.
+
+Each subcommand lives in its own module of this package and exposes two functions:
+``add_parser(subparsers)`` declares its flags, and ``run(args, console) -> int`` does the work.
+``main(argv)`` parses, dispatches and maps errors to exit codes: 0 pass, 1 a gradient check
+failed (or training diverged), 2 bad usage or input. The library never prints; only these
+modules do, through a ``rich`` console.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from rich.console import Console
+
+from gradproof.errors import GradproofError, InputError
+
+# Subcommand name -> module under gradproof.cli; imported lazily so that `gradproof train`
+# does not pay for the checker's imports and the other way round.
+COMMANDS = {
+    "train": "gradproof.cli.train",
+    "check": "gradproof.cli.check",
+    "compare": "gradproof.cli.compare",
+    "demo": "gradproof.cli.demo",
+}
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser that raises instead of exiting, so `main` owns the exit code."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise InputError(f"{self.prog}: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the top-level parser with every available subcommand registered."""
+    parser = _Parser(
+        prog="gradproof",
+        description="Train autoencoders with hand-written backprop and prove their gradients right.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name, module_name in COMMANDS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            if error.name != module_name:
+                raise
+            continue
+        module.add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line with ``argv`` (default: ``sys.argv[1:]``) and return the exit code."""
+    console = Console(stderr=False, highlight=False)
+    error_console = Console(stderr=True, highlight=False)
+    parser = build_parser()
+    try:
+        args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    except InputError as error:
+        error_console.print(f"error: {error}", style="red", markup=False)
+        return EXIT_USAGE
+    except SystemExit as exit_request:  # --help and --version exit through argparse
+        return int(exit_request.code or 0)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return int(args.run(args, console))
+    except InputError as error:
+        error_console.print(f"error: {error}", style="red", markup=False)
+        return EXIT_USAGE
+    except GradproofError as error:
+        error_console.print(f"error: {error}", style="red", markup=False)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        error_console.print("interrupted")
+        return 130
