@@ -1,0 +1,696 @@
+"""Structural diagnosis of a wrong gradient: *how* it is wrong, and what to change.
+
+Contract: ``diagnose(analytic, numeric, params, tolerance) -> list[Finding]``, a pure function
+on arrays keyed by tensor name. For every tensor whose analytic gradient differs from the
+numerical one by more than its tolerance, each hypothesis in ``HYPOTHESES`` is tested. A
+hypothesis *undoes* one mistake: it maps the analytic gradient to what the true gradient would
+be had that mistake been made (``analytic.T`` for a transpose, ``analytic / c`` for a factor
+``c`` ...). It explains the data when the result matches the numerical gradient within the
+per-entry tolerance on every known entry, while the analytic gradient itself did not, and when
+at least ``MIN_EVIDENCE`` known entries change by more than their tolerance when it is undone
+(one entry can be fitted by any one-parameter hypothesis, so it is no evidence). Every
+hypothesis that explains the data is reported, with the relative residual left after undoing
+it as its evidence and a one-line fix. A tensor that none explains gets ``partial`` when its
+wrong entries are confined to a few rows, columns or entries, and ``mismatch`` otherwise.
+
+NaN in ``numeric`` (or a NaN / infinite tolerance) marks an entry as unknown, as in a sampled
+check: only known entries count, for and against a hypothesis. No outlier is forgiven: the
+tolerance is already an error bound for each entry, and a hypothesis that fits all entries
+but a few would hide a second, local bug behind a confident claim. ``mismatch`` is the honest
+answer then (finite-difference kinks, the usual source of such outliers, are reported by the
+checker, not here).
+
+``HYPOTHESES`` is a registry keyed by finding kind; a model-aware module adds its own by
+passing ``hypotheses={**HYPOTHESES, "kind": test}`` to ``diagnose``. A hypothesis is
+``test(case, failing) -> Finding | None``: ``case`` is the ``TensorCase`` under test and
+``failing`` all failing tensors by name, in order (for hypotheses about pairs).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from fractions import Fraction
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from gradproof.errors import InputError
+from gradproof.report import Finding
+
+# Known entries a hypothesis must move by more than their tolerance to count as evidence.
+MIN_EVIDENCE = 2
+
+# Largest denominator shown in a fraction ("1/100"; 1/1000 is still a plausible batch size).
+MAX_DENOMINATOR = 1000
+
+# How many index ranges or example entries a message names before "and N more".
+_SHOWN = 4
+
+_ORDER_WORDS = {"C": "C (row-major)", "F": "Fortran/MATLAB (column-major)"}
+
+
+@dataclass(frozen=True)
+class TensorCase:
+    """One failing tensor, ready for testing: float64 arrays of the parameter's shape.
+
+    Attributes
+    ----------
+    name : str
+        The tensor's name.
+    analytic, numeric : ndarray
+        The gradients; ``numeric`` is NaN where an entry is unknown.
+    tolerance : ndarray
+        The resolvable error of each entry.
+    param : ndarray or None
+        The parameter itself (for weight-decay hypotheses), when given.
+    known : ndarray of bool
+        Entries with a known numerical value and a finite tolerance.
+    wrong : ndarray of bool
+        Known entries where ``|analytic - numeric|`` exceeds the tolerance.
+    """
+
+    name: str
+    analytic: np.ndarray
+    numeric: np.ndarray
+    tolerance: np.ndarray
+    param: np.ndarray | None
+    known: np.ndarray
+    wrong: np.ndarray
+
+    def explains(self, corrected: np.ndarray) -> bool:
+        """Whether ``corrected`` (the analytic gradient with a mistake undone) fits the data.
+
+        It must match ``numeric`` within tolerance on every known entry and differ from the
+        analytic gradient by more than the tolerance on at least ``MIN_EVIDENCE`` of them.
+        """
+        if not np.all(_within(corrected, self.numeric, self.tolerance)[self.known]):
+            return False
+        moved = ~_within(corrected, self.analytic, self.tolerance) & self.known
+        return int(np.count_nonzero(moved)) >= MIN_EVIDENCE
+
+    def residual(self, corrected: np.ndarray) -> float:
+        """``||corrected - numeric|| / ||numeric||`` over the known entries."""
+        numeric = self.numeric[self.known]
+        scale = float(np.linalg.norm(numeric)) or float(np.linalg.norm(self.analytic[self.known]))
+        error = float(np.linalg.norm(corrected[self.known] - numeric))
+        return error / scale if scale > 0 else math.inf
+
+
+Hypothesis = Callable[[TensorCase, Mapping[str, TensorCase]], Finding | None]
+
+
+def diagnose(
+    analytic: Mapping[str, np.ndarray],
+    numeric: Mapping[str, np.ndarray],
+    params: Mapping[str, np.ndarray],
+    tolerance: Mapping[str, np.ndarray | float],
+    *,
+    hypotheses: Mapping[str, Hypothesis] | None = None,
+) -> list[Finding]:
+    """Say how each wrong gradient is wrong.
+
+    Parameters
+    ----------
+    analytic, numeric : dict of str to ndarray
+        The gradients to compare, keyed by tensor name, each of its parameter's shape.
+        ``numeric`` is NaN where an entry was not computed.
+    params : dict of str to ndarray
+        The parameters (used by the weight-decay hypothesis); may lack some names.
+    tolerance : dict of str to ndarray or float
+        The resolvable error of each tensor: a scalar or an array broadcastable to its shape.
+    hypotheses : dict of str to callable, optional
+        The hypotheses to test, keyed by kind; ``HYPOTHESES`` by default.
+
+    Returns
+    -------
+    list of Finding
+        For each tensor whose gradient is wrong, in the order of ``analytic``: every
+        hypothesis that explains it, else one ``partial`` or ``mismatch`` finding. A pair
+        found ``swapped`` is one finding named ``"A <-> B"``. Empty when all agree.
+
+    Raises
+    ------
+    InputError
+        When the dicts disagree on names or shapes, or a tolerance is negative.
+    """
+    tests = HYPOTHESES if hypotheses is None else hypotheses
+    cases = _cases(analytic, numeric, params, tolerance)
+    failing = {name: case for name, case in cases.items() if case.wrong.any()}
+    findings: list[Finding] = []
+    explained: set[str] = set()
+    for name, case in failing.items():
+        for test in tests.values():
+            finding = test(case, failing)
+            if finding is not None:
+                findings.append(finding)
+                explained.update(finding.tensor.split(" <-> "))
+        if name not in explained:
+            findings.append(_partial(case) or _mismatch(case))
+    return findings
+
+
+def simple_fraction(c: float, tol: float, max_denominator: int = MAX_DENOMINATOR) -> str | None:
+    """The simplest fraction within ``tol`` of ``c``, as text ("1/100", "2", "-3/4").
+
+    Parameters
+    ----------
+    c : float
+        The value to show.
+    tol : float
+        How far from ``c`` the fraction may be: the error with which ``c`` is resolved.
+    max_denominator : int
+        The largest denominator tried.
+
+    Returns
+    -------
+    str or None
+        The fraction with the smallest denominator that fits, or None when none does, when
+        ``c`` is not finite, or when ``tol`` is too coarse to tell ``c`` from zero.
+    """
+    if tol < 0 or math.isnan(tol):
+        raise InputError(f"simple_fraction needs a tolerance >= 0, got {tol!r}")
+    if not math.isfinite(c) or tol >= abs(c) or abs(c) * max_denominator > 2**52:
+        return None
+    denominators = np.arange(1, max_denominator + 1)
+    numerators = np.rint(c * denominators)
+    fits = np.abs(numerators / denominators - c) <= tol
+    if not fits.any():
+        return None
+    # The first fit has the smallest denominator, so the fraction is already in lowest terms.
+    first = int(np.argmax(fits))
+    return str(Fraction(int(numerators[first]), int(denominators[first])))
+
+
+# ---------------------------------------------------------------------------- hypotheses
+
+
+def _transposed(case: TensorCase, failing: Mapping[str, TensorCase]) -> Finding | None:
+    """A square gradient computed as its transpose: undo with ``analytic.T``."""
+    if not _is_square(case.analytic.shape):
+        return None
+    corrected = case.analytic.T
+    if not case.explains(corrected):
+        return None
+    name, residual = case.name, case.residual(corrected)
+    return Finding(
+        kind="transposed",
+        tensor=name,
+        message=(
+            f"the gradient of {name} is its transpose: analytic[i, j] matches numeric[j, i] "
+            f"(residual {residual:.1g}); for a square {name} this is also what unrolling a flat "
+            "vector in the other order (C vs Fortran) gives"
+        ),
+        evidence=residual,
+        fix=f"use `a.T @ delta` (shape like {name}) instead of `delta.T @ a`, or transpose it",
+    )
+
+
+def _unroll_order(case: TensorCase, failing: Mapping[str, TensorCase]) -> Finding | None:
+    """A gradient flattened in one order (C / Fortran) and reshaped in the other."""
+    shape = case.analytic.shape
+    # With fewer than two axes longer than 1 both orders agree; square 2-D is `transposed`.
+    if sum(n > 1 for n in shape) < 2 or _is_square(shape):
+        return None
+    for flat_order, fill_order in (("C", "F"), ("F", "C")):
+        # analytic = numeric flattened in flat_order, refilled in fill_order: undo both steps.
+        corrected = case.analytic.reshape(-1, order=fill_order).reshape(shape, order=flat_order)
+        if case.explains(corrected):
+            name, residual = case.name, case.residual(corrected)
+            return Finding(
+                kind="unroll_order",
+                tensor=name,
+                message=(
+                    f"the gradient of {name} was unrolled in one order and rolled up in the "
+                    f"other: analytic matches numeric flattened in {_ORDER_WORDS[flat_order]} "
+                    f"order and reshaped in {_ORDER_WORDS[fill_order]} order "
+                    f"(residual {residual:.1g})"
+                ),
+                evidence=residual,
+                fix=(
+                    f"reshape {name}'s part of the flat vector with the order it was flattened "
+                    f'in: `reshape(shape, order="{flat_order}")`; MATLAB\'s `(:)` and `reshape` '
+                    'are column-major, i.e. `order="F"` on both sides'
+                ),
+                details={"flattened": flat_order, "reshaped": fill_order},
+            )
+    return None
+
+
+def _scaled(case: TensorCase, failing: Mapping[str, TensorCase]) -> Finding | None:
+    """The gradient times a constant c (c != 1, 0, -1), fitted to the known entries."""
+    if _is_zero(case):
+        return None
+    # Undo a factor c: numeric ~ u * analytic with u = 1/c.
+    u_range = _feasible_range(case.analytic, case.numeric, case)
+    if u_range is None or any(u_range[0] <= special <= u_range[1] for special in (-1, 0, 1)):
+        # -1 is `sign_flipped`; 0 means numeric is zero within tolerance; 1 means no bug.
+        return None
+    u = float(np.clip(_least_squares(case.analytic, case.numeric, case), *u_range))
+    corrected = u * case.analytic
+    if not case.explains(corrected):
+        return None
+    c_range = tuple(sorted((1 / u_range[0], 1 / u_range[1])))
+    factor, undo = _number_in(*c_range), _number_in(*u_range)
+    name, residual = case.name, case.residual(corrected)
+    sign_note = "the sign is flipped and " if u < 0 else ""
+    return Finding(
+        kind="scaled",
+        tensor=name,
+        message=(
+            f"the analytic gradient of {name} is {factor} times the numeric one "
+            f"(residual {residual:.1g}): {sign_note}a constant factor is off"
+        ),
+        evidence=residual,
+        fix=(
+            f"multiply the gradient of {name} by {undo}, or better find the constant that the "
+            "loss and the gradient disagree on: a 1/m batch mean, the 1/2 in 0.5*sum(err**2), "
+            "a factor 2"
+        ),
+        details={"factor": 1 / u, "factor_text": factor},
+    )
+
+
+def _sign_flipped(case: TensorCase, failing: Mapping[str, TensorCase]) -> Finding | None:
+    """The gradient with the wrong sign."""
+    corrected = -case.analytic
+    if not case.explains(corrected):
+        return None
+    name, residual = case.name, case.residual(corrected)
+    return Finding(
+        kind="sign_flipped",
+        tensor=name,
+        message=(
+            f"the gradient of {name} has the wrong sign: analytic = -numeric "
+            f"(residual {residual:.1g})"
+        ),
+        evidence=residual,
+        fix=(
+            f"negate the gradient of {name}: the output error is `output - target` (z - x), "
+            "not `target - output`, and descent steps `W -= lr * grad`"
+        ),
+    )
+
+
+def _swapped(case: TensorCase, failing: Mapping[str, TensorCase]) -> Finding | None:
+    """Two tensors' gradients exchanged (as they are, or transposed to fit)."""
+    names = list(failing)
+    # Pairs are tested from their first tensor only, so each swap is reported once.
+    for other_name in names[names.index(case.name) + 1 :]:
+        other = failing[other_name]
+        for transposed in _swap_layouts(case.analytic.shape, other.analytic.shape):
+            layout = np.transpose if transposed else np.asarray
+            mine, theirs = layout(other.analytic), layout(case.analytic)
+            if case.explains(mine) and other.explains(theirs):
+                residual = max(case.residual(mine), other.residual(theirs))
+                return _swap_finding(case, other, transposed, residual)
+    return None
+
+
+def _swap_layouts(shape: tuple[int, ...], other: tuple[int, ...]) -> list[bool]:
+    """How two tensors' gradients can be exchanged: as they are, or transposed."""
+    layouts = [False] if shape == other else []
+    if len(shape) == 2 and other == shape[::-1]:
+        layouts.append(True)
+    return layouts
+
+
+def _swap_finding(
+    case: TensorCase, other: TensorCase, transposed: bool, residual: float
+) -> Finding:
+    t = ".T" if transposed else ""
+    a, b = case.name, other.name
+    return Finding(
+        kind="swapped",
+        tensor=f"{a} <-> {b}",
+        message=(
+            f"the gradients of {a} and {b} are exchanged: analytic {a} matches numeric {b}{t} "
+            f"and analytic {b} matches numeric {a}{t} (residual {residual:.1g})"
+        ),
+        evidence=residual,
+        fix=(
+            f"store each gradient under its own name: check the order in which the gradients of "
+            f"{a} and {b} are returned or packed into the flat vector, and the dict keys"
+        ),
+        details={"transposed": transposed},
+    )
+
+
+def _missing_l2(case: TensorCase, failing: Mapping[str, TensorCase]) -> Finding | None:
+    """A weight-decay term lambda * param missing from (or extra in) the gradient."""
+    weight = case.param
+    if weight is None:
+        return None
+    # analytic - numeric ~ k * W: k < 0 when lambda*W is missing, k > 0 when it is extra.
+    difference = case.analytic - case.numeric
+    k_range = _feasible_range(weight, difference, case)
+    if k_range is None or k_range[0] <= 0 <= k_range[1]:
+        return None
+    k = float(np.clip(_least_squares(weight, difference, case), *k_range))
+    corrected = case.analytic - k * weight
+    if not case.explains(corrected):
+        return None
+    name, residual = case.name, case.residual(corrected)
+    lam = _number_in(*sorted(abs(end) for end in k_range), fractions=False)
+    if k < 0:
+        message = (
+            f"the gradient of {name} lacks the weight-decay term: numeric - analytic = "
+            f"{lam} * {name} (residual {residual:.1g})"
+        )
+        fix = (
+            f"add `{lam} * {name}` to the gradient of {name} (the derivative of "
+            f"`{lam}/2 * sum({name}**2)`)"
+        )
+    else:
+        message = (
+            f"the gradient of {name} has a weight-decay term the loss lacks: analytic - numeric "
+            f"= {lam} * {name} (residual {residual:.1g})"
+        )
+        fix = (
+            f"drop `{lam} * {name}` from the gradient of {name}, or add `{lam}/2 * sum({name}**2)` "
+            "to the loss (a lambda off by a factor 2 shows up here too)"
+        )
+    return Finding(
+        kind="missing_l2",
+        tensor=name,
+        message=message,
+        evidence=residual,
+        fix=fix,
+        details={"lambda": abs(k), "direction": "missing" if k < 0 else "extra"},
+    )
+
+
+def _zero(case: TensorCase, failing: Mapping[str, TensorCase]) -> Finding | None:
+    """A gradient left at zero while the numeric one is not."""
+    if not _is_zero(case):
+        return None
+    name = case.name
+    magnitude = np.where(case.known, np.abs(case.numeric), -np.inf)
+    largest = np.unravel_index(int(np.argmax(magnitude)), magnitude.shape)
+    return Finding(
+        kind="zero",
+        tensor=name,
+        message=(
+            f"the gradient of {name} is all zeros while the numeric one is not (largest "
+            f"|numeric| {magnitude[largest]:.3g} at {_index_text(largest)})"
+        ),
+        # How far the analytic gradient is from zero, relative to the numeric one.
+        evidence=float(np.linalg.norm(case.analytic) / np.linalg.norm(case.numeric[case.known])),
+        fix=(
+            f"the gradient of {name} is never filled in: compute it and store it under "
+            f"'{name}' instead of leaving `np.zeros_like({name})`"
+        ),
+    )
+
+
+HYPOTHESES: dict[str, Hypothesis] = {
+    "transposed": _transposed,
+    "unroll_order": _unroll_order,
+    "scaled": _scaled,
+    "sign_flipped": _sign_flipped,
+    "swapped": _swapped,
+    "missing_l2": _missing_l2,
+    "zero": _zero,
+}
+
+
+# ---------------------------------------------------------------- fallbacks: partial, mismatch
+
+
+def _partial(case: TensorCase) -> Finding | None:
+    """``partial`` when the wrong entries are few, or confined to a few rows or columns.
+
+    The rest must be shown right: at least ``MIN_EVIDENCE`` entries outside the wrong region
+    that are not zero within tolerance match, and the wrong region covers at most half of
+    the informative rows, columns or entries (those not zero in both gradients).
+    """
+    informative = case.known & ~(
+        _within(case.numeric, 0.0, case.tolerance) & _within(case.analytic, 0.0, case.tolerance)
+    )
+    region = _wrong_region(case, informative)
+    if region is None:
+        return None
+    where, plural, outside, details = region
+    right = int(np.count_nonzero(informative & outside & ~case.wrong))
+    if right < MIN_EVIDENCE:
+        return None
+    name, wrong = case.name, case.wrong
+    zero_note = ""
+    if np.all(case.analytic[wrong] == 0):
+        zero_note = "; they are all 0" if np.count_nonzero(wrong) > 1 else "; it is 0"
+        zero_note += " in the analytic gradient"
+    verb = "are" if plural else "is"
+    return Finding(
+        kind="partial",
+        tensor=name,
+        message=(
+            f"only {where} {verb} wrong: {_wrong_text(case)}{zero_note}; {right} other "
+            "entries match"
+        ),
+        evidence=case.residual(np.where(outside, case.analytic, case.numeric)),
+        fix=(
+            f"look at the code that fills {where}: a loop or slice that stops early or starts "
+            "late (`range(1, n)`, `[:-1]`), a bias summed over the wrong axis, or a later write "
+            "over part of the gradient"
+        ),
+        details=details,
+    )
+
+
+def _wrong_region(
+    case: TensorCase, informative: np.ndarray
+) -> tuple[str, bool, np.ndarray, dict[str, list]] | None:
+    """Where the wrong entries lie: (text, whether it is plural, mask of the entries outside,
+    details), or None when they are not confined to a minority of the tensor."""
+    name, wrong = case.name, case.wrong
+    n_wrong = int(np.count_nonzero(wrong))
+    if case.analytic.ndim == 2:
+        # Rows or columns rather than entries when each wrong line holds two wrong entries on
+        # average, and at most half the informative lines are wrong; the smaller share wins.
+        candidates = []
+        for axis in (0, 1):
+            idx, n_info = _wrong_lines(wrong, informative, axis)
+            if 2 * len(idx) <= min(n_wrong, n_info):
+                candidates.append((len(idx) / n_info, axis, idx))
+        if candidates:
+            _, axis, idx = min(candidates, key=lambda c: (c[0], c[1]))
+            word = ("row", "column")[axis]
+            inside = np.zeros(case.analytic.shape[axis], dtype=bool)
+            inside[idx] = True
+            outside = ~(inside[:, None] if axis == 0 else inside[None, :])
+            outside = np.broadcast_to(outside, wrong.shape)
+            text = f"{word}{'s' if len(idx) > 1 else ''} {_spans(idx)} of {name}"
+            return text, len(idx) > 1, outside, {word + "s": [int(i) for i in idx]}
+    if 2 * n_wrong > int(np.count_nonzero(informative)):
+        return None
+    entries = np.argwhere(wrong)
+    details = {"entries": [[int(i) for i in e] for e in entries[: 5 * _SHOWN]]}
+    if n_wrong == 1:
+        return f"{name}{_index_text(tuple(entries[0]))}", False, ~wrong, details
+    if case.analytic.ndim == 1:
+        return f"entries {_spans(entries[:, 0])} of {name}", True, ~wrong, details
+    examples = ", ".join(_index_text(tuple(e)) for e in entries[:_SHOWN])
+    return f"{n_wrong} scattered entries of {name} (e.g. {examples})", True, ~wrong, details
+
+
+def _wrong_lines(
+    wrong: np.ndarray, informative: np.ndarray, axis: int
+) -> tuple[np.ndarray, int]:
+    """Indices of the rows (axis 0) or columns (axis 1) holding wrong entries, and how many
+    rows or columns hold any informative entry."""
+    across = 1 - axis
+    n_info = int(np.count_nonzero(informative.any(axis=across)))
+    return np.flatnonzero(wrong.any(axis=across)), n_info
+
+
+def _mismatch(case: TensorCase) -> Finding:
+    name = case.name
+    return Finding(
+        kind="mismatch",
+        tensor=name,
+        message=(
+            f"the gradient of {name} is wrong with no recognised pattern: {_wrong_text(case)}"
+        ),
+        evidence=case.residual(case.analytic),
+        fix=(
+            f"derive the gradient of {name} again one step at a time, checking each "
+            "intermediate (each layer's delta) against a finite difference"
+        ),
+    )
+
+
+# ------------------------------------------------------------------------------- helpers
+
+
+def _cases(
+    analytic: Mapping[str, np.ndarray],
+    numeric: Mapping[str, np.ndarray],
+    params: Mapping[str, np.ndarray],
+    tolerance: Mapping[str, np.ndarray | float],
+) -> dict[str, TensorCase]:
+    inputs = {"analytic": analytic, "numeric": numeric, "params": params, "tolerance": tolerance}
+    for label, mapping in inputs.items():
+        if not isinstance(mapping, Mapping):
+            raise InputError(
+                f"{label} must be a dict of arrays keyed by tensor name, "
+                f"got {type(mapping).__name__}"
+            )
+    if set(analytic) != set(numeric):
+        raise InputError(
+            f"analytic and numeric gradients name different tensors: {sorted(map(str, analytic))} "
+            f"vs {sorted(map(str, numeric))}"
+        )
+    return {name: _case(name, analytic[name], numeric[name], params.get(name), tolerance)
+            for name in analytic}
+
+
+def _case(
+    name: str,
+    analytic: ArrayLike,
+    numeric: ArrayLike,
+    param: ArrayLike | None,
+    tolerance: Mapping[str, ArrayLike],
+) -> TensorCase:
+    a = _float_array(analytic, f"the analytic gradient of {name!r}")
+    n = _float_array(numeric, f"the numeric gradient of {name!r}")
+    if n.shape != a.shape:
+        raise InputError(
+            f"the numeric gradient of {name!r} has shape {n.shape}; expected {a.shape} like the "
+            "analytic one"
+        )
+    if name not in tolerance:
+        raise InputError(f"tolerance has no entry for tensor {name!r}")
+    tol = _float_array(tolerance[name], f"the tolerance of {name!r}")
+    try:
+        tol = np.broadcast_to(tol, a.shape)
+    except ValueError:
+        raise InputError(
+            f"the tolerance of {name!r} has shape {tol.shape}; expected a scalar or an array "
+            f"broadcastable to {a.shape}"
+        ) from None
+    if np.any(tol < 0):
+        raise InputError(f"the tolerance of {name!r} must be >= 0; it has negative entries")
+    if param is not None:
+        param = _float_array(param, f"params[{name!r}]")
+        if param.shape != a.shape:
+            raise InputError(
+                f"params[{name!r}] has shape {param.shape}; expected {a.shape} like its gradient"
+            )
+    known = np.isfinite(n) & np.isfinite(tol)
+    wrong = known & ~_within(a, n, tol)
+    return TensorCase(name, a, n, tol, param, known, wrong)
+
+
+def _float_array(value: ArrayLike, what: str) -> np.ndarray:
+    try:
+        array = np.asarray(value)
+    except ValueError:  # ragged nested lists
+        array = None
+    if array is None or array.dtype.kind not in "biuf":
+        raise InputError(f"{what} must be a real numeric array, got {type(value).__name__}")
+    return array.astype(np.float64)
+
+
+def _within(x: np.ndarray, y: np.ndarray | float, tol: np.ndarray) -> np.ndarray:
+    """``|x - y| <= tol`` entry by entry; False where either side is NaN or infinite."""
+    with np.errstate(invalid="ignore"):
+        return np.abs(x - y) <= tol
+
+
+def _is_square(shape: tuple[int, ...]) -> bool:
+    return len(shape) == 2 and shape[0] == shape[1] and shape[0] > 1
+
+
+def _is_zero(case: TensorCase) -> bool:
+    """Whether the analytic gradient is zero within tolerance everywhere (the largest known
+    tolerance stands in where an entry's own is unknown)."""
+    known_tol = case.tolerance[case.known]
+    limit = np.where(case.known, case.tolerance, known_tol.max() if known_tol.size else 0.0)
+    return bool(np.all(_within(case.analytic, 0.0, limit)))
+
+
+def _feasible_range(x: np.ndarray, y: np.ndarray, case: TensorCase) -> tuple[float, float] | None:
+    """The interval of k with ``|y - k*x| <= tolerance`` on every known entry.
+
+    None when it is empty, or unbounded (x zero on every known entry), or the data not finite.
+    """
+    x, y, t = x[case.known], y[case.known], case.tolerance[case.known]
+    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+        return None
+    free = x == 0
+    if np.any(np.abs(y[free]) > t[free]):
+        return None
+    x, y, t = x[~free], y[~free], t[~free]
+    if x.size == 0:
+        return None
+    ends = np.stack([(y - t) / x, (y + t) / x])  # (2, n): each entry's bounds, in either order
+    lo, hi = float(ends.min(axis=0).max()), float(ends.max(axis=0).min())
+    return (lo, hi) if lo <= hi else None
+
+
+def _least_squares(x: np.ndarray, y: np.ndarray, case: TensorCase) -> float:
+    """The k minimising ``sum(((y - k*x) / tolerance)**2)`` over the known entries."""
+    x, y, t = x[case.known], y[case.known], case.tolerance[case.known]
+    # A zero tolerance (an exact entry) gets the weight of float64 rounding, not infinity.
+    floor = np.finfo(np.float64).eps * max(float(np.abs(x).max()), float(np.abs(y).max()))
+    t = np.maximum(t, floor)
+    xw, yw = x / t, y / t
+    return float(xw @ yw / (xw @ xw))
+
+
+def _number_in(lo: float, hi: float, *, fractions: bool = True) -> str:
+    """The simplest text for a number in [lo, hi]: a small fraction, else the shortest decimal."""
+    middle, half = (lo + hi) / 2, (hi - lo) / 2
+    fraction = simple_fraction(middle, half) if fractions else None
+    if fraction is not None:
+        return fraction
+    for digits in range(1, 18):
+        text = f"{middle:.{digits}g}"
+        if lo <= float(text) <= hi:
+            return text
+    return f"{middle:.17g}"
+
+
+def _worst_index(case: TensorCase) -> tuple[int, ...]:
+    """The wrong entry with the largest error relative to its tolerance."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.abs(case.analytic - case.numeric) / case.tolerance
+    ratio = np.where(np.isnan(ratio), np.inf, ratio)
+    ratio = np.where(case.wrong, ratio, -1.0)
+    return tuple(int(i) for i in np.unravel_index(int(np.argmax(ratio)), ratio.shape))
+
+
+def _wrong_text(case: TensorCase) -> str:
+    """How many entries are wrong and the worst one: "3 of 28 known entries differ beyond
+    tolerance, the worst at [0, 1]: analytic 0.522 vs numeric -0.478 (tolerance 5e-08)"."""
+    n_wrong, n_known = int(np.count_nonzero(case.wrong)), int(np.count_nonzero(case.known))
+    worst = _worst_index(case)
+    values = (
+        f"analytic {case.analytic[worst]:.3g} vs numeric {case.numeric[worst]:.3g} "
+        f"(tolerance {case.tolerance[worst]:.1g})"
+    )
+    if n_wrong == 1:
+        return (
+            f"1 of {n_known} known entries differs beyond tolerance, at {_index_text(worst)}: "
+            f"{values}"
+        )
+    return (
+        f"{n_wrong} of {n_known} known entries differ beyond tolerance, the worst at "
+        f"{_index_text(worst)}: {values}"
+    )
+
+
+def _index_text(index: tuple[int, ...]) -> str:
+    return "[" + ", ".join(str(int(i)) for i in index) + "]"
+
+
+def _spans(indices: np.ndarray) -> str:
+    """Sorted indices as ranges: [0, 1, 2, 3, 4, 10] -> "0-4 and 10"."""
+    indices = np.sort(np.asarray(indices))
+    breaks = np.flatnonzero(np.diff(indices) != 1) + 1
+    runs = np.split(indices, breaks)
+    parts = [f"{run[0]}" if len(run) == 1 else f"{run[0]}-{run[-1]}" for run in runs]
+    if len(parts) > _SHOWN:
+        parts = parts[:_SHOWN] + [f"{len(parts) - _SHOWN} more"]
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
