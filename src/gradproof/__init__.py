@@ -29,7 +29,6 @@ _EXPORTS = {
     "TensorResult": "gradproof.report",
     "Finding": "gradproof.report",
     "FINDING_KINDS": "gradproof.report",
-    "train": "gradproof.train",
     "GradproofError": "gradproof.errors",
     "InputError": "gradproof.errors",
     "DataError": "gradproof.errors",

@@ -65,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     except InputError as error:
-        error_console.print(f"error: {error}", style="red", markup=False)
+        error_console.print(f"error: {error}", style="red", markup=False, soft_wrap=True)
         return EXIT_USAGE
     except SystemExit as exit_request:  # --help and --version exit through argparse
         return int(exit_request.code or 0)
@@ -75,10 +75,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.run(args, console))
     except InputError as error:
-        error_console.print(f"error: {error}", style="red", markup=False)
+        error_console.print(f"error: {error}", style="red", markup=False, soft_wrap=True)
         return EXIT_USAGE
     except GradproofError as error:
-        error_console.print(f"error: {error}", style="red", markup=False)
+        error_console.print(f"error: {error}", style="red", markup=False, soft_wrap=True)
         return EXIT_FAILED
     except KeyboardInterrupt:
         error_console.print("interrupted")
