@@ -1,0 +1,155 @@
+"""Specs for `gradproof compare FILE`, through gradproof.cli.main.
+
+Files are written in tmp_path: .mat with scipy.io.savemat, .npz with numpy.savez. A 6-4-6
+network keeps each run well under a second.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import scipy.io
+
+from gradproof.cli import main
+from gradproof.io import HDF5_SIGNATURE
+from gradproof.mistakes import Flaws, flawed_backprop
+from gradproof.nn.autoencoder import Autoencoder
+
+
+def model_case(seed=0, batch=1, **options):
+    model = Autoencoder(**{"layers": [6, 4, 6], **options})
+    rng = np.random.default_rng(seed)
+    params = {k: v + 0.1 * rng.normal(size=v.shape) for k, v in model.init_params(seed).items()}
+    x = rng.uniform(0.05, 0.95, size=(batch, 6))
+    return model, params, x
+
+
+def motivating_file(tmp_path, flaws=Flaws(back_weight="mirror", transposed_outer=True)):
+    """The motivating user's export, at 6-4-6: save f.mat encoder decoder x gEncoder gDecoder."""
+    model, params, x = model_case(bias=False)
+    grads = flawed_backprop(model, params, x, flaws)
+    path = tmp_path / "f.mat"
+    scipy.io.savemat(path, {
+        "encoder": params["W1"], "decoder": params["W2"], "x": x,
+        "gEncoder": grads["W1"], "gDecoder": grads["W2"],
+    })
+    return path
+
+
+def run_json(capsys, *argv):
+    code = main(["compare", *argv, "--json"])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def test_the_motivating_users_file_fails_with_both_bugs_named(tmp_path, capsys):
+    code, report = run_json(capsys, str(motivating_file(tmp_path)))
+    assert code == 1 and report["passed"] is False
+    bugs = {(f["kind"], f["tensor"]) for f in report["findings"]}
+    assert bugs == {("transposed", "W1"), ("wrong_backprop_matrix", "W1"), ("transposed", "W2")}
+    wrong_matrix = next(f for f in report["findings"] if f["kind"] == "wrong_backprop_matrix")
+    assert wrong_matrix["details"]["matlab"] == "d_s1 = (d_s2 * W2') .* a1 .* (1 - a1);"
+    assert report["names"]["grad W1"] == "gEncoder"
+    assert report["model"]["layers"] == [6, 4, 6] and report["model"]["bias"] is False
+    assert {t["name"] for t in report["tensors"]} == {"W1", "W2"}
+
+
+def test_the_fixed_file_passes_with_exit_code_0(tmp_path, capsys):
+    path = motivating_file(tmp_path, Flaws())
+    assert main(["compare", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "PASSED" in out and "encoder -> W1" in out
+
+
+def test_the_text_report_names_the_users_tensors_and_both_fix_notations(tmp_path, capsys):
+    assert main(["compare", str(motivating_file(tmp_path))]) == 1
+    out = capsys.readouterr().out
+    assert "W1 (encoder)" in out and "[wrong_backprop_matrix]" in out
+    assert "fix (numpy):" in out and "fix (MATLAB):" in out
+
+
+def test_matlab_column_convention_with_biases_and_tanh(tmp_path, capsys):
+    model, params, x = model_case(batch=4, activation="tanh")
+    _, grads = model.loss_and_grad(params, x)
+    variables = {"x": x.T}
+    for name in params:
+        column = params[name].T if name[0] == "W" else params[name][:, None]
+        variables[name], variables[f"d{name}"] = column, grads[name].T if name[0] == "W" else grads[name][:, None]
+    path = tmp_path / "f.mat"
+    scipy.io.savemat(path, variables)
+    code, report = run_json(capsys, str(path), "--activation", "tanh")
+    assert code == 0 and report["passed"] is True
+    assert report["layout"]["examples"] == "columns" and report["layout"]["weights"] == "out_in"
+
+
+def test_model_flags_decide_what_the_gradient_is_checked_against(tmp_path, capsys):
+    model, params, x = model_case(batch=3, loss="cross_entropy")
+    _, grads = model.loss_and_grad(params, x)
+    path = tmp_path / "f.npz"
+    np.savez(path, x=x, **params, **{f"grad_{k}": v for k, v in grads.items()})
+    assert main(["compare", str(path), "--loss", "cross_entropy"]) == 0
+    assert main(["compare", str(path)]) == 1  # checked against the squared error
+
+
+def test_map_names_unusual_variables(tmp_path, capsys):
+    model, params, x = model_case(bias=False)
+    _, grads = model.loss_and_grad(params, x)
+    path = tmp_path / "f.npz"
+    np.savez(path, imgs=x, enc=params["W1"], dec=params["W2"], gEnc=grads["W1"], delta2=grads["W2"])
+    code, report = run_json(capsys, str(path), "--map", "imgs=x,enc=W1,dec=W2,gEnc=W1,delta2=dW2")
+    assert code == 0 and report["names"]["grad W2"] == "delta2"
+
+
+def test_a_flag_that_disagrees_with_the_file_is_bad_input(tmp_path, capsys):
+    assert main(["compare", str(motivating_file(tmp_path)), "--hidden", "3"]) == 2
+    message = " ".join(capsys.readouterr().err.split())
+    assert "disagree with the file" in message and "--hidden 3" in message
+
+
+def _write_v73(path):
+    path.write_bytes(b"MATLAB 7.3 MAT-file".ljust(512, b" ") + HDF5_SIGNATURE + bytes(64))
+
+
+def _write_pickled(path):
+    np.savez(path, W1=np.zeros((2, 2)), meta=np.array([None], dtype=object))
+
+
+def _write_nan(path):
+    model, params, x = model_case(bias=False)
+    x[0, 3] = np.nan
+    scipy.io.savemat(path, {"encoder": params["W1"], "decoder": params["W2"], "x": x,
+                            "gEncoder": params["W1"], "gDecoder": params["W2"]})
+
+
+def _write_missing(path):
+    model, params, x = model_case(bias=False)
+    scipy.io.savemat(path, {"encoder": params["W1"], "decoder": params["W2"], "x": x})
+
+
+def _write_misfit(path):
+    scipy.io.savemat(path, {"W1": np.ones((6, 4)), "W2": np.ones((3, 6)), "x": np.ones((1, 6)),
+                            "dW1": np.ones((6, 4)), "dW2": np.ones((3, 6))})
+
+
+BAD_INPUTS = [
+    ("missing-file", "absent.mat", None, "does not exist"),
+    ("unknown-extension", "f.txt", lambda p: p.write_text("x"), "unsupported file type"),
+    ("matlab-v7.3", "f.mat", _write_v73, "-v7"),
+    ("pickled-npz", "f.npz", _write_pickled, "pickled object array"),
+    ("nan", "f.mat", _write_nan, r"x has a non-finite value (nan) at index [0, 3]"),
+    ("missing-variables", "f.mat", _write_missing, "a gradient for encoder"),
+    ("misfit-shapes", "f.mat", _write_misfit, "fit no autoencoder"),
+]
+
+
+@pytest.mark.parametrize("name, write, words", [pytest.param(*c[1:], id=c[0]) for c in BAD_INPUTS])
+def test_bad_input_exits_2_with_a_clear_message(tmp_path, capsys, name, write, words):
+    path = tmp_path / name
+    if write is not None:
+        write(path)
+    assert main(["compare", str(path)]) == 2
+    captured = capsys.readouterr()
+    message = " ".join(captured.err.split())  # rich wraps long lines at the console width
+    assert words in message and "Traceback" not in message
+    assert captured.out == ""
