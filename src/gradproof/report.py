@@ -112,6 +112,12 @@ class TensorResult:
         The tolerance applied at the worst entry.
     probes : int
         How many directional / row / column probes were compared, beyond single entries.
+    excluded : int
+        Entries or probes left out because the loss has a kink at the point itself (see the
+        ``kink`` finding).
+    taylor_order : float or None
+        In a Taylor test: the fitted order of the remainder (2 when right, 1 when wrong; None
+        when the remainder stayed at rounding level).
     """
 
     name: str
@@ -125,6 +131,8 @@ class TensorResult:
     error_estimate: float | None = None
     tolerance: float | None = None
     probes: int = 0
+    excluded: int = 0
+    taylor_order: float | None = None
 
     @property
     def size(self) -> int:
@@ -143,6 +151,8 @@ class TensorResult:
             "error_estimate": _json_float(self.error_estimate),
             "tolerance": _json_float(self.tolerance),
             "probes": int(self.probes),
+            "excluded": int(self.excluded),
+            "taylor_order": _json_float(self.taylor_order),
         }
 
 
@@ -160,11 +170,14 @@ class GradReport:
         How the check was made (``"full"``, ``"sample"``, ``"directional"``, ``"taylor"``,
         ``"auto"``, ``"exact"``).
     partial : bool
-        True when the check was interrupted and only part of it was done.
+        True when the check was interrupted and only part of it was done (it then never
+        counts as passed: what was not checked is not proven).
     seconds : float
         Wall time of the check.
     loss_evaluations : int
         How many times the loss was evaluated.
+    rule : str
+        The tolerance rule the comparisons used, in words.
     """
 
     tensors: list[TensorResult]
@@ -173,11 +186,16 @@ class GradReport:
     partial: bool = False
     seconds: float = 0.0
     loss_evaluations: int = 0
+    rule: str = ""
 
     @property
     def passed(self) -> bool:
-        """True when every tensor passed and no finding describes a bug."""
-        return all(t.passed for t in self.tensors) and not any(f.is_bug for f in self.findings)
+        """True when the check finished, every tensor passed and no finding describes a bug."""
+        return (
+            not self.partial
+            and all(t.passed for t in self.tensors)
+            and not any(f.is_bug for f in self.findings)
+        )
 
     def tensor(self, name: str) -> TensorResult:
         """Return the result for the tensor called ``name``."""
@@ -200,6 +218,7 @@ class GradReport:
             "partial": self.partial,
             "seconds": round(self.seconds, 6),
             "loss_evaluations": int(self.loss_evaluations),
+            "rule": self.rule,
         }
 
     def __str__(self) -> str:
@@ -222,16 +241,26 @@ def format_report(report: GradReport) -> str:
             f"{t.max_abs_error:.2e}",
             f"{t.max_rel_error:.2e}",
             "-" if t.worst_index is None else str(list(t.worst_index)),
-            "ok" if t.passed else "FAIL",
+            _verdict_text(t),
         )
         for t in report.tensors
     ]
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in [header, *rows]]
-    verdict = "PASSED" if report.passed else "FAILED"
     if report.partial:
+        failed = any(not t.passed for t in report.tensors) or any(f.is_bug for f in report.findings)
+        verdict = "FAILED" if failed else "INCOMPLETE"
         verdict += " (partial: interrupted before the check finished)"
+    else:
+        verdict = "PASSED" if report.passed else "FAILED"
     lines.insert(0, f"gradient check ({report.mode}): {verdict}")
+    took = f"{report.seconds:.2f} s"
+    if report.loss_evaluations:
+        took = f"{report.loss_evaluations} loss evaluations in {took}"
+    footer = [took]
+    if report.rule:
+        footer.append(f"tolerance: {report.rule}")
+    lines.append("; ".join(footer))
     for finding in report.findings:
         lines.append(f"- [{finding.kind}] {finding.tensor}: {finding.message}")
         if finding.fix:
@@ -242,8 +271,20 @@ def format_report(report: GradReport) -> str:
 def _checked_text(result: TensorResult) -> str:
     text = f"{result.checked}/{result.size}"
     if result.probes:
-        text += f" +{result.probes} probes"
+        text += f" +{result.probes} probe{'s' if result.probes != 1 else ''}"
+    if result.excluded:
+        text += f" ({result.excluded} excluded)"
+    if result.taylor_order is not None:
+        text += f" (order {result.taylor_order:.2f})"
     return text
+
+
+def _verdict_text(result: TensorResult) -> str:
+    if not result.passed:
+        return "FAIL"
+    if result.checked == 0 and result.probes == 0 and result.size:
+        return "not checked"
+    return "ok"
 
 
 def _json_float(value: float | None) -> float | None | str:

@@ -1,0 +1,415 @@
+"""Named parameters: the user's ``params`` structure <-> one flat vector, and tensor names.
+
+Contract: ``parse_params(params, shapes=None, order="C") -> (ParamLayout, flat)``. ``flat`` is a
+float64 copy of every parameter entry, tensor after tensor; the layout knows where each tensor
+lies in it (a ``TensorSpec``), how to rebuild the user's structure as *views* into any flat
+buffer (so that changing one buffer entry changes what the loss sees, with nothing rebuilt),
+and how to match a gradient of the same structure to the tensors, by name.
+
+Three structures are accepted:
+
+* one array: a single tensor named ``"params"``;
+* a dict of named arrays, nested dicts / lists / tuples allowed: names join dict keys with
+  ``"."`` and list positions as ``"[i]"`` (``"enc.W"``, ``"layers[0].W"``, ``"[1]"``);
+* a flat vector plus ``shapes`` (a dict of name -> shape, or a list of shapes named
+  ``"[i]"``) unrolled in C (row-major) or Fortran / MATLAB (column-major) ``order``: the
+  "unrolled theta" of many courses. The loss then receives the flat vector itself.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from gradproof.errors import InputError
+
+ORDERS = ("C", "F")
+
+# Name of the tensor when params is one array.
+SINGLE_NAME = "params"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Where one named tensor lies in the flat vector.
+
+    Attributes
+    ----------
+    name : str
+        The tensor's name.
+    shape : tuple of int
+        Its shape.
+    offset : int
+        The flat position of its first entry.
+    order : {"C", "F"}
+        How its entries are unrolled into the flat vector.
+    dtype : numpy.dtype
+        The dtype the user gave it.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    offset: int
+    order: str
+    dtype: np.dtype
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def span(self) -> slice:
+        """The tensor's slice of the flat vector."""
+        return slice(self.offset, self.offset + self.size)
+
+    def view(self, flat: np.ndarray) -> np.ndarray:
+        """The tensor as a view of shape ``shape`` into ``flat`` (1-D)."""
+        return flat[self.span].reshape(self.shape, order=self.order)
+
+    def unroll(self, tensor: np.ndarray) -> np.ndarray:
+        """A tensor of shape ``shape`` as its flat piece, in this tensor's unroll order."""
+        return np.asarray(tensor).reshape(-1, order=self.order)
+
+    def local_positions(self) -> np.ndarray:
+        """An int array of shape ``shape``: the flat position (within the tensor) of each entry."""
+        return np.arange(self.size).reshape(self.shape, order=self.order)
+
+    def index(self, position: int) -> tuple[int, ...]:
+        """The tensor index of the entry at flat ``position`` (of the whole flat vector)."""
+        local = int(position) - self.offset
+        return tuple(int(i) for i in np.unravel_index(local, self.shape, order=self.order))
+
+    def label(self, index: Sequence[int]) -> str:
+        """``"W1[3, 4]"``: the entry at ``index``; just the name for a scalar."""
+        if not self.shape:
+            return self.name
+        return f"{self.name}[{', '.join(str(int(i)) for i in index)}]"
+
+
+class ParamLayout:
+    """The tensors of a params structure and how they lie in one flat vector.
+
+    Build it with ``parse_params``. ``kind`` is ``"array"``, ``"tree"`` or ``"flat"``.
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        specs: list[TensorSpec],
+        *,
+        skeleton: Any = None,
+        flat_shape: tuple[int, ...] | None = None,
+    ) -> None:
+        self.kind = kind
+        self.specs = tuple(specs)
+        self.size = sum(spec.size for spec in specs)
+        self._by_name = {spec.name: spec for spec in specs}
+        # For "tree": the user's containers with each leaf replaced by its spec's position.
+        self._skeleton = skeleton
+        # For "array" and "flat": the shape of the array the user passed.
+        self._flat_shape = flat_shape
+
+    @property
+    def names(self) -> list[str]:
+        return [spec.name for spec in self.specs]
+
+    def spec(self, name: str) -> TensorSpec:
+        return self._by_name[name]
+
+    def owner(self, position: int) -> TensorSpec:
+        """The tensor that holds flat ``position``."""
+        offsets = [spec.offset for spec in self.specs if spec.size]
+        holders = [spec for spec in self.specs if spec.size]
+        return holders[int(np.searchsorted(offsets, position, side="right")) - 1]
+
+    def label(self, position: int) -> str:
+        """``"W1[3, 4]"``: the entry at flat ``position``."""
+        spec = self.owner(position)
+        return spec.label(spec.index(position))
+
+    def structure(self, flat: np.ndarray) -> Any:
+        """The user's structure, its arrays being views into ``flat`` (1-D, length ``size``)."""
+        if self.kind != "tree":
+            return flat.reshape(self._flat_shape)
+        views = [spec.view(flat) for spec in self.specs]
+        return _fill(self._skeleton, views)
+
+    def named(self, flat: np.ndarray) -> dict[str, np.ndarray]:
+        """Views into ``flat`` keyed by tensor name, each of its tensor's shape."""
+        return {spec.name: spec.view(flat) for spec in self.specs}
+
+    def leaves(self, structure: Any) -> list[Any]:
+        """The leaves of a structure built by ``structure``, in spec order (for identity checks)."""
+        if self.kind != "tree":
+            return [structure]
+        found: dict[str, Any] = {}
+        _collect(structure, "", found, strict=False)
+        return [found.get(spec.name) for spec in self.specs]
+
+    def unroll(self, tensors: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Tensors keyed by name (each of its spec's shape) -> one float64 flat vector."""
+        flat = np.empty(self.size)
+        for spec in self.specs:
+            flat[spec.span] = spec.unroll(tensors[spec.name])
+        return flat
+
+    def match_gradient(
+        self, grad: Any
+    ) -> tuple[dict[str, np.ndarray], list[str], dict[str, np.dtype]]:
+        """Match a gradient to the tensors, by name and shape.
+
+        Parameters
+        ----------
+        grad : array, dict, list or flat vector
+            The same structure as the params (a flat vector of the same length for flat
+            params, which may also get a dict keyed by the names in ``shapes``).
+
+        Returns
+        -------
+        tensors : dict of str to ndarray
+            A float64 copy of each tensor's gradient, of the parameter's shape.
+        transposed : list of str
+            Tensors whose gradient had the transposed shape; they are transposed back.
+        dtypes : dict of str to numpy.dtype
+            The dtype of each gradient as given (its own precision).
+
+        Raises
+        ------
+        InputError
+            Missing or extra tensors (both listed), a shape that is neither the parameter's
+            nor its transpose (both shapes named), a non-numeric gradient, or NaN / Inf in it
+            (the tensor and the first index named).
+        """
+        if self.kind == "flat" and not isinstance(grad, Mapping):
+            raw = _numeric_array(grad, "the gradient")
+            if raw.size != self.size:
+                raise InputError(
+                    f"the gradient has {raw.size} entries (shape {raw.shape}); expected "
+                    f"{self.size} like the flat parameter vector"
+                )
+            flat = raw.reshape(-1)
+            leaves = {spec.name: spec.view(flat) for spec in self.specs}
+        elif self.kind == "array":
+            leaves = {SINGLE_NAME: grad}
+        else:
+            leaves = {}
+            _collect(grad, "", leaves, strict=True)
+            _check_names(self.names, list(leaves))
+        tensors: dict[str, np.ndarray] = {}
+        transposed: list[str] = []
+        dtypes: dict[str, np.dtype] = {}
+        for spec in self.specs:
+            what = f"the gradient of {spec.name}"
+            array = _numeric_array(leaves[spec.name], what)
+            if array.shape != spec.shape:
+                if array.ndim >= 2 and array.shape == spec.shape[::-1]:
+                    array = array.T
+                    transposed.append(spec.name)
+                else:
+                    raise InputError(
+                        f"{what} has shape {array.shape}; expected {spec.shape} like the parameter"
+                    )
+            _check_finite(array, spec.label, what)
+            dtypes[spec.name] = array.dtype
+            tensors[spec.name] = np.array(array, dtype=np.float64)
+        return tensors, transposed, dtypes
+
+
+def parse_params(
+    params: Any, shapes: Mapping[str, Any] | Sequence[Any] | None = None, order: str = "C"
+) -> tuple[ParamLayout, np.ndarray]:
+    """Read a params structure into a layout and a float64 flat copy.
+
+    Parameters
+    ----------
+    params : array, dict (nested dicts / lists allowed) or flat vector
+        The parameters, as the loss takes them.
+    shapes : dict of str to shape, or list of shapes, optional
+        With a flat vector: the tensors it holds, in order.
+    order : {"C", "F"}
+        With ``shapes``: how each tensor is unrolled, C (row-major) or Fortran / MATLAB
+        (column-major).
+
+    Returns
+    -------
+    layout : ParamLayout
+    flat : ndarray of shape (layout.size,)
+        Every entry, as float64.
+
+    Raises
+    ------
+    InputError
+        A non-numeric or complex leaf, an empty structure, shapes that do not cover the flat
+        vector, a bad ``order``, or NaN / Inf in a parameter (the tensor and first index named).
+    """
+    if order not in ORDERS:
+        raise InputError(f"order must be 'C' (row-major) or 'F' (Fortran / MATLAB), got {order!r}")
+    if shapes is not None:
+        layout, flat = _parse_flat(params, shapes, order)
+    elif order != "C":
+        raise InputError("order='F' applies only to a flat vector given with shapes=")
+    elif isinstance(params, (Mapping, list, tuple)):
+        layout, flat = _parse_tree(params)
+    else:
+        array = _numeric_array(params, "params")
+        spec = TensorSpec(SINGLE_NAME, array.shape, 0, "C", array.dtype)
+        layout = ParamLayout("array", [spec], flat_shape=array.shape)
+        flat = np.array(array, dtype=np.float64).reshape(-1)
+    for spec in layout.specs:
+        _check_finite(spec.view(flat), spec.label, f"parameter {spec.name}")
+    return layout, flat
+
+
+def _parse_flat(params: Any, shapes: Any, order: str) -> tuple[ParamLayout, np.ndarray]:
+    theta = _numeric_array(params, "params (the flat vector)")
+    if sum(n > 1 for n in theta.shape) > 1:
+        raise InputError(
+            f"with shapes=, params must be a flat vector (or an n x 1 / 1 x n matrix); "
+            f"got an array of shape {theta.shape}"
+        )
+    if isinstance(shapes, Mapping):
+        named = [(str(name), shape) for name, shape in shapes.items()]
+    elif isinstance(shapes, (list, tuple)):
+        named = [(f"[{i}]", shape) for i, shape in enumerate(shapes)]
+    else:
+        raise InputError(
+            "shapes must be a dict of name -> shape or a list of shapes, got "
+            f"{type(shapes).__name__}"
+        )
+    specs: list[TensorSpec] = []
+    offset = 0
+    for name, shape in named:
+        dims = _shape(shape, name)
+        spec = TensorSpec(name, dims, offset, order, theta.dtype)
+        specs.append(spec)
+        offset += spec.size
+    if offset != theta.size:
+        raise InputError(
+            f"shapes cover {offset} entries but the flat params vector has {theta.size}: "
+            f"{', '.join(f'{s.name} {s.shape}' for s in specs)}"
+        )
+    layout = ParamLayout("flat", specs, flat_shape=theta.shape)
+    return layout, np.array(theta, dtype=np.float64).reshape(-1)
+
+
+def _parse_tree(params: Any) -> tuple[ParamLayout, np.ndarray]:
+    leaves: dict[str, Any] = {}
+    _collect(params, "", leaves, strict=True)
+    if not leaves:
+        raise InputError(
+            "params holds no arrays: expected an array, a dict of arrays or a flat vector"
+        )
+    specs: list[TensorSpec] = []
+    pieces: list[np.ndarray] = []
+    offset = 0
+    for name, leaf in leaves.items():
+        array = _numeric_array(leaf, f"parameter {name}")
+        spec = TensorSpec(name, array.shape, offset, "C", array.dtype)
+        specs.append(spec)
+        pieces.append(np.asarray(array, dtype=np.float64).reshape(-1))
+        offset += spec.size
+    position = iter(range(len(specs)))
+    skeleton = _map_leaves(params, lambda leaf: next(position))
+    flat = np.concatenate(pieces) if pieces else np.empty(0)
+    return ParamLayout("tree", specs, skeleton=skeleton), flat
+
+
+def _is_container(value: Any) -> bool:
+    return isinstance(value, (Mapping, list, tuple))
+
+
+def _join(prefix: str, key: Any) -> str:
+    if isinstance(key, int):
+        return f"{prefix}[{key}]"
+    return f"{prefix}.{key}" if prefix else str(key)
+
+
+def _collect(value: Any, prefix: str, out: dict[str, Any], *, strict: bool) -> None:
+    """Leaves of a nested structure keyed by their names, in order."""
+    if isinstance(value, Mapping):
+        items: Any = value.items()
+    elif isinstance(value, (list, tuple)):
+        items = enumerate(value)
+    else:
+        out[prefix or SINGLE_NAME] = value
+        return
+    for key, child in items:
+        name = _join(prefix, key)
+        if strict and name in out:
+            raise InputError(f"two tensors are both named {name!r}; use distinct keys")
+        _collect(child, name, out, strict=strict)
+
+
+def _map_leaves(value: Any, fn: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {key: _map_leaves(child, fn) for key, child in value.items()}
+    if isinstance(value, tuple):
+        return tuple(_map_leaves(child, fn) for child in value)
+    if isinstance(value, list):
+        return [_map_leaves(child, fn) for child in value]
+    return fn(value)
+
+
+def _fill(skeleton: Any, views: list[np.ndarray]) -> Any:
+    return _map_leaves(skeleton, lambda position: views[position])
+
+
+def _check_names(expected: list[str], given: list[str]) -> None:
+    missing = [name for name in expected if name not in given]
+    extra = [name for name in given if name not in expected]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"is missing {missing}")
+        if extra:
+            parts.append(f"has extra {extra}")
+        raise InputError(
+            f"the gradient {' and '.join(parts)}: it must hold exactly the parameters' tensors "
+            f"{expected}"
+        )
+
+
+def _shape(shape: Any, name: str) -> tuple[int, ...]:
+    dims = (shape,) if isinstance(shape, numbers.Integral) else shape
+    try:
+        dims = tuple(int(n) for n in dims)
+    except (TypeError, ValueError):
+        raise InputError(f"shapes[{name!r}] must be a tuple of ints, got {shape!r}") from None
+    if any(n < 0 for n in dims):
+        raise InputError(f"shapes[{name!r}] has a negative dimension: {dims}")
+    return dims
+
+
+def _numeric_array(value: Any, what: str) -> np.ndarray:
+    """``value`` as a real numeric array, or an InputError naming ``what``."""
+    if value is None:
+        raise InputError(f"{what} is None; expected a real numeric array")
+    if (
+        isinstance(value, (str, bytes))
+        or _is_container(value)
+        and not isinstance(value, (list, tuple))
+    ):
+        raise InputError(f"{what} must be a real numeric array, got {type(value).__name__}")
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{what} must be a real numeric array ({exc})") from None
+    if array.dtype.kind not in "fiu":
+        kind = "complex" if array.dtype.kind == "c" else f"dtype {array.dtype}"
+        raise InputError(f"{what} must be a real numeric array, got {kind} (shape {array.shape})")
+    return array
+
+
+def _check_finite(array: np.ndarray, label: Any, what: str) -> None:
+    bad = ~np.isfinite(array)
+    if bad.any():
+        index = np.unravel_index(int(np.argmax(bad)), array.shape) if array.shape else ()
+        value = array[index]
+        raise InputError(
+            f"{what} holds {value} at {label(index)} ({int(bad.sum())} non-finite entries in all)"
+        )

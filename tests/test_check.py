@@ -1,0 +1,790 @@
+"""Specs for gradproof.check_gradient: right gradients pass, wrong ones fail, misuse is named.
+
+The oracle is ``autograd``: a random composition of matmul, sin, exp, tanh and log1p on random
+shapes is differentiated by autograd (the correct gradient), and the planted mistakes of the
+motivating user (a factor, one wrong entry, a sign, a transpose) are made from that gradient.
+
+A worked example, spelled out once: for J(W) = sum(sin(x @ W)) the gradient is
+x.T @ cos(x @ W). ``check_gradient(J, grad, {"W": W})`` moves each W[i, j] by
+h = cbrt(eps)·max(1, |W[i, j]|) ≈ 6e-6 both ways, compares (J(W+h) - J(W-h))/2h with
+grad[i, j], and passes when they agree within 10x the estimated finite-difference error.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import autograd
+import autograd.numpy as anp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import gradproof as gp
+from gradproof.errors import GradientMismatch, InputError
+from gradproof.testing import assert_gradient_ok
+
+MODES = ["auto", "full", "sample", "directional", "taylor"]
+
+ACTIVATIONS = {
+    "sin": anp.sin,
+    "tanh": anp.tanh,
+    "exp": lambda u: anp.exp(0.5 * u),
+    "log1p": lambda u: anp.log1p(u**2),
+    "softplus": lambda u: anp.log1p(anp.exp(u)),
+}
+REDUCTIONS = {
+    "half_squares": lambda z, y: 0.5 * anp.sum((z - y) ** 2),
+    "sin_sum": lambda z, y: anp.sum(anp.sin(z) * y),
+    "log1p_sum": lambda z, y: anp.sum(anp.log1p(z**2)),
+}
+
+
+def make_problem(dims, batch, activations, reduction, biases, seed):
+    """(loss, autograd gradient function, params) of a random layered composition."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(batch, dims[0]))
+    y = rng.normal(size=(batch, dims[-1]))
+    params = {}
+    for i, has_bias in enumerate(biases):
+        params[f"W{i + 1}"] = rng.normal(size=(dims[i], dims[i + 1])) / np.sqrt(dims[i])
+        if has_bias:
+            params[f"b{i + 1}"] = 0.5 * rng.normal(size=dims[i + 1])
+
+    def loss(p):
+        z = x
+        for i, name in enumerate(activations):
+            z = anp.dot(z, p[f"W{i + 1}"])
+            if f"b{i + 1}" in p:
+                z = z + p[f"b{i + 1}"]
+            z = ACTIVATIONS[name](z)
+        return REDUCTIONS[reduction](z, y)
+
+    return loss, autograd.grad(loss), params
+
+
+def seeded_problem(seed):
+    rng = np.random.default_rng(seed)
+    depth = int(rng.integers(1, 4))
+    return make_problem(
+        dims=[int(d) for d in rng.integers(1, 7, size=depth + 1)],
+        batch=int(rng.integers(1, 6)),
+        activations=[str(a) for a in rng.choice(sorted(ACTIVATIONS), size=depth)],
+        reduction=str(rng.choice(sorted(REDUCTIONS))),
+        biases=[bool(b) for b in rng.random(depth) < 0.5],
+        seed=seed,
+    )
+
+
+@st.composite
+def problems(draw):
+    depth = draw(st.integers(1, 3))
+    return make_problem(
+        dims=draw(st.lists(st.integers(1, 6), min_size=depth + 1, max_size=depth + 1)),
+        batch=draw(st.integers(1, 5)),
+        activations=draw(
+            st.lists(st.sampled_from(sorted(ACTIVATIONS)), min_size=depth, max_size=depth)
+        ),
+        reduction=draw(st.sampled_from(sorted(REDUCTIONS))),
+        biases=draw(st.lists(st.booleans(), min_size=depth, max_size=depth)),
+        seed=draw(st.integers(0, 2**32 - 1)),
+    )
+
+
+def kinds(report):
+    return [f.kind for f in report.findings]
+
+
+# ------------------------------------------------------------ right and wrong
+
+
+@pytest.mark.parametrize("mode", MODES)
+@settings(max_examples=12, deadline=None)
+@given(problem=problems())
+def test_correct_gradients_of_random_compositions_pass(mode, problem):
+    loss, grad, params = problem
+    report = gp.check_gradient(loss, grad, params, mode=mode)
+    assert report.passed, str(report)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_no_false_alarm_across_200_random_correct_cases(mode):
+    checked, alarms = 0, []
+    for seed in range(200):
+        loss, grad, params = seeded_problem(seed)
+        report = gp.check_gradient(loss, grad, params, mode=mode, seed=seed)
+        checked += 1
+        if not report.passed:
+            alarms.append((seed, kinds(report)))
+    assert checked == 200
+    assert alarms == []
+
+
+def scaled(g, name):
+    return {**g, name: 1.01 * g[name]}
+
+
+def one_entry_off(g, name):
+    wrong = g[name].copy()
+    # Off by much more than any entry: large enough for one random direction to see it, and
+    # then the largest analytic magnitude, which every sample includes.
+    wrong.flat[wrong.size // 2] += 1.0 + 10 * np.abs(wrong).max()
+    return {**g, name: wrong}
+
+
+def sign_flipped(g, name):
+    return {key: -value for key, value in g.items()}
+
+
+def transposed(g, name):
+    return {**g, name: g[name].T.copy()}
+
+
+BUGS = {
+    "scaled": scaled,
+    "one_entry_off": one_entry_off,
+    "sign": sign_flipped,
+    "transposed": transposed,
+}
+
+
+def square_problem(seed):
+    """A composition whose first weight is square (so a transposed gradient keeps its shape)."""
+    rng = np.random.default_rng(seed)
+    d = int(rng.integers(2, 6))
+    return make_problem(
+        dims=[d, d, int(rng.integers(1, 5))],
+        batch=int(rng.integers(2, 6)),
+        activations=[str(a) for a in rng.choice(sorted(ACTIVATIONS), size=2)],
+        reduction=str(rng.choice(sorted(REDUCTIONS))),
+        biases=[True, False],
+        seed=seed,
+    )
+
+
+@pytest.mark.parametrize("bug", sorted(BUGS))
+@pytest.mark.parametrize("mode", MODES)
+def test_wrong_gradients_fail_in_every_mode(mode, bug):
+    missed = []
+    for seed in range(12):
+        loss, grad, params = square_problem(seed)
+        g = grad(params)
+        wrong = BUGS[bug](g, "W1")
+        report = gp.check_gradient(loss, wrong, params, mode=mode, seed=seed)
+        if report.passed:
+            missed.append(seed)
+        else:
+            assert any(f.is_bug for f in report.findings), str(report)
+    assert missed == []
+
+
+def test_a_failing_tensor_is_named_and_localised():
+    loss, grad, params = square_problem(3)
+    wrong = one_entry_off(grad(params), "W1")
+    report = gp.check_gradient(loss, wrong, params, mode="full")
+    failed = [t.name for t in report.tensors if not t.passed]
+    assert failed == ["W1"]
+    w1 = report.tensor("W1")
+    assert w1.worst_index == np.unravel_index(params["W1"].size // 2, params["W1"].shape)
+    assert w1.max_abs_error > w1.tolerance > w1.error_estimate > 0 and w1.step > 0
+    assert any(f.tensor == "W1" and f.is_bug for f in report.findings)
+
+
+def test_without_diagnose_each_failing_tensor_gets_one_mismatch(monkeypatch):
+    monkeypatch.setitem(sys.modules, "gradproof.diagnose", None)  # as if it did not exist
+    loss, grad, params = square_problem(1)
+    report = gp.check_gradient(loss, sign_flipped(grad(params), "W1"), params, mode="full")
+    bugs = [(f.kind, f.tensor) for f in report.findings if f.is_bug]
+    assert bugs == [("mismatch", t.name) for t in report.tensors if not t.passed]
+    assert "worst" in report.findings[-1].message
+
+
+def test_taylor_reports_the_order_of_the_remainder():
+    loss, grad, params = square_problem(2)
+    right = gp.check_gradient(loss, grad, params, mode="taylor")
+    wrong = gp.check_gradient(loss, scaled(grad(params), "W1"), params, mode="taylor")
+    assert right.tensor("W1").taylor_order == pytest.approx(2.0, abs=0.25)
+    order = wrong.tensor("W1").taylor_order
+    assert order == pytest.approx(1.0, abs=0.25)
+    assert f"(order {order:.2f})" in str(wrong)
+
+
+def test_directional_mode_costs_two_evaluations_per_direction_whatever_the_size():
+    x = np.random.default_rng(0).normal(size=(3, 400))
+    loss = lambda w: float(np.sum(np.sin(x @ w)))  # noqa: E731 - one-line test loss
+    grad = lambda w: x.T @ np.cos(x @ w)  # noqa: E731
+    w = np.random.default_rng(1).normal(size=(400, 30))
+    report = gp.check_gradient(loss, grad, w, mode="directional", directions=5)
+    assert report.passed and report.tensors[0].probes == 5
+    # 2 per direction, plus the base point twice, the noise estimate (8) and the final look.
+    assert report.loss_evaluations <= 2 * 5 + 11 + 4
+
+
+# --------------------------------------------------------- the default policy
+
+
+def wide_problem(seed=0):
+    """8050 entries: beyond the full-check budget."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(6, 80))
+    w = rng.normal(size=(80, 100)) / 9
+    b = rng.normal(size=50)
+
+    def loss(p):
+        return float(np.sum(np.tanh(x @ p["W"])[:, :50] * p["b"]))
+
+    def grad(p):
+        t = np.tanh(x @ p["W"])
+        d = np.zeros_like(t)
+        d[:, :50] = (1 - t[:, :50] ** 2) * p["b"]
+        return {"W": x.T @ d, "b": np.sum(t[:, :50], axis=0)}
+
+    return loss, grad, {"W": w, "b": b}
+
+
+def test_auto_checks_every_entry_of_a_small_problem():
+    loss, grad, params = square_problem(0)
+    report = gp.check_gradient(loss, grad, params)
+    assert all(t.checked == t.size for t in report.tensors)
+
+
+def test_auto_probes_rows_and_columns_of_a_large_tensor_and_pins_a_wrong_entry():
+    loss, grad, params = wide_problem()
+    right = gp.check_gradient(loss, grad, params)
+    w = right.tensor("W")
+    assert right.passed, str(right)
+    assert w.probes >= 80 + 100 and w.checked < w.size
+    assert right.tensor("b").checked == 50
+    assert right.loss_evaluations < w.size / 2
+    g = grad(params)
+    g["W"][17, 33] += 0.05
+    wrong = gp.check_gradient(loss, g, params)
+    assert not wrong.passed and wrong.tensor("b").passed
+    assert wrong.tensor("W").worst_index == (17, 33)
+
+
+# --------------------------------------------------------- params structures
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_flat_vector_with_shapes_in_either_order(order):
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(5, 6))
+    shapes = {"W1": (6, 3), "b1": (3,), "W2": (3, 2)}
+
+    def unpack(theta):
+        out, at = {}, 0
+        for name, shape in shapes.items():
+            size = int(np.prod(shape))
+            out[name] = anp.reshape(theta[at : at + size], shape, order=order)
+            at += size
+        return out
+
+    def loss(theta):
+        p = unpack(theta)
+        return anp.sum(anp.tanh(anp.dot(anp.tanh(anp.dot(x, p["W1"]) + p["b1"]), p["W2"])) ** 2)
+
+    theta = rng.normal(size=6 * 3 + 3 + 3 * 2)
+    grad = autograd.grad(loss)
+    report = gp.check_gradient(loss, grad, theta, shapes=shapes, order=order, mode="full")
+    assert report.passed, str(report)
+    assert [t.name for t in report.tensors] == ["W1", "b1", "W2"]
+    # The same gradient read in the other order is wrong for W1 (b1 is 1-D, W2 too small to
+    # care: only W1 is unrolled differently in a way that matters).
+    other = "C" if order == "F" else "F"
+    g = grad(theta)
+    w1 = g[:18].reshape(6, 3, order=order).ravel(order=other)
+    swapped_order = np.concatenate([w1, g[18:]])
+    assert not gp.check_gradient(loss, swapped_order, theta, shapes=shapes, order=order).passed
+
+
+def test_nested_dicts_and_lists():
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(4, 3))
+    params = {
+        "enc": {"W": rng.normal(size=(3, 2)), "b": rng.normal(size=2)},
+        "dec": [{"W": rng.normal(size=(2, 3))}, {"b": rng.normal(size=3)}],
+    }
+
+    def loss(p):
+        h = anp.tanh(anp.dot(x, p["enc"]["W"]) + p["enc"]["b"])
+        return anp.sum((anp.dot(h, p["dec"][0]["W"]) + p["dec"][1]["b"] - x) ** 2)
+
+    report = gp.check_gradient(loss, autograd.grad(loss), params)
+    assert report.passed, str(report)
+    assert [t.name for t in report.tensors] == ["enc.W", "enc.b", "dec[0].W", "dec[1].b"]
+
+
+def test_loss_may_return_value_and_gradient():
+    loss, grad, params = square_problem(6)
+    report = gp.check_gradient(lambda p: (loss(p), grad(p)), None, params)
+    assert report.passed
+
+
+def test_one_array_params():
+    x = np.random.default_rng(2).normal(size=(4, 3))
+    w = np.random.default_rng(3).normal(size=(3, 2))
+    report = gp.check_gradient(
+        lambda w: float(np.sum(np.exp(x @ w))), lambda w: x.T @ np.exp(x @ w), w
+    )
+    assert report.passed and report.tensors[0].name == "params"
+
+
+def test_full_mode_reuses_one_buffer_and_spends_extra_steps_only_where_undecided():
+    loss, grad, params = square_problem(7)
+    seen = []
+
+    def recording(p):
+        seen.append((id(p), id(p["W1"]), p["W1"].base is p["b1"].base))
+        return loss(p)
+
+    report = gp.check_gradient(recording, grad, params, mode="full")
+    size = sum(v.size for v in params.values())
+    assert report.passed
+    assert len({s[:2] for s in seen}) == 1 and all(s[2] for s in seen)
+    # Two per entry; the base point twice, 8 for the noise estimate and a last look on top.
+    assert report.loss_evaluations == len(seen) <= 2 * size + 11 + 4
+
+
+# ------------------------------------------------------------------ float32
+
+
+def float32_problem():
+    rng = np.random.default_rng(8)
+    x = rng.random((30, 12))
+
+    def loss(p):
+        a = 1 / (1 + anp.exp(-(anp.dot(x.astype(p["W1"].dtype), p["W1"]) + p["b1"])))
+        z = 1 / (1 + anp.exp(-anp.dot(a, p["W2"])))
+        return anp.sum(0.5 * (z - x.astype(p["W1"].dtype)) ** 2)
+
+    params = {
+        "W1": rng.uniform(-1, 1, (12, 6)).astype(np.float32),
+        "b1": np.zeros(6, dtype=np.float32),
+        "W2": rng.uniform(-1, 1, (6, 12)).astype(np.float32),
+    }
+    return loss, params
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_float32_gradients_pass_with_a_precision_finding(mode):
+    loss, params = float32_problem()
+    g32 = autograd.grad(loss)(params)  # computed in float32 arithmetic
+    assert all(v.dtype == np.float32 for v in g32.values())
+    report = gp.check_gradient(loss, g32, params, mode=mode)
+    assert report.passed, str(report)
+    precision = report.findings_of("precision")
+    assert {f.tensor for f in precision} == {"loss", "W1", "b1", "W2"}
+    assert "float64 copy" in precision[0].message
+    assert "float32" in precision[1].message
+    wrong = gp.check_gradient(loss, scaled(g32, "W2"), params, mode=mode)
+    assert not wrong.passed
+
+
+def test_a_loss_that_refuses_float64_is_evaluated_in_float32_and_says_so():
+    loss, params = float32_problem()
+    g32 = autograd.grad(loss)(params)
+
+    def strict(p):
+        if p["W1"].dtype != np.float32:
+            raise TypeError("expected float32 params")
+        return loss(p)
+
+    report = gp.check_gradient(strict, g32, params, mode="full")
+    assert report.passed, str(report)
+    message = report.findings_of("precision")[0].message
+    assert "raised on a float64 copy" in message and "TypeError" in message and "resolve" in message
+    assert not gp.check_gradient(strict, {k: 2 * v for k, v in g32.items()}, params).passed
+
+
+# ----------------------------------------------------------- bad input
+
+
+@pytest.fixture
+def sine():
+    rng = np.random.default_rng(9)
+    x = rng.normal(size=(4, 5))
+    params = {"W": rng.normal(size=(5, 3)), "b": rng.normal(size=3)}
+
+    def loss(p):
+        return float(np.sum(np.sin(x @ p["W"] + p["b"])))
+
+    def grad(p):
+        c = np.cos(x @ p["W"] + p["b"])
+        return {"W": x.T @ c, "b": c.sum(axis=0)}
+
+    return loss, grad, params, x
+
+
+@pytest.mark.parametrize(
+    ("returned", "words"),
+    [
+        (lambda x: np.sum(np.ones((3, 784)), axis=0), r"finite scalar.*an array of shape \(784,\)"),
+        (lambda x: None, "returned None"),
+        (lambda x: (1.0, 2.0, 3.0), "a tuple of 3 items"),
+        (lambda x: "0.5", "a str"),
+        (lambda x: 1 + 2j, "complex"),
+    ],
+    ids=["matlab-sum", "none", "tuple", "string", "complex"],
+)
+def test_a_loss_that_is_not_a_scalar_is_described(sine, returned, words):
+    _, grad, params, x = sine
+    with pytest.raises(InputError, match=words):
+        gp.check_gradient(lambda p: returned(x), grad, params)
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_a_non_finite_loss_at_the_point_is_an_error(sine, value):
+    _, grad, params, _ = sine
+    with pytest.raises(InputError, match=f"returned {value} at the given parameters"):
+        gp.check_gradient(lambda p: value, grad, params)
+
+
+def test_a_non_finite_loss_near_the_point_names_the_entry(sine):
+    loss, grad, params, _ = sine
+    start = params["W"][1, 2]
+
+    def fragile(p):
+        return np.nan if p["W"][1, 2] > start + 1e-7 else loss(p)
+
+    with pytest.raises(InputError, match=r"returned nan with W\[1, 2\] moved by \+"):
+        gp.check_gradient(fragile, grad, params, mode="full")
+
+
+def test_nan_in_params_names_the_tensor_and_first_index(sine):
+    loss, grad, params, _ = sine
+    bad = {**params, "b": np.array([0.0, np.nan, np.inf])}
+    with pytest.raises(InputError, match=r"b holds nan at b\[1\] \(2 non-finite"):
+        gp.check_gradient(loss, grad, bad)
+
+
+def test_nan_in_the_gradient_names_the_tensor_and_first_index(sine):
+    loss, grad, params, _ = sine
+    g = grad(params)
+    g["W"][3, 1] = np.inf
+    with pytest.raises(InputError, match=r"gradient of W holds inf at W\[3, 1\]"):
+        gp.check_gradient(loss, g, params)
+
+
+def test_missing_and_extra_gradient_tensors_are_listed(sine):
+    loss, grad, params, _ = sine
+    g = grad(params)
+    with pytest.raises(InputError, match=r"missing \['b'\] and has extra \['bias'\]"):
+        gp.check_gradient(loss, {"W": g["W"], "bias": g["b"]}, params)
+
+
+def test_a_transposed_gradient_shape_is_a_finding_and_compared_after_transposing(sine):
+    loss, grad, params, _ = sine
+    g = grad(params)
+    report = gp.check_gradient(loss, {"W": g["W"].T, "b": g["b"]}, params)
+    assert kinds(report)[0] == "transposed" and report.findings[0].tensor == "W"
+    assert "shape (3, 5), the transpose of the parameter's (5, 3)" in report.findings[0].message
+    assert report.tensor("W").passed and not report.passed  # right values, wrong shape
+    wrong = gp.check_gradient(loss, {"W": 2 * g["W"].T, "b": g["b"]}, params)
+    assert not wrong.tensor("W").passed
+
+
+def test_any_other_gradient_shape_is_an_error_with_both_shapes(sine):
+    loss, grad, params, _ = sine
+    g = grad(params)
+    with pytest.raises(InputError, match=r"W has shape \(4, 3\); expected \(5, 3\)"):
+        gp.check_gradient(loss, {"W": g["W"][:4], "b": g["b"]}, params)
+
+
+def test_a_loss_that_changes_params_in_place_is_an_error(sine):
+    loss, grad, params, _ = sine
+
+    def mutating(p):
+        p["W"][0, 1] += 1.0
+        return loss(p)
+
+    with pytest.raises(
+        InputError, match=r"the loss changed its params argument in place: W\[0, 1\]"
+    ):
+        gp.check_gradient(mutating, grad, params)
+    assert params["W"][0, 1] == sine[2]["W"][0, 1]
+
+
+def test_a_loss_that_replaces_a_tensor_is_an_error(sine):
+    loss, grad, params, _ = sine
+
+    def replacing(p):
+        p["b"] = p["b"] * 1.0
+        return loss(p)
+
+    with pytest.raises(InputError, match="replaced or removed b"):
+        gp.check_gradient(replacing, grad, params)
+
+
+def test_a_gradient_function_that_changes_params_is_an_error(sine):
+    loss, grad, params, _ = sine
+
+    def mutating(p):
+        p["b"][2] = 0.0
+        return grad(p)
+
+    with pytest.raises(InputError, match=r"the gradient function changed .* b\[2\]"):
+        gp.check_gradient(loss, mutating, params)
+
+
+def test_a_nondeterministic_loss_is_a_finding_not_a_failure(sine):
+    loss, grad, params, _ = sine
+    rng = np.random.default_rng(0)
+    report = gp.check_gradient(lambda p: loss(p) + 1e-9 * rng.random(), grad, params)
+    assert "nondeterministic" in kinds(report)
+    assert "two evaluations" in report.findings_of("nondeterministic")[0].message
+    assert report.passed, str(report)
+
+
+def test_a_loss_with_drifting_hidden_state_is_nondeterministic(sine):
+    loss, grad, params, _ = sine
+    calls = []
+
+    def drifting(p):
+        calls.append(1)
+        return loss(p) + (1e-6 if len(calls) > 5 else 0.0)
+
+    report = gp.check_gradient(drifting, grad, params, mode="full")
+    assert "nondeterministic" in kinds(report)
+
+
+def relu_problem(offset):
+    """sum(relu(x @ W + b)) where one pre-activation sits `offset` away from its kink."""
+    rng = np.random.default_rng(10)
+    x = np.abs(rng.normal(size=(4, 5)))
+    x[0] = 0.0  # the first example's pre-activations are exactly b
+    params = {"W": rng.normal(size=(5, 3)), "b": np.array([offset, 1.0, 2.0])}
+
+    def loss(p):
+        return float(np.sum(np.maximum(x @ p["W"] + p["b"], 0.0)))
+
+    def grad(p):
+        on = (x @ p["W"] + p["b"] > 0).astype(float)
+        return {"W": x.T @ on, "b": on.sum(axis=0)}
+
+    return loss, grad, params
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_kink_at_the_point_is_a_finding_not_a_failure(mode):
+    loss, grad, params = relu_problem(0.0)
+    report = gp.check_gradient(loss, grad, params, mode=mode)
+    assert report.passed, str(report)
+    assert report.findings_of("kink")[0].tensor == "b"
+    if mode in ("full", "auto"):
+        assert report.tensor("b").excluded == 1
+        assert "excluded" in report.findings_of("kink")[0].message
+
+
+def test_a_kink_within_the_step_is_rechecked_with_a_smaller_step():
+    loss, grad, params = relu_problem(2e-6)  # the step, about 6e-6, crosses it
+    report = gp.check_gradient(loss, grad, params, mode="full")
+    assert report.passed, str(report)
+    kink = report.findings_of("kink")[0]
+    assert kink.details["agreed"] >= 1 and kink.details["excluded"] == 0
+    assert report.tensor("b").checked == 3
+
+
+def test_a_wrong_gradient_at_a_kink_still_fails():
+    loss, grad, params = relu_problem(0.0)
+    g = grad(params)
+    g["b"][0] = 5.0  # outside both one-sided slopes (1 and 2)
+    assert not gp.check_gradient(loss, g, params, mode="full").tensor("b").passed
+
+
+def test_a_loss_that_raises_says_what_and_where(sine):
+    loss, grad, params, _ = sine
+
+    def broken(p):
+        raise ZeroDivisionError("boom")
+
+    with pytest.raises(
+        InputError, match="the loss raised ZeroDivisionError: boom at the given parameters"
+    ):
+        gp.check_gradient(broken, grad, params)
+    start = params["W"][1, 2]
+
+    def later(p):
+        if p["W"][1, 2] < start - 1e-7:
+            raise ValueError("log of a negative number")
+        return loss(p)
+
+    with pytest.raises(
+        InputError, match=r"raised ValueError: log of a negative number with W\[1, 2\] moved by -"
+    ):
+        gp.check_gradient(later, grad, params, mode="full")
+
+
+def test_a_gradient_function_that_raises_is_an_input_error(sine):
+    loss, _, params, _ = sine
+    with pytest.raises(InputError, match="the gradient function raised KeyError"):
+        gp.check_gradient(loss, lambda p: p["missing"], params)
+
+
+def test_grad_none_needs_a_loss_returning_value_and_gradient(sine):
+    loss, _, params, _ = sine
+    with pytest.raises(InputError, match=r"must return \(value, gradient\); it returned a float"):
+        gp.check_gradient(loss, None, params)
+
+
+@pytest.mark.parametrize(
+    ("options", "words"),
+    [
+        ({"mode": "exhaustive"}, "mode must be one of"),
+        ({"samples": 0}, "samples must be an integer >= 1"),
+        ({"directions": 2.5}, "directions must be an integer"),
+        ({"rtol": -1.0}, "rtol must be a finite number >= 0"),
+        ({"safety": 0}, "safety must be"),
+        ({"progress": 3}, "progress must be a callable"),
+        ({"order": "F"}, "applies only to a flat vector"),
+    ],
+    ids=["mode", "samples", "directions", "rtol", "safety", "progress", "order"],
+)
+def test_bad_options_are_input_errors(sine, options, words):
+    loss, grad, params, _ = sine
+    with pytest.raises(InputError, match=words):
+        gp.check_gradient(loss, grad, params, **options)
+
+
+def test_a_loss_that_is_not_callable_is_an_input_error(sine):
+    _, grad, params, _ = sine
+    with pytest.raises(InputError, match="loss must be a callable"):
+        gp.check_gradient(3.0, grad, params)
+
+
+# ------------------------------------------------ interrupt, progress, report
+
+
+def interrupting(loss, after):
+    calls = []
+
+    def wrapped(p):
+        calls.append(1)
+        if len(calls) > after:
+            raise KeyboardInterrupt
+        return loss(p)
+
+    return wrapped
+
+
+def test_an_interrupt_returns_the_partial_report():
+    loss, grad, params = wide_problem()
+    report = gp.check_gradient(interrupting(loss, 300), grad, params, mode="full")
+    assert report.partial and not report.passed
+    assert 0 < sum(t.checked for t in report.tensors) < sum(t.size for t in report.tensors)
+    assert "partial" in str(report) and report.to_dict()["partial"] is True
+
+
+def test_an_interrupt_before_any_comparison_leaves_everything_unchecked(sine):
+    loss, grad, params, _ = sine
+    report = gp.check_gradient(interrupting(loss, 1), grad, params)
+    assert report.partial and not report.passed
+    assert all(t.checked == 0 for t in report.tensors)
+    assert "not checked" in str(report) and "INCOMPLETE" in str(report)
+
+
+def test_progress_is_reported_in_loss_evaluations(sine):
+    loss, grad, params, _ = sine
+    calls = []
+    report = gp.check_gradient(
+        loss, grad, params, mode="full", progress=lambda d, t: calls.append((d, t))
+    )
+    done = [d for d, _ in calls]
+    assert len(calls) >= 2 and done == sorted(done)
+    assert all(0 <= d <= t for d, t in calls)
+    assert done[-1] >= report.loss_evaluations - 2
+
+
+def test_report_to_dict_is_json_with_the_documented_keys(sine):
+    loss, grad, params, _ = sine
+    g = grad(params)
+    data = json.loads(json.dumps(gp.check_gradient(loss, {**g, "b": -g["b"]}, params).to_dict()))
+    assert data["passed"] is False
+    tensor = data["tensors"][1]
+    assert {
+        "name",
+        "shape",
+        "checked",
+        "max_abs_error",
+        "max_rel_error",
+        "passed",
+        "worst_index",
+        "step",
+        "error_estimate",
+        "tolerance",
+    } <= set(tensor)
+    assert tensor["name"] == "b" and tensor["shape"] == [3] and tensor["passed"] is False
+    assert {"kind", "tensor", "message"} <= set(data["findings"][0])
+
+
+def test_the_text_report_is_a_compact_table_not_columns_of_numbers():
+    loss, grad, params = wide_problem()
+    g = grad(params)
+    report = gp.check_gradient(loss, {k: 3 * v for k, v in g.items()}, params, mode="full")
+    text = str(report)
+    assert len(text.splitlines()) <= 3 + len(report.tensors) + 2 * len(report.findings) + 1
+    assert "FAILED" in text and "tolerance:" in text
+
+
+def test_classic_rtol_atol_rule_replaces_the_estimate(sine):
+    loss, grad, params, _ = sine
+    off = scaled(grad(params), "W")
+    assert not gp.check_gradient(loss, off, params).passed
+    lenient = gp.check_gradient(loss, off, params, rtol=0.05, atol=1e-8)
+    assert lenient.passed and "0.05" in lenient.rule
+    assert not gp.check_gradient(loss, off, params, rtol=1e-3).passed
+
+
+def test_assert_gradient_ok_raises_with_the_report(sine):
+    loss, grad, params, _ = sine
+    assert assert_gradient_ok(loss, grad, params).passed
+    with pytest.raises(AssertionError) as caught:
+        assert_gradient_ok(loss, sign_flipped(grad(params), "W"), params)
+    assert isinstance(caught.value, GradientMismatch)
+    assert "gradient check (auto): FAILED" in str(caught.value)
+
+
+# ------------------------------------------------------- the motivating user
+
+
+def motivating_backprop(x, *, decoder_transposed, encoder_sent_back):
+    """The seed 784-200-784 sigmoid autoencoder's hand-written backprop, with the motivating
+    user's two mistakes available: the decoder gradient as error_0.T @ a (784 x 200, the
+    transpose of W2) and the hidden error sent back through W1 instead of W2.T."""
+    sigmoid = lambda s: 1 / (1 + np.exp(-s))  # noqa: E731
+
+    def loss(p):
+        z = sigmoid(sigmoid(x @ p["W1"] + p["b1"]) @ p["W2"] + p["b2"])
+        return float(np.sum(0.5 * (z - x) ** 2))
+
+    def grad(p):
+        a = sigmoid(x @ p["W1"] + p["b1"])  # (batch, 200)
+        z = sigmoid(a @ p["W2"] + p["b2"])  # (batch, 784)
+        error_0 = (z - x) * z * (1 - z)  # (batch, 784)
+        d_w2 = error_0.T @ a if decoder_transposed else a.T @ error_0  # (784, 200) vs (200, 784)
+        back = p["W1"] if encoder_sent_back else p["W2"].T  # both (784, 200)
+        error_1 = (error_0 @ back) * a * (1 - a)  # (batch, 200)
+        return {"W1": x.T @ error_1, "b1": error_1.sum(0), "W2": d_w2, "b2": error_0.sum(0)}
+
+    return loss, grad
+
+
+@pytest.mark.slow
+def test_auto_finds_both_mistakes_of_the_motivating_user():
+    rng = np.random.default_rng(0)
+    x = (rng.random((10, 784)) < 0.2) * rng.random((10, 784))  # sparse like MNIST
+    r = 4 * np.sqrt(6 / (200 + 784))
+    params = {
+        "W1": rng.uniform(-r, r, (784, 200)), "b1": np.zeros(200),
+        "W2": rng.uniform(-r, r, (200, 784)), "b2": np.zeros(784),
+    }
+    loss, right = motivating_backprop(x, decoder_transposed=False, encoder_sent_back=False)
+    assert gp.check_gradient(loss, right, params).passed
+    _, wrong = motivating_backprop(x, decoder_transposed=True, encoder_sent_back=True)
+    report = gp.check_gradient(loss, wrong, params)
+    assert [f.tensor for f in report.findings_of("transposed")][:1] == ["W2"]
+    assert report.tensor("W2").passed  # right values, wrong shape
+    assert not report.tensor("W1").passed and not report.tensor("b1").passed
+    assert report.loss_evaluations < 10_000
