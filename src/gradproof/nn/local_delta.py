@@ -1,0 +1,679 @@
+"""Local central differences of the autoencoder objective, many parameter entries at a time.
+
+Contract: ``LocalDifferences(model, params, x)`` caches one float64 forward pass at ``params``;
+``differences(name, index, steps) -> LocalChanges`` then returns, for each flat ``index`` of the
+tensor ``name`` and its step ``h``, the changes ``J(θ + h e) - J(θ)`` and ``J(θ - h e) - J(θ)``
+of the model's objective (their difference is the central difference), with a bound on their
+rounding error and a flag for steps that straddle a kink.
+
+Each difference re-evaluates only what the entry touches, with the forward functions of the
+registries (activations) and the elementwise forms of ``gradproof.nn.pointwise`` (losses,
+KL), never a derivative, a linearisation or an expansion:
+
+* an output-layer weight ``W_L[r, c]`` (bias ``b_L[c]``: a weight whose input is 1) moves only
+  output pre-activation ``c`` of each example ``b``, by ``±h a_{L-1}[b, r]``: two evaluations of
+  one output's loss per example;
+* a hidden-layer weight ``W_k[r, c]`` moves only unit ``c`` of layer ``k``, by
+  ``±h a_{k-1}[b, r]``; the shifted activation ``t = f(s + d) - f(s)`` reaches layer ``k+1`` as
+  the rank-one change ``t * W_{k+1}[c, :]``, and full rows of differences from there on (each
+  later layer recomputed as ``f(s + Δs)``, ``Δs = Δa @ W``, with earlier layers cached);
+* a tied weight moves its encoder layer and its decoder layer at once. In a two-layer stack
+  the decoder use is the output layer: the hidden move is shared as for an untied weight, and
+  the one output term the decoder use also moves is replaced, per (entry, example). In deeper
+  stacks both changes are made in one propagation per (entry, example), with no sharing (the
+  generic path).
+
+The data term is a sum over examples of terms that depend on one example each, so a hidden
+entry's data difference is a sum of *units* ``(example b, unit c, shift d)``: an example whose
+input to the entry is exactly zero changes nothing and costs nothing, and entries with equal
+shifts (equal pixel values with equal steps) share one unit. Each output's change is taken
+against its own base value (and each code unit's KL term against its own) before anything is
+summed, so two totals of the size of J are never subtracted: rounding stays at the size of the
+terms that moved. Weight decay enters exactly, ``(λ/2)((θ ± h)² - θ²) = λ(±θh + h²/2)``.
+
+Rounding (first order; ``eps`` = float64 machine epsilon, ``κ`` = ``ULPS``). The roundings of
+distinct terms (outputs, hidden units, examples) are independent, so their errors add in
+quadrature: the sum of n such errors stays within a small multiple of the root of the sum of
+their squares with overwhelming probability (the probabilistic rounding analysis of Higham and
+Mary), where the worst-case linear sum would overstate it up to sqrt(n) times. One error that
+reaches all terms alike (the moved unit's own) adds linearly. Per unit:
+
+* forming ``s ± d``: each point is off by ``eps|s ± d|/2``, which moves the unit's difference
+  ``D`` by ``|D| eps (|s+d| + |s-d|) / (4|d|)`` (the chord slope ``|D|/|2d|`` times the error);
+* the shifted activation: ``f`` rounds to ``κ eps |f|`` on each side: ``|D| κ eps (|a+| + |a-|)
+  / |t+ - t-|``;
+* each later layer ``ℓ`` rounds ``s + Δs`` and ``f(s + Δs)``; weighted by the sensitivity of
+  the example's loss to each unit (measured once at the base point by central differences,
+  ``μ = |∂J_b/∂a|``, ``λ = |∂J_b/∂s|``): ``eps (λ_i |s_i| + 2 κ μ_i |a_i|)`` per unit i
+  and example;
+* the output layer: ``eps (λ_j |s_j| + 2 κ m_j)`` per output j, with ``m_j`` the loss's own
+  rounding magnitude (``PointwiseLoss.magnitude``);
+* the KL term: the same three kinds of error, with the chord slope of KL in the code mean.
+
+Neglected (second order, or below ``n eps`` relative): the roundings of the products
+``t * W`` and ``Δa @ W``, of the batch sums, and of the reduction factor.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from gradproof.errors import InputError
+from gradproof.nn.activations import ACTIVATIONS
+from gradproof.nn.autoencoder import Autoencoder
+from gradproof.nn.losses import REDUCTIONS
+from gradproof.nn.pointwise import KINKS, POINTWISE_LOSSES, kl_divergence, kl_magnitude
+
+EPS = float(np.finfo(np.float64).eps)
+
+# Roundings per evaluated value, in units of eps times its magnitude: an activation or a loss
+# entry is a short chain of operations that each round once.
+ULPS = 4.0
+
+# Bytes of one block of unit rows in the propagation (per buffer; a block uses three): large
+# enough that numpy's per-call overhead (and, with threads, each handover of the GIL) is paid
+# on tens of thousands of values, small enough that the buffers stay in the core's cache.
+# Measured best at 256 KiB - 1 MiB on 2 cores.
+BLOCK_BYTES = 1 << 19
+
+# Step of the central differences that measure the base point's sensitivities (only their size
+# matters: they weight rounding errors).
+_SENSITIVITY_STEP = EPS ** (1 / 3)
+
+
+@dataclass(frozen=True)
+class LocalChanges:
+    """The two one-sided changes of J for a set of entries, with what limits their accuracy.
+
+    Attributes
+    ----------
+    plus, minus : ndarray, shape (n_entries,)
+        ``J(θ + h e) - J(θ)`` and ``J(θ - h e) - J(θ)``, each a sum of local changes.
+    rounding : ndarray, shape (n_entries,)
+        A first-order estimate of the rounding error of ``central`` (and of each side):
+        bounds per term, independent terms added in quadrature.
+    kink : ndarray of bool, shape (n_entries,)
+        True where the two points lie on different sides of an activation's kink.
+    """
+
+    plus: np.ndarray
+    minus: np.ndarray
+    rounding: np.ndarray
+    kink: np.ndarray
+
+    @property
+    def central(self) -> np.ndarray:
+        """``J(θ + h e) - J(θ - h e)``."""
+        return self.plus - self.minus
+
+
+@dataclass(frozen=True)
+class _Units:
+    """Per-unit results of a propagation; ``code`` holds the code layer's shifts (± stacked)."""
+
+    sides: np.ndarray  # (2, U): change of one example's data term at the + and - point
+    rounding: np.ndarray  # (U,)
+    kink: np.ndarray  # (U,) bool
+    code: np.ndarray | None  # (2, U) if the shifted unit is the code unit; (2, U, n_code) if later
+
+
+@dataclass(frozen=True)
+class _Site:
+    """Where a tensor enters the network: layer (1-based), bias or weight, tied partner layer."""
+
+    layer: int
+    bias: bool
+    partner: int | None
+
+
+class LocalDifferences:
+    """The base point of an autoencoder and the local central differences around it.
+
+    Parameters
+    ----------
+    model : Autoencoder
+    params : mapping of str to ndarray
+        Validated parameters; they are copied to float64.
+    x : ndarray, shape (batch, n_visible)
+        Validated inputs; copied to float64.
+    workers : int
+        Threads that propagate units in parallel.
+    """
+
+    def __init__(self, model: Autoencoder, params: Mapping[str, np.ndarray], x: np.ndarray,
+                 workers: int = 1) -> None:
+        self.workers = max(1, int(workers))
+        self.model = model
+        self.params = {name: np.asarray(value, dtype=np.float64) for name, value in params.items()}
+        self.n_layers = n = model.n_layers
+        self.weights = model.weights(self.params)  # effective W_k, float64 (tied: views of W.T)
+        self.biases = [self.params.get(f"b{k}") for k in range(1, n + 1)]
+        self.forwards = [ACTIVATIONS[name].forward for name in model.activations]
+        self.kinks = [KINKS.get(name) for name in model.activations]
+        if model.loss_name not in POINTWISE_LOSSES:
+            raise InputError(
+                f"check_model has no elementwise form of loss {model.loss_name!r} (it knows "
+                f"{', '.join(POINTWISE_LOSSES)}); use gradproof.check_gradient for this model"
+            )
+        self.loss = POINTWISE_LOSSES[model.loss_name]
+        x = np.asarray(x, dtype=np.float64)
+        self.batch = x.shape[0]
+        self.data_factor = REDUCTIONS[model.reduction](self.batch)
+        self.code_layer = model.code_layer if model.sparsity_weight else None
+
+        self.acts: list[np.ndarray] = [x]  # a_0 .. a_L
+        self.pres: list[np.ndarray] = [x]  # s_1 .. s_L at index 1 .. L (index 0 unused)
+        for k in range(1, n + 1):
+            s = self.acts[-1] @ self.weights[k - 1]  # (batch, layers[k])
+            if self.biases[k - 1] is not None:
+                s += self.biases[k - 1]
+            self.pres.append(s)
+            self.acts.append(self.forwards[k - 1](s))
+        self.rho_hat = None if self.code_layer is None else self.acts[self.code_layer].mean(axis=0)
+        # Each output entry's data term at the base point: what the shifted terms are compared to.
+        self._base_values = self.loss.value(x, self.acts[n], self.pres[n])  # (batch, n_visible)
+        self._output_rounding, self._layer_rounding = self._base_rounding()
+        self._block_rows = max(1, BLOCK_BYTES // (16 * max(model.layers)))
+        self._local = threading.local()  # per-thread scratch buffers of the propagation
+
+    # ----- the objective at the base point ---------------------------------------------------
+
+    def objective(self) -> float:
+        """J at the base point, from the same pieces the differences use."""
+        total = self.data_factor * float(self._base_values.sum())
+        if self.model.weight_decay:
+            total += 0.5 * self.model.weight_decay * sum(
+                float(np.vdot(w, w)) for name, w in self.params.items() if name.startswith("W")
+            )
+        if self.code_layer is not None:
+            total += self.model.sparsity_weight * float(
+                kl_divergence(self.model.sparsity_target, self.rho_hat).sum()
+            )
+        return total
+
+    # ----- tensors -----------------------------------------------------------------------------
+
+    def _site(self, name: str) -> _Site:
+        layer = int(name[1:])
+        if name.startswith("b"):
+            return _Site(layer, True, None)
+        partner = self.n_layers + 1 - layer if self.model.tied else None
+        return _Site(layer, False, partner)
+
+    def _tied_pair_site(self, site: _Site) -> bool:
+        """The tied weight of a two-layer stack, whose decoder use is the output layer."""
+        return site.partner == self.n_layers == 2
+
+    def _input(self, site: _Site) -> np.ndarray:
+        """What multiplies the tensor's entries: a_{k-1}, or a column of ones for a bias."""
+        if site.bias:
+            return np.ones((self.batch, 1))
+        return self.acts[site.layer - 1]  # (batch, layers[k-1])
+
+    def _rows_cols(self, name: str, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        shape = self.params[name].shape
+        if len(shape) == 1:
+            return np.zeros_like(index), index
+        return np.divmod(index, shape[1])
+
+    def entry_order(self, name: str) -> np.ndarray:
+        """Flat indices of ``name``, those of a hidden weight column by column: entries that
+        can share units (same column) then fall into the same chunk."""
+        shape = self.params[name].shape
+        index = np.arange(int(np.prod(shape)))
+        site = self._site(name)
+        if site.bias or site.layer == self.n_layers:
+            return index
+        return index.reshape(shape).T.ravel()
+
+    def input_scale(self, name: str) -> np.ndarray:
+        """Largest |input| each entry multiplies over the batch (1 for biases), broadcastable
+        to the tensor's shape.
+
+        A weight enters J only through products with its inputs, so this is the scale of the
+        coordinate a step should be measured in. Tied weights take the larger of their two uses.
+        """
+        site = self._site(name)
+        if site.bias:
+            return np.ones(1)
+        scale = np.abs(self.acts[site.layer - 1]).max(axis=0)[:, None]  # (rows, 1)
+        if site.partner is not None:
+            decoder = np.abs(self.acts[site.partner - 1]).max(axis=0)[None, :]  # (1, cols)
+            scale = np.maximum(scale, decoder)
+        return scale
+
+    def pair_bytes(self, name: str) -> int:
+        """Working memory per (entry, example) pair of ``differences(name, ...)``, in bytes."""
+        site = self._site(name)
+        per_pair = 96
+        code = self.code_layer
+        if code is not None and code > site.layer:
+            per_pair += 16 * self.model.layers[code]
+        if self._tied_pair_site(site):
+            per_pair += 96  # the per-example replacement of the decoder's term
+        elif site.partner is not None:
+            per_pair += 16 * max(self.model.layers)
+        return per_pair
+
+    # ----- the differences ---------------------------------------------------------------------
+
+    def differences(self, name: str, index: np.ndarray, steps: np.ndarray) -> LocalChanges:
+        """``J(θ ± h e) - J(θ)`` for the entries ``index`` of ``name`` with steps ``h``.
+
+        Parameters
+        ----------
+        name : str
+            A parameter name of the model.
+        index : ndarray of int, shape (n,)
+            Flat (C-order) indices into the tensor.
+        steps : ndarray, shape (n,)
+            Positive steps, one per entry.
+
+        Returns
+        -------
+        LocalChanges
+        """
+        index = np.asarray(index, dtype=np.intp)
+        steps = np.asarray(steps, dtype=np.float64)
+        site = self._site(name)
+        rows, cols = self._rows_cols(name, index)
+        shifts = steps[:, None] * self._input(site)[:, rows].T  # (n, batch): Δs of the moved unit
+        if self._tied_pair_site(site):
+            data, rounding, kink, kl = self._tied_pair(rows, cols, shifts, steps)
+        elif site.partner is not None:
+            data, rounding, kink, kl = self._tied(site, rows, cols, shifts, steps)
+        elif site.layer == self.n_layers:
+            data, rounding, kink, kl = self._output(cols, shifts)
+        else:
+            data, rounding, kink, kl = self._hidden(site.layer, cols, shifts)
+        # Fresh arrays of the unit results: updated in place.
+        if self.data_factor != 1.0:
+            data *= self.data_factor
+            rounding *= self.data_factor
+        if kl is not None:
+            data += kl[0]
+            rounding += kl[1]
+        if not site.bias and self.model.weight_decay:
+            # (λ/2)((θ ± h)² - θ²) = λ(±θh + h²/2) exactly: one rounding per product.
+            theta = self.params[name].ravel()[index]
+            linear = self.model.weight_decay * theta * steps
+            square = 0.5 * self.model.weight_decay * steps * steps
+            data[0] += linear + square
+            data[1] += square - linear
+            rounding += 4 * EPS * np.abs(linear)
+        return LocalChanges(data[0], data[1], rounding, kink)
+
+    def _output(self, cols: np.ndarray, shifts: np.ndarray):
+        """Output-layer entries: one output pre-activation per example moves."""
+        n = self.n_layers
+        s = self.pres[n][:, cols].T  # (entries, batch)
+        x = self.acts[0][:, cols].T  # (entries, batch)
+        base = self._base_values[:, cols].T  # (entries, batch)
+        moved = shifts != 0  # an unmoved term changes by exactly 0, whatever its last bit
+        sides = np.empty((2, len(cols)))
+        u, z, change = np.empty_like(s), np.empty_like(s), np.empty_like(s)
+        for side, move in enumerate((np.add, np.subtract)):
+            move(s, shifts, out=u)  # s ± d
+            self.loss.value(x, self.forwards[-1](u, out=z), u, out=change)
+            change -= base  # the local change, before any sum
+            change *= moved
+            change.sum(axis=1, out=sides[side])
+        rounding = np.sqrt(((self._output_rounding[:, cols].T * moved) ** 2).sum(axis=1))
+        kink = _straddles(self.kinks[-1], s, shifts).any(axis=1)
+        return sides, rounding, kink, None
+
+    def _hidden(self, layer: int, cols: np.ndarray, shifts: np.ndarray):
+        """Hidden-layer entries (untied): shared units per (example, unit, shift)."""
+        entry, example = np.nonzero(shifts)  # pairs that move anything, sorted by entry
+        shift = shifts[entry, example]
+        col = cols[entry]
+        order = np.lexsort((shift, col, example))
+        key_change = np.ones(len(order), dtype=bool)
+        key_change[1:] = (
+            (np.diff(example[order]) != 0)
+            | (np.diff(col[order]) != 0)
+            | (np.diff(shift[order]) != 0)
+        )
+        unit_of_pair = np.empty(len(order), dtype=np.intp)
+        unit_of_pair[order] = np.cumsum(key_change) - 1
+        first = order[key_change]
+        units = self._propagate(layer, example[first], col[first], shift[first])
+        return self._gather(layer, len(cols), cols, entry, unit_of_pair, units)
+
+    def _tied_pair(self, rows: np.ndarray, cols: np.ndarray, shifts: np.ndarray, steps: np.ndarray):
+        """Tied weights of a two-layer stack: W1[r, c] moves hidden unit c and, as the output
+        layer's W1.T[c, r], output r.
+
+        The hidden unit's move is shared between entries as for an untied weight; its units
+        hold output r's term moved by that alone, v_r = s_r + t W[r, c]. Per (entry, example)
+        that one term is then replaced by the term moved by both, u_r = v_r ± h (a_c + t):
+        two more output evaluations per side.
+        """
+        data, rounding, kink, kl = self._hidden(1, cols, shifts)
+        x, base = self.acts[0][:, rows].T, self._base_values[:, rows].T  # (entries, batch)
+        s_hidden, a_hidden = self.pres[1][:, cols].T, self.acts[1][:, cols].T
+        s_out = self.pres[2][:, rows].T
+        w = self.weights[0][rows, cols][:, None]  # (entries, 1): W[r, c]
+        h = steps[:, None]
+        crossed = np.zeros_like(s_out, dtype=bool)
+        for side, sign in enumerate((1.0, -1.0)):
+            t = self.forwards[0](s_hidden + sign * shifts) - a_hidden  # 0 where the input is 0
+            v = s_out + t * w
+            u = v + sign * h * (a_hidden + t)
+            both = self.loss.value(x, self.forwards[1](u), u) - base
+            alone = self.loss.value(x, self.forwards[1](v), v) - base
+            data[side] += (both - alone).sum(axis=1)
+            crossed |= _straddles(self.kinks[1], v, sign * h * (a_hidden + t))
+        replaced = (self._output_rounding[:, rows].T ** 2).sum(axis=1)
+        return data, np.sqrt(rounding**2 + replaced), kink | crossed.any(axis=1), kl
+
+    def _tied(self, site: _Site, rows: np.ndarray, cols: np.ndarray, shifts: np.ndarray,
+              steps: np.ndarray):
+        """Tied weights of a deeper stack (the generic path): every (entry, example) is its own
+        unit, with the decoder change made in the same propagation."""
+        n_entries = len(rows)
+        entry = np.repeat(np.arange(n_entries), self.batch)  # pairs sorted by entry
+        example = np.tile(np.arange(self.batch), n_entries)
+        order = np.argsort(example, kind="stable")  # units sorted by example, as blocks need
+        units = self._propagate(
+            site.layer, example[order], cols[entry[order]], shifts[entry[order], example[order]],
+            inject=(site.partner, rows[entry[order]], steps[entry[order]]),
+        )
+        unit_of_pair = np.empty(len(order), dtype=np.intp)
+        unit_of_pair[order] = np.arange(len(order))
+        return self._gather(site.layer, n_entries, cols, entry, unit_of_pair, units)
+
+    def _gather(self, layer: int, n_entries: int, cols: np.ndarray, entry: np.ndarray,
+                unit_of_pair: np.ndarray, units: _Units):
+        """Sum unit results over the examples of each entry (pairs sorted by entry); add the
+        entry's KL difference."""
+        data = np.stack([
+            _entry_sums(entry, units.sides[side][unit_of_pair], n_entries)
+            for side in range(2)
+        ])  # (2, entries)
+        # Units of different examples round independently: their errors add in quadrature.
+        rounding = np.sqrt(_entry_sums(entry, units.rounding[unit_of_pair] ** 2, n_entries))
+        kink = _entry_sums(entry, units.kink[unit_of_pair], n_entries) > 0
+        kl = None
+        if units.code is not None:
+            kl = self._kl_differences(layer, n_entries, cols, entry, unit_of_pair, units.code)
+        return data, rounding, kink, kl
+
+    # ----- sparsity ----------------------------------------------------------------------------
+
+    def _kl_differences(self, layer: int, n_entries: int, cols: np.ndarray, entry: np.ndarray,
+                        unit_of_pair: np.ndarray, code: np.ndarray
+                        ) -> tuple[np.ndarray, np.ndarray]:
+        """β Σ_j [KL(ρ̂_j + Δρ̂_j^±) - KL(ρ̂_j)] per entry (± stacked), with its rounding
+        bound."""
+        rho, beta = self.model.sparsity_target, self.model.sparsity_weight
+        if layer == self.code_layer:
+            # Only code unit c moves: Δρ̂ = Σ_b t_b / batch, one value per entry and sign.
+            moved = np.stack([
+                _entry_sums(entry, code[sign][unit_of_pair], n_entries)
+                for sign in range(2)
+            ]) / self.batch  # (2, entries)
+            base = self.rho_hat[cols][None, :]  # (1, entries)
+        else:
+            moved = np.stack([
+                _segment_sums(code[sign][unit_of_pair], entry, n_entries) for sign in range(2)
+            ]) / self.batch  # (2, entries, n_code)
+            base = self.rho_hat[None, None, :]
+        q = base + moved  # shifted code means, (2, entries[, n_code])
+        sides = kl_divergence(rho, q) - kl_divergence(rho, base)  # per code unit, before the sum
+        diff = sides[0] - sides[1]
+        # The code shifts carry the rounding of the activations they came from (κ eps |a| per
+        # example, about κ eps ρ̂ on average); forming ρ̂ + Δ rounds by eps|q|/2.
+        chord = np.divide(np.abs(diff), np.abs(moved[0] - moved[1]),
+                          out=np.zeros_like(diff), where=moved[0] != moved[1])
+        rounding = ULPS * EPS * (kl_magnitude(rho, q[0]) + kl_magnitude(rho, q[1]))
+        rounding += chord * EPS * (0.5 + 2 * ULPS) * (np.abs(q[0]) + np.abs(q[1]))
+        if diff.ndim == 2:
+            sides, rounding = sides.sum(axis=2), np.sqrt((rounding**2).sum(axis=1))
+        return beta * sides, beta * rounding
+
+    # ----- unit propagation ----------------------------------------------------------------------
+
+    def _propagate(self, layer: int, example: np.ndarray, col: np.ndarray, shift: np.ndarray,
+                   inject: tuple[int, np.ndarray, np.ndarray] | None = None) -> _Units:
+        """Run units (sorted by example, then unit) through the layers after ``layer``.
+
+        The moved unit itself is one value per unit and side, done for all units at once; the
+        later layers, full rows per unit, go block by block.
+        """
+        n_units = len(example)
+        u0 = self.pres[layer][example, col] + np.stack((shift, -shift))  # (2, U): s ± d
+        a0 = self.forwards[layer - 1](u0)
+        t = a0 - self.acts[layer][example, col]  # (2, U): the moved unit's activation change
+        kink = _straddles(self.kinks[layer - 1], self.pres[layer][example, col], shift)
+        code = t if layer == self.code_layer else self._code_buffer(layer, n_units)
+        sides = np.empty((2, n_units))
+
+        def run(block: slice) -> None:
+            injected = None if inject is None else (inject[0], inject[1][block], inject[2][block])
+            b = int(example[block.start])
+            sides[:, block], crossed, block_code = self._dense(
+                layer, b, col[block], t[:, block], injected
+            )
+            kink[block] |= crossed
+            if block_code is not None:
+                code[:, block] = block_code
+
+        blocks = _blocks(example, col, self._block_rows)
+        if self.workers == 1 or len(blocks) < 2 * self.workers:
+            for block in blocks:
+                run(block)
+        else:
+            # numpy releases the GIL inside its loops: blocks of a few hundred KiB run in parallel.
+            executor = ThreadPoolExecutor(self.workers)
+            try:
+                for future in [executor.submit(run, block) for block in blocks]:
+                    future.result()
+            finally:
+                executor.shutdown(wait=True, cancel_futures=True)
+
+        # First-stage rounding, relative to each unit's difference (see the module docstring).
+        diff = np.abs(sides[0] - sides[1])
+        d_t = np.abs(t[0] - t[1])
+        relative = np.divide(ULPS * EPS * (np.abs(a0[0]) + np.abs(a0[1])), d_t,
+                             out=np.zeros(n_units), where=d_t > 0)
+        relative += np.divide(EPS * (np.abs(u0[0]) + np.abs(u0[1])), 4 * np.abs(shift),
+                              out=np.zeros(n_units), where=shift != 0)
+        rounding = diff * relative + self._layer_rounding[layer][example]
+        return _Units(sides, rounding, kink, code)
+
+    def _code_buffer(self, layer: int, n_units: int) -> np.ndarray | None:
+        code = self.code_layer
+        if code is None or code <= layer:
+            return None
+        return np.empty((2, n_units, self.model.layers[code]))
+
+    def _dense(self, layer: int, b: int, col: np.ndarray, t: np.ndarray,
+               inject: tuple[int, np.ndarray, np.ndarray] | None):
+        """Units of one example whose unit ``col`` of ``layer`` changed by ``t`` (2, R): follow
+        the change through the later layers to the loss.
+
+        Returns the (2, R) changes of the example's data term, whether a later pre-activation
+        crossed a kink, and the code layer's (2, R, n_code) changes when it comes later (a view
+        of a scratch buffer: the caller copies it).
+        """
+        n, rows = self.n_layers, len(col)
+        scratch = self._scratch(2 * rows)
+        flat_t = t.reshape(-1)  # (2R,): rows :R carry the + points, rows R: the - points
+        cc = np.concatenate((col, col))
+        u = self._rank_one(layer, b, col, flat_t, scratch("u", layer + 1))
+        kink = np.zeros(rows, dtype=bool)
+        code = None
+        delta_a = None  # dense Δa of the previous layer; None while only unit c moved
+        for k in range(layer + 1, n + 1):
+            if k > layer + 1:
+                u = np.matmul(delta_a, self.weights[k - 1], out=scratch("u", k))  # Δs_k
+                u += self.pres[k][b]  # (2R, layers[k]): the shifted pre-activations
+            if inject is not None and k == inject[0]:
+                # The decoder use of the tied entry: s_k[:, r] also moves by ±h * a'_{k-1}[c].
+                every = np.arange(2 * rows)
+                moved = flat_t if delta_a is None else delta_a[every, cc]
+                target = np.concatenate((inject[1], inject[1]))
+                step = np.concatenate((inject[2], -inject[2]))
+                u[every, target] += step * (self.acts[k - 1][b, cc] + moved)
+            a = self.forwards[k - 1](u, out=scratch("a", k))
+            kink |= _moved_across(self.kinks[k - 1], self.pres[k][b], u, rows)
+            if k == n:
+                break
+            delta_a = np.subtract(a, self.acts[k][b], out=scratch("delta_a", k))  # (2R, layers[k])
+            if k == self.code_layer:
+                code = delta_a.reshape(2, rows, -1)
+
+        change = self.loss.value(self.acts[0][b], a, u, out=scratch("change", n))
+        change -= self._base_values[b]  # each output's local change, before any sum
+        return change.sum(axis=1).reshape(2, rows), kink, code
+
+    def _rank_one(self, layer: int, b: int, col: np.ndarray, flat_t: np.ndarray,
+                  out: np.ndarray) -> np.ndarray:
+        """s_{layer+1}[b] + t * W_{layer+1}[c, :] for every row: the rank-one change a moved unit
+        c makes in the next layer's pre-activations, (2R, layers[layer+1])."""
+        w_next = self.weights[layer]  # (layers[layer], layers[layer+1])
+        s_next = self.pres[layer + 1][b]
+        if (col == col[0]).all():
+            # One shared row of W: [t, 1] @ [W[c]; s] forms t * W[c] + s in one pass of BLAS.
+            pair = np.stack((w_next[col[0]], s_next))  # (2, layers[layer+1])
+            factors = np.column_stack((flat_t, np.ones_like(flat_t)))  # (2R, 2)
+            return np.matmul(factors, pair, out=out)
+        np.multiply(flat_t[:, None], w_next[np.concatenate((col, col))], out=out)
+        out += s_next
+        return out
+
+    def _scratch(self, rows: int):
+        """This thread's reusable buffers: ``scratch(role, k)`` is a (rows, layers[k]) view.
+
+        Fresh arrays of a block's size would cost page faults on every block; these are
+        allocated once per thread, role and layer.
+        """
+        buffers = getattr(self._local, "buffers", None)
+        if buffers is None:
+            buffers = self._local.buffers = {}
+        widths = self.model.layers
+
+        def view(role: str, k: int) -> np.ndarray:
+            array = buffers.get((role, k))
+            if array is None or len(array) < rows:
+                array = buffers[(role, k)] = np.empty((max(rows, 2 * self._block_rows), widths[k]))
+            return array[:rows]
+
+        return view
+
+    # ----- rounding of the later layers, per example ---------------------------------------------
+
+    def _base_rounding(self) -> tuple[np.ndarray, list[np.ndarray]]:
+        """The rounding of the output layer per entry, and of each layer's later layers.
+
+        The first array, (batch, n_visible), bounds the rounding of forming s ± d at one output
+        and evaluating its loss on both sides. In the list, entry ``[k][b]`` adds in quadrature,
+        over the units i of the layers after k, eps (λ_i |s_i| + 2κ μ_i |a_i|) for example b
+        (the output layer's terms as above), with the sensitivities measured by central
+        differences at the base point.
+        """
+        n = self.n_layers
+        x, s_out = self.acts[0], self.pres[n]
+        h = _SENSITIVITY_STEP
+        out_f = self.forwards[-1]
+        up, down = s_out + h, s_out - h
+        lam_out = np.abs(
+            self.loss.value(x, out_f(up), up) - self.loss.value(x, out_f(down), down)
+        ) / (2 * h)  # (batch, n_visible): |∂ℓ/∂s| per output
+        per_layer = [np.zeros(self.batch) for _ in range(n + 1)]
+        # Per output entry: forming s ± d and evaluating the loss on both sides.
+        output = EPS * (
+            lam_out * np.abs(s_out) + 2 * ULPS * self.loss.magnitude(x, self.acts[n], s_out)
+        )  # (batch, n_visible)
+        squares = (output**2).sum(axis=1)  # independent terms add in quadrature
+        per_layer[n - 1] = np.sqrt(squares)
+        for k in range(n - 1, 1, -1):  # units start in layer 1 at the earliest
+            # Layer k's own rounding reaches J through μ = |∂J_b/∂a_k| and λ = μ |f'|.
+            mu = self._activation_sensitivity(k, h)  # (batch, layers[k])
+            s, a = self.pres[k], self.acts[k]
+            slope = np.abs(self.forwards[k - 1](s + h) - self.forwards[k - 1](s - h)) / (2 * h)
+            own = EPS * (mu * slope * np.abs(s) + 2 * ULPS * mu * np.abs(a))
+            squares = squares + (own**2).sum(axis=1)
+            per_layer[k - 1] = np.sqrt(squares)
+        return output, per_layer
+
+    def _activation_sensitivity(self, k: int, h: float) -> np.ndarray:
+        """|∂J_b/∂a_k[b, i]| for every example and unit, by central differences of the data
+        term."""
+        n, width = self.n_layers, self.model.layers[k]
+        out = np.empty((self.batch, width))
+        eye = np.eye(width)
+        for b in range(self.batch):
+            delta_a = np.r_[eye, -eye] * h  # (2w, w): move one activation of layer k each
+            for j in range(k + 1, n + 1):
+                u = self.pres[j][b] + delta_a @ self.weights[j - 1]
+                a = self.forwards[j - 1](u)
+                if j < n:
+                    delta_a = a - self.acts[j][b]
+            values = self.loss.value(self.acts[0][b], a, u)
+            out[b] = np.abs((values[:width] - values[width:]).sum(axis=1)) / (2 * h)
+        return out
+
+
+def _blocks(example: np.ndarray, col: np.ndarray, limit: int) -> list[slice]:
+    """Cut units (sorted by example, then unit) into slices of at most ``limit`` units.
+
+    A slice never spans two examples; it ends where the moved unit changes when it can, so
+    that most slices share one row of the next layer's weights.
+    """
+    if not len(example):
+        return []
+    change = np.flatnonzero((np.diff(example) != 0) | (np.diff(col) != 0)) + 1
+    starts = np.r_[0, change]
+    ends = np.r_[change, len(example)]
+    blocks: list[slice] = []
+    lo = 0
+    for start, end in zip(starts.tolist(), ends.tolist()):
+        if end - lo > limit or example[start] != example[lo]:
+            if start > lo:
+                blocks.append(slice(lo, start))
+            lo = start
+        while end - lo > limit:
+            blocks.append(slice(lo, lo + limit))
+            lo += limit
+    if lo < len(example):
+        blocks.append(slice(lo, len(example)))
+    return blocks
+
+
+def _entry_sums(entry: np.ndarray, values: np.ndarray, n_entries: int) -> np.ndarray:
+    """``values`` summed per entry, float64 even when there are none (bincount gives ints)."""
+    return np.bincount(entry, values, minlength=n_entries).astype(np.float64, copy=False)
+
+
+def _segment_sums(values: np.ndarray, entry: np.ndarray, n_entries: int) -> np.ndarray:
+    """Rows of ``values`` summed per entry (``entry`` sorted); zeros for entries without rows."""
+    out = np.zeros((n_entries,) + values.shape[1:])
+    if len(entry):
+        starts = np.flatnonzero(np.r_[True, np.diff(entry) != 0])
+        out[entry[starts]] = np.add.reduceat(values, starts, axis=0)
+    return out
+
+
+def _straddles(kink_at: float | None, s: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """True where the points s + shift and s - shift lie on different sides of (or on) a kink."""
+    if kink_at is None:
+        return np.zeros(np.shape(s), dtype=bool)
+    reach = np.abs(shift)
+    return (s - reach <= kink_at) & (s + reach >= kink_at) & (shift != 0)
+
+
+def _moved_across(kink_at: float | None, s: np.ndarray, u: np.ndarray, rows: int) -> np.ndarray:
+    """Per unit: did either of its two points move a pre-activation onto or across a kink?"""
+    if kink_at is None:
+        return np.zeros(rows, dtype=bool)
+    crossed = ((u > kink_at) != (s > kink_at)) | ((u == kink_at) & (u != s))
+    crossed = crossed.any(axis=1)
+    return crossed[:rows] | crossed[rows:]
+
