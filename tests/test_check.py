@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 
 import autograd
 import autograd.numpy as anp
@@ -397,6 +398,127 @@ def test_a_loss_that_refuses_float64_is_evaluated_in_float32_and_says_so():
     message = report.findings_of("precision")[0].message
     assert "raised on a float64 copy" in message and "TypeError" in message and "resolve" in message
     assert not gp.check_gradient(strict, {k: 2 * v for k, v in g32.items()}, params).passed
+
+
+def float32_autoencoder(n_visible=12, n_hidden=5):
+    """A float32 Autoencoder's loss and gradient: the model rounds a float64 copy of its params
+    back to float32, so the loss only resolves float32 steps."""
+    model = gp.Autoencoder(n_visible, n_hidden, dtype="float32")
+    x = np.random.default_rng(5).random((4, n_visible)).astype(np.float32)
+    return (lambda p: model.loss(p, x)), (lambda p: model.loss_and_grad(p, x)[1]), model
+
+def rounds_to_float32(report):
+    """The loss-level precision finding says the loss was evaluated in float32, and why."""
+    [note] = [f for f in report.findings_of("precision") if f.tensor == "loss"]
+    return "rounds a float64 copy to float32" in note.message and note.details["evaluated_in"] == (
+        "float32"
+    )
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_float32_autoencoder_passes_and_its_loss_is_evaluated_in_float32(mode):
+    loss, grad, model = float32_autoencoder()
+    params = model.init_params(0)
+    report = gp.check_gradient(loss, grad, params, mode=mode)
+    assert report.passed, str(report)
+    assert rounds_to_float32(report), str(report)
+
+
+@pytest.mark.parametrize("mode", ["sample", "directional"])
+def test_a_float32_mnist_autoencoder_passes_with_numeric_gradients_that_are_not_zero(mode):
+    # The reported case: float64-sized steps (about 6e-6) vanished in the model's float32
+    # rounding, and every numeric gradient read 0.
+    model = gp.Autoencoder(784, 16, dtype="float32")
+    x, _ = gp.load_mnist(limit=2, dtype=np.float32)
+    params = model.init_params(0)
+    report = gp.check_gradient(
+        lambda p: model.loss(p, x), lambda p: model.loss_and_grad(p, x)[1], params, mode=mode
+    )
+    assert report.passed, str(report)
+    assert rounds_to_float32(report)
+    assert all(t.step > 1e-3 for t in report.tensors)  # cbrt(eps32) ≈ 4.9e-3, not cbrt(eps64)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("bug", ["scaled", "transposed"])
+def test_a_planted_bug_in_a_float32_autoencoder_still_fails(mode, bug):
+    loss, grad, model = float32_autoencoder()
+    params = model.init_params(0)
+    plant = {
+        "scaled": lambda g: {**g, "W2": 1.5 * g["W2"]},
+        "transposed": lambda g: transposed(g, "W1"),
+    }[bug]
+    report = gp.check_gradient(loss, lambda p: plant(grad(p)), params, mode=mode)
+    assert not report.passed, str(report)
+    kinds = {f.kind for f in report.findings if f.is_bug}
+    assert kinds & {"scaled", "transposed", "mismatch"}
+
+
+def float32_numpy_problem(params_dtype):
+    """A plain numpy loss that casts its params to float32 inside, and its float32 gradient."""
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(6, 4)).astype(np.float32)
+
+    def loss(p):
+        w = np.asarray(p["w"], dtype=np.float32)
+        return float(np.sum(np.tanh(x @ w) ** 2))
+
+    def grad(p):
+        w = np.asarray(p["w"], dtype=np.float32)
+        t = np.tanh(x @ w)  # (6, 3)
+        return {"w": x.T @ (2 * t * (1 - t**2))}  # (4, 3), like w; float32
+
+    return loss, grad, {"w": rng.normal(size=(4, 3)).astype(params_dtype)}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_numpy_loss_that_casts_to_float32_passes_and_a_wrong_gradient_fails(mode):
+    loss, grad, params = float32_numpy_problem(np.float32)
+    report = gp.check_gradient(loss, grad, params, mode=mode)
+    assert report.passed, str(report)
+    assert rounds_to_float32(report)
+    wrong = gp.check_gradient(loss, lambda p: {"w": 1.5 * grad(p)["w"]}, params, mode=mode)
+    assert not wrong.passed
+
+
+def test_float64_params_that_the_loss_rounds_to_its_float32_gradients_precision_pass():
+    loss, grad, params = float32_numpy_problem(np.float64)
+    report = gp.check_gradient(loss, grad, params, mode="full")
+    assert report.passed, str(report)
+    assert rounds_to_float32(report)
+    assert not report.findings_of("precision")[0].message.startswith("params")
+
+
+def test_a_loss_that_computes_in_float64_keeps_its_float64_copy():
+    loss, params = float32_problem()
+    report = gp.check_gradient(loss, autograd.grad(loss)(params), params, mode="sample")
+    assert report.findings_of("precision")[0].details["evaluated_in"] == "float64"
+    assert report.tensor("W1").step < 1e-4  # steps sized for float64: cbrt(eps64) ≈ 6e-6
+
+
+def test_a_step_that_vanishes_in_the_losss_precision_measures_nothing_rather_than_zero():
+    from gradproof.finite_diff import Rule
+    from gradproof.objective import Objective
+    from gradproof.params import parse_params
+    from gradproof.probes import UNKNOWN, Context, entry_probes, measure
+
+    loss, grad, params = float32_numpy_problem(np.float32)
+    layout, flat = parse_params(params, None, "C")
+    objective = Objective(loss, grad, layout, flat)
+    objective.detect_rounding([np.dtype(np.float32)], np.random.default_rng(0))
+    assert objective.buffer.dtype == np.float32
+    gradient = layout.unroll(layout.match_gradient(grad(params))[0])
+    center = objective.base.astype(np.float64)
+    rounding = {"w": 0.0}, {"w": 1.0}  # eps_grad, gmax
+    context = Context(objective, gradient, center, objective.j0, 0.0, Rule(), *rounding)
+    spec = layout.spec("w")
+    # Steps of 1e-10·max(1, |θ|), far below float32's spacing: every move rounds away.
+    probes = entry_probes(spec, np.arange(spec.size), center, 1e-30)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no 0/0 along the way either
+        [result], interrupted = measure([probes], context)
+    assert not interrupted
+    assert np.all(result.status == UNKNOWN) and np.all(np.isnan(result.numeric))
 
 
 # ----------------------------------------------------------- bad input

@@ -88,7 +88,8 @@ def check_gradient(
     ----------
     loss : callable
         ``loss(params) -> float``; with ``grad=None``, ``loss(params) -> (float, gradient)``.
-        It receives the same structure as ``params`` (a copy: float64 where it accepts that).
+        It receives the same structure as ``params`` (a copy: float64 where it accepts that
+        and does not round it back to a lower precision).
     grad : callable, gradient or None
         ``grad(params) -> gradient``, the gradient arrays themselves, or None when the loss
         returns them. The gradient has the structure of ``params`` (a flat vector of the same
@@ -173,9 +174,11 @@ def check_gradient(
       the crossing then names it.
 
     Before comparing, the check evaluates the loss twice at the same point (nondeterminism),
-    measures its rounding noise from nine nearby values (ECnoise), evaluates it in float64
-    where it accepts a float64 copy, and widens the tolerance of a float32 gradient to its own
-    precision (each with a finding saying so).
+    evaluates it in float64 where it accepts a float64 copy and computes with it (with float32
+    params or gradients, two more evaluations test whether the loss rounds the copy back to
+    float32; if it does, steps and tolerances are sized for float32 instead), measures its
+    rounding noise from nine nearby values (ECnoise), and widens the tolerance of a float32
+    gradient to its own precision (each with a finding saying so).
     """
     rule = _rule(rtol, atol, safety)
     _check_options(mode, samples, directions, budget, seed, progress)
@@ -227,6 +230,9 @@ class _Check:
         self.objective = objective
         analytic, transposed, dtypes = objective.gradient()
         self.analytic = analytic
+        # A loss that rounds a float64 copy back to a lower precision is evaluated in that one.
+        low = [s.dtype for s in self.layout.specs] + list(dtypes.values())
+        objective.detect_rounding([d for d in low if _is_low(d)], self.rng)
         self.findings += [transposed_finding(self.layout.spec(name)) for name in transposed]
         center = objective.base.astype(np.float64)
         gradient = self.layout.unroll(analytic)
@@ -281,13 +287,13 @@ class _Check:
         objective, context = self.objective, self.context
         findings = []
         low = [s.name for s in self.layout.specs if _is_low(s.dtype)]
-        if low:
+        if low or objective.fallback:
             # An entry's rounding tolerance, safety * 2 noise / (2h), at h = cbrt(eps).
             resolution = self.rule.safety * context.noise / np.cbrt(self.eps_step)
             findings.append(
                 params_precision_finding(
                     low,
-                    self.layout.spec(low[0]).dtype,
+                    self.layout.spec(low[0]).dtype if low else np.dtype(np.float64),
                     objective.buffer.dtype,
                     objective.fallback,
                     resolution,
@@ -295,7 +301,9 @@ class _Check:
                 )
             )
         relative = sigma / abs(objective.j0) if objective.j0 else 0.0
-        if not low and relative > NOISY_LOSS_ULPS * np.finfo(np.float64).eps:
+        noisy = relative > NOISY_LOSS_ULPS * np.finfo(np.float64).eps
+        # The note above already names the precision the loss was evaluated in.
+        if noisy and not (low or objective.fallback):
             findings.append(noisy_loss_finding(relative))
         for name, dtype in dtypes.items():
             if _is_low(dtype):

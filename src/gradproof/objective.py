@@ -7,9 +7,12 @@ perturb the buffer in place, evaluate, and restore it. The loss always receives 
 object: the user's structure as views into ``buffer`` (built once), so moving one entry costs
 one store, not a rebuilt dict.
 
-The buffer is float64 where the loss accepts it (a float32 model's loss is then evaluated more
-accurately than it could be in float32); when the loss raises on float64 parameters and the
-parameters were float32, the buffer takes their own dtype instead and ``fallback`` says why.
+The buffer is float64 where the loss accepts it and computes with it (a float32 model's loss is
+then evaluated more accurately than it could be in float32). It takes a lower precision instead,
+with ``fallback`` saying why, when the loss raises on float64 parameters that were float32 (the
+buffer takes their own dtype), or when ``detect_rounding`` finds that the loss rounds its float64
+argument to a lower precision (a float32 model that casts its parameters): steps and tolerances
+sized for float64 would vanish in that rounding, so the buffer holds what the loss really sees.
 
 Every failure is an ``InputError`` that names the point: the loss raising, returning something
 that is not a finite scalar (described: "an array of shape (784,)"), changing its argument in
@@ -31,6 +34,10 @@ Progress = Callable[[int, int], None]
 
 # Calls to `progress` per check, about: often enough for a progress bar, rarely enough to be free.
 _PROGRESS_UPDATES = 200
+
+# ``detect_rounding`` moves every entry by this fraction of its spacing in a lower precision: a
+# move that rounding to that precision undoes, and float64 arithmetic does not.
+_SUBSPACING = 0.25
 
 
 class _BadOutput(Exception):
@@ -70,7 +77,8 @@ class Objective:
     value_eps : float
         Machine epsilon of the loss's arithmetic as far as the types show (buffer and value).
     fallback : str or None
-        Why the loss is evaluated in the params' own dtype instead of float64.
+        Why the loss is evaluated in a lower precision than float64 (a clause: "the loss raised
+        on a float64 copy (...)").
     evaluations : int
         Loss evaluations so far.
     """
@@ -99,13 +107,16 @@ class Objective:
         own = np.result_type(*(spec.dtype for spec in layout.specs), np.float16)
         self._own_dtype = own if own.kind == "f" and own.itemsize < 8 else None
         output = self._first_call()
-        self._read, value_dtype = _reader(output, pair=grad is None)
+        self._read, self._value_dtype = _reader(output, pair=grad is None)
         self._first_output = output
         self.j0 = self._at_base(self._read(output), "at the given parameters")
         self.j0_repeat = self._at_base(
             self.evaluate("at the given parameters"), "at the given parameters"
         )
-        self.value_eps = max(float(np.finfo(self.buffer.dtype).eps), _eps(value_dtype))
+        self.value_eps = self._value_eps()
+
+    def _value_eps(self) -> float:
+        return max(float(np.finfo(self.buffer.dtype).eps), _eps(self._value_dtype))
 
     # ------------------------------------------------------------------ setup
 
@@ -122,7 +133,7 @@ class Objective:
         except Exception as exc:
             if self._own_dtype is None:
                 raise _loss_raised(exc, "at the given parameters") from exc
-            self.fallback = f"{type(exc).__name__}: {exc}"
+            self.fallback = f"the loss raised on a float64 copy ({type(exc).__name__}: {exc})"
             self._use(self._own_dtype)
             try:
                 output = self._call()
@@ -130,6 +141,48 @@ class Objective:
                 raise _loss_raised(exc32, "at the given parameters") from exc32
         self.check_unchanged("the loss")
         return output
+
+    def detect_rounding(self, candidates: list[np.dtype], rng: np.random.Generator) -> None:
+        """Switch the buffer to the coarsest of ``candidates`` the loss rounds its argument to.
+
+        For each candidate precision, finest first, every entry is moved off the base point
+        (rounded to that precision) by a quarter of its spacing there, once each way with
+        random signs: rounding to that precision (or coarser) undoes both moves, so a
+        deterministic loss that rounds returns J(θ) bit for bit at both points, while one that
+        computes with float64 parameters changes by about ±g·d, which float64 resolves unless
+        the loss is flat to within its rounding along the move (then the coarser buffer is the
+        cautious choice). Two evaluations per candidate; nothing is decided for a loss that
+        already runs in a lower precision or is nondeterministic (its noise is measured
+        instead).
+        """
+        if self.buffer.dtype != np.float64 or self.j0 != self.j0_repeat or not self.layout.size:
+            return
+        support = np.arange(self.layout.size)
+        rounded: np.dtype | None = None
+        for dtype in sorted(set(candidates), key=lambda d: -np.finfo(d).nmant):
+            with np.errstate(over="ignore"):
+                grid = self._flat64.astype(dtype)
+            if not np.all(np.isfinite(grid)):
+                break  # params beyond its range: the loss cannot be rounding to it
+            spacing = np.spacing(np.abs(grid)).astype(np.float64)
+            move = _SUBSPACING * spacing * rng.choice((-1.0, 1.0), size=grid.size)
+            center = grid.astype(np.float64)
+            where = f"with every entry moved by a quarter of its {dtype} spacing"
+            if any(self.at(support, center + sign * move, where) != self.j0 for sign in (1, -1)):
+                break
+            rounded = dtype
+        if rounded is None:
+            return
+        self.fallback = (
+            f"the loss rounds a float64 copy to {rounded} (moving every entry by a quarter of "
+            f"its {rounded} spacing left the loss's value unchanged)"
+        )
+        self._use(rounded)
+        self.value_eps = self._value_eps()
+        if not np.array_equal(self.base, self._flat64):
+            # The base point itself was rounded: J there is what the loss sees from now on.
+            where = "at the given parameters rounded to " + str(rounded)
+            self.j0 = self.j0_repeat = self._at_base(self.evaluate(where), where)
 
     def _call(self) -> Any:
         self.evaluations += 1

@@ -313,6 +313,9 @@ class _Stage:
         width = _segment_sum((d_plus - d_minus) * probes.values, start) / _segment_sum(
             probes.values**2, start
         )
+        # A step below the buffer's resolution left the probe's entries where they were: it
+        # measures nothing (not a derivative of 0), so its differences come out NaN.
+        width[width == 0] = np.nan
         n = probes.count
         return cls(
             probes,
@@ -504,6 +507,8 @@ def _smaller_steps(results: list[Measured], unsure: list[np.ndarray], context: C
             which = stage.which
             small = stage.differences(context)
             known = np.isfinite(small.error)
+            # A step that vanished in the buffer's precision is blind: the earlier verdict stands.
+            _keep_previous(result, which[~known])
             which, small = which[known], _take(small, np.flatnonzero(known))
             # Truncation shrinks like the step squared: what was estimated before, scaled.
             estimate = small.rounding + result.estimate[which] / KINK_SHRINK**2
@@ -536,9 +541,7 @@ def _smaller_steps(results: list[Measured], unsure: list[np.ndarray], context: C
                 small.half_width[seen],
                 status[seen],
             )
-            result.status[which[blind]] = np.where(
-                np.abs(previous[blind]) <= previous_tolerance[blind], PASSED, FAILED
-            )
+            _keep_previous(result, which[blind])
             result.slopes[which[seen]] = np.column_stack(
                 (small.analytic + small.backward, small.analytic + small.forward)
             )[seen]
@@ -553,6 +556,13 @@ def _smaller_steps(results: list[Measured], unsure: list[np.ndarray], context: C
         if interrupted:
             return True
     return False
+
+
+def _keep_previous(result: Measured, which: np.ndarray) -> None:
+    """Decide probes whose latest step could not: by their earlier, sharper measurement."""
+    result.status[which] = np.where(
+        np.abs(result.error[which]) <= result.tolerance[which], PASSED, FAILED
+    )
 
 
 def _run(stages: list[_Stage], context: Context) -> bool:

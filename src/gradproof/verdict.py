@@ -108,22 +108,29 @@ def params_precision_finding(
     resolution: float,
     largest: float,
 ) -> Finding:
-    """Low-precision params: in which precision the loss was evaluated, and what that resolves."""
+    """In which precision the loss was evaluated (low-precision params, or a loss that would
+    not take float64), and what that resolves.
+
+    ``fallback`` is the clause that says why the loss was not evaluated in float64 (see
+    ``Objective.fallback``), None when it was; ``low`` may be empty when only the fallback is
+    worth a note.
+    """
     if fallback:
         share = f" ({resolution / largest:.0e} of the largest gradient entry)" if largest else ""
         how = (
-            f"the loss raised on a float64 copy ({fallback}), so it was evaluated in {dtype}: "
-            f"finite differences resolve the gradient only to about {resolution:.1e}{share}, and "
-            "smaller errors go unseen"
+            f"{fallback}, so it was evaluated in {evaluated_in}: finite differences with steps "
+            f"sized for {evaluated_in} resolve the gradient only to about {resolution:.1e}"
+            f"{share}, and smaller errors go unseen"
         )
     else:
         how = (
             "the loss was evaluated on a float64 copy, so finite differences keep float64 accuracy"
         )
+    prefix = f"params {_names(low)} are {dtype}: " if low else ""
     return Finding(
         "precision",
         "loss",
-        f"params {_names(low)} are {dtype}: {how}",
+        prefix + how,
         details={"tensors": low, "evaluated_in": str(evaluated_in)},
     )
 
