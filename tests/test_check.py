@@ -716,6 +716,34 @@ def test_a_wrong_gradient_at_a_kink_still_fails():
     assert not gp.check_gradient(loss, g, params, mode="full").tensor("b").passed
 
 
+def mean_squares_problem(seed):
+    """J(x) = w·mean((x - t)²) over a (64, 48) x: smooth, its gradient 2w(x - t)/N."""
+    rng = np.random.default_rng(seed)
+    x, t = rng.normal(size=(64, 48)), rng.normal(size=(64, 48))
+    w = 0.7697867137638703
+
+    def loss(p):
+        return w * np.mean((p["x"] - t) ** 2)
+
+    return loss, 2 * w * (x - t) / x.size, {"x": x}
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("seed", [0, 3])
+def test_a_smooth_loss_has_no_kink_whether_its_gradient_is_right_or_scaled(mode, seed):
+    # Regression: with the 1/N missing, the gradient's error times the rounding of the stored
+    # direction (different at each step) once passed for a kink and an unresolved probe.
+    loss, right, params = mean_squares_problem(seed)
+    report = gp.check_gradient(loss, {"x": right}, params, mode=mode)
+    assert report.passed and "kink" not in kinds(report), str(report)
+    wrong = gp.check_gradient(loss, {"x": right * right.size}, params, mode=mode)
+    assert not wrong.passed
+    assert "kink" not in kinds(wrong), str(wrong)
+    assert wrong.tensor("x").excluded == 0
+    if mode in ("auto", "full", "sample"):
+        assert "scaled" in kinds(wrong), str(wrong)
+
+
 def test_a_loss_that_raises_says_what_and_where(sine):
     loss, grad, params, _ = sine
 

@@ -78,6 +78,20 @@ def test_a_smooth_function_is_no_kink(name, x):
     assert not richardson(first, second, noise, safety=10.0).kink[0]
 
 
+@pytest.mark.parametrize("name", ["exp", "sin", "cube", "tanh"])
+def test_a_wrong_derivative_whose_direction_rounds_differently_at_2h_is_no_kink(name):
+    # Along a many-entry direction the stored step differs from the nominal one by rounding,
+    # and differently at h and 2h: the analytic side moves (here by 1e-8 relative) while the
+    # loss is smooth. A derivative 3000x too large makes that drift large in the error.
+    f, df = FUNCTIONS[name]
+    x = 0.7
+    h = step_sizes(np.array([x]), EPS)
+    wrong = 3000 * df(x)
+    first, noise = differences(f, x, h, wrong)
+    second, _ = differences(f, x, 2 * h, wrong * (1 + 1e-8), noise)
+    assert not richardson(first, second, noise, safety=10.0).kink[0]
+
+
 @pytest.mark.parametrize("name", sorted(FUNCTIONS))
 def test_richardson_removes_the_h2_truncation_and_estimates_it(name):
     f, df = FUNCTIONS[name]

@@ -241,17 +241,22 @@ def richardson(
 
     A kink shows in the two combinations of the five values that vanish to high order for a
     smooth function, compared with the second difference s(h) ≈ h²·J'': the even one
-    s(2h) - 4·s(h) (the 4th difference, ≈ h⁴·J⁗) and the odd one 4h·|e(2h) - e(h)|
-    (≈ 2h³·J‴). For |x - t| with the kink at t = τ·h, τ in [0, 1), they are |6τ - 4| and 2τ
-    against s(h) = 2 - 2τ: the larger is never below s(h)/2, so flagging either beyond
-    ``KINK_DEPARTURE``·|s(h)| (and beyond the noise: 16·noise_J bounds their rounding, times
-    ``safety``) finds the kink wherever it lies within the step.
+    s(2h) - 4·s(h) (the 4th difference, ≈ h⁴·J⁗) and the odd one 4h·|n(2h) - n(h)|
+    (≈ 2h³·J‴), n the numeric derivatives. For |x - t| with the kink at t = τ·h, τ in [0, 1),
+    they are |6τ - 4| and 2τ against s(h) = 2 - 2τ: the larger is never below s(h)/2, so
+    flagging either beyond ``KINK_DEPARTURE``·|s(h)| (and beyond the noise: 16·noise_J bounds
+    their rounding, times ``safety``) finds the kink wherever it lies within the step.
+
+    A kink is a property of the loss, so both combinations use loss values only. The errors
+    e = n - a would not do: the direction the buffer stores differs from step to step by
+    rounding, and a wrong gradient's error along it, (g_true - g)·u, changes with it by an
+    amount that grows with the gradient's error, mimicking J‴.
     """
     error = (4 * first.error - second.error) / 3
     truncation = np.abs(first.error - second.error) / 3
     estimate = truncation + 1.5 * first.rounding
     even = np.abs(second.second - 4 * first.second)
-    odd = 4 * first.half_width * np.abs(second.error - first.error)
+    odd = 4 * first.half_width * np.abs(second.numeric - first.numeric)
     departure = np.maximum(even, odd)
     kink = departure > np.maximum(KINK_DEPARTURE * np.abs(first.second), 16 * noise * safety)
     return Extrapolated(error=error, estimate=estimate, kink=kink)

@@ -17,12 +17,12 @@ after up to three stages:
    if within that tolerance; the differences of the five values that vanish to high order for
    a smooth function reveal a kink (``finite_diff.richardson``);
 3. the rest, again at h/64, h/64², h/64³ until decided: a failure stands only when two
-   successive steps measure the same error (a wrong derivative is wrong at every small step,
-   while a loss that varies within one step or crosses a kink gives differences that change
-   with it); they pass if they agree at a smaller step; they are excluded with a note when the
-   loss has a kink at the point itself (the one-sided slopes keep their gap as the step
-   shrinks and the analytic value lies between them); one whose error still changes at the
-   last step is excluded as unresolved.
+   successive steps measure the same derivative of the loss (a wrong derivative is wrong at
+   every small step, while a loss that varies within one step or crosses a kink gives
+   differences that change with it); they pass if they agree at a smaller step; they are
+   excluded with a note when the loss has a kink at the point itself (the one-sided slopes
+   keep their gap as the step shrinks and the analytic value lies between them); one whose
+   numeric derivative still changes at the last step is excluded as unresolved.
 
 A KeyboardInterrupt stops the evaluations: what was decided is kept (a failure still waiting
 for its confirmation counts as failed), the rest stays unknown, and ``measure`` says it was
@@ -486,11 +486,14 @@ def _smaller_steps(results: list[Measured], unsure: list[np.ndarray], context: C
     * is excluded when the loss has a kink at the point itself, where no step helps: the gap
       was kept (neither shrank nor grew) and the analytic value lies between the slopes, as a
       (sub)gradient does;
-    * fails if its error agrees with the previous step's within both tolerances and the gap did
-      not grow (a wrong derivative gives the same error at every step small enough to follow
-      the loss);
-    * otherwise goes on to a smaller step; one whose error still changes at the last step is
-      excluded as unresolved.
+    * fails if its numeric derivative agrees with the previous step's within both tolerances
+      and the gap did not grow (the finite difference has settled, and a wrong derivative is
+      wrong at every step small enough to follow the loss). Numeric derivatives, not errors:
+      the stored direction differs from step to step by rounding, and a wrong gradient's error
+      along it moves with it in proportion to the gradient's error (a wrong gradient of a
+      smooth loss, N times too large, was once excluded as unresolved that way);
+    * otherwise goes on to a smaller step; one whose numeric derivative still changes at the
+      last step is excluded as unresolved.
     """
     rule = context.rule
     gaps = [r.first.curvature.copy() for r in results]
@@ -526,7 +529,10 @@ def _smaller_steps(results: list[Measured], unsure: list[np.ndarray], context: C
             grew = resolved & (small.curvature > gap[which] * KINK_GAP_KEPT)
             gap[which] = small.curvature
             excluded = ~blind & ~ok & kept & ~grew & between_slopes(small, tolerance)
-            steady = np.abs(small.error - previous) <= tolerance + previous_tolerance
+            # Whether the loss's finite difference has settled (see above: not the errors).
+            steady = (
+                np.abs(small.numeric - result.numeric[which]) <= tolerance + previous_tolerance
+            )
             failed = ~blind & ~ok & ~excluded & steady & ~grew
             moving = ~blind & ~ok & ~excluded & ~failed
             last = round_ == KINK_ROUNDS
