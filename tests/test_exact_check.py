@@ -17,6 +17,9 @@ a black-box difference of two totals would show rounding noise of size eps * J /
 
 from __future__ import annotations
 
+import warnings
+from fractions import Fraction
+
 import autograd.numpy as anp
 import numpy as np
 import pytest
@@ -28,8 +31,14 @@ import gradproof as gp
 from gradproof.errors import InputError
 from gradproof.nn import ACTIVATIONS, LOSSES, Autoencoder
 from gradproof.nn.exact_check import MIN_CHUNK_BYTES, check_model, entry_steps
+from gradproof.nn import local_delta
 from gradproof.nn.local_delta import EPS, LocalDifferences
-from gradproof.nn.pointwise import POINTWISE_LOSSES, PointwiseLoss, kl_divergence
+from gradproof.nn.pointwise import (
+    NEGATED_FORWARDS,
+    POINTWISE_LOSSES,
+    PointwiseLoss,
+    kl_divergence,
+)
 
 N = 7  # visible units of the test networks
 
@@ -253,6 +262,58 @@ def test_pointwise_losses_add_up_to_the_registry_value(loss):
     out = np.empty((3, 5))
     assert POINTWISE_LOSSES[loss].value(x, z, s, out=out) is out
     np.testing.assert_array_equal(out, values)
+
+
+@pytest.mark.parametrize(
+    "loss", [name for name, loss in POINTWISE_LOSSES.items() if loss.row_change], ids=str
+)
+def test_row_change_is_the_change_of_the_summed_loss(loss):
+    # Oracle: the difference of the two sums in exact rational arithmetic.
+    rng = np.random.default_rng(3)
+    x = rng.random(6)
+    z = 1 / (1 + np.exp(-rng.normal(scale=3, size=6)))
+    dz = rng.normal(size=(4, 6)) * np.array([[1e-9], [1e-6], [1e-3], [0.3]])
+    def half_square(value: Fraction) -> Fraction:
+        return value * value / 2
+
+    exact = np.array([
+        float(sum(
+            half_square(Fraction(zj) + Fraction(dj) - Fraction(xj))
+            - half_square(Fraction(zj) - Fraction(xj))
+            for zj, dj, xj in zip(z, row, x)
+        ))
+        for row in dz
+    ])
+    out = np.empty(4)
+    got = POINTWISE_LOSSES[loss].row_change(z - x, dz, out=out)
+    assert got is out
+    # A few roundings of each product and of the sum: no difference of two sums is formed.
+    allowed = 8 * EPS * (np.abs(dz) * (np.abs(z - x) + np.abs(dz))).sum(axis=1)
+    assert np.all(np.abs(got - exact) <= allowed)
+
+
+def test_negated_sigmoid_is_the_registry_sigmoid_bit_for_bit():
+    s = np.array([-800.0, -30.0, -1e-300, 0.0, 1e-9, 2.5, 40.0, 800.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e^800 overflows to inf on purpose: no warning
+        got = NEGATED_FORWARDS["sigmoid"](-s)
+    np.testing.assert_array_equal(got, ACTIVATIONS["sigmoid"].forward(s))
+
+
+@pytest.mark.parametrize("config", ["seed", "tied", "sparse"], ids=str)
+def test_hot_output_path_gives_the_generic_paths_values(config, monkeypatch):
+    model, params, x = make_case(CONFIGS[config], 4)
+    fast = LocalDifferences(model, params, x)
+    monkeypatch.setattr(local_delta, "NEGATED_FORWARDS", {})
+    generic = LocalDifferences(model, params, x)
+    assert fast._negated_output is not None and generic._negated_output is None
+    for name in ("W1", "b1"):
+        index = np.arange(params[name].size)
+        steps = entry_steps(fast, name)
+        a, b = fast.differences(name, index, steps), generic.differences(name, index, steps)
+        np.testing.assert_allclose(a.plus, b.plus, rtol=1e-12, atol=1e-18)
+        np.testing.assert_allclose(a.minus, b.minus, rtol=1e-12, atol=1e-18)
+        np.testing.assert_array_equal(a.rounding, b.rounding)
 
 
 def test_every_registry_loss_has_an_elementwise_form():

@@ -31,8 +31,9 @@ against 4e-9 to 1e-8 for the black-box loop at the same steps; each entry's erro
 
 Cost (float64, bench/bench_exact_check.py on 2 cores shared with other work). With ``B`` the
 batch, ``n_k`` the widths and ``u_b`` the distinct nonzero shifts one hidden unit gets from
-example b (its distinct nonzero pixel values, about 65 per MNIST image; on a single image the
-scaled steps make every pixel's shift equal up to rounding, and ``u`` is about 3):
+example b (its distinct nonzero pixel values, about 65 per MNIST image, or 76 in a batch of
+100, where each pixel's step is scaled by its own batch maximum; on a single image the scaled
+steps make every pixel's shift equal up to rounding, and ``u`` is about 3):
 
 * an output-layer weight or bias: ``2 B`` output-loss evaluations; ``2 B n_{L-1} n_L`` in all;
 * a hidden unit: ``u_b`` units per example, each ``2 n_L`` output evaluations after a rank-one
@@ -45,14 +46,21 @@ scaled steps make every pixel's shift equal up to rounding, and ``u`` is about 3
   generic path: every (entry, example) is its own unit, a forward pass from the tied layer on;
 * time is therefore linear in B beyond a single image, linear in the hidden width, and grows
   with depth like a forward pass per unit. Measured (median of 3, one thread): the seed
-  network in 47 ms on one image (about half of it the verdict bookkeeping of a few arrays per
-  parameter) and 12.6 s on 100 images (about 5 ns per output evaluation: the sigmoid's four
-  passes, the loss's three, the rank-one update, the sum); on 10 images 784-100-784,
-  784-200-784 and 784-400-784 took 1.1, 2.6 and 4.7 s (on a loaded machine);
+  network in 45 ms on one image (about half of it the verdict bookkeeping of a few arrays per
+  parameter) and 8.0 s wall, 8.1 s CPU on 100 images (11.8 s before the hot loop of
+  ``local_delta`` was cut to seven passes, same machine and load): about 3.3 ns of CPU per
+  output evaluation, of which about 2.5 ns the passes themselves (the rank-two product, the
+  sigmoid's exp, add and reciprocal in place, the base output subtracted, two row reductions)
+  and the rest the Python of about 49,000 blocks and the bookkeeping. numpy cannot fuse the
+  passes, so one thread stays above 5 s; two threads help only where both cores are free (on
+  the shared benchmark machine, load 1 to 3: 5-10% less wall time for 5-30% more CPU time).
+  On 10 images 784-100-784, 784-200-784 and 784-400-784 took 1.1, 2.6 and 4.7 s before that
+  change (on a loaded machine);
 * memory: the cached forward pass, about 20 float64 values per parameter for the verdicts,
-  chunks of at most ``max_chunk_bytes`` (work per (entry, example) pair) and three cache-sized
-  buffers per thread: linear in the parameters, bounded in the batch. 90 MiB at the peak
-  (tracemalloc) for the seed network on 100 images.
+  chunks of at most ``max_chunk_bytes`` (work per (entry, example) pair) and one to four
+  cache-sized buffers per thread: linear in the parameters, bounded in the batch. 88 MiB at
+  the peak (tracemalloc; 182 MiB resident for the whole process) for the seed network on 100
+  images.
 """
 
 from __future__ import annotations
@@ -142,7 +150,8 @@ def check_model(
         Bound on the working memory of one chunk of entries (default 64 MiB).
     workers : int
         Threads that evaluate blocks of units in parallel (numpy releases the GIL inside its
-        loops). One by default: on the 2-vCPU machine of the benchmark two were no faster.
+        loops). One by default: on the shared 2-vCPU machine of the benchmark two saved 5-10%
+        of the wall time for 5-30% more CPU time; they pay off where both cores are free.
     progress : callable, optional
         ``progress(done, total)``, counted in perturbed points (two per entry and step;
         ``total`` grows when second steps are planned); called once per chunk.
