@@ -10,16 +10,24 @@ GD and SGD share one update, classical momentum (GD's single batch is the whole 
     v <- momentum * v - learning_rate * grad
     p <- p + v
 
-Determinism: epoch ``e`` (counting from 0) shuffles with ``np.random.default_rng((seed, e))``,
-so a run resumed from a checkpoint replays the same batches as an uninterrupted one, and its
-parameters agree bit for bit. L-BFGS runs ``scipy.optimize.minimize(method="L-BFGS-B")`` on the
-flattened float64 parameters; one epoch is one L-BFGS iteration over the full batch. Its
-curvature memory is not checkpointed, so a resumed L-BFGS run starts that memory afresh.
+Determinism: epoch ``e`` (counting from 0) visits the images in the order
+``epoch_order(seed, e, n_train)``, so a run resumed from a checkpoint replays the same batches
+as an uninterrupted one, and its parameters agree bit for bit. L-BFGS runs
+``scipy.optimize.minimize(method="L-BFGS-B")`` on the flattened float64 parameters; one epoch
+is one L-BFGS iteration over the full batch. Its curvature memory is not checkpointed, so a
+resumed L-BFGS run starts that memory afresh.
 
 The library never prints: progress goes to an optional ``callback`` as ``TrainStarted``,
 ``StepDone`` and ``EpochDone`` events. A NaN or Inf loss, error or parameter raises
 ``TrainingDiverged``; a checkpoint is written only after an epoch whose numbers are all finite,
-so the file on disk is then the last good one.
+so the file on disk is then the last good one. The loss is checked after every step and the
+parameters after every epoch: a non-finite parameter makes the next step's loss non-finite,
+except where it only saturates units, and then the end of the epoch catches it.
+
+Speed: an SGD step reuses one workspace of preallocated arrays (``Autoencoder.workspace``),
+lets the model return ``-learning_rate * grad`` directly and skips the model's scans for NaN
+and Inf, which the checks above make redundant; each parameter is then updated in three
+passes over its array.
 """
 
 from __future__ import annotations
@@ -37,7 +45,7 @@ import scipy.optimize
 
 from gradproof.checkpoint import EpochMetrics, TrainState, save_checkpoint
 from gradproof.errors import InputError, TrainingDiverged
-from gradproof.nn.autoencoder import Autoencoder
+from gradproof.nn.autoencoder import Autoencoder, Workspace, all_finite
 from gradproof.params import parse_params
 
 # Method name -> what it does (CLI choices and help read these keys).
@@ -164,6 +172,27 @@ def default_learning_rate(model: Autoencoder, method: str, batch_images: int) ->
     """
     rate = MEAN_LOSS_LEARNING_RATE[method]
     return rate / batch_images if model.reduction == "sum" else rate
+
+
+def epoch_order(seed: int, epoch: int, n_train: int) -> np.ndarray:
+    """Return the order in which SGD visits the training images in epoch ``epoch``.
+
+    Parameters
+    ----------
+    seed : int
+        The training seed.
+    epoch : int
+        Counting from 0.
+    n_train : int
+        Number of training images.
+
+    Returns
+    -------
+    ndarray of int, shape (n_train,)
+        A permutation of ``range(n_train)``, drawn from ``np.random.default_rng((seed, epoch))``;
+        batch ``k`` holds the images at positions ``k * batch_size`` onward.
+    """
+    return np.random.default_rng((seed, epoch)).permutation(n_train)
 
 
 def reconstruction_error(
@@ -420,20 +449,18 @@ class _Session:
             self.diverge(f"the loss became {loss}")
 
     def check_finite(self, name: str, value: np.ndarray) -> None:
-        # One reduction is cheaper than a mask; a finite sum proves every entry finite, and a
-        # non-finite one is confirmed entrywise (a sum of huge finite values may overflow).
-        if not math.isfinite(float(value.sum())) and not np.isfinite(value).all():
+        if not all_finite(value):
             self.diverge(f"parameter {name} became NaN or Inf")
 
     def finish_epoch(self, params: dict[str, np.ndarray], loss: float, started: float) -> None:
         """Evaluate, check, checkpoint and report the epoch just trained."""
         state = self.state
+        for name, value in params.items():
+            self.check_finite(name, value)  # before the model refuses them as bad input
         train_error = reconstruction_error(self.model, params, self.x_train)
         test_error = (
             None if self.x_test is None else reconstruction_error(self.model, params, self.x_test)
         )
-        for name, value in params.items():
-            self.check_finite(name, value)
         for name, value in (("the training error", train_error), ("the test error", test_error)):
             if value is not None and not math.isfinite(value):
                 self.diverge(f"{name} became {value}")
@@ -479,24 +506,33 @@ def _run_momentum(session: _Session, params: dict[str, np.ndarray], epochs: int)
     batch_images = n if state.method == "gd" else min(state.batch_size, n)
     steps_per_epoch = math.ceil(n / batch_images)
     velocity = state.velocity
-    # Preallocated buffers: a fresh array per step would cost page faults in the hot loop.
-    scratch = {name: np.empty_like(value) for name, value in params.items()}
+    # Preallocated buffers, reused every step: a fresh array would cost page faults in the hot
+    # loop. One workspace per batch size, since the last batch of an epoch may be smaller.
     buffer = np.empty((batch_images, x.shape[1]), x.dtype) if steps_per_epoch > 1 else None
+    workspaces: dict[int, Workspace] = {}
     session.start(epochs, steps_per_epoch)
     while state.epoch < epochs:
         started = time.perf_counter()
-        rng = np.random.default_rng((state.seed, state.epoch))
         loss_sum = 0.0
-        for k, x_batch in enumerate(_epoch_batches(x, batch_images, rng, buffer)):
-            loss, grads = model.loss_and_grad(params, x_batch)
+        batches = _epoch_batches(x, batch_images, epoch_order(state.seed, state.epoch, n), buffer)
+        for k, x_batch in enumerate(batches):
+            rows = len(x_batch)
+            if rows not in workspaces:
+                workspaces[rows] = model.workspace(rows)
+            # x was checked on entry and the parameters are checked after every epoch (see the
+            # module docstring), so the model need not scan them; it returns the step
+            # -learning_rate * grad directly.
+            loss, steps = model.loss_and_grad(
+                params, x_batch, out=workspaces[rows], check_finite=False,
+                grad_scale=-state.learning_rate,
+            )
             state.step += 1
             session.check_loss(loss)
-            for name, grad in grads.items():
+            for name, step in steps.items():
                 v = velocity[name]
                 v *= state.momentum
-                v -= np.multiply(grad, state.learning_rate, out=scratch[name])
+                v += step  # v <- momentum * v - learning_rate * grad
                 params[name] += v
-                session.check_finite(name, params[name])
             loss_sum += float(loss)
             session.emit(
                 StepDone(
@@ -512,16 +548,15 @@ def _run_momentum(session: _Session, params: dict[str, np.ndarray], epochs: int)
 
 
 def _epoch_batches(
-    x: np.ndarray, batch_images: int, rng: np.random.Generator, buffer: np.ndarray | None
+    x: np.ndarray, batch_images: int, order: np.ndarray, buffer: np.ndarray | None
 ) -> Iterator[np.ndarray]:
-    """Yield one epoch's batches of ``x`` in a shuffled order, each written into ``buffer``.
+    """Yield one epoch's batches of ``x`` in the given order, each written into ``buffer``.
 
     A single batch holding every image is ``x`` itself: its order cannot change the loss.
     """
     if buffer is None:
         yield x
         return
-    order = rng.permutation(len(x))
     for start in range(0, len(x), batch_images):
         rows = order[start : start + batch_images]
         # mode="clip" (the rows are valid anyway) lets take write straight into `out`.
