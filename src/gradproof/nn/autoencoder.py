@@ -15,6 +15,12 @@ The objective is::
 where ``rho_hat`` is the batch mean of the code layer's activation (the narrowest hidden
 layer; the middle one in an hourglass stack). Every method validates its inputs and raises
 ``InputError`` naming the offending option, tensor or shape.
+
+``loss_and_grad(params, x)`` returns fresh arrays. A train loop passes
+``out=model.workspace(batch)`` instead: the forward and backward passes then write into that
+workspace's preallocated arrays, and the returned gradients live there until the next call.
+It may also skip the scans for NaN and Inf (``check_finite=False``) and ask for the gradient
+times a factor (``grad_scale``), such as its step size, at no extra cost.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import numpy as np
 
 from gradproof.errors import InputError
 from gradproof.nn.activations import ACTIVATIONS
-from gradproof.nn.layers import Dense, DenseCache
+from gradproof.nn.layers import FRESH, Dense, DenseBuffers, DenseCache, flush_tiny
 from gradproof.nn.losses import LOSSES, REDUCTIONS
 
 # Supported compute dtypes, by name.
@@ -52,6 +58,32 @@ class ForwardCache:
 
     activations: list[np.ndarray]
     pre_activations: list[np.ndarray]
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Preallocated arrays for ``loss_and_grad(..., out=workspace)`` on batches of one size.
+
+    Made by ``Autoencoder.workspace(batch)``. A step that reuses it allocates none of its
+    large arrays: a fresh array over about 128 KiB can cost a page fault per 4 KiB whenever
+    the allocator has handed the memory back to the system, and reused arrays stay in cache.
+
+    Attributes
+    ----------
+    batch : int
+        Rows of every batch it serves.
+    layers : list of int
+        The layer sizes of the model it was made for.
+    dtype : numpy.dtype
+    buffers : tuple of DenseBuffers
+        One per weight layer; the first has no room for dJ/dx and the last none for dJ/ds,
+        which the loss returns.
+    """
+
+    batch: int
+    layers: list[int]
+    dtype: np.dtype
+    buffers: tuple[DenseBuffers, ...]
 
 
 class Autoencoder:
@@ -232,17 +264,20 @@ class Autoencoder:
         Raises ``InputError`` unless ``x`` is a finite real array of shape (batch, n_visible)
         with batch >= 1.
         """
+        return self._checked_input(x)
+
+    def _checked_input(self, x: Any, check_finite: bool = True) -> np.ndarray:
         arr = _real_array(x, "x", self.dtype)
         if arr.ndim != 2 or arr.shape[1] != self.n_visible or arr.shape[0] == 0:
             raise InputError(
                 f"x must have shape (batch, n_visible) = (batch, {self.n_visible}) with "
                 f"batch >= 1; got shape {arr.shape}"
             )
-        if not _all_finite(arr):
+        if check_finite and not all_finite(arr):
             raise InputError("x has non-finite values (NaN or Inf); the inputs must be finite")
         return arr
 
-    def _checked_params(self, params: Mapping[str, Any]) -> Params:
+    def _checked_params(self, params: Mapping[str, Any], check_finite: bool = True) -> Params:
         if not isinstance(params, Mapping):
             raise InputError(
                 f"params must be a dict of named arrays ({', '.join(self._shapes)}); "
@@ -261,7 +296,7 @@ class Autoencoder:
             arr = _real_array(params[name], f"parameter {name}", self.dtype)
             if arr.shape != shape:
                 raise InputError(f"parameter {name} has shape {arr.shape}; expected {shape}")
-            if not _all_finite(arr):
+            if check_finite and not all_finite(arr):
                 raise InputError(f"parameter {name} has non-finite values (NaN or Inf)")
             checked[name] = arr
         return checked
@@ -281,15 +316,16 @@ class Autoencoder:
 
     # ----- forward ----------------------------------------------------------------------
 
-    def _forward(self, params: Params, x: np.ndarray, depth: int | None = None
-                 ) -> tuple[np.ndarray, ForwardCache]:
-        """Run layers 1 .. depth (all by default) on validated inputs."""
+    def _forward(self, params: Params, x: np.ndarray, depth: int | None = None,
+                 buffers: Sequence[DenseBuffers] | None = None) -> tuple[np.ndarray, ForwardCache]:
+        """Run layers 1 .. depth (all by default) on validated inputs, into ``buffers``."""
+        outs = buffers or (FRESH,) * self.n_layers
         activations = [x]
         pre_activations = []
         a = x
         for k, layer in enumerate(self._dense[:depth], start=1):
-            a, cache = layer.forward(self._layer_params(params, k), a)  # (batch, layers[k])
-            activations.append(a)
+            a, cache = layer.forward(self._layer_params(params, k), a, out=outs[k - 1])
+            activations.append(a)  # (batch, layers[k])
             pre_activations.append(cache.s)
         return a, ForwardCache(activations, pre_activations)
 
@@ -345,11 +381,73 @@ class Autoencoder:
         _, cache = self._forward(checked, self.validate_input(x))
         return self._objective(checked, cache)
 
-    def loss_and_grad(self, params: Mapping[str, Any], x: Any) -> tuple[float, Params]:
-        """The objective and its gradient, keyed and shaped like ``params``, in the model dtype."""
-        checked = self._checked_params(params)
-        _, cache = self._forward(checked, self.validate_input(x))
-        return self._objective(checked, cache), self._backward(checked, cache)
+    def loss_and_grad(
+        self, params: Mapping[str, Any], x: Any, *, out: Workspace | None = None,
+        check_finite: bool = True, grad_scale: float = 1.0,
+    ) -> tuple[float, Params]:
+        """The objective and its gradient, keyed and shaped like ``params``, in the model dtype.
+
+        Parameters
+        ----------
+        params : dict of str to ndarray
+        x : ndarray, shape (batch, n_visible)
+        out : Workspace, optional
+            From ``self.workspace(batch)``. The gradients are then written into it and stay
+            valid until its next use; without it they are fresh arrays.
+        check_finite : bool
+            False skips the scans of ``params`` and ``x`` for NaN and Inf (names, shapes and
+            dtypes are still checked), for a caller that checks them itself, like a train
+            loop. Non-finite values then give a non-finite loss or gradient instead of an
+            ``InputError``.
+        grad_scale : float
+            Return ``grad_scale`` times the gradient. It scales the error that the backward
+            pass starts from, so it costs nothing; a train loop passes its step size.
+
+        Returns
+        -------
+        loss : float
+            The objective itself, unscaled.
+        grads : dict of str to ndarray
+        """
+        checked = self._checked_params(params, check_finite)
+        x = self._checked_input(x, check_finite)
+        buffers = None if out is None else self._check_workspace(out, x)
+        scale = _real_number(grad_scale, "grad_scale")
+        _, cache = self._forward(checked, x, buffers=buffers)
+        return self._objective(checked, cache), self._backward(checked, cache, buffers, scale)
+
+    def workspace(self, batch: int) -> Workspace:
+        """Preallocated arrays for ``loss_and_grad(params, x, out=...)`` with ``batch`` rows."""
+        if not _is_positive_int(batch):
+            raise InputError(f"a workspace needs a batch size >= 1; got {batch!r}")
+        sizes, n = self.layers, self.n_layers
+        # The loss hands the output layer its dJ/ds; the first layer needs no dJ/dx.
+        buffers = tuple(
+            DenseBuffers.allocate(
+                int(batch), sizes[k - 1], sizes[k], self.dtype, bias=self.bias,
+                need_d_s=k < n, need_d_x=k > 1,
+            )
+            for k in range(1, n + 1)
+        )
+        return Workspace(int(batch), list(sizes), self.dtype, buffers)
+
+    def _check_workspace(self, workspace: Any, x: np.ndarray) -> tuple[DenseBuffers, ...]:
+        if not isinstance(workspace, Workspace):
+            raise InputError(
+                f"out must be a Workspace from model.workspace(batch); got "
+                f"{type(workspace).__name__}"
+            )
+        if workspace.layers != self.layers or workspace.dtype != self.dtype:
+            raise InputError(
+                f"the workspace was made for layers {workspace.layers} in "
+                f"{workspace.dtype.name}; this model has layers {self.layers} in "
+                f"{self.dtype.name}"
+            )
+        if workspace.batch != x.shape[0]:
+            raise InputError(
+                f"the workspace holds batches of {workspace.batch} rows; x has {x.shape[0]}"
+            )
+        return workspace.buffers
 
     # ----- backward ---------------------------------------------------------------------
 
@@ -366,40 +464,48 @@ class Autoencoder:
             raise InputError("cache must be the ForwardCache returned by this model's forward()")
         return self._backward(checked, cache)
 
-    def _backward(self, params: Params, cache: ForwardCache) -> Params:
+    def _backward(self, params: Params, cache: ForwardCache,
+                  buffers: Sequence[DenseBuffers] | None = None, scale: float = 1.0) -> Params:
+        """The gradient times ``scale``: every term of it is linear in the starting error."""
         acts, pres = cache.activations, cache.pre_activations
         x = acts[0]
         batch = x.shape[0]
         n = self.n_layers
+        outs = buffers or (FRESH,) * n
         out_layer = self._dense[-1]
         d_s = LOSSES[self.loss_name].delta(x, acts[n], pres[n - 1], out_layer.activation)
-        factor = REDUCTIONS[self.reduction](batch)
+        factor = scale * REDUCTIONS[self.reduction](batch)
         if factor != 1.0:
             d_s *= factor  # d_s is the loss's fresh array
+        flush_tiny(d_s, scratch=outs[-1].scratch, mask=outs[-1].mask)
         d_x, layer_grads = out_layer.backward_linear(
-            self._layer_params(params, n), DenseCache(acts[n - 1], pres[n - 1], acts[n]), d_s
+            self._layer_params(params, n), DenseCache(acts[n - 1], pres[n - 1], acts[n]), d_s,
+            out=outs[-1],
         )
         grads: Params = {}
         self._collect(grads, n, layer_grads)
         for k in range(n - 1, 0, -1):
-            d_a = d_x  # (batch, layers[k]): dJ/da_k, a fresh array
+            d_a = d_x  # (batch, layers[k]): dJ/da_k, our own array
             if k == self.code_layer and self.sparsity_weight:
-                d_a += self._sparsity_grad(cache, batch)  # the same row for every example
+                d_a += scale * self._sparsity_grad(cache, batch)  # the same row for each example
             d_x, layer_grads = self._dense[k - 1].backward(
                 self._layer_params(params, k), DenseCache(acts[k - 1], pres[k - 1], acts[k]), d_a,
-                need_d_x=k > 1,
+                need_d_x=k > 1, out=outs[k - 1],
             )
             self._collect(grads, k, layer_grads)
         if self.weight_decay:
+            decay = scale * self.weight_decay
             for name in self._weight_names():
-                grads[name] += self.weight_decay * params[name]  # d/dW of lambda/2 * sum(W**2)
+                grads[name] += decay * params[name]  # d/dW of lambda/2 * sum(W**2), scaled
         return {name: grads[name] for name in self._shapes}
 
     def _collect(self, grads: Params, k: int, layer_grads: Params) -> None:
         """File layer k's gradients under the model's names; tied weights sum both uses."""
         name, transposed = self._weight_of[k - 1]
         d_w = layer_grads["W"].T if transposed else layer_grads["W"]  # like params[name]
-        grads[name] = d_w + grads[name] if name in grads else d_w
+        if name in grads:
+            d_w += grads[name]  # d_w is this layer's own array, fresh or in a workspace
+        grads[name] = d_w
         if self.bias:
             grads[f"b{k}"] = layer_grads["b"]
 
@@ -561,9 +667,14 @@ def _real_array(value: Any, what: str, dtype: np.dtype) -> np.ndarray:
     return arr.astype(dtype, copy=False)
 
 
-def _all_finite(arr: np.ndarray) -> bool:
-    # One reduction instead of a boolean mask of the whole array. A sum of finite values can
-    # still overflow to Inf, so an entrywise check confirms before anything is reported.
-    with np.errstate(over="ignore", invalid="ignore"):
-        total = arr.sum()
-    return bool(np.isfinite(total)) or bool(np.isfinite(arr).all())
+def all_finite(arr: np.ndarray) -> bool:
+    """Whether every entry of a float array is finite (neither NaN nor +-Inf).
+
+    The array's max and min instead of a boolean mask of the whole array: NaN anywhere makes
+    both NaN, +Inf shows in the max and -Inf in the min. Both are single-threaded SIMD
+    reductions; a BLAS dot product is faster on an idle machine but runs threaded, and on
+    loaded cores it stalled for milliseconds per call inside a gradient check's loss loop.
+    """
+    if arr.size == 0:
+        return True
+    return bool(np.isfinite(arr.max()) and np.isfinite(arr.min()))
