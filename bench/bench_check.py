@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,6 +46,8 @@ import scipy.optimize
 import torch
 
 import gradproof as gp
+
+from _timing import timed
 
 # The motivating user's central-difference step.
 SEED_STEP = 1e-4
@@ -128,17 +129,6 @@ def relative_error(numeric: dict[str, np.ndarray], analytic: dict[str, np.ndarra
         error = np.abs(n - a) / np.where(scale > 0, scale, 1.0)
         worst = max(worst, float(error.max()))
     return worst
-
-
-def timed(run: Callable[[], Any], repeats: int) -> tuple[Any, float]:
-    """The result of ``run`` and the median wall time of ``repeats`` runs, after a warm-up."""
-    result = run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = run()
-        times.append(time.perf_counter() - start)
-    return result, statistics.median(times)
 
 
 def slow(
@@ -259,13 +249,14 @@ def slow_rows(problem: Problem, budget: int | None) -> list[Row]:
 def fast_rows(problem: Problem, repeats: int) -> list[Row]:
     """The methods that take seconds or less: the median of ``repeats`` runs."""
     runs = f"median of {repeats}"
-    report, seconds = timed(lambda: gp.check_model(problem.model, problem.params, problem.x),
-                            repeats)
+    report, seconds, _ = timed(
+        lambda: gp.check_model(problem.model, problem.params, problem.x), repeats
+    )
     rows = [Row("gradproof check_model (exact engine)", seconds, runs, report_verdict(report),
                 "all entries one by one, exact local central differences, each with its own "
                 "error estimate")]
 
-    report, seconds = timed(
+    report, seconds, _ = timed(
         lambda: gp.check_gradient(problem.loss, problem.grads, problem.params), repeats
     )
     rows.append(Row("gradproof check_gradient, mode auto (default)", seconds, runs,
@@ -274,7 +265,7 @@ def fast_rows(problem: Problem, repeats: int) -> list[Row]:
                     f"directions per tensor ({report.loss_evaluations:,} evaluations)"))
 
     inputs = problem.torch_inputs()
-    passed, seconds = timed(
+    passed, seconds, _ = timed(
         lambda: torch.autograd.gradcheck(problem.torch_loss, inputs, fast_mode=True), repeats
     )
     rows.append(Row("torch.autograd.gradcheck, fast_mode", seconds, runs,

@@ -25,8 +25,6 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import statistics
-import time
 import tracemalloc
 from collections.abc import Callable
 from typing import Any
@@ -39,21 +37,9 @@ import gradproof as gp
 from gradproof.nn.exact_check import entry_steps
 from gradproof.nn.local_delta import LocalDifferences
 
+from _timing import timed
+
 EPS = float(np.finfo(np.float64).eps)
-
-
-def timed(run: Callable[[], Any], repeats: int) -> tuple[Any, float, float]:
-    """The result of ``run`` and the median wall and CPU times of ``repeats`` runs (one
-    warm-up first). CPU time (this process, all its threads) is what other processes sharing
-    the cores do not inflate; wall time is what a user waits."""
-    result = run()
-    wall, cpu = [], []
-    for _ in range(repeats):
-        start, start_cpu = time.perf_counter(), time.process_time()
-        result = run()
-        wall.append(time.perf_counter() - start)
-        cpu.append(time.process_time() - start_cpu)
-    return result, statistics.median(wall), statistics.median(cpu)
 
 
 def seed_loss(p: dict[str, np.ndarray], x: np.ndarray) -> float:

@@ -13,9 +13,6 @@ Run: python bench/bench_torch_functions.py [--repeats 5] [--n 6] [--d 4]
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -24,16 +21,7 @@ from torch.autograd.gradcheck import GradcheckError
 from gradproof.torch import check_function
 from gradproof.torch.planted import CASES
 
-
-def timed(run: Callable[[], Any], repeats: int) -> tuple[Any, float]:
-    """The result of ``run`` and the median wall time of ``repeats`` runs (one warm-up first)."""
-    result = run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = run()
-        times.append(time.perf_counter() - start)
-    return result, statistics.median(times)
+from _timing import timed
 
 
 def gradproof_verdict(
@@ -75,11 +63,15 @@ def main(argv: list[str] | None = None) -> int:
     for name, case in CASES.items():
         inputs = case.inputs(0, args.n, args.d)
         for version, function in (("buggy", case.buggy), ("correct", case.correct)):
-            ours, ours_s = timed(
+            ours, ours_s, _ = timed(
                 lambda: gradproof_verdict(function, inputs, case.names), args.repeats
             )
-            full, full_s = timed(lambda: gradcheck_verdict(function, inputs, False), args.repeats)
-            fast, fast_s = timed(lambda: gradcheck_verdict(function, inputs, True), args.repeats)
+            full, full_s, _ = timed(
+                lambda: gradcheck_verdict(function, inputs, False), args.repeats
+            )
+            fast, fast_s, _ = timed(
+                lambda: gradcheck_verdict(function, inputs, True), args.repeats
+            )
             label = f"{name} ({case.bug})" if version == "buggy" else name
             print(
                 f"| {label} | {version} | {ours} | {ours_s:.4f} | {full} | {full_s:.4f} "

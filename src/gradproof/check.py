@@ -180,7 +180,7 @@ def check_gradient(
     rounding noise from nine nearby values (ECnoise), and widens the tolerance of a float32
     gradient to its own precision (each with a finding saying so).
     """
-    rule = _rule(rtol, atol, safety)
+    rule = tolerance_rule(rtol, atol, safety)
     _check_options(mode, samples, directions, budget, seed, progress)
     layout, flat = parse_params(params, shapes, order)
     run = _Check(layout, mode, samples, directions, budget, rule, np.random.default_rng(seed))
@@ -497,7 +497,28 @@ def _positions(spec: TensorSpec) -> np.ndarray:
     return np.arange(spec.offset, spec.offset + spec.size)
 
 
-def _rule(rtol: float | None, atol: float | None, safety: float) -> Rule:
+def tolerance_rule(rtol: float | None, atol: float | None, safety: float) -> Rule:
+    """The tolerance rule of a check, from its user-facing ``rtol``, ``atol`` and ``safety``.
+
+    Shared by ``check_gradient`` and ``check_model`` so that both validate these options alike.
+
+    Parameters
+    ----------
+    rtol, atol : float or None
+        Finite and >= 0; when either is given, the classic rule
+        ``atol + rtol * max(|analytic|, |numeric|)`` replaces the one from the error estimate.
+    safety : float
+        Finite and > 0: the factor on the error estimate in the default rule.
+
+    Returns
+    -------
+    Rule
+
+    Raises
+    ------
+    InputError
+        An option that is not a number in its range (the option named).
+    """
     for name, value in (("rtol", rtol), ("atol", atol)):
         if value is not None and not (
             isinstance(value, (int, float)) and value >= 0 and math.isfinite(value)

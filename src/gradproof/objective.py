@@ -197,10 +197,8 @@ class Objective:
         """The loss at what the buffer holds now; ``where`` names the point in errors."""
         try:
             return self.value()
-        except _BadOutput as bad:
-            raise _not_scalar(bad.output, where) from None
         except Exception as exc:
-            raise _loss_raised(exc, where) from exc
+            raise _evaluation_failed(exc, where)
 
     # ---------------------------------------------------------------- gradient
 
@@ -284,10 +282,8 @@ class Objective:
                 buffer[i] = originals[k]
                 if progress and k % stride == 0:
                     self.report_progress()
-        except _BadOutput as bad:
-            raise _not_scalar(bad.output, where(k, sign)) from None
         except Exception as exc:
-            raise _loss_raised(exc, where(k, sign)) from exc
+            raise _evaluation_failed(exc, where(k, sign))
         finally:
             if indices:
                 buffer[indices[k]] = originals[k]
@@ -321,10 +317,8 @@ class Objective:
                 buffer[support] = self.base[support]
                 if k % self._stride == 0:
                     self.report_progress()
-        except _BadOutput as bad:
-            raise _not_scalar(bad.output, where(k, sign)) from None
         except Exception as exc:
-            raise _loss_raised(exc, where(k, sign)) from exc
+            raise _evaluation_failed(exc, where(k, sign))
         finally:
             buffer[support] = self.base[support]
         self._finish(out_plus, out_minus, where)
@@ -334,10 +328,8 @@ class Objective:
         try:
             self.buffer[positions] = values
             return self.value()
-        except _BadOutput as bad:
-            raise _not_scalar(bad.output, where) from None
         except Exception as exc:
-            raise _loss_raised(exc, where) from exc
+            raise _evaluation_failed(exc, where)
         finally:
             self.buffer[positions] = self.base[positions]
 
@@ -444,6 +436,22 @@ def _not_scalar(output: Any, where: str) -> InputError:
     return InputError(
         f"the loss must return a finite scalar; {where} it returned {describe(output)}{hint}"
     )
+
+
+def _evaluation_failed(exc: Exception, where: str) -> InputError:
+    """The error for a loss evaluation that raised ``exc`` ``where``, its cause already set.
+
+    A ``_BadOutput`` is gradproof's own signal, so it is hidden (as ``raise ... from None``);
+    the loss's own exception stays the cause (as ``raise ... from exc``). One place for what
+    every evaluation loop catches; it runs only on failure, never in the loops' hot path.
+    """
+    if isinstance(exc, _BadOutput):
+        error = _not_scalar(exc.output, where)
+        error.__cause__ = None  # also sets __suppress_context__, as `from None` does
+    else:
+        error = _loss_raised(exc, where)
+        error.__cause__ = exc
+    return error
 
 
 def _loss_raised(exc: Exception, where: str) -> InputError:

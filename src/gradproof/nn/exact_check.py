@@ -72,7 +72,7 @@ from typing import Any
 
 import numpy as np
 
-from gradproof.check import _rule
+from gradproof.check import tolerance_rule
 from gradproof.diagnose import diagnose
 from gradproof.errors import InputError
 from gradproof.finite_diff import (
@@ -171,7 +171,7 @@ def check_model(
         When the local pieces of the objective do not add up to ``model.loss`` (this module
         no longer matches the Autoencoder: a bug in gradproof, never in the checked gradient).
     """
-    rule = _rule(rtol, atol, safety)
+    rule = tolerance_rule(rtol, atol, safety)
     workers = _check_options(model, max_chunk_bytes, workers, progress)
     run = _ExactCheck(model, rule, max_chunk_bytes, workers, progress)
     try:
