@@ -32,13 +32,12 @@ from rich.progress import (
 from rich.text import Text
 
 from gradproof.check import DEFAULT_DIRECTIONS, check_gradient
-from gradproof.checkpoint import load_checkpoint
 from gradproof.cli import EXIT_FAILED, EXIT_OK
 from gradproof.cli.options import (
     add_data_options,
     add_model_options,
+    checkpoint_for_flags,
     data_options,
-    model_conflicts,
     model_from_args,
     nonnegative_float,
     nonnegative_int,
@@ -46,7 +45,7 @@ from gradproof.cli.options import (
 )
 from gradproof.cli.render import print_json, print_report
 from gradproof.data.mnist import load_mnist, mnist_source
-from gradproof.errors import DataError, InputError
+from gradproof.errors import InputError
 from gradproof.nn.autoencoder import Autoencoder
 from gradproof.nn.exact_check import check_model
 from gradproof.report import GradReport
@@ -163,16 +162,9 @@ def _network(args: argparse.Namespace) -> tuple[Autoencoder, dict[str, np.ndarra
     if args.checkpoint is None:
         model = model_from_args(args)
         return model, model.init_params(args.seed), f"fresh weights (seed {args.seed})"
-    try:
-        model, params, state = load_checkpoint(args.checkpoint)
-    except DataError as error:
-        raise DataError(f"--checkpoint: {error}") from None
-    conflicts = model_conflicts(args, model)
-    if conflicts:
-        raise InputError(
-            f"--checkpoint: the model in {args.checkpoint} disagrees with "
-            f"{'; '.join(conflicts)}; drop those flags"
-        )
+    model, params, state = checkpoint_for_flags(
+        "--checkpoint", args.checkpoint, args, advice="drop those flags"
+    )
     epochs = f"{state.epoch} epoch{'' if state.epoch == 1 else 's'}"
     return model, params, f"checkpoint {args.checkpoint} (after {epochs})"
 

@@ -18,8 +18,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
+from gradproof.checkpoint import TrainState, load_checkpoint
 from gradproof.data.mnist import ENV_VAR
-from gradproof.errors import InputError
+from gradproof.errors import DataError, InputError
 from gradproof.nn.activations import ACTIVATIONS
 from gradproof.nn.autoencoder import DTYPES, Autoencoder
 from gradproof.nn.losses import LOSSES, REDUCTIONS
@@ -234,6 +237,31 @@ def model_conflicts(args: argparse.Namespace, model: Autoencoder) -> list[str]:
             shown = spec.flag if isinstance(value, bool) else f"{spec.flag} {_show(value)}"
             conflicts.append(f"{shown} (it has {spec.config_key} {config[spec.config_key]!r})")
     return conflicts
+
+
+def checkpoint_for_flags(
+    flag: str, path: str, args: argparse.Namespace, *, advice: str
+) -> tuple[Autoencoder, dict[str, np.ndarray], TrainState]:
+    """Load the checkpoint that ``flag`` names and check the given model flags against it.
+
+    Raises
+    ------
+    DataError
+        When the file is not a readable checkpoint (the message starts with ``flag``).
+    InputError
+        When a given model flag disagrees with the checkpoint's model; ``advice`` says what to
+        do about it.
+    """
+    try:
+        model, params, state = load_checkpoint(path)
+    except DataError as error:
+        raise DataError(f"{flag}: {error}") from None
+    conflicts = model_conflicts(args, model)
+    if conflicts:
+        raise InputError(
+            f"{flag}: the model in {path} disagrees with {'; '.join(conflicts)}; {advice}"
+        )
+    return model, params, state
 
 
 def _show(value: Any) -> str:

@@ -19,17 +19,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from gradproof.checkpoint import TrainState, load_checkpoint
+from gradproof.checkpoint import TrainState
 from gradproof.cli.options import (
     add_data_options,
     add_model_options,
+    checkpoint_for_flags,
     data_options,
-    model_conflicts,
     model_from_args,
     nonnegative_int,
     positive_float,
@@ -38,7 +37,7 @@ from gradproof.cli.options import (
 )
 from gradproof.data.atomic import atomic_write
 from gradproof.data.mnist import load_mnist, mnist_source
-from gradproof.errors import DataError, InputError
+from gradproof.errors import InputError
 from gradproof.nn.autoencoder import Autoencoder
 from gradproof.train import (
     DEFAULT_BATCH_SIZE,
@@ -131,7 +130,9 @@ def run(args: argparse.Namespace, console: Console) -> int:
     started = time.perf_counter()
     state = None
     if args.resume is not None:
-        model, params, state = _resumed(args)
+        model, params, state = checkpoint_for_flags(
+            "--resume", args.resume, args, advice="drop those flags or start a new run"
+        )
     else:
         model = model_from_args(args, default_dtype=DEFAULT_DTYPE[args.method or DEFAULT_METHOD])
         params = model.init_params(DEFAULT_SEED if args.seed is None else args.seed)
@@ -180,21 +181,6 @@ def run(args: argparse.Namespace, console: Console) -> int:
     else:
         console.print(_summary_table(summary))
     return 0
-
-
-def _resumed(args: argparse.Namespace) -> tuple[Autoencoder, dict[str, np.ndarray], TrainState]:
-    """Load the --resume checkpoint and check that the given model flags agree with it."""
-    try:
-        model, params, state = load_checkpoint(args.resume)
-    except DataError as error:
-        raise DataError(f"--resume: {error}") from None
-    conflicts = model_conflicts(args, model)
-    if conflicts:
-        raise InputError(
-            f"--resume: the model in {args.resume} disagrees with "
-            f"{'; '.join(conflicts)}; drop those flags or start a new run"
-        )
-    return model, params, state
 
 
 def _data_info(args: argparse.Namespace, state: TrainState | None) -> dict[str, Any]:
