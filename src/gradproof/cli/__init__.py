@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 from rich.console import Console
 
+from gradproof import __version__
 from gradproof.errors import GradproofError, InputError
 
 # Subcommand name -> module under gradproof.cli; imported lazily so that `gradproof train`
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="gradproof",
         description="Train autoencoders with hand-written backprop and prove their gradients right.",
     )
+    parser.add_argument("--version", action="version", version=f"gradproof {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, module_name in COMMANDS.items():
         try:
