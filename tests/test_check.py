@@ -938,3 +938,22 @@ def test_auto_finds_both_mistakes_of_the_motivating_user():
     assert report.tensor("W2").passed  # right values, wrong shape
     assert not report.tensor("W1").passed and not report.tensor("b1").passed
     assert report.loss_evaluations < 10_000
+
+
+def test_a_kink_note_counts_only_the_steps_that_crossed_the_kink():
+    # relu(p) + p**2/2 has one kink, at p[0] = 0; the wrong gradient (twice the true one) makes
+    # every other entry fail, and those confirmations at smaller steps cross no kink.
+    params = np.array([0.0, 1, 2, 3, 4, -1, -2, 0.5])
+
+    def loss(p):
+        return float(np.sum(np.maximum(p, 0)) + 0.5 * np.sum(p**2))
+
+    def wrong_grad(p):
+        return 2 * ((p > 0) + p)
+
+    report = gp.check_gradient(loss, wrong_grad, params, mode="full")
+    kinks = report.findings_of("kink")
+    assert len(kinks) == 1
+    assert kinks[0].details["rechecked"] == 1
+    assert kinks[0].message.startswith("1 finite-difference step(s)")
+    assert [f.kind for f in report.findings if f.is_bug] == ["scaled"]

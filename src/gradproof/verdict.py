@@ -191,8 +191,13 @@ def kink_findings(
     noted = [m for m in measured if (m.kink | (m.status == EXCLUDED)).any()]
     if noted:
 
+        # Only the probes that showed a kink or were excluded: clear failures that were merely
+        # confirmed at smaller steps crossed nothing.
         def count(condition: Callable[[Measured], np.ndarray]) -> int:
-            return sum(int(np.count_nonzero(condition(m))) for m in measured)
+            return sum(
+                int(np.count_nonzero(condition(m) & (m.kink | (m.status == EXCLUDED))))
+                for m in measured
+            )
 
         rechecked = count(lambda m: np.isfinite(m.slopes[:, 0]))
         agreed = count(lambda m: np.isfinite(m.slopes[:, 0]) & (m.status == PASSED))
