@@ -13,7 +13,6 @@ grad[i, j], and passes when they agree within 10x the estimated finite-differenc
 from __future__ import annotations
 
 import json
-import sys
 import warnings
 
 import autograd
@@ -193,8 +192,8 @@ def test_a_failing_tensor_is_named_and_localised():
     assert any(f.tensor == "W1" and f.is_bug for f in report.findings)
 
 
-def test_without_diagnose_each_failing_tensor_gets_one_mismatch(monkeypatch):
-    monkeypatch.setitem(sys.modules, "gradproof.diagnose", None)  # as if it did not exist
+def test_without_a_diagnosis_each_failing_tensor_gets_one_mismatch(monkeypatch):
+    monkeypatch.setattr("gradproof.verdict.diagnose", lambda *args: [])  # no pattern fits
     loss, grad, params = square_problem(1)
     report = gp.check_gradient(loss, sign_flipped(grad(params), "W1"), params, mode="full")
     bugs = [(f.kind, f.tensor) for f in report.findings if f.is_bug]

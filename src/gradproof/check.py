@@ -38,6 +38,7 @@ from gradproof.probes import (
 from gradproof.report import Finding, GradReport, TensorResult
 from gradproof.taylor import TaylorResult, taylor
 from gradproof.verdict import (
+    diagnose_failing,
     gradient_precision_finding,
     kink_findings,
     measured_result,
@@ -466,23 +467,14 @@ class _Check:
                     values[local], tol[local] = m.numeric[known], m.tolerance[known]
             numeric[spec.name] = values.reshape(spec.shape, order=spec.order)
             tolerance[spec.name] = tol.reshape(spec.shape, order=spec.order)
-        findings: list[Finding] = []
-        try:
-            from gradproof.diagnose import diagnose
-        except ModuleNotFoundError as missing:
-            if missing.name != "gradproof.diagnose":
-                raise  # diagnose itself is there but broken: say so, do not hide it
-        else:
-            center = self.context.center
-            params = {spec.name: spec.view(center).copy() for spec in self.layout.specs}
-            findings = list(diagnose(self.analytic, numeric, params, tolerance))
-        covered = {name for f in findings if f.is_bug for name in f.tensor.split(" <-> ")}
-        for name in failing:
-            if name not in covered:
-                findings.append(
-                    mismatch_finding(self.layout.spec(name), self.measured[name], self.taylor[name])
-                )
-        return findings
+        center = self.context.center
+        params = {spec.name: spec.view(center).copy() for spec in self.layout.specs}
+        return diagnose_failing(
+            failing, self.analytic, numeric, params, tolerance,
+            lambda name: mismatch_finding(
+                self.layout.spec(name), self.measured[name], self.taylor[name]
+            ),
+        )
 
 
 # ------------------------------------------------------------------ helpers

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from gradproof.diagnose import diagnose
 from gradproof.finite_diff import KINK_SHRINK, ROUNDING_GROWTH, relative_error
 from gradproof.params import TensorSpec
 from gradproof.probes import EXCLUDED, FAILED, PASSED, Measured
@@ -255,6 +256,27 @@ def kink_findings(
                 details={"count": len(kinks)},
             )
         )
+    return findings
+
+
+def diagnose_failing(
+    failing: list[str],
+    analytic: dict[str, np.ndarray],
+    numeric: dict[str, np.ndarray],
+    params: dict[str, np.ndarray],
+    tolerance: dict[str, np.ndarray],
+    mismatch_for: Callable[[str], Finding],
+) -> list[Finding]:
+    """``diagnose`` the tensors, then a ``mismatch`` for each failing tensor it left unexplained.
+
+    ``numeric`` and ``tolerance`` hold NaN where an entry was not compared one by one;
+    ``mismatch_for(name)`` builds the localised mismatch finding of one tensor.
+    """
+    if not failing:
+        return []
+    findings = list(diagnose(analytic, numeric, params, tolerance))
+    covered = {name for f in findings if f.is_bug for name in f.tensor.split(" <-> ")}
+    findings += [mismatch_for(name) for name in failing if name not in covered]
     return findings
 
 

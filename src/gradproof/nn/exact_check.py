@@ -73,7 +73,6 @@ from typing import Any
 import numpy as np
 
 from gradproof.check import tolerance_rule
-from gradproof.diagnose import diagnose
 from gradproof.errors import InputError
 from gradproof.finite_diff import (
     KINK_SHRINK,
@@ -91,6 +90,7 @@ from gradproof.params import ParamLayout, TensorSpec, parse_params
 from gradproof.probes import CONFIRM_SAMPLE, EXCLUDED, FAILED, PASSED, UNKNOWN, Measured, ProbeSet
 from gradproof.report import Finding, GradReport, TensorResult
 from gradproof.verdict import (
+    diagnose_failing,
     gradient_precision_finding,
     kink_findings,
     measured_result,
@@ -395,13 +395,10 @@ class _ExactCheck:
             known = (m.status == PASSED) | (m.status == FAILED)
             numeric[spec.name] = np.where(known, m.numeric, np.nan).reshape(spec.shape)
             tolerance[spec.name] = np.where(known, m.tolerance, np.nan).reshape(spec.shape)
-        findings = list(diagnose(self.analytic, numeric, self.params, tolerance))
-        covered = {name for f in findings if f.is_bug for name in f.tensor.split(" <-> ")}
-        findings += [
-            mismatch_finding(self.layout.spec(name), [self.measured[name]], [])
-            for name in failing if name not in covered
-        ]
-        return findings
+        return diagnose_failing(
+            failing, self.analytic, numeric, self.params, tolerance,
+            lambda name: mismatch_finding(self.layout.spec(name), [self.measured[name]], []),
+        )
 
 
 def entry_steps(engine: LocalDifferences, name: str) -> np.ndarray:
