@@ -87,6 +87,7 @@ from gradproof.nn.pointwise import (
     kl_divergence,
     kl_magnitude,
 )
+from gradproof.nn.series import output_series
 
 EPS = float(np.finfo(np.float64).eps)
 
@@ -100,6 +101,14 @@ ULPS = 4.0
 # values, small enough that the buffers stay in the core's cache. Measured best at 256-512 KiB
 # on 2 cores (1 and 2 MiB were 10% and 15% slower).
 BLOCK_BYTES = 1 << 19
+
+# The highest power of the output series (gradproof.nn.series). A step moves an output by
+# |v| ~ 1e-5 or less, where the tail after v^6 is about 1e-35 of the first term's size; larger
+# shifts are bounded by the tail estimate, which the error estimate includes.
+SERIES_ORDER = 6
+
+# The largest output shift |t W[c, j]| the series is used for; beyond it, direct evaluation.
+SERIES_REACH = 0.5
 
 # Step of the central differences that measure the base point's sensitivities (only their size
 # matters: they weight rounding errors).
@@ -163,11 +172,16 @@ class LocalDifferences:
         Validated inputs; copied to float64.
     workers : int
         Threads that propagate units in parallel.
+    series : bool
+        Sum the output layer's changes for units of the last hidden layer from the power
+        series of ``gradproof.nn.series`` where its remainder bound allows (the default); False
+        evaluates every output at every perturbed point.
     """
 
     def __init__(self, model: Autoencoder, params: Mapping[str, np.ndarray], x: np.ndarray,
-                 workers: int = 1) -> None:
+                 workers: int = 1, series: bool = True) -> None:
         self.workers = max(1, int(workers))
+        self.series = series
         self.model = model
         self.params = {name: np.asarray(value, dtype=np.float64) for name, value in params.items()}
         self.n_layers = n = model.n_layers
@@ -204,6 +218,7 @@ class LocalDifferences:
         self._output_rounding, self._layer_rounding = self._base_rounding()
         self._block_rows = max(1, BLOCK_BYTES // (16 * max(model.layers)))
         self._local = threading.local()  # per-thread scratch buffers of the propagation
+        self._series_tables: dict[int, _SeriesTable | None] = {}
 
     # ----- the objective at the base point ---------------------------------------------------
 
@@ -477,22 +492,28 @@ class LocalDifferences:
         kink = _straddles(self.kinks[layer - 1], self.pres[layer][example, col], shift)
         code = t if layer == self.code_layer else self._code_buffer(layer, n_units)
         sides = np.empty((2, n_units))
+        table = self._series_table(layer) if inject is None else None
+        if table is None:
+            dense, truncation = np.arange(n_units), np.zeros(n_units)
+        else:
+            dense, truncation = table.evaluate(example, col, t, sides)
 
         def run(block: slice) -> None:
-            injected = None if inject is None else (inject[0], inject[1][block], inject[2][block])
-            b = int(example[block.start])
-            sides[:, block], crossed, block_code = self._dense(
-                layer, b, col[block], t[:, block], injected
+            units = dense[block]  # consecutive units of one example
+            injected = None if inject is None else (inject[0], inject[1][units], inject[2][units])
+            b = int(example[units[0]])
+            sides[:, units], crossed, block_code = self._dense(
+                layer, b, col[units], t[:, units], injected
             )
-            kink[block] |= crossed
+            kink[units] |= crossed
             if block_code is not None:
-                code[:, block] = block_code
+                code[:, units] = block_code
 
         def run_all(share: list[slice]) -> None:
             for block in share:
                 run(block)
 
-        blocks = _blocks(example, col, self._block_rows)
+        blocks = _blocks(example[dense], col[dense], self._block_rows)
         if self.workers == 1 or len(blocks) < 2 * self.workers:
             run_all(blocks)
         else:
@@ -515,8 +536,22 @@ class LocalDifferences:
                              out=np.zeros(n_units), where=d_t > 0)
         relative += np.divide(EPS * (np.abs(u0[0]) + np.abs(u0[1])), 4 * np.abs(shift),
                               out=np.zeros(n_units), where=shift != 0)
-        rounding = diff * relative + self._layer_rounding[layer][example]
+        rounding = diff * relative + self._layer_rounding[layer][example] + truncation
         return _Units(sides, rounding, kink, code)
+
+    def _series_table(self, layer: int) -> _SeriesTable | None:
+        """The series table of ``layer`` when its next layer is the output layer and the
+        output activation and loss have a series form; built once, on first use."""
+        if layer not in self._series_tables:
+            n = self.n_layers
+            found = None
+            if self.series and layer + 1 == n:
+                found = output_series(self.model.activations[-1], self.model.loss_name,
+                                      self.acts[0], self.acts[n], self.pres[n], SERIES_ORDER)
+            self._series_tables[layer] = (
+                None if found is None else _SeriesTable.build(*found, self.weights[layer])
+            )
+        return self._series_tables[layer]
 
     def _code_buffer(self, layer: int, n_units: int) -> np.ndarray | None:
         code = self.code_layer
@@ -677,6 +712,55 @@ class LocalDifferences:
             values = self.loss.value(self.acts[0][b], a, u)
             out[b] = np.abs((values[:width] - values[width:]).sum(axis=1)) / (2 * h)
         return out
+
+
+@dataclass(frozen=True)
+class _SeriesTable:
+    """The data-term change of each (example, unit of the last hidden layer) as a power series
+    in the unit's activation change ``t``.
+
+    Unit ``c`` moving by ``t`` moves output ``j`` by ``t W[c, j]``; with ``e_k`` the output
+    series of ``gradproof.nn.series``, the example's change is ``Σ_k t^k (e_k @ (W^k).T)[b, c]``
+    (powers elementwise), up to a tail of at most ``|t|^(K+1) Σ_j M_bj |W[c, j]|^(K+1)
+    / (1 - ν)``, ``ν = |t| max_j |W[c, j]|``, which the unit's error estimate includes.
+    """
+
+    coefficients: np.ndarray  # (order, batch, width): the powers 1 .. order
+    tail: np.ndarray  # (batch, width): Σ_j M_bj |W[c, j]|^(order+1)
+    reach: np.ndarray  # (width,): max_j |W[c, j]|
+
+    @classmethod
+    def build(cls, series: np.ndarray, bound: np.ndarray, w: np.ndarray) -> _SeriesTable:
+        """From the output series (order + 1, batch, n_out), their bounds (batch, n_out) and
+        the output layer's weights W (width, n_out)."""
+        order = len(series) - 1
+        coefficients = np.empty((order,) + bound.shape[:1] + w.shape[:1])
+        power = np.ones_like(w)
+        for k in range(1, order + 1):  # repeated products: ** costs ten times more
+            power *= w
+            np.matmul(series[k], power.T, out=coefficients[k - 1])
+        power *= w
+        tail = bound @ np.abs(power, out=power).T
+        return cls(coefficients, tail, np.abs(w).max(axis=1, initial=0.0))
+
+    def evaluate(self, example: np.ndarray, col: np.ndarray, t: np.ndarray,
+                 sides: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Fill ``sides[:, u]`` (2, U) for the units the series reaches; return the indices of
+        the others (sorted) and each unit's tail bound (0 for the others)."""
+        coefficients = self.coefficients[:, example, col]  # (order, U)
+        nu = np.abs(t) * self.reach[col]  # (2, U): the largest output shift
+        usable = (nu.max(axis=0) <= SERIES_REACH) & np.isfinite(coefficients).all(axis=0)
+        value = np.broadcast_to(coefficients[-1], t.shape).copy()  # Horner's rule, (2, U)
+        for k in range(len(coefficients) - 2, -1, -1):
+            value *= t
+            value += coefficients[k]
+        value *= t
+        sides[:, usable] = value[:, usable]
+        order = len(coefficients)
+        with np.errstate(over="ignore", invalid="ignore"):
+            tail = (np.abs(t) ** (order + 1) / (1 - np.minimum(nu, SERIES_REACH))).sum(axis=0)
+            tail *= self.tail[example, col]
+        return np.flatnonzero(~usable), np.where(usable, tail, 0.0)
 
 
 def _blocks(example: np.ndarray, col: np.ndarray, limit: int) -> list[slice]:

@@ -1,0 +1,211 @@
+"""Spec for the output series of the exact check (gradproof.nn.series) and their use.
+
+The series must be the change of each output's data term to rounding, checked against an
+independent oracle: the same forward definitions evaluated in 50-digit decimal arithmetic.
+Beyond small shifts, the truncation must stay under the stated remainder bound. In
+``LocalDifferences`` the series path must give the central differences of direct evaluation
+(within its rounding estimate), be closer to the 50-digit truth than direct evaluation, and
+fall back to direct evaluation wherever its bound does not allow it.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, localcontext
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gradproof.nn import Autoencoder
+from gradproof.nn.activations import ACTIVATIONS
+from gradproof.nn.exact_check import check_model, entry_steps
+from gradproof.nn.local_delta import SERIES_ORDER, LocalDifferences
+from gradproof.nn.series import compose, output_series, product
+
+SUPPORTED = [("sigmoid", "squared"), ("tanh", "squared"), ("identity", "squared"),
+             ("sigmoid", "cross_entropy")]
+DIGITS = 50
+
+
+def _exp(v: Decimal) -> Decimal:
+    return v.exp()
+
+
+DECIMAL_ACTIVATIONS = {
+    "sigmoid": lambda u: 1 / (1 + _exp(-u)),
+    "tanh": lambda u: (_exp(2 * u) - 1) / (_exp(2 * u) + 1),
+    "identity": lambda u: u,
+}
+
+
+def decimal_change(activation: str, loss: str, s: float, x: float, v: float | Decimal
+                   ) -> Decimal:
+    """ℓ(s + v) - ℓ(s) in 50-digit arithmetic, from the forward definitions."""
+    with localcontext() as context:
+        context.prec = DIGITS
+        s_, x_, v_ = Decimal(s), Decimal(x), Decimal(v)
+        if loss == "cross_entropy":  # softplus(s) - x s
+            def term(u):
+                return (1 + _exp(u)).ln() - x_ * u
+        else:
+            def term(u):
+                return (DECIMAL_ACTIVATIONS[activation](u) - x_) ** 2 / 2
+        return term(s_ + v_) - term(s_)
+
+
+def evaluate(coefficients: np.ndarray, v: float) -> np.ndarray:
+    return sum(coefficients[k] * v**k for k in range(len(coefficients)))
+
+
+@pytest.mark.parametrize("activation, loss", SUPPORTED)
+def test_series_equal_the_50_digit_change_to_rounding(activation, loss):
+    rng = np.random.default_rng(3)
+    s = np.concatenate([rng.normal(0, 3, 12), [-30.0, -8.0, 0.0, 8.0, 30.0]])[None, :]
+    x = rng.uniform(0, 1, s.shape)
+    z = ACTIVATIONS[activation].forward(s)
+    coefficients, _ = output_series(activation, loss, x, z, s, SERIES_ORDER)
+    for v in (1e-9, -2e-6, 3e-5, -1e-3):
+        got = evaluate(coefficients, v)[0]
+        for j in range(s.shape[1]):
+            truth = float(decimal_change(activation, loss, s[0, j], x[0, j], v))
+            assert abs(got[j] - truth) <= 1e-14 * abs(truth) + 1e-300, (j, v, got[j], truth)
+
+
+@pytest.mark.parametrize("activation, loss", SUPPORTED)
+def test_truncation_stays_under_the_remainder_bound(activation, loss):
+    rng = np.random.default_rng(4)
+    s = rng.normal(0, 2, (1, 15))
+    x = rng.uniform(0, 1, s.shape)
+    z = ACTIVATIONS[activation].forward(s)
+    for order in (2, 4, SERIES_ORDER):
+        coefficients, bound = output_series(activation, loss, x, z, s, order)
+        for v in (0.05, -0.2, 0.5, -0.9):
+            got = evaluate(coefficients, v)[0]
+            tail = bound[0] * abs(v) ** (order + 1) / (1 - abs(v))
+            for j in range(s.shape[1]):
+                truth = float(decimal_change(activation, loss, s[0, j], x[0, j], v))
+                assert abs(got[j] - truth) <= tail[j] + 1e-14 * abs(truth), (order, v, j)
+
+
+@settings(max_examples=60, deadline=None)
+@given(s=st.floats(-1000, 1000), x=st.floats(0, 1),
+       pair=st.sampled_from(SUPPORTED))
+def test_series_are_finite_for_any_pre_activation(s, x, pair):
+    activation, loss = pair
+    s_, x_ = np.array([[s]]), np.array([[x]])
+    with np.errstate(over="raise", invalid="raise", divide="raise"):  # no warning escapes
+        coefficients, bound = output_series(activation, loss, x_, ACTIVATIONS[activation]
+                                            .forward(s_), s_, SERIES_ORDER)
+    assert np.isfinite(coefficients).all() and np.isfinite(bound).all()
+    assert coefficients[0, 0, 0] == 0.0
+
+
+def test_no_series_where_there_is_a_kink_or_no_form():
+    s = x = np.zeros((1, 3))
+    assert output_series("relu", "squared", x, s, s, SERIES_ORDER) is None
+    assert output_series("tanh", "cross_entropy", x, s, s, SERIES_ORDER) is None
+
+
+def test_series_arithmetic_against_known_expansions():
+    # (1 + v)^2 = 1 + 2v + v^2; e^(log1p v) - 1 = v, via compose with a scalar series.
+    one_plus = np.array([1.0, 1.0, 0.0, 0.0])
+    np.testing.assert_array_equal(product(one_plus, one_plus), [1.0, 2.0, 1.0, 0.0])
+    log1p = np.array([0.0, 1.0, -1 / 2, 1 / 3, -1 / 4, 1 / 5])
+    expm1 = [0.0, 1.0, 1 / 2, 1 / 6, 1 / 24, 1 / 120]
+    np.testing.assert_allclose(compose(expm1, log1p), [0, 1, 0, 0, 0, 0], atol=1e-16)
+
+
+# ----- the series inside LocalDifferences ------------------------------------------------------
+
+N = 9
+CONFIGS = {
+    "seed": dict(layers=[N, 5, N]),
+    "tanh": dict(layers=[N, 5, N], activation="relu", output_activation="tanh"),
+    "identity": dict(layers=[N, 5, N], output_activation="identity", weight_decay=0.1),
+    "cross_entropy": dict(layers=[N, 5, N], loss="cross_entropy", reduction="mean"),
+    "tied": dict(layers=[N, 5, N], tied=True, sparsity_weight=0.4),
+    "deep": dict(layers=[N, 6, 3, 6, N], activation="tanh"),
+}
+
+
+def make_case(config: dict, batch: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    model = Autoencoder(**config)
+    params = model.init_params(seed)
+    x = rng.integers(0, 6, size=(batch, N)) / 5.0
+    return model, params, x
+
+
+def last_hidden_tensors(model: Autoencoder) -> list[str]:
+    """The tensors whose entries move a unit of the last hidden layer."""
+    k = model.n_layers - 1
+    names = [f"W{k}"] if not model.tied or k <= model.n_layers // 2 else []
+    return names + ([f"b{k}"] if model.bias else [])
+
+
+@pytest.mark.parametrize("config", list(CONFIGS), ids=str)
+def test_series_path_gives_the_direct_differences_within_their_rounding(config):
+    model, params, x = make_case(CONFIGS[config], 4)
+    series = LocalDifferences(model, params, x)
+    direct = LocalDifferences(model, params, x, series=False)
+    assert series._series_table(model.n_layers - 1) is not None
+    for name in last_hidden_tensors(model):
+        index = np.arange(params[name].size)
+        for factor in (1.0, 2.0, 1000.0):
+            steps = factor * entry_steps(series, name)
+            a, b = series.differences(name, index, steps), direct.differences(name, index, steps)
+            assert np.all(np.abs(a.central - b.central) <= b.rounding + 1e-300), (name, factor)
+            assert np.all(a.rounding >= 0)
+
+
+def test_series_units_equal_the_50_digit_change_closer_than_direct_evaluation():
+    # One unit: hidden unit c of example b moves by t, output j by t W2[c, j]. The truth is
+    # Σ_j ℓ(s_j + t W2[c, j]) - ℓ(s_j) in 50 digits, from the engine's base point.
+    model, params, x = make_case(CONFIGS["seed"], 2, seed=7)
+    engine = LocalDifferences(model, params, x)
+    example, col = np.array([0, 0, 1, 1]), np.array([0, 3, 1, 4])
+    t = np.array([[2e-6, -7e-7, 3e-6, 1e-5], [-2e-6, 6e-7, -3.1e-6, -9e-6]])  # (2, U)
+    sides = np.empty_like(t)
+    dense, _ = engine._series_table(1).evaluate(example, col, t, sides)
+    assert dense.size == 0
+    direct = np.stack([engine._dense(1, int(b), np.array([c]), t[:, [u]], None)[0][:, 0]
+                       for u, (b, c) in enumerate(zip(example, col))], axis=1)
+    s, w2 = engine.pres[2], params["W2"]
+    errors = {"series": [], "direct": []}
+    for u, (b, c) in enumerate(zip(example, col)):
+        for side in range(2):
+            truth = float(sum(
+                decimal_change("sigmoid", "squared", s[b, j], x[b, j],
+                               Decimal(t[side, u]) * Decimal(w2[c, j]))
+                for j in range(N)
+            ))
+            errors["series"].append(abs(sides[side, u] - truth) / abs(truth))
+            errors["direct"].append(abs(direct[side, u] - truth) / abs(truth))
+    assert max(errors["series"]) < 1e-13
+    assert max(errors["series"]) < max(errors["direct"])
+
+
+def test_units_beyond_the_series_reach_are_evaluated_directly():
+    # Output weights of 1e6: a step moves the outputs by far more than the series' reach.
+    model, params, x = make_case(CONFIGS["seed"], 3)
+    params["W2"] = params["W2"] * 1e6
+    series = LocalDifferences(model, params, x)
+    direct = LocalDifferences(model, params, x, series=False)
+    index = np.arange(params["W1"].size)
+    steps = entry_steps(series, "W1")
+    a, b = series.differences("W1", index, steps), direct.differences("W1", index, steps)
+    np.testing.assert_array_equal(a.plus, b.plus)
+    np.testing.assert_array_equal(a.minus, b.minus)
+
+
+def test_check_model_verdicts_are_the_same_with_and_without_the_series():
+    model, params, x = make_case(CONFIGS["seed"], 3)
+    _, grads = model.loss_and_grad(params, x)
+    wrong = dict(grads, W1=grads["W1"] * 1.5)
+    for grad in (grads, wrong):
+        with_series = check_model(model, params, x, grad=grad)
+        without = check_model(model, params, x, grad=grad, series=False)
+        assert [t.passed for t in with_series.tensors] == [t.passed for t in without.tensors]
+        assert [f.kind for f in with_series.findings] == [f.kind for f in without.findings]
+    assert not check_model(model, params, x, grad=wrong).passed
