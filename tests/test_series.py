@@ -167,13 +167,14 @@ def test_series_units_equal_the_50_digit_change_closer_than_direct_evaluation():
     example, col = np.array([0, 0, 1, 1]), np.array([0, 3, 1, 4])
     t = np.array([[2e-6, -7e-7, 3e-6, 1e-5], [-2e-6, 6e-7, -3.1e-6, -9e-6]])  # (2, U)
     sides = np.empty_like(t)
-    dense, _ = engine._series_table(1).evaluate(example, col, t, sides)
-    assert dense.size == 0
+    usable, estimate, _ = engine._series_table(1).evaluate(example, col, t, sides)
+    assert usable.all()
     direct = np.stack([engine._dense(1, int(b), np.array([c]), t[:, [u]], None)[0][:, 0]
                        for u, (b, c) in enumerate(zip(example, col))], axis=1)
     s, w2 = engine.pres[2], params["W2"]
     errors = {"series": [], "direct": []}
     for u, (b, c) in enumerate(zip(example, col)):
+        central = 0.0
         for side in range(2):
             truth = float(sum(
                 decimal_change("sigmoid", "squared", s[b, j], x[b, j],
@@ -182,6 +183,10 @@ def test_series_units_equal_the_50_digit_change_closer_than_direct_evaluation():
             ))
             errors["series"].append(abs(sides[side, u] - truth) / abs(truth))
             errors["direct"].append(abs(direct[side, u] - truth) / abs(truth))
+            central += (sides[side, u] - truth) * (1 if side == 0 else -1)
+        # The unit's error estimate covers the error of its central difference, and is far
+        # tighter than the bound the direct path needs.
+        assert abs(central) <= estimate[u] < engine._layer_rounding[1][b] / 100
     assert max(errors["series"]) < 1e-13
     assert max(errors["series"]) < max(errors["direct"])
 
@@ -209,3 +214,36 @@ def test_check_model_verdicts_are_the_same_with_and_without_the_series():
         assert [t.passed for t in with_series.tensors] == [t.passed for t in without.tensors]
         assert [f.kind for f in with_series.findings] == [f.kind for f in without.findings]
     assert not check_model(model, params, x, grad=wrong).passed
+
+
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid"])
+def test_a_saturated_hidden_unit_passes_its_own_gradient(activation):
+    # Unit 0's activation rounds to the same value at s ± d (Δt = 0) while its true change and
+    # its analytic gradient are tiny but not zero: its error estimate must still cover that.
+    model = Autoencoder(layers=[N, 5, N], activation=activation, output_activation="tanh")
+    params = model.init_params(2)
+    params["b1"][0] = 40.0
+    x = np.random.default_rng(2).uniform(0, 1, (3, N))
+    engine = LocalDifferences(model, params, x)
+    index = np.arange(params["b1"].size)
+    local = engine.differences("b1", index, entry_steps(engine, "b1"))
+    assert local.central[0] == 0.0 and local.rounding[0] > 0
+    report = check_model(model, params, x)
+    assert report.passed, str(report)
+
+
+def test_a_float64_backprop_through_saturated_outputs_is_not_called_wrong():
+    # Outputs near 1: the backprop's 1 - z keeps few correct digits, so the model's own
+    # hidden gradients are off by up to about 1e-6 relative; the exact differences see that,
+    # and the verdict must still pass what is the best float64 backprop can do.
+    model = Autoencoder(layers=[N, 5, N], activation="relu", reduction="mean")
+    params = model.init_params(3)
+    params["b2"][:] = 23.0  # z = 1 - 1e-10
+    x = np.random.default_rng(3).uniform(0, 1, (6, N))
+    _, grads = model.loss_and_grad(params, x)
+    engine = LocalDifferences(model, params, x)
+    h = entry_steps(engine, "W1")
+    numeric = engine.differences("W1", np.arange(h.size), h).central / (2 * h)
+    relative = np.abs(numeric - grads["W1"].ravel()) / np.abs(grads["W1"]).max()
+    assert relative.max() > 1e-12  # the backprop's own rounding shows
+    assert check_model(model, params, x).passed

@@ -30,37 +30,39 @@ against 4e-9 to 1e-8 for the black-box loop at the same steps; each entry's erro
 ``h² J''' / 6`` is estimated by Richardson from a second step where one step does not decide.
 
 Cost (float64, bench/bench_exact_check.py on 2 cores shared with other work). With ``B`` the
-batch, ``n_k`` the widths and ``u_b`` the distinct nonzero shifts one hidden unit gets from
-example b (its distinct nonzero pixel values, about 65 per MNIST image, or 76 in a batch of
-100, where each pixel's step is scaled by its own batch maximum; on a single image the scaled
-steps make every pixel's shift equal up to rounding, and ``u`` is about 3):
+batch, ``n_k`` the widths, ``K = SERIES_ORDER`` (6) and ``u_b`` the distinct nonzero shifts one
+hidden unit gets from example b (its distinct nonzero pixel values, about 65 per MNIST image,
+or 76 in a batch of 100, where each pixel's step is scaled by its own batch maximum; on a
+single image the scaled steps make every pixel's shift equal up to rounding, and ``u`` is
+about 3):
 
 * an output-layer weight or bias: ``2 B`` output-loss evaluations; ``2 B n_{L-1} n_L`` in all;
-* a hidden unit: ``u_b`` units per example, each ``2 n_L`` output evaluations after a rank-one
-  update (two-layer stack), or a forward pass of one example row through the later layers,
-  matmuls included (deeper stacks). For the seed network that is ``2 n_1 n_2 Σ_b u_b``
-  evaluations: about 1 M for one image, 2.4 G for 100;
+* a unit of the last hidden layer, where the output series applies (sigmoid, tanh or identity
+  outputs with the squared error, sigmoid with the cross-entropy): ``K`` matrix products
+  ``(B, n_L) @ (n_L, n_{L-1})`` once, then ``2 K`` multiply-adds per unit. What remains is the
+  bookkeeping of the (entry, example) pairs a step moves (sorting them into shared units and
+  summing per entry): linear in ``B n_{L-2} n_{L-1}`` times the fraction of nonzero inputs;
+* a hidden unit without the series (a relu output, or an earlier layer of a deeper stack):
+  ``u_b`` units per example, each ``2 n_L`` output evaluations after a rank-one update
+  (two-layer stack), or a forward pass of one example row through the later layers, matmuls
+  included (deeper stacks): about 3.3 ns of CPU per output evaluation, about 2.4 G
+  evaluations for the seed network on 100 images (8 s) where the series replaces them;
 * tied weights of a two-layer stack: the hidden part as above (the scaled step, set by the
   larger of the pixel and the hidden unit a weight multiplies, shares fewer units) plus four
   output evaluations per (entry, example) for the decoder's use; deeper tied stacks take the
   generic path: every (entry, example) is its own unit, a forward pass from the tied layer on;
-* time is therefore linear in B beyond a single image, linear in the hidden width, and grows
-  with depth like a forward pass per unit. Measured (median of 3, one thread): the seed
-  network in 45 ms on one image (about half of it the verdict bookkeeping of a few arrays per
-  parameter) and 8.0 s wall, 8.1 s CPU on 100 images (11.8 s before the hot loop of
-  ``local_delta`` was cut to seven passes, same machine and load): about 3.3 ns of CPU per
-  output evaluation, of which about 2.5 ns the passes themselves (the rank-two product, the
-  sigmoid's exp, add and reciprocal in place, the base output subtracted, two row reductions)
-  and the rest the Python of about 49,000 blocks and the bookkeeping. numpy cannot fuse the
-  passes, so one thread stays above 5 s; two threads help only where both cores are free (on
-  the shared benchmark machine, load 1 to 3: 5-10% less wall time for 5-30% more CPU time).
-  On 10 images 784-100-784, 784-200-784 and 784-400-784 took 1.1, 2.6 and 4.7 s before that
-  change (on a loaded machine);
+* so time is linear in B beyond a single image and in the number of parameters for two-layer
+  stacks, and grows with depth like a forward pass per unit of the earlier layers. Measured
+  (median of 3, one thread, load 1 to 4): the seed network in 37 to 55 ms on one image (most
+  of it the verdict bookkeeping of a few arrays per parameter), 0.20 s on 10 images, 1.3 s on
+  100, 4.1 s on 300 and 15 s on 1000; on 100 images 784-100-784 took 0.55 s, 784-400-784
+  2.4 s and 784-800-784 4.8 s; 784-256-64-256-784 took 6.3 s on 10 images (its first two
+  layers' units propagate through the later layers);
 * memory: the cached forward pass, about 20 float64 values per parameter for the verdicts,
-  chunks of at most ``max_chunk_bytes`` (work per (entry, example) pair) and one to four
-  cache-sized buffers per thread: linear in the parameters, bounded in the batch. 88 MiB at
-  the peak (tracemalloc; 182 MiB resident for the whole process) for the seed network on 100
-  images.
+  the series tables ((K + 1) B n_L values while built), chunks of at most ``max_chunk_bytes``
+  (work per (entry, example) pair) and one to four cache-sized buffers per thread: linear in
+  the parameters, bounded in the batch but for the tables. Peak (tracemalloc) for the seed
+  network: 52 MiB on one image, 89 MiB on 100, 234 MiB on 1000 images.
 """
 
 from __future__ import annotations

@@ -508,10 +508,17 @@ class LocalDifferences:
         code = t if layer == self.code_layer else self._code_buffer(layer, n_units)
         sides = np.empty((2, n_units))
         table = self._series_table(layer) if inject is None else None
+        later = self._layer_rounding[layer][example]  # the later layers' rounding, (U,)
+        slope = np.zeros(n_units)  # a bound on |dJ_b/dt| where one is known
         if table is None:
-            dense, truncation = np.arange(n_units), np.zeros(n_units)
+            dense = np.arange(n_units)
         else:
-            dense, truncation = table.evaluate(example, col, t, sides)
+            usable, error, slope = table.evaluate(example, col, t, sides)
+            dense = np.flatnonzero(~usable)
+            # The direct path's bound stays: it is far above the series' own rounding, but it
+            # also covers what a float64 backprop loses at saturated outputs (1 - z rounded,
+            # about eps |z - x| |z| per output), which a tighter bound would report as a bug.
+            later = later + error
 
         def run(block: slice) -> None:
             units = dense[block]  # consecutive units of one example
@@ -544,14 +551,17 @@ class LocalDifferences:
             finally:
                 executor.shutdown(wait=True, cancel_futures=True)
 
-        # First-stage rounding, relative to each unit's difference (see the module docstring).
+        # First-stage rounding (see the module docstring): the moved unit's activation rounds
+        # by κ eps |a±| on each side, which reaches J_b through the chord slope |D| / |Δt| or,
+        # where the two rounded activations are equal (a saturated unit: Δt = 0 but the true
+        # change is not), through the series' bound on the slope.
         diff = np.abs(sides[0] - sides[1])
         d_t = np.abs(t[0] - t[1])
-        relative = np.divide(ULPS * EPS * (np.abs(a0[0]) + np.abs(a0[1])), d_t,
-                             out=np.zeros(n_units), where=d_t > 0)
-        relative += np.divide(EPS * (np.abs(u0[0]) + np.abs(u0[1])), 4 * np.abs(shift),
-                              out=np.zeros(n_units), where=shift != 0)
-        rounding = diff * relative + self._layer_rounding[layer][example] + truncation
+        chord = np.divide(diff, d_t, out=np.zeros(n_units), where=d_t > 0)
+        rounding = np.maximum(chord, slope) * ULPS * EPS * (np.abs(a0[0]) + np.abs(a0[1]))
+        rounding += diff * np.divide(EPS * (np.abs(u0[0]) + np.abs(u0[1])), 4 * np.abs(shift),
+                                     out=np.zeros(n_units), where=shift != 0)
+        rounding += later
         return _Units(sides, rounding, kink, code)
 
     def _series_table(self, layer: int) -> _SeriesTable | None:
@@ -738,11 +748,21 @@ class _SeriesTable:
     series of ``gradproof.nn.series``, the example's change is ``Σ_k t^k (e_k @ (W^k).T)[b, c]``
     (powers elementwise), up to a tail of at most ``|t|^(K+1) Σ_j M_bj |W[c, j]|^(K+1)
     / (1 - ν)``, ``ν = |t| max_j |W[c, j]|``, which the unit's error estimate includes.
+
+    Rounding: each term ``e_k[j] (t W[c, j])^k`` carries a few roundings of its own size (the
+    base point's forward values, the series arithmetic, the powers), and summing ``n_out`` terms
+    adds up to ``sqrt(n_out)`` roundings of their absolute sum with overwhelming probability
+    (the probabilistic bound of Higham and Mary): ``(ULPS + sqrt(n_out)) eps Σ_k |t|^k
+    (|e_k| @ |W^k|.T)[b, c]`` per side, far below the direct path's bound, which has to cover
+    forming ``s ± d`` and two loss values at every output (and which the unit keeps, see
+    ``LocalDifferences._propagate``).
     """
 
     coefficients: np.ndarray  # (order, batch, width): the powers 1 .. order
+    magnitudes: np.ndarray  # (order, batch, width): Σ_j |e_k[b, j]| |W[c, j]|^k
     tail: np.ndarray  # (batch, width): Σ_j M_bj |W[c, j]|^(order+1)
     reach: np.ndarray  # (width,): max_j |W[c, j]|
+    roundings: float  # per unit of the magnitudes: ULPS + sqrt(n_out)
 
     @classmethod
     def build(cls, series: np.ndarray, bound: np.ndarray, w: np.ndarray) -> _SeriesTable:
@@ -750,32 +770,47 @@ class _SeriesTable:
         the output layer's weights W (width, n_out)."""
         order = len(series) - 1
         coefficients = np.empty((order,) + bound.shape[:1] + w.shape[:1])
+        magnitudes = np.empty_like(coefficients)
         power = np.ones_like(w)
-        for k in range(1, order + 1):  # repeated products: ** costs ten times more
+        # Absurd weights overflow the powers: those units get non-finite values here and are
+        # evaluated directly (``evaluate``).
+        with np.errstate(over="ignore", invalid="ignore"):
+            for k in range(1, order + 1):  # repeated products: ** costs ten times more
+                power *= w
+                np.matmul(series[k], power.T, out=coefficients[k - 1])
+                np.matmul(np.abs(series[k]), np.abs(power).T, out=magnitudes[k - 1])
             power *= w
-            np.matmul(series[k], power.T, out=coefficients[k - 1])
-        power *= w
-        tail = bound @ np.abs(power, out=power).T
-        return cls(coefficients, tail, np.abs(w).max(axis=1, initial=0.0))
+            tail = bound @ np.abs(power, out=power).T
+        return cls(coefficients, magnitudes, tail, np.abs(w).max(axis=1, initial=0.0),
+                   ULPS + np.sqrt(w.shape[1]))
 
     def evaluate(self, example: np.ndarray, col: np.ndarray, t: np.ndarray,
-                 sides: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Fill ``sides[:, u]`` (2, U) for the units the series reaches; return the indices of
-        the others (sorted) and each unit's tail bound (0 for the others)."""
+                 sides: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Fill ``sides[:, u]`` (2, U) for the units the series reaches; return which units
+        those are, each one's error bound (rounding and tail) and a bound on the slope
+        ``|dJ_b/dt|`` at the base point, ``Σ_j |e_1[b, j] W[c, j]|`` (0 for the others)."""
         coefficients = self.coefficients[:, example, col]  # (order, U)
         nu = np.abs(t) * self.reach[col]  # (2, U): the largest output shift
-        usable = (nu.max(axis=0) <= SERIES_REACH) & np.isfinite(coefficients).all(axis=0)
-        value = np.broadcast_to(coefficients[-1], t.shape).copy()  # Horner's rule, (2, U)
-        for k in range(len(coefficients) - 2, -1, -1):
-            value *= t
-            value += coefficients[k]
-        value *= t
-        sides[:, usable] = value[:, usable]
         order = len(coefficients)
         with np.errstate(over="ignore", invalid="ignore"):
+            size = _horner(self.magnitudes[:, example, col], np.abs(t)).sum(axis=0)
             tail = (np.abs(t) ** (order + 1) / (1 - np.minimum(nu, SERIES_REACH))).sum(axis=0)
-            tail *= self.tail[example, col]
-        return np.flatnonzero(~usable), np.where(usable, tail, 0.0)
+            error = self.roundings * EPS * size + tail * self.tail[example, col]
+        usable = (nu.max(axis=0) <= SERIES_REACH) & np.isfinite(error)
+        usable &= np.isfinite(coefficients).all(axis=0)
+        sides[:, usable] = _horner(coefficients, t)[:, usable]
+        slope = self.magnitudes[0, example, col]
+        return usable, np.where(usable, error, 0.0), np.where(usable, slope, 0.0)
+
+
+def _horner(coefficients: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """``Σ_k coefficients[k-1] t^k`` for k = 1 .. order, (order, U) and (2, U) -> (2, U)."""
+    value = np.broadcast_to(coefficients[-1], t.shape).copy()
+    for k in range(len(coefficients) - 2, -1, -1):
+        value *= t
+        value += coefficients[k]
+    value *= t
+    return value
 
 
 def _blocks(example: np.ndarray, col: np.ndarray, limit: int) -> list[slice]:
