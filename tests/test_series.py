@@ -126,6 +126,8 @@ CONFIGS = {
     "cross_entropy": dict(layers=[N, 5, N], loss="cross_entropy", reduction="mean"),
     "tied": dict(layers=[N, 5, N], tied=True, sparsity_weight=0.4),
     "deep": dict(layers=[N, 6, 3, 6, N], activation="tanh"),
+    "deep_sigmoid": dict(layers=[N, 6, 4, 6, N], loss="cross_entropy", weight_decay=0.2),
+    "deep_tied": dict(layers=[N, 6, 3, 6, N], tied=True, activation="identity"),
 }
 
 
@@ -137,11 +139,13 @@ def make_case(config: dict, batch: int, seed: int = 0):
     return model, params, x
 
 
-def last_hidden_tensors(model: Autoencoder) -> list[str]:
-    """The tensors whose entries move a unit of the last hidden layer."""
-    k = model.n_layers - 1
-    names = [f"W{k}"] if not model.tied or k <= model.n_layers // 2 else []
-    return names + ([f"b{k}"] if model.bias else [])
+def hidden_tensors(model: Autoencoder) -> list[str]:
+    """The tensors whose entries move one hidden unit (tied weights move two)."""
+    names = []
+    for k in range(1, model.n_layers):
+        names += [f"b{k}"] if model.bias else []
+        names += [] if model.tied else [f"W{k}"]
+    return names
 
 
 @pytest.mark.parametrize("config", list(CONFIGS), ids=str)
@@ -149,8 +153,10 @@ def test_series_path_gives_the_direct_differences_within_their_rounding(config):
     model, params, x = make_case(CONFIGS[config], 4)
     series = LocalDifferences(model, params, x)
     direct = LocalDifferences(model, params, x, series=False)
-    assert series._series_table(model.n_layers - 1) is not None
-    for name in last_hidden_tensors(model):
+    for k in range(1, model.n_layers):
+        assert series._series_table(k) is not None
+    assert hidden_tensors(model)
+    for name in hidden_tensors(model):
         index = np.arange(params[name].size)
         for factor in (1.0, 2.0, 1000.0):
             steps = factor * entry_steps(series, name)
@@ -167,7 +173,8 @@ def test_series_units_equal_the_50_digit_change_closer_than_direct_evaluation():
     example, col = np.array([0, 0, 1, 1]), np.array([0, 3, 1, 4])
     t = np.array([[2e-6, -7e-7, 3e-6, 1e-5], [-2e-6, 6e-7, -3.1e-6, -9e-6]])  # (2, U)
     sides = np.empty_like(t)
-    usable, estimate, _ = engine._series_table(1).evaluate(example, col, t, sides)
+    usable, estimate, _ = engine._series_table(1).evaluate(example, col, t, sides,
+                                                           np.full(t.shape[1], np.inf))
     assert usable.all()
     direct = np.stack([engine._dense(1, int(b), np.array([c]), t[:, [u]], None)[0][:, 0]
                        for u, (b, c) in enumerate(zip(example, col))], axis=1)
@@ -202,6 +209,36 @@ def test_units_beyond_the_series_reach_are_evaluated_directly():
     a, b = series.differences("W1", index, steps), direct.differences("W1", index, steps)
     np.testing.assert_array_equal(a.plus, b.plus)
     np.testing.assert_array_equal(a.minus, b.minus)
+
+
+@pytest.mark.parametrize("config", ["deep", "deep_sigmoid"], ids=str)
+def test_deep_series_differences_are_within_their_estimate_of_autograd(config):
+    # The series followed through several layers: against the independent oracle, every
+    # hidden entry's central difference is within its error estimate (rounding, the series'
+    # tail, and Richardson's truncation estimate), as check_model's verdicts use it.
+    from test_exact_check import oracle_objective
+    from autograd import grad as autograd_grad
+
+    model, params, x = make_case(CONFIGS[config], 3, seed=5)
+    engine = LocalDifferences(model, params, x)
+    truth = autograd_grad(lambda p: oracle_objective(model, p, x))(params)
+    for name in hidden_tensors(model):
+        h = entry_steps(engine, name)
+        index = np.arange(h.size)
+        first, second = engine.differences(name, index, h), engine.differences(name, index, 2 * h)
+        numeric = first.central / (2 * h)
+        estimate = first.rounding / (2 * h) + np.abs(numeric - second.central / (4 * h)) / 3
+        error = np.abs(numeric - truth[name].ravel())
+        assert np.all(error <= 10 * estimate + 1e-12 * np.abs(truth[name]).max()), name
+
+
+def test_a_later_code_layer_or_relu_layer_keeps_the_direct_path():
+    for config in (dict(layers=[N, 6, 3, 6, N], sparsity_weight=0.3),
+                   dict(layers=[N, 6, 3, 6, N], activation="relu")):
+        model, params, x = make_case(config, 2)
+        engine = LocalDifferences(model, params, x)
+        assert engine._series_table(1) is None
+        assert engine._series_table(3) is not None
 
 
 def test_check_model_verdicts_are_the_same_with_and_without_the_series():

@@ -41,9 +41,17 @@ from one matrix product per power (``_SeriesTable``). A unit then costs ``SERIES
 multiply-adds per side instead of two passes over the outputs. The series keeps every power
 up to ``t^6``, so the central difference keeps its ``h²`` truncation (it is not a
 linearisation); the remainder beyond ``t^6`` is bounded (Cauchy's estimate) and added to the
-unit's error estimate, and units whose outputs would move by more than ``SERIES_REACH`` are
-evaluated directly as above. For the seed network at the default steps the outputs move by
-about 1e-6 and the remainder is below 1e-35 of each term.
+unit's error estimate, and units whose outputs would move by more than ``SERIES_REACH``, or
+whose tail bound exceeds the direct path's rounding bound, are evaluated directly as above.
+For the seed network at the default steps the outputs move by about 1e-6 and the remainder is
+below 1e-35 of each term.
+
+In deeper stacks the units of earlier layers are followed the same way, as truncated series in
+``t`` through every later layer (``Δs`` of a layer is a series; ``Δa`` is the activation's shift
+series composed with it; the next ``Δs`` is ``Δa @ W``, one product for all powers), to order
+``DEEP_SERIES_ORDER``: one pass per (example, unit) for all its shifts, where direct evaluation
+takes a forward pass per distinct shift (about 65 per MNIST image). Not where a later layer is
+relu (a kink) or the code layer of a KL penalty (whose changes the penalty needs per unit).
 
 The data term is a sum over examples of terms that depend on one example each, so a hidden
 entry's data difference is a sum of *units* ``(example b, unit c, shift d)``: an example whose
@@ -102,7 +110,7 @@ from gradproof.nn.pointwise import (
     kl_divergence,
     kl_magnitude,
 )
-from gradproof.nn.series import output_series
+from gradproof.nn.series import LIPSCHITZ, compose, output_series, shift_series
 
 EPS = float(np.finfo(np.float64).eps)
 
@@ -121,6 +129,11 @@ BLOCK_BYTES = 1 << 19
 # |v| ~ 1e-5 or less, where the tail after v^6 is about 1e-35 of the first term's size; larger
 # shifts are bounded by the tail estimate, which the error estimate includes.
 SERIES_ORDER = 6
+
+# The highest power of the series followed through several layers, where each power costs
+# about order² passes per layer: the tail after t^4 is still about 1e-20 of the first term at
+# the default steps, and it is bounded and counted as error anyway.
+DEEP_SERIES_ORDER = 4
 
 # The largest output shift |t W[c, j]| the series is used for; beyond it, direct evaluation.
 SERIES_REACH = 0.5
@@ -513,11 +526,14 @@ class LocalDifferences:
         if table is None:
             dense = np.arange(n_units)
         else:
-            usable, error, slope = table.evaluate(example, col, t, sides)
+            # The series is used where its tail stays under the direct path's rounding bound,
+            # so that its values are as exact as direct evaluation's (larger steps fall back).
+            # That bound stays in the estimate: it is far above the series' own rounding, but
+            # it also covers what a float64 backprop loses at saturated outputs (1 - z
+            # rounded, about eps |z - x| |z| per output), which a tighter bound would report
+            # as a bug.
+            usable, error, slope = table.evaluate(example, col, t, sides, later)
             dense = np.flatnonzero(~usable)
-            # The direct path's bound stays: it is far above the series' own rounding, but it
-            # also covers what a float64 backprop loses at saturated outputs (1 - z rounded,
-            # about eps |z - x| |z| per output), which a tighter bound would report as a bug.
             later = later + error
 
         def run(block: slice) -> None:
@@ -565,18 +581,72 @@ class LocalDifferences:
         return _Units(sides, rounding, kink, code)
 
     def _series_table(self, layer: int) -> _SeriesTable | None:
-        """The series table of ``layer`` when its next layer is the output layer and the
-        output activation and loss have a series form; built once, on first use."""
+        """The series table of ``layer``, built once, on first use; None where the output
+        activation and loss, or an activation of a later hidden layer, have no series form, or
+        where a later layer is the code layer (whose changes the KL term needs unit by unit)."""
         if layer not in self._series_tables:
             n = self.n_layers
+            later = self.model.activations[layer:n - 1]  # hidden layers after ``layer``
             found = None
-            if self.series and layer + 1 == n:
+            if (self.series and all(name in LIPSCHITZ for name in later)
+                    and (self.code_layer is None or self.code_layer <= layer)):
                 found = output_series(self.model.activations[-1], self.model.loss_name,
                                       self.acts[0], self.acts[n], self.pres[n], SERIES_ORDER)
-            self._series_tables[layer] = (
-                None if found is None else _SeriesTable.build(*found, self.weights[layer])
-            )
+            table = None
+            if found is not None and layer + 1 == n:
+                table = _SeriesTable.build(*found, self.weights[layer])
+            elif found is not None:
+                table = self._deep_series_table(layer, *found)
+            self._series_tables[layer] = table
         return self._series_tables[layer]
+
+    def _deep_series_table(self, layer: int, output: np.ndarray, bound: np.ndarray
+                           ) -> _SeriesTable:
+        """The series table of a layer with hidden layers after it: the change of each unit
+        followed through the later layers as a truncated power series in its activation
+        change ``t`` (``Δs`` of each later layer a series, ``Δa = shift_series ∘ Δs``), then
+        through the output series; one pass per (example, unit), for every shift at once.
+
+        Tail: while ``|t| <= 1 / reach_c`` every later pre-activation moves by at most 1 (the
+        moves grow at most by ``LIPSCHITZ`` and ``|W|`` layer by layer), so each output's change
+        stays within its disc bound ``M_bj`` and the unit's change within ``Σ_j M_bj``; Cauchy's
+        estimate then bounds the tail by ``Σ_j M_bj (|t| reach_c)^(K+1) / (1 - |t| reach_c)``.
+        """
+        n, order = self.n_layers, DEEP_SERIES_ORDER
+        output = output[:order + 1]  # a truncated series is a slice of a longer one
+        names = self.model.activations
+        shifts = [shift_series(names[k - 1], self.pres[k], order) for k in range(layer + 1, n)]
+        width = self.model.layers[layer]
+        pairs = self.batch * width
+        example, col = np.divmod(np.arange(pairs), width)
+        coefficients = np.empty((order, pairs))
+        widest = max(self.model.layers[layer + 1:])
+        per_chunk = max(1, (16 << 20) // (8 * (order + 1) * widest * 4))
+        with np.errstate(over="ignore", invalid="ignore"):
+            for start in range(0, pairs, per_chunk):
+                b, c = example[start:start + per_chunk], col[start:start + per_chunk]
+                moved = np.zeros((order + 1, len(c), self.model.layers[layer + 1]))
+                moved[1] = self.weights[layer][c]  # Δs of layer + 1: t W[c, :]
+                for k, shift in zip(range(layer + 1, n), shifts):
+                    changed = compose(shift[:, b], moved)  # Δa of layer k, (order + 1, chunk, n_k)
+                    # One 2-D product for all powers: numpy's stacked matmul is 4x slower here.
+                    moved = (changed.reshape(-1, changed.shape[2]) @ self.weights[k]).reshape(
+                        order + 1, len(c), -1
+                    )
+                change = compose(output[:, b], moved).sum(axis=2)  # (order + 1, chunk)
+                coefficients[:, start:start + per_chunk] = change[1:]
+            growth = np.abs(self.weights[layer])  # (width, layers[layer + 1])
+            reach = growth.max(axis=1)
+            for k in range(layer + 1, n):
+                growth = (LIPSCHITZ[names[k - 1]] * growth) @ np.abs(self.weights[k])
+                reach = np.maximum(reach, growth.max(axis=1))
+            tail = bound.sum(axis=1)[:, None] * reach[None, :] ** (order + 1)
+        coefficients = coefficients.reshape(order, self.batch, width)
+        # No separate pass of magnitudes: each coefficient's own size stands in for them, and
+        # the direct path's bound that the units keep (``_propagate``) is far above this
+        # path's rounding at the default steps (shifts about 1e-5 of the pre-activations).
+        return _SeriesTable(coefficients, np.abs(coefficients), tail, reach,
+                            ULPS + np.sqrt(widest))
 
     def _code_buffer(self, layer: int, n_units: int) -> np.ndarray | None:
         code = self.code_layer
@@ -785,18 +855,21 @@ class _SeriesTable:
                    ULPS + np.sqrt(w.shape[1]))
 
     def evaluate(self, example: np.ndarray, col: np.ndarray, t: np.ndarray,
-                 sides: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Fill ``sides[:, u]`` (2, U) for the units the series reaches; return which units
-        those are, each one's error bound (rounding and tail) and a bound on the slope
-        ``|dJ_b/dt|`` at the base point, ``Σ_j |e_1[b, j] W[c, j]|`` (0 for the others)."""
+                 sides: np.ndarray, budget: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Fill ``sides[:, u]`` (2, U) for the units the series reaches with a tail bound of at
+        most ``budget`` (U,); return which units those are, each one's error bound (rounding
+        and tail) and a bound on the slope ``|dJ_b/dt|`` at the base point,
+        ``Σ_j |e_1[b, j] W[c, j]|`` (0 for the others)."""
         coefficients = self.coefficients[:, example, col]  # (order, U)
         nu = np.abs(t) * self.reach[col]  # (2, U): the largest output shift
         order = len(coefficients)
         with np.errstate(over="ignore", invalid="ignore"):
             size = _horner(self.magnitudes[:, example, col], np.abs(t)).sum(axis=0)
             tail = (np.abs(t) ** (order + 1) / (1 - np.minimum(nu, SERIES_REACH))).sum(axis=0)
-            error = self.roundings * EPS * size + tail * self.tail[example, col]
-        usable = (nu.max(axis=0) <= SERIES_REACH) & np.isfinite(error)
+            tail *= self.tail[example, col]
+            error = self.roundings * EPS * size + tail
+        usable = (nu.max(axis=0) <= SERIES_REACH) & np.isfinite(error) & (tail <= budget)
         usable &= np.isfinite(coefficients).all(axis=0)
         sides[:, usable] = _horner(coefficients, t)[:, usable]
         slope = self.magnitudes[0, example, col]
