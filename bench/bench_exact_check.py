@@ -18,8 +18,13 @@ to check_model's default: the cores may be
 shared with other processes, whose load inflates wall times most (the load average is
 printed); CPU time also counts the threads of a multithreaded BLAS.
 
+With ``--scaling`` it prints instead how check_model's time and peak memory grow with the
+batch, the hidden width and the depth (the default network of each row, with biases, on the
+first images of the sample; medians of ``--repeats`` runs, one run for the largest cases).
+
 Run: python bench/bench_exact_check.py [--repeats 3] [--loop-entries 3000]
                                         [--batch-loop-entries 300]
+     python bench/bench_exact_check.py --scaling
 """
 
 from __future__ import annotations
@@ -150,6 +155,39 @@ def accuracy(
     print()
 
 
+# (label, Autoencoder keyword arguments, batch, slow: time one run only)
+SCALING = [
+    ("784-200-784", {}, 1, False),
+    ("784-200-784", {}, 10, False),
+    ("784-200-784", {}, 100, False),
+    ("784-200-784", {}, 1000, True),
+    ("784-100-784", {"n_hidden": 100}, 100, False),
+    ("784-400-784", {"n_hidden": 400}, 100, False),
+    ("784-800-784", {"n_hidden": 800}, 100, True),
+    ("784-200-784 tied", {"tied": True}, 100, False),
+    ("784-200-784 relu output (no series)", {"output_activation": "relu"}, 100, True),
+    ("784-256-64-256-784", {"layers": [784, 256, 64, 256, 784]}, 10, False),
+    ("784-256-64-256-784", {"layers": [784, 256, 64, 256, 784]}, 100, True),
+]
+
+
+def scaling(images: np.ndarray, repeats: int) -> None:
+    """Time and peak memory of check_model across batches, widths and depths."""
+    print("| network | batch | wall s (median) | CPU s | tracemalloc peak MiB | passed |")
+    print("|---|---:|---:|---:|---:|---|")
+    for label, options, batch, slow in SCALING:
+        model = gp.Autoencoder(**({"n_visible": 784, "n_hidden": 200} | options))
+        params = model.init_params(0)
+        x = images[:batch]
+        report, wall, cpu = timed(lambda: gp.check_model(model, params, x), 1 if slow else repeats)
+        tracemalloc.start()
+        gp.check_model(model, params, x)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        print(f"| {label} | {batch} | {wall:.3g} | {cpu:.3g} | {peak / 2**20:.0f} | "
+              f"{report.passed} |", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3,
@@ -158,10 +196,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="entries the loop is timed on, one image")
     parser.add_argument("--batch-loop-entries", type=int, default=300,
                         help="the same for the batch of 100")
+    parser.add_argument("--scaling", action="store_true",
+                        help="time check_model across batches, widths and depths instead")
     args = parser.parse_args(argv)
     if args.repeats < 3:
         parser.error("--repeats must be at least 3")
     images, _ = gp.load_mnist()
+    if args.scaling:
+        print(f"check_model scaling; {os.cpu_count()} cores; load average "
+              f"{os.getloadavg()[0]:.1f} at the start\n")
+        scaling(images, args.repeats)
+        print(f"\nload average {os.getloadavg()[0]:.1f} at the end")
+        return 0
     model = gp.Autoencoder(784, 200)
     params = model.init_params(0)
     print(f"seed network 784-200-784, sigmoid, biases; {os.cpu_count()} cores; "
