@@ -1,16 +1,19 @@
-"""Spec for the train loop's fast path: workspaces, scaled gradients, skipped scans, flushing.
+"""Spec for the train loop's fast path: workspaces, scaled gradients, skipped scans, flushing,
+the loss's value and delta from one residual, 64-byte aligned arrays.
 
 None of it may change an answer: the workspace path must give bit for bit the gradient of the
 plain ``loss_and_grad`` (itself checked against autograd in test_autoencoder.py), a scaled
-gradient must be the gradient times the scale, and ``train`` must be plain SGD with momentum
-over the batches ``epoch_order`` names. A worked example of the flush: a float32 output unit
-with ``s = -46`` has ``z = e^-46 = 1.1e-20``; with target 0 its squared-error delta
+gradient must be the gradient times the scale, the loss's ``value_and_delta`` must give
+``value`` bit for bit, and ``train`` must be plain SGD with momentum over the batches
+``epoch_order`` names, in the model's dtype. A worked example of the flush: a float32 output
+unit with ``s = -46`` has ``z = e^-46 = 1.1e-20``; with target 0 its squared-error delta
 ``(z - x) z (1 - z)`` is 1.1e-40, a subnormal number, and becomes exactly 0, as does every
 delta below tiny / eps = 9.9e-32.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import tracemalloc
 import warnings
@@ -21,7 +24,7 @@ from scipy.special import expit
 
 from gradproof.data.mnist import load_mnist
 from gradproof.errors import InputError
-from gradproof.nn import ACTIVATIONS, Autoencoder
+from gradproof.nn import ACTIVATIONS, LOSSES, Autoencoder, aligned
 from gradproof.nn.layers import flush_tiny
 from gradproof.train import StepDone, epoch_order, train
 
@@ -46,6 +49,10 @@ def model_params_x(config: str, dtype: str, batch: int = 7, seed: int = 0):
 
 def is_subnormal(arr: np.ndarray) -> np.ndarray:
     return (arr != 0) & (np.abs(arr) < np.finfo(arr.dtype).tiny)
+
+
+def is_aligned(arr: np.ndarray) -> bool:
+    return arr.ctypes.data % aligned.ALIGNMENT == 0
 
 
 # ----- the workspace ------------------------------------------------------------------------
@@ -166,6 +173,57 @@ def test_sigmoid_agrees_with_expit_everywhere_and_saturates_silently(dtype):
     assert a[-3] == 0 and a[-2] == 1 and a[-1] == 0.5
 
 
+# ----- the loss's value and delta ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("into", [False, True], ids=["fresh", "buffers"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("loss", sorted(LOSSES))
+def test_value_and_delta_give_the_value_bit_for_bit_and_the_delta(loss, dtype, into):
+    rng = np.random.default_rng(3)
+    sigmoid = ACTIVATIONS["sigmoid"]
+    s = (8 * rng.normal(size=(5, 12))).astype(dtype)
+    z, x = sigmoid.forward(s), rng.random((5, 12)).astype(dtype)
+    inputs = [arr.copy() for arr in (x, z, s)]
+    out = np.full_like(z, np.nan) if into else None
+    scratch = np.full_like(z, np.nan) if into else None
+    value, d_s = LOSSES[loss].value_and_delta(x, z, s, sigmoid, out=out, scratch=scratch)
+    assert value == LOSSES[loss].value(x, z, s)
+    # dJ/ds = (z - x) σ'(s) for the squared error, with σ' = (1 - z) z from the output, and
+    # z - x for the cross-entropy of a sigmoid, in the same roundings as before the fusion.
+    expected = (z - x) * ((1 - z) * z) if loss == "squared" else z - x
+    np.testing.assert_array_equal(d_s, expected)
+    assert d_s.dtype == np.dtype(dtype)
+    assert (d_s is out) if into else not any(np.shares_memory(d_s, arr) for arr in (x, z, s))
+    for before, after in zip(inputs, (x, z, s)):
+        np.testing.assert_array_equal(before, after)  # the inputs are left alone
+
+
+# ----- 64-byte alignment --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+@pytest.mark.parametrize("dtype", ["float32", "float64", "bool"])
+@pytest.mark.parametrize("shape", [(100, 784), (7, 3), (5,), (0, 4)],
+                         ids=["batch", "small", "vector", "empty"])
+def test_aligned_arrays_have_the_shape_dtype_and_order_asked_for(shape, dtype, order):
+    for make in (aligned.empty, aligned.zeros):
+        arr = make(shape, dtype, order)
+        assert arr.shape == shape and arr.dtype == np.dtype(dtype)
+        assert arr.flags[f"{order}_CONTIGUOUS"] and arr.flags.writeable
+        assert is_aligned(arr) or arr.size == 0  # no data, nothing to align
+    assert not aligned.zeros(shape, dtype, order).any()
+
+
+def test_aligned_copy_is_an_aligned_c_ordered_copy_in_the_dtype_asked_for():
+    source = np.asfortranarray(np.arange(12.0).reshape(3, 4))
+    copied = aligned.copy(source, np.float32)
+    assert is_aligned(copied) and copied.flags.c_contiguous and copied.dtype == np.float32
+    np.testing.assert_array_equal(copied, source.astype(np.float32))
+    copied[0, 0] = -1
+    assert source[0, 0] == 0  # a copy, not a view
+
+
 # ----- flushing subnormals ------------------------------------------------------------------
 
 
@@ -256,6 +314,34 @@ def test_sgd_steps_allocate_no_weight_sized_arrays(images):
             tracemalloc.stop()
 
     train(model, model.init_params(), images, epochs=1, batch_size=25, callback=watch)
-    # Each step still makes a few (25, 784) temporaries (157 KB) in the loss; a step that
-    # allocated its gradients or updates would need at least one weight-sized array.
-    assert peaks and peaks[0] < weight_bytes
+    # The loss writes into the workspace too, so a step allocates less than one (25, 784)
+    # batch-sized array (157 KB; what is left is numpy's iteration buffers, up to 8192
+    # entries); a step that allocated its gradients or updates would need a weight-sized one.
+    batch_bytes = 25 * model.n_visible * 8
+    assert peaks and peaks[0] < batch_bytes < weight_bytes
+
+
+def test_the_step_arrays_params_and_velocity_start_on_64_byte_boundaries(images):
+    model = Autoencoder(n_hidden=16, dtype="float32")
+    for buffers in model.workspace(25).buffers:
+        for field in dataclasses.fields(buffers):
+            arr = getattr(buffers, field.name)
+            assert arr is None or is_aligned(arr), field.name
+    result = train(model, model.init_params(), images, epochs=1, batch_size=25)
+    for name, value in result.params.items():
+        assert is_aligned(value) and is_aligned(result.state.velocity[name]), name
+
+
+def test_a_float32_model_trains_in_float32_from_float64_params_and_velocity(images):
+    model = Autoencoder(n_hidden=16, dtype="float32")
+    start = {name: value.astype(np.float64) for name, value in model.init_params(1).items()}
+    first = train(model, start, images, epochs=1, batch_size=50)
+    state = dataclasses.replace(first.state, velocity={
+        name: value.astype(np.float64) for name, value in first.state.velocity.items()
+    })
+    resumed = train(model, start, images, epochs=2, batch_size=50, state=state)
+    for result in (first, resumed):
+        for name in start:
+            assert result.params[name].dtype == np.float32, name
+            # A float64 velocity would make every update pass a float64 one.
+            assert result.state.velocity[name].dtype == np.float32, name

@@ -45,6 +45,7 @@ import scipy.optimize
 
 from gradproof.checkpoint import EpochMetrics, TrainState, save_checkpoint
 from gradproof.errors import InputError, TrainingDiverged
+from gradproof.nn import aligned
 from gradproof.nn.autoencoder import Autoencoder, Workspace, all_finite
 from gradproof.params import parse_params
 
@@ -295,7 +296,7 @@ def train(
         batch_size=batch_size,
         seed=seed,
     )
-    new_state.velocity = _starting_velocity(params, state, new_state.method)
+    new_state.velocity = _starting_velocity(params, state, new_state.method, model.dtype)
     new_state.info.update(info or {})
     target = _positive_int("epochs", epochs if epochs is not None else DEFAULT_EPOCHS)
     if new_state.method == "lbfgs" and model.dtype != np.float64:
@@ -303,7 +304,9 @@ def train(
             f"method 'lbfgs' runs in float64, but the model is {model.dtype}; build it with "
             f"dtype='float64' (--dtype float64)"
         )
-    params = {name: np.array(value, dtype=model.dtype) for name, value in params.items()}
+    # Copies on 64-byte boundaries, like the velocity and the step's buffers (see
+    # gradproof.nn.aligned): the update passes over them run up to twice as fast.
+    params = {name: aligned.copy(value, model.dtype) for name, value in params.items()}
     path = None if checkpoint_path is None else Path(checkpoint_path)
     if new_state.epoch >= target:
         reason = f"already at epoch {new_state.epoch}, which reaches epochs={target}"
@@ -395,14 +398,19 @@ def _check_seed(value: Any) -> int:
 
 
 def _starting_velocity(
-    params: dict[str, np.ndarray], state: TrainState | None, method: str
+    params: dict[str, np.ndarray], state: TrainState | None, method: str, dtype: np.dtype
 ) -> dict[str, np.ndarray]:
-    """The resumed momentum buffers (copied), zeros where there are none; none for L-BFGS."""
+    """The resumed momentum buffers (copied), zeros where there are none; none for L-BFGS.
+
+    In the model's ``dtype``, like the parameters they update: a float64 velocity would turn
+    every float32 update into a float64 one.
+    """
     if method == "lbfgs":
         return {}
     resumed = state.velocity if state is not None else {}
     return {
-        name: np.array(resumed[name], copy=True) if name in resumed else np.zeros_like(value)
+        name: aligned.copy(resumed[name], dtype) if name in resumed
+        else aligned.zeros(np.shape(value), dtype)
         for name, value in params.items()
     }
 
@@ -508,7 +516,7 @@ def _run_momentum(session: _Session, params: dict[str, np.ndarray], epochs: int)
     velocity = state.velocity
     # Preallocated buffers, reused every step: a fresh array would cost page faults in the hot
     # loop. One workspace per batch size, since the last batch of an epoch may be smaller.
-    buffer = np.empty((batch_images, x.shape[1]), x.dtype) if steps_per_epoch > 1 else None
+    buffer = aligned.empty((batch_images, x.shape[1]), x.dtype) if steps_per_epoch > 1 else None
     workspaces: dict[int, Workspace] = {}
     session.start(epochs, steps_per_epoch)
     while state.epoch < epochs:

@@ -76,8 +76,8 @@ class Workspace:
         The layer sizes of the model it was made for.
     dtype : numpy.dtype
     buffers : tuple of DenseBuffers
-        One per weight layer; the first has no room for dJ/dx and the last none for dJ/ds,
-        which the loss returns.
+        One per weight layer; the first has no room for dJ/dx. The loss writes the output
+        layer's dJ/ds into the last one's ``d_s``, using its ``scratch``.
     """
 
     batch: int
@@ -358,10 +358,22 @@ class Autoencoder:
 
     def _objective(self, params: Params, cache: ForwardCache) -> float:
         x = cache.activations[0]
-        factor = REDUCTIONS[self.reduction](x.shape[0])
-        total = factor * LOSSES[self.loss_name].value(
-            x, cache.activations[-1], cache.pre_activations[-1]
+        data = LOSSES[self.loss_name].value(x, cache.activations[-1], cache.pre_activations[-1])
+        return self._total(params, cache, data)
+
+    def _data_term(
+        self, cache: ForwardCache, buffers: DenseBuffers = FRESH
+    ) -> tuple[float, np.ndarray]:
+        """The loss's data term and its dJ/ds at the output, into the output layer's buffers."""
+        return LOSSES[self.loss_name].value_and_delta(
+            cache.activations[0], cache.activations[-1], cache.pre_activations[-1],
+            self._dense[-1].activation, out=buffers.d_s, scratch=buffers.scratch,
         )
+
+    def _total(self, params: Params, cache: ForwardCache, data: float) -> float:
+        """The objective from the data term's value: the reduction and the penalties."""
+        factor = REDUCTIONS[self.reduction](cache.activations[0].shape[0])
+        total = factor * data
         if self.weight_decay:
             total += 0.5 * self.weight_decay * sum(
                 float(np.vdot(params[name], params[name])) for name in self._weight_names()
@@ -414,18 +426,19 @@ class Autoencoder:
         buffers = None if out is None else self._check_workspace(out, x)
         scale = _real_number(grad_scale, "grad_scale")
         _, cache = self._forward(checked, x, buffers=buffers)
-        return self._objective(checked, cache), self._backward(checked, cache, buffers, scale)
+        data, d_s = self._data_term(cache, FRESH if buffers is None else buffers[-1])
+        grads = self._backward(checked, cache, d_s, buffers, scale)
+        return self._total(checked, cache, data), grads
 
     def workspace(self, batch: int) -> Workspace:
         """Preallocated arrays for ``loss_and_grad(params, x, out=...)`` with ``batch`` rows."""
         if not _is_positive_int(batch):
             raise InputError(f"a workspace needs a batch size >= 1; got {batch!r}")
         sizes, n = self.layers, self.n_layers
-        # The loss hands the output layer its dJ/ds; the first layer needs no dJ/dx.
+        # The first layer needs no dJ/dx.
         buffers = tuple(
             DenseBuffers.allocate(
-                int(batch), sizes[k - 1], sizes[k], self.dtype, bias=self.bias,
-                need_d_s=k < n, need_d_x=k > 1,
+                int(batch), sizes[k - 1], sizes[k], self.dtype, bias=self.bias, need_d_x=k > 1
             )
             for k in range(1, n + 1)
         )
@@ -462,21 +475,24 @@ class Autoencoder:
         checked = self._checked_params(params)
         if not isinstance(cache, ForwardCache) or len(cache.pre_activations) != self.n_layers:
             raise InputError("cache must be the ForwardCache returned by this model's forward()")
-        return self._backward(checked, cache)
+        _, d_s = self._data_term(cache)
+        return self._backward(checked, cache, d_s)
 
-    def _backward(self, params: Params, cache: ForwardCache,
+    def _backward(self, params: Params, cache: ForwardCache, d_s: np.ndarray,
                   buffers: Sequence[DenseBuffers] | None = None, scale: float = 1.0) -> Params:
-        """The gradient times ``scale``: every term of it is linear in the starting error."""
+        """The gradient times ``scale`` from the data term's dJ/ds, which it overwrites.
+
+        Every term of the gradient is linear in the starting error, so scaling ``d_s`` scales
+        them all.
+        """
         acts, pres = cache.activations, cache.pre_activations
-        x = acts[0]
-        batch = x.shape[0]
+        batch = acts[0].shape[0]
         n = self.n_layers
         outs = buffers or (FRESH,) * n
         out_layer = self._dense[-1]
-        d_s = LOSSES[self.loss_name].delta(x, acts[n], pres[n - 1], out_layer.activation)
         factor = scale * REDUCTIONS[self.reduction](batch)
         if factor != 1.0:
-            d_s *= factor  # d_s is the loss's fresh array
+            d_s *= factor
         flush_tiny(d_s, scratch=outs[-1].scratch, mask=outs[-1].mask)
         d_x, layer_grads = out_layer.backward_linear(
             self._layer_params(params, n), DenseCache(acts[n - 1], pres[n - 1], acts[n]), d_s,

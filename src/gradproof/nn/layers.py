@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gradproof.nn import aligned
 from gradproof.nn.activations import Activation
 
 
@@ -57,13 +58,14 @@ class DenseBuffers:
     d_s : ndarray, shape (batch, n_out), or None
         dJ/ds.
     d_x : ndarray, shape (batch, n_in), or None
-        dJ/dx.
+        dJ/dx, Fortran-ordered (``backward_linear`` computes its transpose).
     d_w : ndarray, shape (n_in, n_out), or None
         dJ/dW.
     d_b : ndarray, shape (n_out,), or None
         dJ/db.
     scratch : ndarray, shape (batch, n_out), or None
-        Room for |dJ/ds| while flushing tiny values (``flush_tiny``).
+        Room for an intermediate: |dJ/ds| while flushing tiny values (``flush_tiny``), or at
+        the output layer the loss's activation derivative.
     mask : ndarray of bool, shape (batch, n_out), or None
         The entries to flush.
     """
@@ -80,27 +82,28 @@ class DenseBuffers:
     @classmethod
     def allocate(
         cls, batch: int, n_in: int, n_out: int, dtype: np.dtype, *, bias: bool,
-        need_d_s: bool = True, need_d_x: bool = True,
+        need_d_x: bool = True,
     ) -> DenseBuffers:
         """Buffers for one layer of shape (n_in, n_out) and batches of ``batch`` rows.
 
-        ``need_d_s=False`` leaves out ``d_s`` (for a layer whose dJ/ds comes from elsewhere,
-        like an output layer's from its loss); ``need_d_x=False`` leaves out ``d_x``.
+        Every array starts on a 64-byte boundary (``gradproof.nn.aligned``).
+
+        ``need_d_x=False`` leaves out ``d_x`` (the first layer of a network needs none).
         """
         rows = (batch, n_out)
 
-        def empty(shape: tuple[int, ...]) -> np.ndarray:
-            return np.empty(shape, dtype)
+        def empty(shape: tuple[int, ...], order: str = "C") -> np.ndarray:
+            return aligned.empty(shape, dtype, order)
 
         return cls(
             s=empty(rows),
             a=empty(rows),
-            d_s=empty(rows) if need_d_s else None,
-            d_x=empty((batch, n_in)) if need_d_x else None,
+            d_s=empty(rows),
+            d_x=empty((batch, n_in), order="F") if need_d_x else None,
             d_w=empty((n_in, n_out)),
             d_b=empty((n_out,)) if bias else None,
             scratch=empty(rows),
-            mask=np.empty(rows, np.bool_),
+            mask=aligned.empty(rows, np.bool_),
         )
 
 
@@ -215,5 +218,11 @@ class Dense:
         grads = {"W": np.matmul(cache.x.T, d_s, out=out.d_w)}  # (n_in, n_out), like W
         if "b" in params:
             grads["b"] = np.add.reduce(d_s, axis=0, out=out.d_b)  # (n_out,), like b
-        d_x = np.matmul(d_s, params["W"].T, out=out.d_x) if need_d_x else None  # like x
-        return d_x, grads
+        if not need_d_x:
+            return None, grads
+        # dJ/dx = dJ/ds @ W.T, computed as its transpose W @ dJ/ds.T: the same sums in the same
+        # order, but OpenBLAS runs this orientation faster for the seed's decoder (in a training
+        # step at batch 100, 170 instead of 200 us; an epoch 2.5% shorter) and no slower for
+        # the other stacks tried. dJ/dx is then Fortran-ordered.
+        d_x_t = np.matmul(params["W"], d_s.T, out=None if out.d_x is None else out.d_x.T)
+        return d_x_t.T, grads  # (batch, n_in), like x
