@@ -42,11 +42,15 @@ about 3):
   ``(B, n_L) @ (n_L, n_{L-1})`` once, then ``2 K`` multiply-adds per unit. What remains is the
   bookkeeping of the (entry, example) pairs a step moves (sorting them into shared units and
   summing per entry): linear in ``B n_{L-2} n_{L-1}`` times the fraction of nonzero inputs;
-* a hidden unit without the series (a relu output, or an earlier layer of a deeper stack):
-  ``u_b`` units per example, each ``2 n_L`` output evaluations after a rank-one update
-  (two-layer stack), or a forward pass of one example row through the later layers, matmuls
-  included (deeper stacks): about 3.3 ns of CPU per output evaluation, about 2.4 G
-  evaluations for the seed network on 100 images (8 s) where the series replaces them;
+* a unit of an earlier layer of a deeper stack, with the series: one pass per (example, unit)
+  through the later layers with ``K' + 1 = 5`` rows (the powers), each layer a matrix
+  product and about ``K'³ / 6`` elementwise products per value to compose the activations'
+  series: ``B n_k`` such passes for layer k, whatever the number of distinct shifts;
+* a hidden unit without the series (a relu output or later relu layer, a later code layer of
+  a KL penalty, or ``series=False``): ``u_b`` units per example, each ``2 n_L`` output
+  evaluations after a rank-one update (two-layer stack), or a forward pass of one example
+  row through the later layers, matmuls included (deeper stacks): about 3.3 ns of CPU per
+  output evaluation, about 2.4 G evaluations for the seed network on 100 images (8 s);
 * tied weights of a two-layer stack: the hidden part as above (the scaled step, set by the
   larger of the pixel and the hidden unit a weight multiplies, shares fewer units) plus four
   output evaluations per (entry, example) for the decoder's use; deeper tied stacks take the
