@@ -55,18 +55,18 @@ about 3):
   larger of the pixel and the hidden unit a weight multiplies, shares fewer units) plus four
   output evaluations per (entry, example) for the decoder's use; deeper tied stacks take the
   generic path: every (entry, example) is its own unit, a forward pass from the tied layer on;
-* so time is linear in B beyond a single image and in the number of parameters for two-layer
-  stacks, and grows with depth like a forward pass per unit of the earlier layers. Measured
-  (median of 3, one thread, load 1 to 4): the seed network in 37 to 55 ms on one image (most
-  of it the verdict bookkeeping of a few arrays per parameter), 0.20 s on 10 images, 1.3 s on
-  100, 4.1 s on 300 and 15 s on 1000; on 100 images 784-100-784 took 0.55 s, 784-400-784
-  2.4 s and 784-800-784 4.8 s; 784-256-64-256-784 took 6.3 s on 10 images (its first two
-  layers' units propagate through the later layers);
+* so time is linear in B beyond a single image and in the number of parameters. Measured
+  (``python bench/bench_exact_check.py --scaling``, median of 3, load about 1): the seed
+  network in 42 ms on one image (most of it the verdict bookkeeping of a few arrays per
+  parameter), 0.18 s on 10 images, 1.3 s on 100 and 14 s on 1000; on 100 images
+  784-100-784 took 0.58 s, 784-400-784 2.5 s, 784-800-784 5.2 s, the tied seed network
+  1.6 s and a relu output (no series) 7.1 s; 784-256-64-256-784 took 0.53 s on 10 images
+  and 5.2 s on 100 (84 s before its earlier layers had the series);
 * memory: the cached forward pass, about 20 float64 values per parameter for the verdicts,
   the series tables ((K + 1) B n_L values while built), chunks of at most ``max_chunk_bytes``
   (work per (entry, example) pair) and one to four cache-sized buffers per thread: linear in
   the parameters, bounded in the batch but for the tables. Peak (tracemalloc) for the seed
-  network: 52 MiB on one image, 89 MiB on 100, 234 MiB on 1000 images.
+  network: 52 MiB on one image, 90 MiB on 100, 312 MiB on 1000 images.
 """
 
 from __future__ import annotations
