@@ -160,11 +160,12 @@ def check_model(
         loops). One by default: on the shared 2-vCPU machine of the benchmark two saved 5-10%
         of the wall time for 5-30% more CPU time; they pay off where both cores are free.
     series : bool
-        Sum the output layer's changes for the last hidden layer's entries from the exact
-        power series of ``gradproof.nn.series`` (the default, where the output activation and
-        loss have one and the series' remainder bound is below rounding); False evaluates the
-        outputs at every perturbed point. Both give the same central differences to rounding;
-        the series is faster by the number of distinct shifts per hidden unit.
+        Follow each moved hidden unit through the later layers as an exact power series in
+        its activation change (``gradproof.nn.series``; the default, where the later
+        activations and the loss have one and the series' remainder bound is below
+        rounding); False evaluates every later unit and output at every perturbed point. Both
+        give the same central differences to rounding; the series is faster by about the
+        number of distinct shifts per hidden unit.
     progress : callable, optional
         ``progress(done, total)``, counted in perturbed points (two per entry and step;
         ``total`` grows when second steps are planned); called once per chunk.

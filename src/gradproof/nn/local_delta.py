@@ -201,9 +201,10 @@ class LocalDifferences:
     workers : int
         Threads that propagate units in parallel.
     series : bool
-        Sum the output layer's changes for units of the last hidden layer from the power
-        series of ``gradproof.nn.series`` where its remainder bound allows (the default); False
-        evaluates every output at every perturbed point.
+        Follow a moved hidden unit through the later layers as a power series in its
+        activation change (``gradproof.nn.series``) where the activations allow it and its
+        remainder bound is below rounding (the default); False evaluates every later unit and
+        output at every perturbed point.
     """
 
     def __init__(self, model: Autoencoder, params: Mapping[str, np.ndarray], x: np.ndarray,
