@@ -529,6 +529,21 @@ def test_bad_input_raises_input_error_naming_it(seed_case, change, words):
         assert word in str(info.value)
 
 
+@pytest.mark.parametrize("scale", [1e80, 1e200])
+def test_a_diverged_network_is_refused_not_passed(scale):
+    # Weights that blew up in training: the objective is finite (1e160) or overflows to inf;
+    # either way the error estimates cannot be formed, and a silent pass would be a lie.
+    model = Autoencoder(layers=[N, 4, N], output_activation="identity")
+    params = model.init_params(0)
+    params["W2"] = params["W2"] * scale
+    x = np.ones((2, N))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing leaks before the refusal
+        with pytest.raises(InputError) as info:
+            check_model(model, params, x)
+    assert "objective" in str(info.value) and "check_gradient" in str(info.value)
+
+
 def test_step_moves_every_pre_activation_by_about_cbrt_eps():
     model, params, x = make_case(CONFIGS["seed"], 1)
     engine = LocalDifferences(model, params, x)

@@ -108,6 +108,10 @@ from gradproof.verdict import (
 # Default bound on the working memory of one chunk of entries.
 DEFAULT_CHUNK_BYTES = 64 << 20
 
+# Largest |J| checked: rounding bounds of about eps |J| per term are summed in quadrature, and
+# their squares must stay finite in float64 (1e308).
+LARGEST_OBJECTIVE = 1e140
+
 # Smallest chunk budget accepted: below this, per-chunk overhead dominates.
 MIN_CHUNK_BYTES = 1 << 16
 
@@ -235,6 +239,10 @@ class _ExactCheck:
         x64 = model.validate_input(x).astype(np.float64)
         layout, _ = parse_params(self.params)
         self.layout = layout
+        twin = Autoencoder.from_config({**model.config(), "dtype": "float64"})
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is refused just below
+            reference = twin.loss(self.params, x64)
+        _check_objective_size(reference)
         if grad is None:
             _, grad = model.loss_and_grad(params, x)
         elif not isinstance(grad, Mapping):
@@ -245,10 +253,9 @@ class _ExactCheck:
         self.analytic, transposed, dtypes = layout.match_gradient(grad)
         self.findings += [transposed_finding(layout.spec(name)) for name in transposed]
 
-        twin = Autoencoder.from_config({**model.config(), "dtype": "float64"})
         self.engine = engine = LocalDifferences(twin, self.params, x64, workers=self.workers,
                                                      series=self.series)
-        _confirm_objective(engine.objective(), twin.loss(self.params, x64))
+        _confirm_objective(engine.objective(), reference)
         self.findings += _precision_findings(model, dtypes, self.analytic)
         for spec in layout.specs:
             name = spec.name
@@ -510,6 +517,17 @@ def _precision_findings(model: Autoencoder, dtypes: dict[str, np.dtype],
             rounding = float(_gradient_rounding(analytic[name], dtype).max(initial=0.0))
             findings.append(gradient_precision_finding(name, dtype, rounding))
     return findings
+
+
+def _check_objective_size(objective: float) -> None:
+    """Refuse an objective whose error estimates would overflow (and so pass everything)."""
+    if not abs(objective) <= LARGEST_OBJECTIVE:
+        raise InputError(
+            f"the objective at these parameters and inputs is {objective:.3g}: check_model's "
+            f"error estimates need it within ±{LARGEST_OBJECTIVE:.0e} (their squares would "
+            "overflow float64 and every entry would pass); check parameters that have not "
+            "diverged, or use gradproof.check_gradient"
+        )
 
 
 def _confirm_objective(local: float, reference: float) -> None:
