@@ -184,7 +184,9 @@ def check_model(
     ------
     InputError
         A ``model`` that is not an Autoencoder; params, inputs or a gradient that do not fit
-        it (the tensor, shape or option named); bad options.
+        it (the tensor, shape or option named); bad options; an objective beyond
+        ``LARGEST_OBJECTIVE`` in size, or not finite (a diverged network), whose error
+        estimates would overflow.
     RuntimeError
         When the local pieces of the objective do not add up to ``model.loss`` (this module
         no longer matches the Autoencoder: a bug in gradproof, never in the checked gradient).
