@@ -14,8 +14,10 @@ from decimal import Decimal, localcontext
 
 import numpy as np
 import pytest
+from autograd import grad as autograd_grad
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_exact_check import oracle_objective  # the autograd oracle of every configuration
 
 from gradproof.nn import Autoencoder
 from gradproof.nn.activations import ACTIVATIONS
@@ -216,9 +218,6 @@ def test_deep_series_differences_are_within_their_estimate_of_autograd(config):
     # The series followed through several layers: against the independent oracle, every
     # hidden entry's central difference is within its error estimate (rounding, the series'
     # tail, and Richardson's truncation estimate), as check_model's verdicts use it.
-    from test_exact_check import oracle_objective
-    from autograd import grad as autograd_grad
-
     model, params, x = make_case(CONFIGS[config], 3, seed=5)
     engine = LocalDifferences(model, params, x)
     truth = autograd_grad(lambda p: oracle_objective(model, p, x))(params)
