@@ -60,8 +60,11 @@ about 3):
   network in 42 ms on one image (most of it the verdict bookkeeping of a few arrays per
   parameter), 0.18 s on 10 images, 1.3 s on 100 and 14 s on 1000; on 100 images
   784-100-784 took 0.58 s, 784-400-784 2.5 s, 784-800-784 5.2 s, the tied seed network
-  1.6 s and a relu output (no series) 7.1 s; 784-256-64-256-784 took 0.53 s on 10 images
-  and 5.2 s on 100 (84 s before its earlier layers had the series);
+  1.6 s and a relu output (no series) 7.2 s; 784-256-64-256-784 took 0.5 to 1.5 s on 10
+  images and 5.3 s on 100 (84 s before its earlier layers had the series). The spread on
+  small deep cases comes from OpenBLAS: its worker thread spins for about 0.1 s after each
+  product and, on 2 cores, slows the elementwise work that follows (with
+  ``OPENBLAS_NUM_THREADS=1`` the 10-image case takes 0.75 to 0.9 s);
 * memory: the cached forward pass, about 20 float64 values per parameter for the verdicts,
   the series tables ((K + 1) B n_L values while built), chunks of at most ``max_chunk_bytes``
   (work per (entry, example) pair) and one to four cache-sized buffers per thread: linear in
