@@ -23,7 +23,7 @@ from gradproof.nn import Autoencoder
 from gradproof.nn.activations import ACTIVATIONS
 from gradproof.nn.exact_check import check_model, entry_steps
 from gradproof.nn.local_delta import SERIES_ORDER, LocalDifferences
-from gradproof.nn.series import compose, output_series, product
+from gradproof.nn.series import LIPSCHITZ, compose, output_series, product, shift_series
 
 SUPPORTED = [("sigmoid", "squared"), ("tanh", "squared"), ("identity", "squared"),
              ("sigmoid", "cross_entropy")]
@@ -283,3 +283,9 @@ def test_a_float64_backprop_through_saturated_outputs_is_not_called_wrong():
     relative = np.abs(numeric - grads["W1"].ravel()) / np.abs(grads["W1"]).max()
     assert relative.max() > 1e-12  # the backprop's own rounding shows
     assert check_model(model, params, x).passed
+
+
+def test_every_activation_with_a_shift_series_has_a_lipschitz_bound():
+    s = np.zeros((1, 2))
+    with_series = {name for name in ACTIVATIONS if shift_series(name, s, 2) is not None}
+    assert with_series == set(LIPSCHITZ) == {"sigmoid", "tanh", "identity"}

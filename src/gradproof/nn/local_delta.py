@@ -830,7 +830,7 @@ class _SeriesTable:
     """
 
     coefficients: np.ndarray  # (order, batch, width): the powers 1 .. order
-    magnitudes: np.ndarray  # (order, batch, width): Σ_j |e_k[b, j]| |W[c, j]|^k
+    magnitudes: np.ndarray  # (order, batch, width): sizes of the terms, Σ_j |e_k[b, j]| |W[c, j]|^k
     tail: np.ndarray  # (batch, width): Σ_j M_bj |W[c, j]|^(order+1)
     reach: np.ndarray  # (width,): max_j |W[c, j]|
     roundings: float  # per unit of the magnitudes: ULPS + sqrt(n_out)
@@ -860,8 +860,9 @@ class _SeriesTable:
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Fill ``sides[:, u]`` (2, U) for the units the series reaches with a tail bound of at
         most ``budget`` (U,); return which units those are, each one's error bound (rounding
-        and tail) and a bound on the slope ``|dJ_b/dt|`` at the base point,
-        ``Σ_j |e_1[b, j] W[c, j]|`` (0 for the others)."""
+        and tail) and the size of the slope ``dJ_b/dt`` at the base point, ``magnitudes[0]``
+        (a bound, ``Σ_j |e_1[b, j] W[c, j]|``, in a two-layer table; ``|C_1|`` in a deeper
+        one), 0 for the others."""
         coefficients = self.coefficients[:, example, col]  # (order, U)
         nu = np.abs(t) * self.reach[col]  # (2, U): the largest output shift
         order = len(coefficients)

@@ -5,6 +5,9 @@ for every output entry, or None where no series form is known (a kink, an unknow
 ``coefficients`` has shape (order + 1, *shape) and ``Σ_k coefficients[k] v^k`` is the change
 ``ℓ(s + v) - ℓ(s)`` of the entry's data term when its pre-activation ``s`` moves by ``v``,
 up to a remainder below ``bound |v|^(order+1) / (1 - |v|)`` for ``|v| < 1``.
+``shift_series(activation, s, order)`` is the same for an activation's own change
+``g(s + v) - g(s)`` (None for a kink), which changes by at most ``LIPSCHITZ[activation] |v|``
+on the unit disc; ``product`` and ``compose`` are the truncated-series arithmetic.
 
 Why. When one hidden unit of the last hidden layer moves by ``t``, output ``j`` moves by
 ``v_j = t W[c, j]``, so the example's data term changes by
@@ -21,11 +24,12 @@ Only the base point's forward values (``σ(±s)``, ``tanh s``, ``cosh s``) enter
 
 Remainder (Cauchy's estimate). Each change is analytic in ``v`` on the closed unit disc, where
 its modulus is at most ``M``; then ``|e_k| <= M`` for every ``k`` and the tail after ``order``
-is at most ``M |v|^(order+1) / (1 - |v|)``. On ``|v| <= 1``: ``|σ(s + v)| <= 1`` (the real part
-of ``1 + e^-(s+v)`` is at least 1 since ``|Im v| <= 1 < π/2``), so ``|Δσ| <= 2``;
-``|tanh(s + v)| <= 1 + 2 / sin 2`` (``|1 + e^(2(s+v))| >= |sin 2|``), so ``|Δ tanh| < 4.3``;
-``|Δ identity| <= 1``; the squared error's change ``Δz (r + Δz / 2)`` is then at most
-``D (|r| + D / 2)`` for ``|Δz| <= D``; the cross-entropy's ``log1p(σ(s) M) - x v`` is at most
+is at most ``M |v|^(order+1) / (1 - |v|)``. On ``|v| <= 1`` the segment from ``s`` to
+``s + v`` stays where ``|Im w| <= 1``, and there ``|σ'(w)| = 1 / |(1 + e^-w)(1 + e^w)| <= 1``
+(both factors have real part at least 1, since ``cos 1 > 0``) and ``|tanh'(w)| = 1 / |cosh w|²
+<= 1 / cos²(1) < 3.5`` (``|cosh(u + iy)|² = sinh²u + cos²y``): an activation changes by at
+most ``D = LIPSCHITZ[activation]`` (1, 3.5; 1 for the identity). The squared error's change
+``Δz (r + Δz / 2)`` is then at most ``D (|r| + D / 2)``; the cross-entropy's ``log1p(σ(s) M) - x v`` is at most
 ``3.2 + |x|`` (``1 + σ(s) M`` has real part at least ``e^-1 cos 1 > 0.19`` and modulus at most
 ``e``, so its log is within ``1.7 + π/2``).
 """
@@ -37,8 +41,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-# Bounds of |g(s + v) - g(s)| over the unit disc |v| <= 1 (see the module docstring).
-_SHIFT_BOUNDS = {"sigmoid": 2.0, "tanh": 4.3, "identity": 1.0}
+from gradproof.nn.activations import ACTIVATIONS
 
 # Bound of |log1p(σ(s) M)| over the unit disc, before the linear term -x v.
 _SOFTPLUS_BOUND = 3.2
@@ -109,9 +112,8 @@ def _with_axes(coefficients: np.ndarray, ndim: int) -> np.ndarray:
 def _sigmoid_shift(s: np.ndarray, order: int) -> np.ndarray:
     # σ(s + v) - σ(s) = σ(s)σ(-s) M / (1 + σ(s) M), M = e^v - 1: σ(-s) from -s, not 1 - σ(s),
     # which loses its relative accuracy where σ(s) is near 1.
-    with np.errstate(over="ignore"):  # e^s = inf: σ = 0 and the shift series is 0
-        z = 1.0 / (1.0 + np.exp(-s))
-        one_minus = 1.0 / (1.0 + np.exp(s))
+    sigmoid = ACTIVATIONS["sigmoid"].forward
+    z, one_minus = sigmoid(s), sigmoid(-s)
     m = _with_axes(_scalar(_expm1(order)), s.ndim)
     denominator = compose(_reciprocal_one_plus(order), z * m)
     return product(z * one_minus * m, denominator)
@@ -138,9 +140,8 @@ _SHIFTS: dict[str, Callable[[np.ndarray, int], np.ndarray]] = {
     "identity": _identity_shift,
 }
 
-# Bounds of |g'(s + v)| over the unit disc |v| <= 1, so that |g(s + v) - g(s)| <= L |v| there:
-# |σ'| = 1 / |(1 + e^-w)(1 + e^w)| <= 1 (both factors have real part >= 1 for |Im w| <= 1);
-# |tanh'| = 1 / |cosh w|² <= 1 / cos²(1) < 3.5 (|cosh(u + iy)|² = sinh²u + cos²y).
+# Bounds of |g'(s + v)| over the unit disc |v| <= 1, so that |g(s + v) - g(s)| <= L |v| there
+# (module docstring); the activations with a shift series.
 LIPSCHITZ: dict[str, float] = {"sigmoid": 1.0, "tanh": 3.5, "identity": 1.0}
 
 
@@ -174,10 +175,8 @@ def output_series(activation: str, loss: str, x: np.ndarray, z: np.ndarray, s: n
         for an output activation with a kink or a loss without a series here.
     """
     if loss == "cross_entropy" and activation == "sigmoid":
-        with np.errstate(over="ignore"):
-            sigma = 1.0 / (1.0 + np.exp(-s))
         m = _with_axes(_scalar(_expm1(order)), s.ndim)
-        coefficients = compose(_log1p(order), sigma * m)
+        coefficients = compose(_log1p(order), ACTIVATIONS["sigmoid"].forward(s) * m)
         coefficients[1] -= x
         return coefficients, _SOFTPLUS_BOUND + np.abs(x)
     if loss != "squared" or activation not in _SHIFTS:
@@ -186,5 +185,5 @@ def output_series(activation: str, loss: str, x: np.ndarray, z: np.ndarray, s: n
     residual = z - x
     coefficients = product(shift, shift) * 0.5
     coefficients += residual * shift
-    bound = _SHIFT_BOUNDS[activation]
+    bound = LIPSCHITZ[activation]  # |Δz| on the unit disc
     return coefficients, bound * (np.abs(residual) + bound / 2)
