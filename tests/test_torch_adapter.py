@@ -254,13 +254,40 @@ def test_integer_outputs_are_left_out_of_the_projection():
     assert report.passed, str(report)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-def test_cuda_tensors_are_checked_on_the_gpu():
-    case = CASES["transposed_weight"]
-    inputs = [x.detach().cuda().requires_grad_(x.requires_grad) for x in case.inputs()]
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+
+
+def on_gpu(inputs):
+    return [x.detach().cuda().requires_grad_(x.requires_grad) for x in inputs]
+
+
+@needs_cuda
+@pytest.mark.parametrize("case", list(CASES.values()), ids=list(CASES))
+def test_cuda_tensors_get_the_same_verdicts_as_on_the_cpu(case):
+    inputs = on_gpu(case.inputs())
     report = check_function(case.buggy.apply, *inputs, names=case.names)
-    assert bug_findings(report) == {("transposed", "W")}
-    assert check_function(case.correct.apply, *inputs, names=case.names).passed
+    assert bug_findings(report) == {(case.kind, case.tensor)}
+    report = check_function(case.correct.apply, *inputs, names=case.names)
+    assert report.passed, str(report)
+
+
+@needs_cuda
+def test_a_float32_module_on_the_gpu_is_checked_and_left_unchanged():
+    model = mlp(torch.float32).cuda()
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    report = check_module(model, randn(5, 4, grad=False, dtype=torch.float32).cuda())
+    assert report.passed, str(report)
+    for name, p in model.named_parameters():
+        assert p.is_cuda and p.dtype == torch.float32 and torch.equal(p.detach(), before[name])
+    buggy = torch.nn.Sequential(CustomLinear(LinearTransposedWeight)).cuda()
+    report = check_module(buggy, randn(6, 4, grad=False).cuda())
+    assert bug_findings(report) == {("transposed", "0.weight")}
+
+
+@needs_cuda
+def test_inputs_on_two_devices_are_reported_through_fn():
+    with pytest.raises(InputError, match=r"fn raised RuntimeError: .*device"):
+        check_function(lambda a, b: a * b, randn(3).cuda(), randn(3, seed=1))
 
 
 # -------------------------------------------------------------------------- bad input
