@@ -191,7 +191,7 @@ def forward_layer(x: np.ndarray, w: np.ndarray, b: np.ndarray, out: np.ndarray) 
     with np.errstate(over="ignore"):
         np.exp(out, out=out)
     out += 1
-    return np.reciprocal(out, out=out)
+    return np.divide(1.0, out, out=out)
 
 
 # ----- PyTorch ------------------------------------------------------------------------------

@@ -115,7 +115,7 @@ def _sigmoid_of_negated(v: np.ndarray) -> np.ndarray:
     with np.errstate(over="ignore"):  # e^-s = inf where s < -709: 1 / inf = 0, the limit
         np.exp(v, out=v)
     v += 1.0
-    return np.reciprocal(v, out=v)
+    return np.divide(1.0, v, out=v)
 
 
 # Activations that can be evaluated in place from the negated pre-activation, which a hot loop
