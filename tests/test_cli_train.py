@@ -188,3 +188,10 @@ def test_an_out_path_that_is_a_file_exits_2(tmp_path, capsys):
     taken.write_text("")
     assert main([*SMALL, "--epochs", "1", "--out", str(taken)]) == 2
     assert "not a directory" in capsys.readouterr().err
+
+
+def test_errors_print_four_decimals_until_they_would_run_to_many_digits():
+    from gradproof.cli.train import _number
+
+    assert _number(2.25670123) == "2.2567"
+    assert _number(1.23456e200) == "1.235e+200"

@@ -1,8 +1,10 @@
-"""Training: each method lowers the error, runs are reproducible, resume is exact, NaN stops."""
+"""Training: each method lowers the error, runs are reproducible, resume is exact, divergence
+stops."""
 
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ from gradproof.data.mnist import load_mnist
 from gradproof.errors import InputError, TrainingDiverged
 from gradproof.nn.autoencoder import Autoencoder
 from gradproof.train import (
+    DIVERGENCE_FACTOR,
     EpochDone,
     StepDone,
     TrainStarted,
@@ -202,6 +205,29 @@ def test_divergence_without_a_checkpoint_says_none_was_written(x_train):
     model = _linear_model()
     with pytest.raises(TrainingDiverged, match="no checkpoint was written"):
         train(model, model.init_params(seed=0), x_train, epochs=2, learning_rate=1e200)
+
+
+def test_a_loss_grown_a_millionfold_is_divergence_before_anything_overflows(x_train, tmp_path):
+    # In float64 this network's loss climbs through 1e10 and beyond within a few steps, far
+    # from overflowing: without the growth check training went on with weights of 1e85.
+    model = _linear_model()
+    path = tmp_path / "checkpoint.npz"
+    losses: list[float] = []
+
+    def record(event):
+        if isinstance(event, StepDone):
+            losses.append(event.loss)
+
+    with pytest.raises(TrainingDiverged) as caught:
+        train(model, model.init_params(seed=0), x_train, epochs=5, learning_rate=1e-2,
+              callback=record, checkpoint_path=path)
+
+    message = str(caught.value)
+    assert re.search(r"the loss grew to \S+, more than 1e\+06 times its first value", message)
+    assert np.isfinite(losses).all() and max(losses) <= DIVERGENCE_FACTOR * losses[0]
+    _, _, state = load_checkpoint(path)
+    assert f"the last good checkpoint (epoch {state.epoch})" in message
+    assert state.history[-1].loss <= DIVERGENCE_FACTOR * losses[0]
 
 
 @pytest.mark.parametrize(

@@ -19,8 +19,10 @@ resumed L-BFGS run starts that memory afresh.
 
 The library never prints: progress goes to an optional ``callback`` as ``TrainStarted``,
 ``StepDone`` and ``EpochDone`` events. A NaN or Inf loss, error or parameter raises
-``TrainingDiverged``; a checkpoint is written only after an epoch whose numbers are all finite,
-so the file on disk is then the last good one. The loss is checked after every step and the
+``TrainingDiverged``, and so does a loss that grows to more than ``DIVERGENCE_FACTOR`` times
+the run's first loss (a float64 network with an identity output can climb to 1e200, its
+weights to 1e85, before anything overflows). A checkpoint is written only after an epoch
+whose numbers all passed these checks, so the file on disk is then the last good one. The loss is checked after every step and the
 parameters after every epoch: a non-finite parameter makes the next step's loss non-finite,
 except where it only saturates units, and then the end of the epoch catches it.
 
@@ -69,6 +71,11 @@ DEFAULT_SEED = 0
 # a test error of about 3.6 in 30 epochs and 2.8 in 50 (0.01 with momentum 0.9 stalls near 21:
 # larger rates saturate the sigmoids); GD at 1.0 / 5000 reaches about 14 in 100 epochs.
 MEAN_LOSS_LEARNING_RATE: dict[str, float] = {"sgd": 0.5, "gd": 1.0}
+
+# A loss this many times the run's first one means divergence, not noise: batch losses of a
+# working run stay within a few times the first (a sigmoid output bounds the squared error
+# at about 5 times its starting value), while a diverging one grows geometrically.
+DIVERGENCE_FACTOR = 1e6
 
 # Images per forward pass when measuring reconstruction error (bounds the memory it takes).
 _EVAL_CHUNK = 10_000
@@ -434,6 +441,7 @@ class _Session:
         self.callback = callback
         self.checkpoint = checkpoint
         self.saved_epoch: int | None = None
+        self.first_loss: float | None = None
 
     def emit(self, event: TrainEvent) -> None:
         if self.callback is not None:
@@ -455,6 +463,13 @@ class _Session:
     def check_loss(self, loss: float) -> None:
         if not math.isfinite(loss):
             self.diverge(f"the loss became {loss}")
+        if self.first_loss is None:
+            self.first_loss = loss
+        elif loss > DIVERGENCE_FACTOR * self.first_loss > 0:
+            self.diverge(
+                f"the loss grew to {loss:.3g}, more than {DIVERGENCE_FACTOR:.0e} times its first "
+                f"value in this run ({self.first_loss:.3g})"
+            )
 
     def check_finite(self, name: str, value: np.ndarray) -> None:
         if not all_finite(value):

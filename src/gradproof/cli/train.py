@@ -257,10 +257,10 @@ class _Reporter:
         elif isinstance(event, EpochDone) and not self.quiet:
             self.progress.refresh()  # printing redraws the bar as last rendered, so render now
             m = event.metrics
-            test = "" if m.test_error is None else f"  test error {m.test_error:.4f}"
+            test = "" if m.test_error is None else f"  test error {_number(m.test_error)}"
             self.console.print(
                 f"epoch {m.epoch}/{self.epochs}  loss {m.loss:.6g}  "
-                f"train error {m.train_error:.4f}{test}  {m.seconds:.2f} s",
+                f"train error {_number(m.train_error)}{test}  {m.seconds:.2f} s",
                 highlight=False,
             )
 
@@ -322,4 +322,9 @@ def _summary_table(summary: dict[str, Any]) -> Table:
 
 
 def _error_text(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4f} (mean over images of sum (z - x)^2)"
+    return "-" if value is None else f"{_number(value)} (mean over images of sum (z - x)^2)"
+
+
+def _number(value: float) -> str:
+    """Four decimals, or four significant digits where decimals would run to many digits."""
+    return f"{value:.4f}" if abs(value) < 1e6 else f"{value:.4g}"
