@@ -22,9 +22,10 @@ The library never prints: progress goes to an optional ``callback`` as ``TrainSt
 ``TrainingDiverged``, and so does a loss that grows to more than ``DIVERGENCE_FACTOR`` times
 the run's first loss (a float64 network with an identity output can climb to 1e200, its
 weights to 1e85, before anything overflows). A checkpoint is written only after an epoch
-whose numbers all passed these checks, so the file on disk is then the last good one. The loss is checked after every step and the
-parameters after every epoch: a non-finite parameter makes the next step's loss non-finite,
-except where it only saturates units, and then the end of the epoch catches it.
+whose numbers all passed these checks, so the file on disk is then the last good one. The
+loss is checked after every step and the parameters after every epoch: a non-finite parameter
+makes the next step's loss non-finite, except where it only saturates units, and then the end
+of the epoch catches it.
 
 Speed: an SGD step reuses one workspace of preallocated arrays (``Autoencoder.workspace``),
 lets the model return ``-learning_rate * grad`` directly and skips the model's scans for NaN
