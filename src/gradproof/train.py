@@ -287,7 +287,8 @@ def train(
     InputError
         On a bad option, parameter or input array.
     TrainingDiverged
-        When the loss, an error or a parameter becomes NaN or Inf; the message gives the
+        When the loss, an error or a parameter becomes NaN or Inf, or the loss grows to more
+        than ``DIVERGENCE_FACTOR`` times its first value in this run; the message gives the
         epoch and step and where the last good checkpoint is.
     """
     model.validate_params(params)
