@@ -266,7 +266,7 @@ class Measured:
 
     def record(
         self,
-        which: np.ndarray,
+        which: np.ndarray | slice,
         analytic: np.ndarray,
         error: np.ndarray,
         estimate: np.ndarray,
