@@ -29,11 +29,11 @@ def measured_result(spec: TensorSpec, measured: list[Measured]) -> TensorResult:
     """One tensor's verdict from all its probes; the worst comparison is the one furthest
     beyond its tolerance."""
     excluded = sum(int(np.count_nonzero(m.status == EXCLUDED)) for m in measured)
-    masks = [m.compared for m in measured]
-    compared = [m for m, mask in zip(measured, masks) if mask.any()]
-    pick = [mask for mask in masks if mask.any()]
-    checked = sum(int(np.count_nonzero(p)) for m, p in zip(compared, pick) if m.probes.is_entries)
-    probes = sum(int(np.count_nonzero(p)) for m, p in zip(compared, pick) if not m.probes.is_entries)
+    kept = [(m, mask) for m, mask in ((m, m.compared) for m in measured) if mask.any()]
+    compared, pick = [m for m, _ in kept], [mask for _, mask in kept]
+    counts = [(m.probes.is_entries, int(np.count_nonzero(mask))) for m, mask in kept]
+    checked = sum(count for is_entries, count in counts if is_entries)
+    probes = sum(count for is_entries, count in counts if not is_entries)
     if not compared:
         return TensorResult(spec.name, spec.shape, 0, 0.0, 0.0, True, excluded=excluded)
     analytic = _joined([m.analytic for m in compared], pick)
@@ -73,7 +73,7 @@ def _joined(arrays: list[np.ndarray], pick: list[np.ndarray]) -> np.ndarray:
     """The picked entries of each array, one after another.
 
     A single array whose every entry is picked (an exact check, most often) is returned as it
-    is: copying 150,000 entries five times cost as much as the rest of the verdict.
+    is, not copied: the seed network's two weight tensors hold 156,800 entries each.
     """
     if len(arrays) == 1 and pick[0].all():
         return arrays[0]
