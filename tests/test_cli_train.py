@@ -9,6 +9,7 @@ import pytest
 
 from gradproof.checkpoint import load_checkpoint
 from gradproof.cli import main
+from gradproof.cli.train import _number
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Small and fast: 200 images, 16 hidden units.
@@ -191,7 +192,5 @@ def test_an_out_path_that_is_a_file_exits_2(tmp_path, capsys):
 
 
 def test_errors_print_four_decimals_until_they_would_run_to_many_digits():
-    from gradproof.cli.train import _number
-
     assert _number(2.25670123) == "2.2567"
     assert _number(1.23456e200) == "1.235e+200"
