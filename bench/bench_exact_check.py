@@ -41,8 +41,8 @@ import numpy as np
 from autograd import grad as autograd_grad
 
 import gradproof as gp
-from gradproof.nn.exact_check import entry_steps
-from gradproof.nn.local_delta import LocalDifferences
+from gradproof.engine.exact.exact_check import entry_steps
+from gradproof.engine.exact.local_delta import LocalDifferences
 
 from _timing import timed
 

@@ -1,4 +1,4 @@
-"""Spec for check_model and its engine, gradproof.nn.local_delta.
+"""Spec for check_model and its engine, gradproof.engine.exact.local_delta.
 
 Every local difference must be the true central difference of the model's objective: on random
 entries of every configuration it agrees with the black box (the whole loss recomputed by
@@ -30,10 +30,10 @@ from hypothesis import strategies as st
 import gradproof as gp
 from gradproof.errors import InputError
 from gradproof.nn import ACTIVATIONS, LOSSES, Autoencoder
-from gradproof.nn.exact_check import MIN_CHUNK_BYTES, check_model, entry_steps
-from gradproof.nn import local_delta
-from gradproof.nn.local_delta import EPS, LocalDifferences
-from gradproof.nn.pointwise import (
+from gradproof.engine.exact.exact_check import MIN_CHUNK_BYTES, check_model, entry_steps
+from gradproof.engine.exact import local_delta
+from gradproof.engine.exact.local_delta import EPS, LocalDifferences
+from gradproof.engine.exact.pointwise import (
     NEGATED_FORWARDS,
     POINTWISE_LOSSES,
     PointwiseLoss,

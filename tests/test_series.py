@@ -1,4 +1,4 @@
-"""Spec for the output series of the exact check (gradproof.nn.series) and their use.
+"""Spec for the output series of the exact check (gradproof.engine.exact.series) and their use.
 
 The series must be the change of each output's data term to rounding, checked against an
 independent oracle: the same forward definitions evaluated in 50-digit decimal arithmetic.
@@ -21,9 +21,9 @@ from test_exact_check import oracle_objective  # the autograd oracle of every co
 
 from gradproof.nn import Autoencoder
 from gradproof.nn.activations import ACTIVATIONS
-from gradproof.nn.exact_check import check_model, entry_steps
-from gradproof.nn.local_delta import SERIES_ORDER, LocalDifferences
-from gradproof.nn.series import LIPSCHITZ, compose, output_series, product, shift_series
+from gradproof.engine.exact.exact_check import check_model, entry_steps
+from gradproof.engine.exact.local_delta import SERIES_ORDER, LocalDifferences
+from gradproof.engine.exact.series import LIPSCHITZ, compose, output_series, product, shift_series
 
 SUPPORTED = [("sigmoid", "squared"), ("tanh", "squared"), ("identity", "squared"),
              ("sigmoid", "cross_entropy")]

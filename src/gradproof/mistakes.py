@@ -30,7 +30,7 @@ from gradproof.diagnose import HYPOTHESES, Hypothesis, TensorCase, diagnose
 from gradproof.errors import InputError
 from gradproof.nn.activations import ACTIVATIONS
 from gradproof.nn.autoencoder import Autoencoder
-from gradproof.nn.exact_check import check_model
+from gradproof.engine.exact.exact_check import check_model
 from gradproof.report import Finding, GradReport
 
 Grads = dict[str, np.ndarray]

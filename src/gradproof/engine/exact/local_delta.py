@@ -7,7 +7,7 @@ of the model's objective (their difference is the central difference), with a bo
 rounding error and a flag for steps that straddle a kink.
 
 Each difference re-evaluates only what the entry touches, with the forward functions of the
-registries (activations) and the elementwise forms of ``gradproof.nn.pointwise`` (losses,
+registries (activations) and the elementwise forms of ``gradproof.engine.exact.pointwise`` (losses,
 KL), never a derivative of the model or a linearisation:
 
 * an output-layer weight ``W_L[r, c]`` (bias ``b_L[c]``: a weight whose input is 1) moves only
@@ -35,7 +35,7 @@ less its base value, evaluated from the forward definitions.
 Faster still, and the default where the output activation and loss allow it (sigmoid, tanh
 or identity with the squared error; sigmoid with the cross-entropy): for a unit of the last
 hidden layer, the output terms' changes are summed from their power series in the unit's
-activation change ``t`` (``gradproof.nn.series``: exact identities of the forward
+activation change ``t`` (``gradproof.engine.exact.series``: exact identities of the forward
 definitions, not derivatives of the model), whose coefficients for every (example, unit) come
 from one matrix product per power (``_SeriesTable``). A unit then costs ``SERIES_ORDER``
 multiply-adds per side instead of two passes over the outputs. The series keeps every power
@@ -103,14 +103,14 @@ from gradproof.errors import InputError
 from gradproof.nn.activations import ACTIVATIONS
 from gradproof.nn.autoencoder import Autoencoder
 from gradproof.nn.losses import REDUCTIONS
-from gradproof.nn.pointwise import (
+from gradproof.engine.exact.pointwise import (
     KINKS,
     NEGATED_FORWARDS,
     POINTWISE_LOSSES,
     kl_divergence,
     kl_magnitude,
 )
-from gradproof.nn.series import LIPSCHITZ, compose, output_series, shift_series
+from gradproof.engine.exact.series import LIPSCHITZ, compose, output_series, shift_series
 
 EPS = float(np.finfo(np.float64).eps)
 
@@ -125,7 +125,7 @@ ULPS = 4.0
 # on 2 cores (1 and 2 MiB were 10% and 15% slower).
 BLOCK_BYTES = 1 << 19
 
-# The highest power of the output series (gradproof.nn.series). A step moves an output by
+# The highest power of the output series (gradproof.engine.exact.series). A step moves an output by
 # |v| ~ 1e-5 or less, where the tail after v^6 is about 1e-35 of the first term's size; larger
 # shifts are bounded by the tail estimate, which the error estimate includes.
 SERIES_ORDER = 6
@@ -202,7 +202,7 @@ class LocalDifferences:
         Threads that propagate units in parallel.
     series : bool
         Follow a moved hidden unit through the later layers as a power series in its
-        activation change (``gradproof.nn.series``) where the activations allow it and its
+        activation change (``gradproof.engine.exact.series``) where the activations allow it and its
         remainder bound is below rounding (the default); False evaluates every later unit and
         output at every perturbed point.
     """
@@ -816,7 +816,7 @@ class _SeriesTable:
     in the unit's activation change ``t``.
 
     Unit ``c`` moving by ``t`` moves output ``j`` by ``t W[c, j]``; with ``e_k`` the output
-    series of ``gradproof.nn.series``, the example's change is ``Σ_k t^k (e_k @ (W^k).T)[b, c]``
+    series of ``gradproof.engine.exact.series``, the example's change is ``Σ_k t^k (e_k @ (W^k).T)[b, c]``
     (powers elementwise), up to a tail of at most ``|t|^(K+1) Σ_j M_bj |W[c, j]|^(K+1)
     / (1 - ν)``, ``ν = |t| max_j |W[c, j]|``, which the unit's error estimate includes.
 

@@ -4,7 +4,7 @@ Contract: ``check_model(model, params, x, **options) -> GradReport`` compares th
 ``model.loss(params, x)`` (the model's own backprop, or a user's ``grad``) with a central
 difference of every entry, each a true difference ``J(θ + h e) - J(θ - h e)`` of the model's
 objective evaluated at the two perturbed points. The points are evaluated locally by
-``gradproof.nn.local_delta`` (only what the entry touches, from a cached forward pass, the
+``gradproof.engine.exact.local_delta`` (only what the entry touches, from a cached forward pass, the
 difference taken term by term before summing), and judged by the same rules as
 ``gradproof.check_gradient``: its step rule, its tolerance rule (``finite_diff.Rule``), its
 staging (a second step at 2h only for the entries one step does not decide, a smaller step
@@ -94,7 +94,7 @@ from gradproof.finite_diff import (
     step_sizes,
 )
 from gradproof.nn.autoencoder import Autoencoder
-from gradproof.nn.local_delta import EPS, LocalChanges, LocalDifferences
+from gradproof.engine.exact.local_delta import EPS, LocalChanges, LocalDifferences
 from gradproof.params import ParamLayout, TensorSpec, parse_params
 from gradproof.probes import CONFIRM_SAMPLE, EXCLUDED, FAILED, PASSED, UNKNOWN, Measured, ProbeSet
 from gradproof.report import Finding, GradReport, TensorResult
@@ -168,7 +168,7 @@ def check_model(
         of the wall time for 5-30% more CPU time; they pay off where both cores are free.
     series : bool
         Follow each moved hidden unit through the later layers as an exact power series in
-        its activation change (``gradproof.nn.series``; the default, where the later
+        its activation change (``gradproof.engine.exact.series``; the default, where the later
         activations and the loss have one and the series' remainder bound is below
         rounding); False evaluates every later unit and output at every perturbed point. Both
         give the same central differences to rounding; the series is faster by about the
@@ -551,7 +551,7 @@ def _confirm_objective(local: float, reference: float) -> None:
     if not abs(local - reference) <= _AGREEMENT * max(abs(reference), 1.0):
         raise RuntimeError(
             f"check_model's elementwise objective gives {local!r} where model.loss gives "
-            f"{reference!r}: gradproof.nn.local_delta no longer matches the Autoencoder's "
+            f"{reference!r}: gradproof.engine.exact.local_delta no longer matches the Autoencoder's "
             "objective (a bug in gradproof, not in your gradient)"
         )
 

@@ -1,0 +1,1 @@
+"""The measurement engine: staged finite differences of a gradient, entry by entry."""

@@ -1,0 +1,1 @@
+"""The exact evaluator: local central differences of a layered network."""
