@@ -41,7 +41,7 @@ import numpy as np
 from autograd import grad as autograd_grad
 
 import gradproof as gp
-from gradproof.engine.exact.exact_check import entry_steps
+from gradproof.engine.exact.evaluator import entry_steps
 from gradproof.engine.exact.local_delta import LocalDifferences
 
 from _timing import timed

@@ -499,7 +499,9 @@ def test_a_step_that_vanishes_in_the_losss_precision_measures_nothing_rather_tha
     from gradproof.finite_diff import Rule
     from gradproof.objective import Objective
     from gradproof.params import parse_params
-    from gradproof.probes import UNKNOWN, Context, entry_probes, measure
+    from gradproof.engine.blackbox import BlackBoxEvaluator
+    from gradproof.engine.staging import measure
+    from gradproof.probes import UNKNOWN, Context, Measured, entry_probes
 
     loss, grad, params = float32_numpy_problem(np.float32)
     layout, flat = parse_params(params, None, "C")
@@ -515,7 +517,8 @@ def test_a_step_that_vanishes_in_the_losss_precision_measures_nothing_rather_tha
     probes = entry_probes(spec, np.arange(spec.size), center, 1e-30)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no 0/0 along the way either
-        [result], interrupted = measure([probes], context)
+        result = Measured.empty(probes, context.rounding_g(probes))
+        interrupted = measure([result], BlackBoxEvaluator(context), context.rule)
     assert not interrupted
     assert np.all(result.status == UNKNOWN) and np.all(np.isnan(result.numeric))
 

@@ -14,12 +14,12 @@ from autograd import grad as autograd_grad
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import gradproof as gp
 from gradproof.errors import InputError
 from gradproof.mistakes import (
     MISTAKES,
     Flaws,
     applicable_mistakes,
-    check_and_diagnose,
     diagnose_model,
     flawed_backprop,
     reference_gradient,
@@ -310,13 +310,13 @@ def test_rounding_tolerance_follows_the_users_precision():
     assert np.all(tight < 1e-7)
 
 
-def test_check_and_diagnose_on_a_small_motivating_case(seed_case):
+def test_check_model_names_the_mistakes_of_a_small_motivating_case(seed_case):
     model, params, x = seed_case
     x = x[:1]
     wrong = flawed_backprop(model, params, x, Flaws(back_weight="mirror", transposed_outer=True))
-    report = check_and_diagnose(model, params, x, wrong)
+    report = gp.check_model(model, params, x, grad=wrong)
     assert not report.passed
     bugs = {(f.kind, f.tensor) for f in report.findings if f.is_bug}
     assert bugs == {("transposed", "W1"), ("wrong_backprop_matrix", "W1"), ("transposed", "W2")}
-    right = check_and_diagnose(model, params, x, reference_gradient(model, params, x))
+    right = gp.check_model(model, params, x, grad=reference_gradient(model, params, x))
     assert right.passed and not [f for f in right.findings if f.is_bug]

@@ -21,7 +21,8 @@ from test_exact_check import oracle_objective  # the autograd oracle of every co
 
 from gradproof.nn import Autoencoder
 from gradproof.nn.activations import ACTIVATIONS
-from gradproof.engine.exact.exact_check import check_model, entry_steps
+from gradproof.check import check_model
+from gradproof.engine.exact.evaluator import entry_steps
 from gradproof.engine.exact.local_delta import SERIES_ORDER, LocalDifferences
 from gradproof.engine.exact.series import LIPSCHITZ, compose, output_series, product, shift_series
 

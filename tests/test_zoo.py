@@ -2,8 +2,8 @@
 
 Each case plants one bug in a backprop written the way users write it (``user_grads`` below,
 a one-hidden-layer network spelled out line by line; ``deep_user_grads`` for a stack), runs
-the full pipeline a user meets (``check_and_diagnose``: the exact check, then structural and
-model-aware diagnosis) and asserts the set of (kind, tensor) of the bug findings, and for
+the full pipeline a user meets (``gp.check_model`` with the user's gradient: the exact check,
+then structural and model-aware diagnosis) and asserts the set of (kind, tensor) of the bug findings, and for
 model-aware kinds the mistake named. Flat "unrolled theta" cases go through
 ``check_gradient`` with MATLAB-order shapes. The same code without a bug must pass with no
 bug finding in every configuration.
@@ -19,8 +19,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import gradproof as gp
 from gradproof.check import check_gradient
-from gradproof.mistakes import check_and_diagnose
 from gradproof.nn.autoencoder import Autoencoder
 
 F = {
@@ -222,7 +222,7 @@ def _grads(model, params, x, bug):
 )
 def test_zoo_case_is_diagnosed_exactly(config_id, bug, batch, expected, mistake):
     model, params, x = make_case(config_id, batch)
-    report = check_and_diagnose(model, params, x, _grads(model, params, x, bug))
+    report = gp.check_model(model, params, x, grad=_grads(model, params, x, bug))
     assert not report.passed
     assert bug_findings(report) == expected
     if mistake is not None:
@@ -236,7 +236,7 @@ def test_zoo_case_is_diagnosed_exactly(config_id, bug, batch, expected, mistake)
 @pytest.mark.parametrize("config_id", list(CONFIGS))
 def test_the_same_code_without_the_bug_passes_with_no_bug_finding(config_id):
     model, params, x = make_case(config_id, batch=3)
-    report = check_and_diagnose(model, params, x, _grads(model, params, x, None))
+    report = gp.check_model(model, params, x, grad=_grads(model, params, x, None))
     assert report.passed, str(report)
     assert bug_findings(report) == set()
 

@@ -24,7 +24,7 @@ _EXPORTS = {
     "load_mnist": "gradproof.data.mnist",
     "read_idx": "gradproof.data.idx",
     "check_gradient": "gradproof.check",
-    "check_model": "gradproof.engine.exact.exact_check",
+    "check_model": "gradproof.check",
     "GradReport": "gradproof.report",
     "TensorResult": "gradproof.report",
     "Finding": "gradproof.report",

@@ -1,69 +1,69 @@
-"""check_gradient(): compare an analytic gradient with finite differences of the loss.
+"""The front doors: check_gradient and check_model, thin, onto the one measurement engine.
 
-Contract: ``check_gradient(loss, grad, params, **options) -> GradReport``. The loss is a black
-box; everything it needs to be called with comes from ``params`` (see ``gradproof.params``),
-every evaluation goes through ``gradproof.objective`` (which turns misuse into ``InputError``),
-the probes and their staged measurement live in ``gradproof.probes`` and the numerics in
-``gradproof.finite_diff``. This module chooses what to probe (the mode), turns the measurements
-into one ``TensorResult`` per tensor, and adds the findings: notes about the circumstances
-(precision, nondeterminism, kinks), the ``transposed`` shape, and for each failing tensor the
-diagnosis of ``gradproof.diagnose`` or else a ``mismatch``.
+Contract: ``check_gradient(loss, grad, params, **options) -> GradReport`` checks any gradient
+of any loss, evaluated as a black box; ``check_model(model, params, x, **options) ->
+GradReport`` checks every entry of an Autoencoder's gradient through the exact evaluator, with
+the model's mistakes named. Each validates its options against its table
+(``engine.options``), makes its run (``engine.blackbox.BlackBoxRun``,
+``engine.exact.evaluator.ExactRun``), runs it and returns ``run.report()``; the staging, the
+tolerance rule, the report and the diagnosis are the engine's, the same for both.
 """
 
 from __future__ import annotations
 
-import math
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 
-from gradproof.errors import InputError
-from gradproof.finite_diff import NOISE_POINTS, ROUNDING_GROWTH, Rule, noise_level
-from gradproof.objective import Objective
-from gradproof.params import ParamLayout, TensorSpec, parse_params
-from gradproof.probes import (
-    FAILED,
-    Context,
-    Measured,
-    ProbeSet,
-    block_probes,
-    entry_probes,
-    line_probes,
-    measure,
-    random_probes,
-    unit_direction,
+from gradproof.engine.blackbox import BlackBoxRun
+from gradproof.engine.exact.evaluator import ExactRun
+from gradproof.engine.options import (
+    FLAG,
+    PROGRESS,
+    RULE_OPTIONS,
+    Option,
+    instance,
+    integer,
+    one_of,
+    validate,
 )
-from gradproof.report import Finding, GradReport, TensorResult
-from gradproof.taylor import TaylorResult, taylor
-from gradproof.verdict import (
-    diagnose_failing,
-    gradient_precision_finding,
-    kink_findings,
-    measured_result,
-    mismatch_finding,
-    noisy_loss_finding,
-    nondeterministic_finding,
-    params_precision_finding,
-    taylor_result,
-    transposed_finding,
-)
+from gradproof.finite_diff import Rule
+from gradproof.nn.autoencoder import Autoencoder
+from gradproof.params import parse_params
+from gradproof.report import GradReport
 
 MODES = ("auto", "full", "sample", "directional", "taylor")
 
 # Random directions per tensor when `directions` is not given.
 DEFAULT_DIRECTIONS = {"auto": 2, "directional": 8, "taylor": 1}
 
-# A loss that gives two values this many eps*|J| apart at the same point is nondeterministic
-# (smaller differences are the rounding of reordered parallel sums, and harmless).
-NONDETERMINISM_ULPS = 64.0
+# Default bound on the working memory of one chunk of entries in check_model.
+DEFAULT_CHUNK_BYTES = 64 << 20
 
-# Relative rounding noise of the loss beyond this many float64 eps is worth a `precision` note.
-NOISY_LOSS_ULPS = 1e4
+# Smallest chunk budget accepted: below this, per-chunk overhead dominates.
+MIN_CHUNK_BYTES = 1 << 16
 
-# At most this many entries are probed where failing rows and columns cross (auto mode).
-CROSSING_BUDGET = 256
+CHECK_GRADIENT_OPTIONS: dict[str, Option] = {
+    **RULE_OPTIONS,
+    "mode": one_of(MODES),
+    "samples": integer(1),
+    "budget": integer(1),
+    "directions": integer(1).or_none(),
+    "seed": integer(),
+    "progress": PROGRESS,
+}
+
+CHECK_MODEL_OPTIONS: dict[str, Option] = {
+    "model": instance(
+        Autoencoder,
+        "a gradproof Autoencoder (for any other loss, use gradproof.check_gradient)",
+    ),
+    **RULE_OPTIONS,
+    "max_chunk_bytes": integer(MIN_CHUNK_BYTES, "bytes"),
+    "series": FLAG,
+    "progress": PROGRESS,
+}
 
 
 def check_gradient(
@@ -147,7 +147,7 @@ def check_gradient(
       entry of a flat float64 buffer in place and restoring it. Only entries the first step
       does not clearly decide get two more evaluations (Richardson at 2h), and only those still
       unsure after that (a kink crossed, a failure not yet confirmed) two more at each of h/64,
-      h/64², h/64³ until decided (see ``gradproof.probes``). A correct gradient of a smooth
+      h/64², h/64³ until decided (see ``gradproof.engine.staging``). A correct gradient of a smooth
       loss costs 2 evaluations per entry plus about a dozen.
     * ``sample``: ``samples`` entries per tensor, seeded, always including the largest |g|.
     * ``directional``: ``directions`` random unit directions v per tensor: g·v against
@@ -181,10 +181,12 @@ def check_gradient(
     rounding noise from nine nearby values (ECnoise), and widens the tolerance of a float32
     gradient to its own precision (each with a finding saying so).
     """
-    rule = tolerance_rule(rtol, atol, safety)
-    _check_options(mode, samples, directions, budget, seed, progress)
+    validate(CHECK_GRADIENT_OPTIONS, locals())
     layout, flat = parse_params(params, shapes, order)
-    run = _Check(layout, mode, samples, directions, budget, rule, np.random.default_rng(seed))
+    if directions is None:
+        directions = DEFAULT_DIRECTIONS.get(mode, 0)
+    run = BlackBoxRun(layout, mode, samples, directions, budget, _rule(rtol, atol, safety),
+                      np.random.default_rng(seed))
     try:
         run.setup(loss, grad, flat, progress)
         run.probe()
@@ -195,347 +197,85 @@ def check_gradient(
     return run.report()
 
 
-class _Check:
-    """The state of one check, filled step by step so that an interrupt leaves a report."""
-
-    def __init__(
-        self,
-        layout: ParamLayout,
-        mode: str,
-        samples: int,
-        directions: int | None,
-        budget: int,
-        rule: Rule,
-        rng: np.random.Generator,
-    ) -> None:
-        self.layout = layout
-        self.mode = mode
-        self.samples = samples
-        self.directions = DEFAULT_DIRECTIONS.get(mode, 0) if directions is None else directions
-        self.budget = budget
-        self.rule = rule
-        self.rng = rng
-        self.started = time.perf_counter()
-        self.partial = False
-        self.objective: Objective | None = None
-        self.context: Context | None = None
-        self.analytic: dict[str, np.ndarray] = {}
-        self.measured: dict[str, list[Measured]] = {spec.name: [] for spec in layout.specs}
-        self.taylor: dict[str, list[TaylorResult]] = {spec.name: [] for spec in layout.specs}
-        self.findings: list[Finding] = []
-
-    # ------------------------------------------------------------------ setup
-
-    def setup(self, loss: Callable[..., Any], grad: Any, flat: np.ndarray, progress: Any) -> None:
-        objective = Objective(loss, grad, self.layout, flat, progress)
-        self.objective = objective
-        analytic, transposed, dtypes = objective.gradient()
-        self.analytic = analytic
-        # A loss that rounds a float64 copy back to a lower precision is evaluated in that one.
-        low = [s.dtype for s in self.layout.specs] + list(dtypes.values())
-        objective.detect_rounding([d for d in low if _is_low(d)], self.rng)
-        self.findings += [transposed_finding(self.layout.spec(name)) for name in transposed]
-        center = objective.base.astype(np.float64)
-        gradient = self.layout.unroll(analytic)
-        j0 = objective.j0
-        jitter = abs(objective.j0_repeat - j0)
-        sigma = self._measured_noise(objective, center)
-        noise = max(objective.value_eps * abs(j0), sigma, jitter)
-        eps_grad = {
-            name: float(np.finfo(d).eps) if d.kind == "f" else float(np.finfo(np.float64).eps)
-            for name, d in dtypes.items()
-        }
-        gmax = {name: float(np.max(np.abs(g))) if g.size else 0.0 for name, g in analytic.items()}
-        self.context = Context(objective, gradient, center, j0, noise, self.rule, eps_grad, gmax)
-        # Steps balance truncation against the loss's actual noise, relative to its value.
-        self.eps_step = max(objective.value_eps, noise / abs(j0)) if j0 else objective.value_eps
-        nondeterministic = jitter > NONDETERMINISM_ULPS * objective.value_eps * abs(j0)
-        self.findings += self._precision_findings(dtypes, 0.0 if nondeterministic else sigma)
-        if nondeterministic:
-            self.findings.append(
-                nondeterministic_finding(
-                    "two evaluations at the given parameters gave", j0, objective.j0_repeat
-                )
-            )
-
-    def _measured_noise(self, objective: Objective, center: np.ndarray) -> float:
-        """ECnoise from NOISE_POINTS values along a random direction, spaced about 100 ulps
-        per entry apart (small enough that the smooth part of the loss cancels in the
-        differences, large enough that every point is distinct)."""
-        size = self.layout.size
-        if size == 0:
-            return 0.0
-        eps = float(np.finfo(objective.buffer.dtype).eps)
-        support = np.arange(size)
-        v = unit_direction(center, self.rng)
-        spacing = 100 * eps * math.sqrt(size)
-        half = NOISE_POINTS // 2
-        objective.plan(NOISE_POINTS - 1)
-        values = []
-        for i in range(-half, half + 1):
-            if i == 0:
-                values.append(objective.j0)
-                continue
-            point = (center + i * spacing * v).astype(objective.buffer.dtype)
-            where = (
-                f"at the parameters moved {i * spacing:+.1e} along a random direction (measuring "
-                "the loss's rounding noise)"
-            )
-            values.append(objective.at(support, point, where))
-        return noise_level(np.array(values))
-
-    def _precision_findings(self, dtypes: dict[str, np.dtype], sigma: float) -> list[Finding]:
-        objective, context = self.objective, self.context
-        findings = []
-        low = [s.name for s in self.layout.specs if _is_low(s.dtype)]
-        if low or objective.fallback:
-            # An entry's rounding tolerance, safety * 2 noise / (2h), at h = cbrt(eps).
-            resolution = self.rule.safety * context.noise / np.cbrt(self.eps_step)
-            findings.append(
-                params_precision_finding(
-                    low,
-                    self.layout.spec(low[0]).dtype if low else np.dtype(np.float64),
-                    objective.buffer.dtype,
-                    objective.fallback,
-                    resolution,
-                    max(context.gmax.values(), default=0.0),
-                )
-            )
-        relative = sigma / abs(objective.j0) if objective.j0 else 0.0
-        noisy = relative > NOISY_LOSS_ULPS * np.finfo(np.float64).eps
-        # The note above already names the precision the loss was evaluated in.
-        if noisy and not (low or objective.fallback):
-            findings.append(noisy_loss_finding(relative))
-        for name, dtype in dtypes.items():
-            if _is_low(dtype):
-                rounding = ROUNDING_GROWTH * context.eps_grad[name] * 2 * context.gmax[name]
-                findings.append(gradient_precision_finding(name, dtype, rounding))
-        return findings
-
-    # ---------------------------------------------------------------- probing
-
-    def probe(self) -> None:
-        if self.mode == "taylor":
-            self._probe_taylor()
-            return
-        sets = [s for spec in self.layout.specs if spec.size for s in self._plan(spec)]
-        self._measure(sets)
-        if self.mode == "auto" and not self.partial:
-            self._measure([s for spec in self.layout.specs for s in self._crossings(spec)])
-
-    def _measure(self, sets: list[ProbeSet]) -> None:
-        if self.partial or not sets:
-            return
-        results, interrupted = measure(sets, self.context)
-        for result in results:
-            self.measured[result.probes.spec.name].append(result)
-        self.partial = interrupted
-
-    def _plan(self, spec: TensorSpec) -> list[ProbeSet]:
-        center, eps = self.context.center, self.eps_step
-        mode = self.mode
-        if mode == "full" or mode == "auto" and self.layout.size <= self.budget:
-            return [entry_probes(spec, _positions(spec), center, eps)]
-        if mode == "sample":
-            return [entry_probes(spec, self._sample(spec, self.samples), center, eps)]
-        if mode == "directional":
-            return [random_probes(spec, self.directions, center, eps, self.rng)]
-        return self._plan_auto(spec)
-
-    def _plan_auto(self, spec: TensorSpec) -> list[ProbeSet]:
-        center, eps, rng, budget = self.context.center, self.eps_step, self.rng, self.budget
-        rows = spec.shape[0] if len(spec.shape) >= 2 else 0
-        columns = spec.size // rows if rows else 0
-        if rows == 0 or spec.size <= rows + columns + self.samples:
-            if spec.size <= budget:
-                return [entry_probes(spec, _positions(spec), center, eps)]
-            return [
-                block_probes(spec, budget, center, eps, rng),
-                entry_probes(spec, self._sample(spec, self.samples), center, eps),
-            ]
-        magnitude = np.abs(self.analytic[spec.name]).reshape(rows, columns)
-        return [
-            line_probes(spec, 0, self._lines(magnitude, 0), center, eps, rng),
-            line_probes(spec, 1, self._lines(magnitude, 1), center, eps, rng),
-            entry_probes(spec, self._sample(spec, self.samples), center, eps),
-            random_probes(spec, self.directions, center, eps, rng),
-        ]
-
-    def _sample(self, spec: TensorSpec, count: int) -> np.ndarray:
-        """``count`` flat positions: the largest |g| first (a quarter), the rest at random."""
-        positions = _positions(spec)
-        if count >= spec.size:
-            return positions
-        magnitude = np.abs(spec.unroll(self.analytic[spec.name]))
-        largest = np.argsort(-magnitude, kind="stable")[: max(1, count // 4)]
-        rest = np.setdiff1d(np.arange(spec.size), largest)
-        drawn = self.rng.choice(rest, size=count - largest.size, replace=False)
-        return positions[np.concatenate((largest, np.sort(drawn)))]
-
-    def _lines(self, magnitude: np.ndarray, axis: int) -> np.ndarray:
-        """Rows (axis 0) or columns of a (rows, columns) array to probe: all up to the budget,
-        else those holding the largest |g| and a seeded random rest."""
-        count = magnitude.shape[axis]
-        if count <= self.budget:
-            return np.arange(count)
-        peak = magnitude.max(axis=1 - axis)
-        largest = np.argsort(-peak, kind="stable")[: max(1, self.samples // 4)]
-        rest = np.setdiff1d(np.arange(count), largest)
-        drawn = self.rng.choice(rest, size=self.budget - largest.size, replace=False)
-        return np.sort(np.concatenate((largest, drawn)))
-
-    def _crossings(self, spec: TensorSpec) -> list[ProbeSet]:
-        """Entries where failing rows cross failing columns, not yet probed one by one."""
-        measured = self.measured[spec.name]
-        failing = {
-            m.probes.kind: m.probes.labels[m.status == FAILED]
-            for m in measured
-            if m.probes.kind in ("row", "column")
-        }
-        rows, columns = failing.get("row", ()), failing.get("column", ())
-        if not (0 < len(rows) * len(columns) <= CROSSING_BUDGET):
-            return []
-        local = spec.local_positions().reshape(spec.shape[0], -1)
-        positions = spec.offset + local[np.ix_(rows, columns)].ravel()
-        done = np.concatenate(
-            [m.probes.labels for m in measured if m.probes.is_entries] or [np.zeros(0)]
-        )
-        positions = np.setdiff1d(positions, done)
-        if not positions.size:
-            return []
-        return [entry_probes(spec, positions, self.context.center, self.eps_step)]
-
-    def _probe_taylor(self) -> None:
-        for spec in self.layout.specs:
-            for _ in range(self.directions if spec.size else 0):
-                self.taylor[spec.name].append(taylor(spec, self.context, self.rng))
-
-    # ----------------------------------------------------------------- finish
-
-    def finish(self) -> None:
-        """Look again at the starting point: a loss with hidden state has moved on."""
-        objective = self.objective
-        later = objective.evaluate("at the given parameters, at the end of the check")
-        if abs(later - objective.j0) > NONDETERMINISM_ULPS * objective.value_eps * abs(
-            objective.j0
-        ):
-            already = any(f.kind == "nondeterministic" for f in self.findings)
-            if not already:
-                self.findings.append(
-                    nondeterministic_finding(
-                        "the loss at the given parameters changed during the check: it gave",
-                        objective.j0,
-                        later,
-                    )
-                )
-
-    # ----------------------------------------------------------------- report
-
-    def report(self) -> GradReport:
-        tensors = [self._result(spec) for spec in self.layout.specs]
-        findings = list(self.findings)
-        for spec in self.layout.specs:
-            findings += kink_findings(spec, self.measured[spec.name], self.taylor[spec.name])
-        findings += self._diagnosis(tensors)
-        objective = self.objective
-        return GradReport(
-            tensors=tensors,
-            findings=findings,
-            mode=self.mode,
-            partial=self.partial,
-            seconds=time.perf_counter() - self.started,
-            loss_evaluations=objective.evaluations if objective else 0,
-            rule=self.rule.describe(),
-        )
-
-    def _result(self, spec: TensorSpec) -> TensorResult:
-        if self.taylor[spec.name]:
-            return taylor_result(spec, self.taylor[spec.name])
-        return measured_result(spec, self.measured[spec.name])
-
-    def _diagnosis(self, tensors: list[TensorResult]) -> list[Finding]:
-        failing = [t.name for t in tensors if not t.passed]
-        if not failing:
-            return []
-        numeric, tolerance = {}, {}
-        for spec in self.layout.specs:
-            values, tol = np.full(spec.size, np.nan), np.full(spec.size, np.nan)
-            for m in self.measured[spec.name]:
-                if m.probes.is_entries:
-                    known = m.compared
-                    local = m.probes.labels[known] - spec.offset
-                    values[local], tol[local] = m.numeric[known], m.tolerance[known]
-            numeric[spec.name] = values.reshape(spec.shape, order=spec.order)
-            tolerance[spec.name] = tol.reshape(spec.shape, order=spec.order)
-        center = self.context.center
-        params = {spec.name: spec.view(center).copy() for spec in self.layout.specs}
-        return diagnose_failing(
-            failing, self.analytic, numeric, params, tolerance,
-            lambda name: mismatch_finding(
-                self.layout.spec(name), self.measured[name], self.taylor[name]
-            ),
-        )
-
-
-# ------------------------------------------------------------------ helpers
-
-
-def _is_low(dtype: np.dtype) -> bool:
-    """A floating dtype narrower than float64."""
-    return dtype.kind == "f" and dtype.itemsize < 8
-
-
-def _positions(spec: TensorSpec) -> np.ndarray:
-    return np.arange(spec.offset, spec.offset + spec.size)
-
-
-def tolerance_rule(rtol: float | None, atol: float | None, safety: float) -> Rule:
-    """The tolerance rule of a check, from its user-facing ``rtol``, ``atol`` and ``safety``.
-
-    Shared by ``check_gradient`` and ``check_model`` so that both validate these options alike.
+def check_model(
+    model: Autoencoder,
+    params: Mapping[str, Any],
+    x: Any,
+    *,
+    grad: Mapping[str, Any] | None = None,
+    rtol: float | None = None,
+    atol: float | None = None,
+    safety: float = 10.0,
+    max_chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    series: bool = True,
+    progress: Callable[[int, int], None] | None = None,
+) -> GradReport:
+    """Check every entry of an Autoencoder's gradient with exact local central differences.
 
     Parameters
     ----------
-    rtol, atol : float or None
-        Finite and >= 0; when either is given, the classic rule
-        ``atol + rtol * max(|analytic|, |numeric|)`` replaces the one from the error estimate.
+    model : Autoencoder
+        The network; its objective (data term, weight decay, KL sparsity) is what is
+        differentiated.
+    params : dict of str to ndarray
+        The point to check at, as ``model.init_params`` returns it. float32 parameters (or a
+        float32 model) are checked through float64 copies, with a ``precision`` finding.
+    x : ndarray, shape (batch, n_visible)
+        The inputs the objective is evaluated on.
+    grad : dict of str to ndarray, optional
+        The gradient to check (a user's backprop), keyed like ``params``. A weight's gradient
+        may have the transposed shape: it is compared after transposing, with a ``transposed``
+        finding. By default the model's own ``model.loss_and_grad(params, x)``. The findings
+        of a wrong gradient name the backprop mistake that gives it where one does
+        (``wrong_backprop_matrix``, ``wrong_activation_derivative`` ..., with the corrected
+        line), judged against the model's reference gradient (see ``gradproof.mistakes``).
+    rtol, atol : float, optional
+        Use the classic rule |a - n| <= atol + rtol * max(|a|, |n|) instead of the error
+        estimate.
     safety : float
-        Finite and > 0: the factor on the error estimate in the default rule.
+        The default rule: |a - n| <= safety * (error estimate + the gradient's own rounding).
+    max_chunk_bytes : int
+        Bound on the working memory of one chunk of entries (default 64 MiB).
+    series : bool
+        Follow each moved hidden unit through the later layers as an exact power series in
+        its activation change (``gradproof.engine.exact.series``; the default, where the later
+        activations and the loss have one and the series' remainder bound is below
+        rounding); False evaluates every later unit and output at every perturbed point. Both
+        give the same central differences to rounding; the series is faster by about the
+        number of distinct shifts per hidden unit.
+    progress : callable, optional
+        ``progress(done, total)``, counted in perturbed points (two per entry and step;
+        ``total`` grows when second steps are planned); called once per chunk.
 
     Returns
     -------
-    Rule
+    GradReport
+        ``mode="exact"``; one ``TensorResult`` per parameter with every entry checked. A
+        KeyboardInterrupt returns the report so far with ``partial=True``.
 
     Raises
     ------
     InputError
-        An option that is not a number in its range (the option named).
+        A ``model`` that is not an Autoencoder; params, inputs or a gradient that do not fit
+        it (the tensor, shape or option named); bad options; an objective beyond
+        ``LARGEST_OBJECTIVE`` in size, or not finite (a diverged network), whose error
+        estimates would overflow.
+    RuntimeError
+        When the local pieces of the objective do not add up to ``model.loss`` (this module
+        no longer matches the Autoencoder: a bug in gradproof, never in the checked gradient).
     """
-    for name, value in (("rtol", rtol), ("atol", atol)):
-        if value is not None and not (
-            isinstance(value, (int, float)) and value >= 0 and math.isfinite(value)
-        ):
-            raise InputError(f"{name} must be a finite number >= 0, got {value!r}")
-    if not (isinstance(safety, (int, float)) and safety > 0 and math.isfinite(safety)):
-        raise InputError(f"safety must be a finite number > 0, got {safety!r}")
+    validate(CHECK_MODEL_OPTIONS, locals())
+    run = ExactRun(model, _rule(rtol, atol, safety), max_chunk_bytes, series, progress)
+    try:
+        run.setup(params, x, grad)
+        run.measure()
+    except KeyboardInterrupt:
+        run.partial = True
+    return run.report()
+
+
+def _rule(rtol: float | None, atol: float | None, safety: float) -> Rule:
+    """The tolerance rule from the validated user-facing options."""
     return Rule(
         float(safety), None if rtol is None else float(rtol), None if atol is None else float(atol)
     )
-
-
-def _check_options(
-    mode: str, samples: int, directions: int | None, budget: int, seed: int, progress: Any
-) -> None:
-    if mode not in MODES:
-        raise InputError(f"mode must be one of {list(MODES)}, got {mode!r}")
-    for name, value in (("samples", samples), ("budget", budget), ("directions", directions)):
-        if value is None and name == "directions":
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise InputError(f"{name} must be an integer >= 1, got {value!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise InputError(f"seed must be an integer, got {seed!r}")
-    if progress is not None and not callable(progress):
-        raise InputError(
-            f"progress must be a callable progress(done, total), got {type(progress).__name__}"
-        )

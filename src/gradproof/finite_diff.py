@@ -154,6 +154,10 @@ class Differences:
     def numeric(self) -> np.ndarray:
         return self.analytic + self.error
 
+    def take(self, rows: np.ndarray | slice) -> Differences:
+        """The differences of the probes ``rows``."""
+        return Differences(*(getattr(self, key)[rows] for key in Differences.__dataclass_fields__))
+
 
 def central(
     j_plus: np.ndarray,
@@ -194,6 +198,41 @@ def central(
         forward=((j_plus - j0) - g_plus) / half,
         backward=((j0 - j_minus) + g_minus) / half,
         half_width=half,
+    )
+
+
+def entry_differences(
+    plus: np.ndarray, minus: np.ndarray, analytic: np.ndarray, h: np.ndarray, rounding: np.ndarray
+) -> Differences:
+    """Central differences of entry probes from the changes J(θ ± h e) - J(θ) themselves.
+
+    The form of ``central`` for an evaluator that measures each change directly from J(θ)
+    (local differences, which never form J(θ ± h e) whole): J(θ) is the origin, g·d± is
+    ±analytic·h, and each entry carries its own rounding bound of ``plus - minus`` instead of
+    one loss noise for all.
+
+    Parameters
+    ----------
+    plus, minus : ndarray of shape (n,)
+        J(θ + h e) - J(θ) and J(θ - h e) - J(θ).
+    analytic : ndarray of shape (n,)
+        The gradient entries.
+    h : ndarray of shape (n,)
+        The steps.
+    rounding : ndarray of shape (n,)
+        A bound of the rounding of ``plus - minus``.
+    """
+    width = 2 * h
+    second = plus + minus
+    return Differences(
+        error=(plus - minus) / width - analytic,
+        analytic=analytic,
+        rounding=rounding / width,
+        second=second,
+        curvature=np.abs(second) / h,
+        forward=(plus - analytic * h) / h,
+        backward=(-minus - analytic * h) / h,
+        half_width=h,
     )
 
 

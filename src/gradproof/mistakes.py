@@ -7,8 +7,8 @@ them). The gradients come from ``flawed_backprop``, a backward pass written here
 the model's own, with one deviation switched on per mistake; ``reference_gradient`` is the
 same pass with none. ``diagnose_model(model, params, x, analytic, numeric, tolerance)`` names
 the mistake a user's gradient equals (within tolerance, tensor by tensor) alongside the
-structural findings of ``gradproof.diagnose``; ``check_and_diagnose`` runs the exact check of
-``check_model`` first and returns its report with these findings.
+structural findings of ``gradproof.diagnose``; ``check_model`` runs it in its diagnosis step
+(``gradproof.engine.diagnosis``), against ``reference_gradient`` with ``rounding_tolerance``.
 
 Notation of the fix lines (row-vector convention, as in the model): ``a0 = x``, ``a{k}`` is
 layer k's activation and ``z`` the output, ``d_s{k}`` is dJ/ds{k} for the pre-activation
@@ -30,8 +30,7 @@ from gradproof.diagnose import HYPOTHESES, Hypothesis, TensorCase, diagnose
 from gradproof.errors import InputError
 from gradproof.nn.activations import ACTIVATIONS
 from gradproof.nn.autoencoder import Autoencoder
-from gradproof.engine.exact.exact_check import check_model
-from gradproof.report import Finding, GradReport
+from gradproof.report import Finding
 
 Grads = dict[str, np.ndarray]
 
@@ -588,7 +587,7 @@ def diagnose_model(
     hypotheses: dict[str, Hypothesis] = dict(HYPOTHESES)
     hypotheses.update(_mistake_hypotheses(model, params, x))
     findings = diagnose(aligned, numeric, params, tolerance, hypotheses=hypotheses)
-    return _order(_deduplicated(shape_findings + findings), list(shapes))
+    return order_findings(_deduplicated(shape_findings + findings), list(shapes))
 
 
 def _align(
@@ -701,7 +700,7 @@ def _deduplicated(findings: list[Finding]) -> list[Finding]:
     return list(kept.values())
 
 
-def _order(findings: list[Finding], names: list[str]) -> list[Finding]:
+def order_findings(findings: list[Finding], names: list[str]) -> list[Finding]:
     """Findings sorted by their (first) tensor's position among the parameters, stably."""
     position = {name: i for i, name in enumerate(names)}
 
@@ -715,7 +714,7 @@ def _shape_text(shape: tuple[int, ...]) -> str:
     return "x".join(str(n) for n in shape)
 
 
-# ------------------------------------------------------------------- check, then diagnose
+# ------------------------------------------------------------------- the tolerance of a judgement
 
 
 def rounding_tolerance(reference: np.ndarray, analytic: np.ndarray) -> np.ndarray:
@@ -731,50 +730,3 @@ def rounding_tolerance(reference: np.ndarray, analytic: np.ndarray) -> np.ndarra
     largest = float(np.max(np.abs(reference), initial=0.0))
     floor = float(np.finfo(np.float64).tiny)
     return rtol * (np.abs(reference) + largest) + floor
-
-
-def check_and_diagnose(
-    model: Autoencoder, params: Mapping[str, Any], x: Any, grads: Mapping[str, Any]
-) -> GradReport:
-    """Check a user's gradient against the model with ``check_model``, then explain it.
-
-    The exact full check decides which tensors fail; their bug findings are then replaced by
-    ``diagnose_model``'s, judged against this module's reference gradient (confirmed by the
-    check where the user's gradient is right) with ``rounding_tolerance``. Notes (kinks,
-    precision) and findings on other tensors stay as the check made them.
-
-    Parameters
-    ----------
-    model : Autoencoder
-    params : dict of str to ndarray
-    x : ndarray, shape (batch, n_visible)
-    grads : dict of str to ndarray
-        The user's gradient, keyed like ``params``; a weight's may have the transposed shape.
-
-    Returns
-    -------
-    GradReport
-    """
-    report = check_model(model, params, x, grad=dict(grads))
-    shapes = model.param_shapes()
-    # The failing tensors, and those right only once transposed back (their shape is a bug).
-    judged = [
-        t.name for t in report.tensors
-        if not t.passed or np.shape(grads[t.name]) != shapes[t.name]
-    ]
-    if not judged:
-        return report
-    reference = reference_gradient(model, params, x)
-    analytic = {name: np.asarray(grads[name]) for name in judged}
-    findings = diagnose_model(
-        model, params, x, analytic,
-        {name: reference[name] for name in judged},
-        {name: rounding_tolerance(reference[name], analytic[name]) for name in judged},
-    )
-    kept = [
-        f for f in report.findings
-        if not f.is_bug or not set(f.tensor.split(" <-> ")) & set(judged)
-    ]
-    report.findings = _order(kept + findings, list(shapes))
-    return report
-

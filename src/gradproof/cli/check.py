@@ -47,7 +47,7 @@ from gradproof.cli.render import print_json, print_report
 from gradproof.data.mnist import load_mnist, mnist_source
 from gradproof.errors import InputError
 from gradproof.nn.autoencoder import Autoencoder
-from gradproof.engine.exact.exact_check import check_model
+from gradproof.check import check_model
 from gradproof.report import GradReport
 
 DEFAULT_MODE = "exact"

@@ -16,6 +16,7 @@ from typing import Any
 from rich.console import Console
 from rich.text import Text
 
+from gradproof.check import check_model
 from gradproof.cli import EXIT_FAILED, EXIT_OK
 from gradproof.cli.options import add_model_options, model_conflicts, model_from_args
 from gradproof.cli.render import print_json, print_report
@@ -29,7 +30,6 @@ from gradproof.io import (
     parse_mapping,
     read_gradient_file,
 )
-from gradproof.mistakes import check_and_diagnose
 from gradproof.nn.autoencoder import Autoencoder
 
 
@@ -93,7 +93,9 @@ def run(args: argparse.Namespace, console: Console) -> int:
         tied=args.tied,
     )
     model = model_for(args, gradient_file)
-    report = check_and_diagnose(model, gradient_file.params, gradient_file.x, gradient_file.grads)
+    report = check_model(
+        model, gradient_file.params, gradient_file.x, grad=dict(gradient_file.grads)
+    )
     if args.json:
         print_json(console, _json(gradient_file, model, report.to_dict()))
     else:

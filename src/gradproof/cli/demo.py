@@ -24,9 +24,9 @@ from rich.text import Text
 from scipy.special import expit
 
 from gradproof.cli import EXIT_FAILED, EXIT_OK
+from gradproof.check import check_model
 from gradproof.cli.render import print_json, print_report, tensor_label
 from gradproof.data.mnist import SAMPLE_DIR, load_mnist
-from gradproof.mistakes import check_and_diagnose
 from gradproof.nn.autoencoder import Autoencoder
 from gradproof.report import GradReport
 
@@ -158,15 +158,15 @@ def run_demo(seed: int = 0) -> dict[str, Any]:
 
     buggy = users_backprop(encoder, decoder, x)
     comparison = users_comparison(params, x, buggy, start=encoder.size + 1)
-    buggy_report = check_and_diagnose(model, params, x, buggy)
+    buggy_report = check_model(model, params, x, grad=buggy)
 
     # The advice changes the hidden layer to a = x @ encoder (its slope is then 1); the model
     # checked against changes with it, the two bugs stay.
     advice_model = Autoencoder(N_VISIBLE, N_HIDDEN, bias=False, activation="identity")
-    advice_report = check_and_diagnose(
-        advice_model, params, x, users_backprop(encoder, decoder, x, hidden="identity")
+    advice_report = check_model(
+        advice_model, params, x, grad=users_backprop(encoder, decoder, x, hidden="identity")
     )
-    corrected_report = check_and_diagnose(model, params, x, corrected_backprop(encoder, decoder, x))
+    corrected_report = check_model(model, params, x, grad=corrected_backprop(encoder, decoder, x))
 
     as_designed = (
         not buggy_report.passed

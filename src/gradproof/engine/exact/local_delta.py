@@ -92,9 +92,7 @@ the reduction factor.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -120,9 +118,8 @@ ULPS = 4.0
 
 # Bytes of one block of unit rows in the propagation (per buffer; a block uses one on the hot
 # path of two-layer stacks, up to four in deeper ones): large enough that numpy's per-call
-# overhead (and, with threads, each handover of the GIL) is paid on tens of thousands of
-# values, small enough that the buffers stay in the core's cache. Measured best at 256-512 KiB
-# on 2 cores (1 and 2 MiB were 10% and 15% slower).
+# overhead is paid on tens of thousands of values, small enough that the buffers stay in the
+# core's cache (best at 256-512 KiB where measured; 1 and 2 MiB were slower).
 BLOCK_BYTES = 1 << 19
 
 # The highest power of the output series (gradproof.engine.exact.series). A step moves an output by
@@ -198,8 +195,6 @@ class LocalDifferences:
         Validated parameters; they are copied to float64.
     x : ndarray, shape (batch, n_visible)
         Validated inputs; copied to float64.
-    workers : int
-        Threads that propagate units in parallel.
     series : bool
         Follow a moved hidden unit through the later layers as a power series in its
         activation change (``gradproof.engine.exact.series``) where the activations allow it and its
@@ -208,8 +203,7 @@ class LocalDifferences:
     """
 
     def __init__(self, model: Autoencoder, params: Mapping[str, np.ndarray], x: np.ndarray,
-                 workers: int = 1, series: bool = True) -> None:
-        self.workers = max(1, int(workers))
+                 series: bool = True) -> None:
         self.series = series
         self.model = model
         self.params = {name: np.asarray(value, dtype=np.float64) for name, value in params.items()}
@@ -246,7 +240,7 @@ class LocalDifferences:
         )
         self._output_rounding, self._layer_rounding = self._base_rounding()
         self._block_rows = max(1, BLOCK_BYTES // (16 * max(model.layers)))
-        self._local = threading.local()  # per-thread scratch buffers of the propagation
+        self._buffers: dict[tuple[str, int], np.ndarray] = {}  # scratch of the propagation
         self._series_tables: dict[int, _SeriesTable | None] = {}
 
     # ----- the objective at the base point ---------------------------------------------------
@@ -548,25 +542,8 @@ class LocalDifferences:
             if block_code is not None:
                 code[:, units] = block_code
 
-        def run_all(share: list[slice]) -> None:
-            for block in share:
-                run(block)
-
-        blocks = _blocks(example[dense], col[dense], self._block_rows)
-        if self.workers == 1 or len(blocks) < 2 * self.workers:
-            run_all(blocks)
-        else:
-            # numpy releases the GIL inside its loops: blocks of a few hundred KiB run in
-            # parallel. One task per thread, with every workers-th block (neighbouring blocks
-            # cost alike), rather than one task per block: tens of thousands of futures would
-            # cost more GIL time than the blocks' own Python.
-            executor = ThreadPoolExecutor(self.workers)
-            try:
-                shares = [blocks[k::self.workers] for k in range(self.workers)]
-                for future in [executor.submit(run_all, share) for share in shares]:
-                    future.result()
-            finally:
-                executor.shutdown(wait=True, cancel_futures=True)
+        for block in _blocks(example[dense], col[dense], self._block_rows):
+            run(block)
 
         # First-stage rounding (see the module docstring): the moved unit's activation rounds
         # by κ eps |a±| on each side, which reaches J_b through the chord slope |D| / |Δt| or,
@@ -738,14 +715,12 @@ class LocalDifferences:
         return out
 
     def _scratch(self, rows: int):
-        """This thread's reusable buffers: ``scratch(role, k)`` is a (rows, layers[k]) view.
+        """Reusable buffers: ``scratch(role, k)`` is a (rows, layers[k]) view.
 
         Fresh arrays of a block's size would cost page faults on every block; these are
-        allocated once per thread, role and layer.
+        allocated once per role and layer.
         """
-        buffers = getattr(self._local, "buffers", None)
-        if buffers is None:
-            buffers = self._local.buffers = {}
+        buffers = self._buffers
         widths = self.model.layers
 
         def view(role: str, k: int) -> np.ndarray:

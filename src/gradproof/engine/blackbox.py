@@ -1,0 +1,403 @@
+"""The black-box evaluator and run: the user's loss, evaluated at perturbed points.
+
+Contract: ``BlackBoxRun(layout, mode, samples, directions, budget, rule, rng)`` holds one
+``check_gradient``: ``setup`` evaluates the loss and its gradient at the point (through
+``gradproof.objective``, which turns misuse into ``InputError``), measures the loss's rounding
+noise and makes the precision and nondeterminism notes; ``probe`` chooses what to probe (the
+mode, see ``check_gradient``) and has ``engine.staging`` measure it through a
+``BlackBoxEvaluator``, which evaluates J(θ ± d) for whole probe sets at a time
+(``objective.entries`` / ``directions``) and knows nothing of kinks; ``finish`` looks at the
+starting point again. ``report()`` is ``engine.run.Run``'s.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from gradproof.engine.run import Run, gradient_eps, gradient_precision_findings, is_low
+from gradproof.engine.staging import Evaluated, Request, measure
+from gradproof.finite_diff import NOISE_POINTS, Differences, Rule, central, noise_level
+from gradproof.objective import Objective
+from gradproof.params import ParamLayout, TensorSpec
+from gradproof.probes import (
+    FAILED,
+    Context,
+    Measured,
+    ProbeSet,
+    block_probes,
+    entry_probes,
+    line_probes,
+    random_probes,
+    segment_sum,
+    unit_direction,
+)
+from gradproof.report import Finding
+from gradproof.taylor import taylor
+from gradproof.verdict import (
+    noisy_loss_finding,
+    nondeterministic_finding,
+    params_precision_finding,
+    transposed_finding,
+)
+
+# A loss that gives two values this many eps*|J| apart at the same point is nondeterministic
+# (smaller differences are the rounding of reordered parallel sums, and harmless).
+NONDETERMINISM_ULPS = 64.0
+
+# Relative rounding noise of the loss beyond this many float64 eps is worth a `precision` note.
+NOISY_LOSS_ULPS = 1e4
+
+# At most this many entries are probed where failing rows and columns cross (auto mode).
+CROSSING_BUDGET = 256
+
+
+class BlackBoxRun(Run):
+    """One ``check_gradient``, filled step by step so that an interrupt leaves a report."""
+
+    def __init__(
+        self,
+        layout: ParamLayout,
+        mode: str,
+        samples: int,
+        directions: int,
+        budget: int,
+        rule: Rule,
+        rng: np.random.Generator,
+    ) -> None:
+        super().__init__(rule)
+        self.layout = layout
+        self.mode = mode
+        self.samples = samples
+        self.directions = directions
+        self.budget = budget
+        self.rng = rng
+        self.objective: Objective | None = None
+        self.context: Context | None = None
+        self.measured = {spec.name: [] for spec in layout.specs}
+        self.taylor = {spec.name: [] for spec in layout.specs}
+
+    @property
+    def evaluations(self) -> int:
+        return self.objective.evaluations if self.objective else 0
+
+    def point(self) -> dict[str, np.ndarray]:
+        center = self.context.center
+        return {spec.name: spec.view(center).copy() for spec in self.layout.specs}
+
+    # ------------------------------------------------------------------ setup
+
+    def setup(self, loss: Callable[..., Any], grad: Any, flat: np.ndarray, progress: Any) -> None:
+        objective = Objective(loss, grad, self.layout, flat, progress)
+        self.objective = objective
+        analytic, transposed, dtypes = objective.gradient()
+        self.analytic, self.transposed = analytic, transposed
+        # A loss that rounds a float64 copy back to a lower precision is evaluated in that one.
+        low = [s.dtype for s in self.layout.specs] + list(dtypes.values())
+        objective.detect_rounding([d for d in low if is_low(d)], self.rng)
+        self.findings += [transposed_finding(self.layout.spec(name)) for name in transposed]
+        center = objective.base.astype(np.float64)
+        gradient = self.layout.unroll(analytic)
+        j0 = objective.j0
+        jitter = abs(objective.j0_repeat - j0)
+        sigma = self._measured_noise(objective, center)
+        noise = max(objective.value_eps * abs(j0), sigma, jitter)
+        eps_grad = {name: gradient_eps(d) for name, d in dtypes.items()}
+        gmax = {name: float(np.max(np.abs(g))) if g.size else 0.0 for name, g in analytic.items()}
+        self.context = Context(objective, gradient, center, j0, noise, self.rule, eps_grad, gmax)
+        # Steps balance truncation against the loss's actual noise, relative to its value.
+        self.eps_step = max(objective.value_eps, noise / abs(j0)) if j0 else objective.value_eps
+        nondeterministic = jitter > NONDETERMINISM_ULPS * objective.value_eps * abs(j0)
+        self.findings += self._precision_findings(dtypes, 0.0 if nondeterministic else sigma)
+        if nondeterministic:
+            self.findings.append(
+                nondeterministic_finding(
+                    "two evaluations at the given parameters gave", j0, objective.j0_repeat
+                )
+            )
+
+    def _measured_noise(self, objective: Objective, center: np.ndarray) -> float:
+        """ECnoise from NOISE_POINTS values along a random direction, spaced about 100 ulps
+        per entry apart (small enough that the smooth part of the loss cancels in the
+        differences, large enough that every point is distinct)."""
+        size = self.layout.size
+        if size == 0:
+            return 0.0
+        eps = float(np.finfo(objective.buffer.dtype).eps)
+        support = np.arange(size)
+        v = unit_direction(center, self.rng)
+        spacing = 100 * eps * math.sqrt(size)
+        half = NOISE_POINTS // 2
+        objective.plan(NOISE_POINTS - 1)
+        values = []
+        for i in range(-half, half + 1):
+            if i == 0:
+                values.append(objective.j0)
+                continue
+            point = (center + i * spacing * v).astype(objective.buffer.dtype)
+            where = (
+                f"at the parameters moved {i * spacing:+.1e} along a random direction (measuring "
+                "the loss's rounding noise)"
+            )
+            values.append(objective.at(support, point, where))
+        return noise_level(np.array(values))
+
+    def _precision_findings(self, dtypes: dict[str, np.dtype], sigma: float) -> list[Finding]:
+        objective, context = self.objective, self.context
+        findings = []
+        low = [s.name for s in self.layout.specs if is_low(s.dtype)]
+        if low or objective.fallback:
+            # An entry's rounding tolerance, safety * 2 noise / (2h), at h = cbrt(eps).
+            resolution = self.rule.safety * context.noise / np.cbrt(self.eps_step)
+            findings.append(
+                params_precision_finding(
+                    low,
+                    self.layout.spec(low[0]).dtype if low else np.dtype(np.float64),
+                    objective.buffer.dtype,
+                    objective.fallback,
+                    resolution,
+                    max(context.gmax.values(), default=0.0),
+                )
+            )
+        relative = sigma / abs(objective.j0) if objective.j0 else 0.0
+        noisy = relative > NOISY_LOSS_ULPS * np.finfo(np.float64).eps
+        # The note above already names the precision the loss was evaluated in.
+        if noisy and not (low or objective.fallback):
+            findings.append(noisy_loss_finding(relative))
+        return findings + gradient_precision_findings(dtypes, context.gmax)
+
+    # ---------------------------------------------------------------- probing
+
+    def probe(self) -> None:
+        if self.mode == "taylor":
+            self._probe_taylor()
+            return
+        sets = [s for spec in self.layout.specs if spec.size for s in self._plan(spec)]
+        self._measure(sets)
+        if self.mode == "auto" and not self.partial:
+            self._measure([s for spec in self.layout.specs for s in self._crossings(spec)])
+
+    def _measure(self, sets: list[ProbeSet]) -> None:
+        if self.partial or not sets:
+            return
+        results = [Measured.empty(s, self.context.rounding_g(s)) for s in sets]
+        interrupted = measure(results, BlackBoxEvaluator(self.context), self.rule)
+        for result in results:
+            self.measured[result.probes.spec.name].append(result)
+        self.partial = interrupted
+
+    def _plan(self, spec: TensorSpec) -> list[ProbeSet]:
+        center, eps = self.context.center, self.eps_step
+        mode = self.mode
+        if mode == "full" or mode == "auto" and self.layout.size <= self.budget:
+            return [entry_probes(spec, _positions(spec), center, eps)]
+        if mode == "sample":
+            return [entry_probes(spec, self._sample(spec, self.samples), center, eps)]
+        if mode == "directional":
+            return [random_probes(spec, self.directions, center, eps, self.rng)]
+        return self._plan_auto(spec)
+
+    def _plan_auto(self, spec: TensorSpec) -> list[ProbeSet]:
+        center, eps, rng, budget = self.context.center, self.eps_step, self.rng, self.budget
+        rows = spec.shape[0] if len(spec.shape) >= 2 else 0
+        columns = spec.size // rows if rows else 0
+        if rows == 0 or spec.size <= rows + columns + self.samples:
+            if spec.size <= budget:
+                return [entry_probes(spec, _positions(spec), center, eps)]
+            return [
+                block_probes(spec, budget, center, eps, rng),
+                entry_probes(spec, self._sample(spec, self.samples), center, eps),
+            ]
+        magnitude = np.abs(self.analytic[spec.name]).reshape(rows, columns)
+        return [
+            line_probes(spec, 0, self._lines(magnitude, 0), center, eps, rng),
+            line_probes(spec, 1, self._lines(magnitude, 1), center, eps, rng),
+            entry_probes(spec, self._sample(spec, self.samples), center, eps),
+            random_probes(spec, self.directions, center, eps, rng),
+        ]
+
+    def _sample(self, spec: TensorSpec, count: int) -> np.ndarray:
+        """``count`` flat positions: the largest |g| first (a quarter), the rest at random."""
+        positions = _positions(spec)
+        if count >= spec.size:
+            return positions
+        magnitude = np.abs(spec.unroll(self.analytic[spec.name]))
+        largest = np.argsort(-magnitude, kind="stable")[: max(1, count // 4)]
+        rest = np.setdiff1d(np.arange(spec.size), largest)
+        drawn = self.rng.choice(rest, size=count - largest.size, replace=False)
+        return positions[np.concatenate((largest, np.sort(drawn)))]
+
+    def _lines(self, magnitude: np.ndarray, axis: int) -> np.ndarray:
+        """Rows (axis 0) or columns of a (rows, columns) array to probe: all up to the budget,
+        else those holding the largest |g| and a seeded random rest."""
+        count = magnitude.shape[axis]
+        if count <= self.budget:
+            return np.arange(count)
+        peak = magnitude.max(axis=1 - axis)
+        largest = np.argsort(-peak, kind="stable")[: max(1, self.samples // 4)]
+        rest = np.setdiff1d(np.arange(count), largest)
+        drawn = self.rng.choice(rest, size=self.budget - largest.size, replace=False)
+        return np.sort(np.concatenate((largest, drawn)))
+
+    def _crossings(self, spec: TensorSpec) -> list[ProbeSet]:
+        """Entries where failing rows cross failing columns, not yet probed one by one."""
+        measured = self.measured[spec.name]
+        failing = {
+            m.probes.kind: m.probes.labels[m.status == FAILED]
+            for m in measured
+            if m.probes.kind in ("row", "column")
+        }
+        rows, columns = failing.get("row", ()), failing.get("column", ())
+        if not (0 < len(rows) * len(columns) <= CROSSING_BUDGET):
+            return []
+        local = spec.local_positions().reshape(spec.shape[0], -1)
+        positions = spec.offset + local[np.ix_(rows, columns)].ravel()
+        done = np.concatenate(
+            [m.probes.labels for m in measured if m.probes.is_entries] or [np.zeros(0)]
+        )
+        positions = np.setdiff1d(positions, done)
+        if not positions.size:
+            return []
+        return [entry_probes(spec, positions, self.context.center, self.eps_step)]
+
+    def _probe_taylor(self) -> None:
+        for spec in self.layout.specs:
+            for _ in range(self.directions if spec.size else 0):
+                self.taylor[spec.name].append(taylor(spec, self.context, self.rng))
+
+    # ----------------------------------------------------------------- finish
+
+    def finish(self) -> None:
+        """Look again at the starting point: a loss with hidden state has moved on."""
+        objective = self.objective
+        later = objective.evaluate("at the given parameters, at the end of the check")
+        if abs(later - objective.j0) > NONDETERMINISM_ULPS * objective.value_eps * abs(
+            objective.j0
+        ):
+            already = any(f.kind == "nondeterministic" for f in self.findings)
+            if not already:
+                self.findings.append(
+                    nondeterministic_finding(
+                        "the loss at the given parameters changed during the check: it gave",
+                        objective.j0,
+                        later,
+                    )
+                )
+
+
+@dataclass
+class _Stage:
+    """One round of ± evaluations of some probes of a set at one multiple of their step."""
+
+    probes: ProbeSet
+    which: np.ndarray  # indices into the parent set
+    plus: np.ndarray
+    minus: np.ndarray
+    g_plus: np.ndarray
+    g_minus: np.ndarray
+    width: np.ndarray
+    j_plus: np.ndarray
+    j_minus: np.ndarray
+
+    @classmethod
+    def build(cls, parent: ProbeSet, which: np.ndarray, factor: float, context: Context) -> _Stage:
+        subset = parent.subset(which)
+        probes = replace(subset, step=subset.step * factor)
+        dtype = context.objective.buffer.dtype
+        center = context.center[probes.positions]
+        move = np.repeat(probes.step, np.diff(probes.start)) * probes.values
+        plus = (center + move).astype(dtype)
+        minus = (center - move).astype(dtype)
+        # The displacements as stored: exact differences of nearby floats.
+        d_plus = plus.astype(np.float64) - center
+        d_minus = minus.astype(np.float64) - center
+        g = context.gradient[probes.positions]
+        start = probes.start
+        width = segment_sum((d_plus - d_minus) * probes.values, start) / segment_sum(
+            probes.values**2, start
+        )
+        # A step below the buffer's resolution left the probe's entries where they were: it
+        # measures nothing (not a derivative of 0), so its differences come out NaN.
+        width[width == 0] = np.nan
+        n = probes.count
+        return cls(
+            probes,
+            which,
+            plus,
+            minus,
+            segment_sum(g * d_plus, start),
+            segment_sum(g * d_minus, start),
+            width,
+            np.full(n, np.nan),
+            np.full(n, np.nan),
+        )
+
+    @property
+    def evaluations(self) -> int:
+        return 2 * self.probes.count
+
+    def run(self, objective: Objective) -> None:
+        probes = self.probes
+        if probes.is_entries:
+            objective.entries(
+                probes.positions, self.plus, self.minus, self.j_plus, self.j_minus, probes.describe
+            )
+        else:
+            objective.directions(
+                probes.positions,
+                probes.start,
+                self.plus,
+                self.minus,
+                self.j_plus,
+                self.j_minus,
+                probes.describe,
+            )
+
+    def differences(self, context: Context) -> Differences:
+        return central(
+            self.j_plus,
+            self.j_minus,
+            context.j0,
+            self.g_plus,
+            self.g_minus,
+            self.width,
+            context.noise,
+            context.objective.value_eps,
+        )
+
+
+
+class BlackBoxEvaluator:
+    """Central differences of probe sets from the user's loss (see ``engine.staging``)."""
+
+    kinks_known = False
+
+    def __init__(self, context: Context) -> None:
+        self.context = context
+        self.noise = context.noise
+        self.interrupted = False
+
+    def evaluate(self, requests: list[Request], factor: float) -> Iterator[tuple[int, Evaluated]]:
+        """Every request's stage is evaluated before any is returned, so that the progress
+        total is known up front; after an interrupt the rest stay NaN (measuring nothing)."""
+        context = self.context
+        stages = [_Stage.build(r.probes, which, factor, context) for r, which in requests]
+        context.objective.plan(sum(stage.evaluations for stage in stages))
+        try:
+            for stage in stages:
+                stage.run(context.objective)
+        except KeyboardInterrupt:
+            self.interrupted = True
+        for k, stage in enumerate(stages):
+            d = stage.differences(context)
+            yield k, Evaluated(stage.which, stage.which, d.analytic, d.numeric, d.error,
+                               d.rounding, d.half_width, None, d.take)
+
+
+
+def _positions(spec: TensorSpec) -> np.ndarray:
+    return np.arange(spec.offset, spec.offset + spec.size)

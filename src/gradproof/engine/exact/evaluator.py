@@ -1,0 +1,270 @@
+"""The exact evaluator and run: every entry of an Autoencoder's gradient, by local differences.
+
+Contract: ``ExactRun(model, rule, max_chunk_bytes, series, progress)`` holds one
+``check_model``: ``setup(params, x, grad)`` validates them against the model, builds the base
+point of ``local_delta.LocalDifferences`` and one entry probe set per parameter, each entry
+with its own step; ``measure()`` has ``engine.staging`` decide every entry through an
+``ExactEvaluator``, whose central differences are true differences ``J(θ + h e) - J(θ - h e)``
+of the model's objective, evaluated locally (only what the entry touches, from a cached
+forward pass, the difference taken term by term before summing), in chunks of at most
+``max_chunk_bytes`` of work. The evaluator knows which steps crossed an activation's kink
+(from the pre-activations they moved). ``report()`` is ``engine.run.Run``'s, with the model
+known to the diagnosis.
+
+Steps. ``finite_diff.step_sizes`` (``h = cbrt(eps) max(1, |θ|)``) applied in the coordinate the
+entry acts through: a weight enters J only through ``θ * input``, so with ``c`` the largest
+|input| it multiplies over the batch, ``h = step_sizes(θ c) / c``. The largest shift a step
+gives a pre-activation is then ``cbrt(eps) max(1, |θ c|)`` for every entry alike, which
+balances truncation against rounding as the rule intends (with one step for all, an entry on
+a faint pixel would move its unit 1/255 as far, with 255 times the relative rounding); on one
+image it also makes the shifts of all the pixels of a hidden unit equal, so that they share
+one unit of work.
+
+Accuracy. The rounding of a local difference is estimated term by term (see ``local_delta``):
+about ``eps`` times the size of the terms that moved, over ``2h``, instead of ``eps |J| / 2h``
+for a difference of two totals. What remains is the rounding of the perturbed points
+themselves, ``s ± d`` off by ``eps |s| / 2``, a relative ``eps |s| / d`` of each term's change:
+no arrangement of the sums removes it (bench/README.md has the accuracy measured against
+autograd, and how the estimates compare with the actual errors). Truncation
+``h² J''' / 6`` is estimated by Richardson from a second step where one step does not decide.
+
+Cost. With ``B`` the batch, ``n_k`` the widths, ``K = SERIES_ORDER`` and ``u_b`` the distinct
+nonzero shifts one hidden unit gets from example b (its distinct nonzero pixel values on an
+MNIST image; on a single image the scaled steps make every pixel's shift equal up to
+rounding, so ``u`` is small):
+
+* an output-layer weight or bias: ``2 B`` output-loss evaluations; ``2 B n_{L-1} n_L`` in all;
+* a unit of the last hidden layer, where the output series applies (sigmoid, tanh or identity
+  outputs with the squared error, sigmoid with the cross-entropy): ``K`` matrix products
+  ``(B, n_L) @ (n_L, n_{L-1})`` once, then ``2 K`` multiply-adds per unit. What remains is the
+  bookkeeping of the (entry, example) pairs a step moves (sorting them into shared units and
+  summing per entry): linear in ``B n_{L-2} n_{L-1}`` times the fraction of nonzero inputs;
+* a unit of an earlier layer of a deeper stack, with the series: one pass per (example, unit)
+  through the later layers with ``K' + 1`` rows (the powers), each layer a matrix product and
+  about ``K'³ / 6`` elementwise products per value to compose the activations' series:
+  ``B n_k`` such passes for layer k, whatever the number of distinct shifts;
+* a hidden unit without the series (a relu output or later relu layer, a later code layer of
+  a KL penalty, or ``series=False``): ``u_b`` units per example, each ``2 n_L`` output
+  evaluations after a rank-one update (two-layer stack), or a forward pass of one example
+  row through the later layers, matmuls included (deeper stacks);
+* tied weights of a two-layer stack: the hidden part as above (the scaled step, set by the
+  larger of the pixel and the hidden unit a weight multiplies, shares fewer units) plus four
+  output evaluations per (entry, example) for the decoder's use; deeper tied stacks take the
+  generic path: every (entry, example) is its own unit, a forward pass from the tied layer on;
+* so time is linear in B beyond a single image and in the number of parameters;
+* memory: the cached forward pass, about 20 float64 values per parameter for the verdicts,
+  the series tables ((K + 1) B n_L values while built) and chunks of at most
+  ``max_chunk_bytes``: linear in the parameters, bounded in the batch but for the tables.
+
+Measured times and memory are in bench/README.md (``bench/bench_exact_check.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import numpy as np
+
+from gradproof.engine.diagnosis import KnownModel
+from gradproof.engine.exact.local_delta import EPS, LocalChanges, LocalDifferences
+from gradproof.engine.run import Run, gradient_eps, gradient_precision_findings, is_low
+from gradproof.engine.staging import Evaluated, Request, measure
+from gradproof.errors import InputError
+from gradproof.finite_diff import Differences, Rule, entry_differences, step_sizes
+from gradproof.nn.autoencoder import Autoencoder
+from gradproof.params import parse_params
+from gradproof.probes import Measured, ProbeSet, gradient_rounding
+from gradproof.verdict import params_precision_finding, transposed_finding
+
+# Largest |J| checked: rounding bounds of about eps |J| per term are summed in quadrature, and
+# their squares must stay finite in float64 (1e308).
+LARGEST_OBJECTIVE = 1e140
+
+# The local objective must match model.loss to this relative difference (a few roundings of
+# the same sums in another order); more means this module does not know the model.
+_AGREEMENT = 1e-10
+
+Progress = Callable[[int, int], None] | None
+
+
+class ExactRun(Run):
+    """One ``check_model``, filled step by step so that an interrupt leaves a report."""
+
+    mode = "exact"
+
+    def __init__(self, model: Autoencoder, rule: Rule, max_chunk_bytes: int, series: bool,
+                 progress: Progress) -> None:
+        super().__init__(rule)
+        self.model = model
+        self.series = series
+        self.max_chunk_bytes = max_chunk_bytes
+        self.progress = progress
+        self.params: dict[str, np.ndarray] = {}
+        self.evaluator: ExactEvaluator | None = None
+
+    @property
+    def evaluations(self) -> int:
+        """Perturbed points, and the base point once its forward pass is cached."""
+        return self.evaluator.done + 1 if self.evaluator is not None else 0
+
+    def point(self) -> dict[str, np.ndarray]:
+        return self.params
+
+    def setup(self, params: Mapping[str, Any], x: Any, grad: Mapping[str, Any] | None) -> None:
+        model = self.model
+        model.validate_params(params)
+        names = list(model.param_shapes())
+        # float64 copies of the point the model sees (its own dtype's rounding included).
+        self.params = {
+            name: np.asarray(params[name]).astype(model.dtype, copy=False).astype(
+                np.float64, copy=False
+            )
+            for name in names
+        }
+        x64 = model.validate_input(x).astype(np.float64)
+        layout, _ = parse_params(self.params)
+        self.layout = layout
+        twin = Autoencoder.from_config({**model.config(), "dtype": "float64"})
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is refused just below
+            reference = twin.loss(self.params, x64)
+        _check_objective_size(reference)
+        if grad is None:
+            _, grad = model.loss_and_grad(params, x)
+        elif not isinstance(grad, Mapping):
+            raise InputError(
+                f"grad must be a dict of gradient arrays keyed like params ({', '.join(names)}); "
+                f"got {type(grad).__name__}"
+            )
+        self.analytic, self.transposed, dtypes = layout.match_gradient(grad)
+        self.known = KnownModel(model, params, x, grad)
+        self.findings += [transposed_finding(layout.spec(name)) for name in self.transposed]
+
+        engine = LocalDifferences(twin, self.params, x64, series=self.series)
+        _confirm_objective(engine.objective(), reference)
+        largest = {
+            name: float(np.abs(g).max()) if g.size else 0.0 for name, g in self.analytic.items()
+        }
+        if is_low(model.dtype):
+            self.findings.append(
+                params_precision_finding(names, model.dtype, np.dtype(np.float64), None, 0.0, 0.0)
+            )
+        self.findings += gradient_precision_findings(dtypes, largest)
+        steps = {}
+        for spec in layout.specs:
+            name = spec.name
+            steps[name] = entry_steps(engine, name)
+            positions = spec.offset + np.arange(spec.size)
+            probes = ProbeSet(spec, "entry", positions, positions, np.ones(spec.size),
+                              np.arange(spec.size + 1), steps[name])
+            rounding_g = gradient_rounding(
+                probes, np.abs(self.analytic[name].ravel()), largest[name], gradient_eps(dtypes[name])
+            )
+            self.measured[name] = [Measured.empty(probes, rounding_g)]
+        self.evaluator = ExactEvaluator(engine, self.analytic, steps, self.max_chunk_bytes,
+                                        self.progress)
+
+    def measure(self) -> None:
+        results = [self.measured[spec.name][0] for spec in self.layout.specs]
+        self.partial = measure(results, self.evaluator, self.rule)
+
+
+class ExactEvaluator:
+    """Local central differences of entry probes (see ``engine.staging``): exact up to the
+    rounding each carries, and aware of the kinks its steps cross."""
+
+    noise = 0.0  # each difference carries its own rounding bound instead
+    kinks_known = True
+
+    def __init__(self, engine: LocalDifferences, analytic: Mapping[str, np.ndarray],
+                 steps: Mapping[str, np.ndarray], max_chunk_bytes: int, progress: Progress) -> None:
+        self.engine = engine
+        self.analytic = {name: g.ravel() for name, g in analytic.items()}
+        self.steps = steps
+        self.max_chunk_bytes = max_chunk_bytes
+        self.progress = progress
+        self.interrupted = False
+        self.done = 0
+        self.total = 0
+
+    def evaluate(self, requests: list[Request], factor: float) -> Iterator[tuple[int, Evaluated]]:
+        """Chunks of each request's entries at ``factor`` times their steps.
+
+        A request for every entry of a tensor (the first step) is evaluated in the engine's
+        order, which keeps a hidden unit's entries in the same chunk; when one chunk holds
+        them all, that order is moot, and in their natural order the results are written as
+        slices instead of scattered.
+        """
+        self.total += 2 * sum(which.size for _, which in requests)
+        for k, (result, which) in enumerate(requests):
+            name = result.probes.spec.name
+            per_chunk = self._per_chunk(name)
+            whole = which.size == result.probes.count
+            one_chunk = whole and which.size <= per_chunk
+            if whole and not one_chunk:
+                which = self.engine.entry_order(name)
+            for start in range(0, which.size, per_chunk):
+                part = which[start:start + per_chunk]
+                h = factor * self.steps[name][part]
+                try:
+                    local = self.engine.differences(name, part, h)
+                    self.done += 2 * part.size
+                    if self.progress is not None:
+                        self.progress(self.done, self.total)
+                except KeyboardInterrupt:
+                    self.interrupted = True
+                    return
+                where = slice(part[0], part[-1] + 1) if one_chunk else part
+                yield k, _evaluated(local, self.analytic[name][where], h, part, where)
+
+    def _per_chunk(self, name: str) -> int:
+        """Entries of ``name`` evaluated together, within ``max_chunk_bytes``."""
+        engine = self.engine
+        return max(1, self.max_chunk_bytes // (engine.pair_bytes(name) * engine.batch))
+
+
+def _evaluated(local: LocalChanges, analytic: np.ndarray, h: np.ndarray, which: np.ndarray,
+               where: np.ndarray | slice) -> Evaluated:
+    numeric = local.central / (2 * h)
+
+    def differences(rows: np.ndarray | slice) -> Differences:
+        return entry_differences(local.plus[rows], local.minus[rows], analytic[rows], h[rows],
+                                 local.rounding[rows])
+
+    return Evaluated(which, where, analytic, numeric, numeric - analytic,
+                     local.rounding / (2 * h), h, local.kink, differences)
+
+
+def entry_steps(engine: LocalDifferences, name: str) -> np.ndarray:
+    """The step of every entry of ``name`` (flat, C order): ``step_sizes`` in input units.
+
+    ``h = step_sizes(θ c, eps) / c`` with ``c`` the largest |input| the entry multiplies
+    (1 for biases and for entries no input reaches), so that each step moves its
+    pre-activations by about ``cbrt(eps) max(1, |θ c|)``.
+    """
+    scale = engine.input_scale(name)
+    scale = np.where(scale > 0, scale, 1.0)
+    steps = step_sizes(engine.params[name] * scale, EPS)
+    steps /= scale
+    return steps.ravel()
+
+
+def _check_objective_size(objective: float) -> None:
+    """Refuse an objective whose error estimates would overflow (and so pass everything)."""
+    if not abs(objective) <= LARGEST_OBJECTIVE:
+        raise InputError(
+            f"the objective at these parameters and inputs is {objective:.3g}: check_model's "
+            f"error estimates need it within ±{LARGEST_OBJECTIVE:.0e} (their squares would "
+            "overflow float64 and every entry would pass); check parameters that have not "
+            "diverged, or use gradproof.check_gradient"
+        )
+
+
+def _confirm_objective(local: float, reference: float) -> None:
+    """The local pieces must add up to model.loss, or this module does not know the model."""
+    if not abs(local - reference) <= _AGREEMENT * max(abs(reference), 1.0):
+        raise RuntimeError(
+            f"check_model's elementwise objective gives {local!r} where model.loss gives "
+            f"{reference!r}: gradproof.engine.exact.local_delta no longer matches the "
+            "Autoencoder's objective (a bug in gradproof, not in your gradient)"
+        )

@@ -1,0 +1,372 @@
+"""The staged measurement: every probe decided with as few steps as its evidence needs.
+
+Contract: ``measure(results, evaluator, rule) -> interrupted`` fills ``results`` (one
+``probes.Measured`` per probe set, empty) in place. An ``Evaluator`` turns requests (a set,
+which of its probes, a multiple of their steps) into central differences (``Evaluated``);
+this module alone decides, from those and ``rule``, after up to three stages:
+
+1. every probe at step h. A clear pass (within the rounding tolerance) or a clear failure
+   (see ``finite_diff.first_verdict``) is decided here: most entries of a correct gradient and
+   all of a badly wrong one cost one step and no more;
+2. the undecided, plus a sample of each set's clear failures to confirm them (if one of the
+   sample turns out fine, all that set's clear failures go through stages 2 and 3 too), again
+   at 2h: Richardson extrapolation removes the h² truncation and estimates it, and they pass
+   if within that tolerance;
+3. the probes whose step crossed a kink, and (black box) the failures not yet confirmed, at
+   smaller steps. What a kink is depends on what the evaluator knows:
+
+   * an evaluator that knows where the loss's kinks are (``kinks_known``: the exact one sees
+     the pre-activations a step moves) flags the probes whose step crossed one, at h or 2h.
+     Its differences are exact to their estimate, so a failure at 2h stands. Each flagged
+     probe is measured once more with a step ``KINK_SHRINK`` times smaller, where it passes,
+     is excluded (a kink at the point, the analytic value between the one-sided slopes) or
+     fails (``_kink_step``);
+   * otherwise (the black box) the differences of the five values that vanish to high order
+     for a smooth function reveal a kink (``finite_diff.richardson``), and since two steps
+     cannot tell a wrong derivative from a loss that varies within a step, every probe not
+     passed at 2h is measured again at h/64, h/64², h/64³ until decided (``_smaller_steps``).
+
+A KeyboardInterrupt during an evaluation (the evaluator sets ``interrupted``) stops the
+stages: what was decided is kept (a failure still waiting for its confirmation counts as
+failed), the rest stays unknown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from gradproof.finite_diff import (
+    KINK_SHRINK,
+    Differences,
+    Rule,
+    between_slopes,
+    first_verdict,
+    richardson,
+)
+from gradproof.probes import EXCLUDED, FAILED, PASSED, UNKNOWN, Measured
+
+# Clear failures per set whose verdict is confirmed with a second step.
+CONFIRM_SAMPLE = 8
+
+# Unsure probes are measured again with steps KINK_SHRINK**1, **2, ... times smaller, this often.
+KINK_ROUNDS = 3
+
+# A kink at the point keeps the one-sided slope gap as the step shrinks KINK_SHRINK-fold; a
+# smooth function's gap shrinks with it; a too-coarse step's grows. A gap that changes by less
+# than this factor either way is kept.
+KINK_GAP_KEPT = 4.0
+
+# A request: a set's results and which of its probes (indices into the set) to evaluate.
+Request = tuple[Measured, np.ndarray]
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    """Central differences of some probes of one set at one multiple of their step.
+
+    The first five arrays are what the first stage needs for every probe; ``differences``
+    builds the full ``finite_diff.Differences`` of the rows it is given, which only the
+    probes that one step does not pass need.
+    """
+
+    which: np.ndarray  # the probes, as indices into the set
+    where: np.ndarray | slice  # the same, as written into the results (a slice when contiguous)
+    analytic: np.ndarray
+    numeric: np.ndarray
+    error: np.ndarray  # numeric - analytic
+    rounding: np.ndarray  # the rounding estimate of ``error``
+    step: np.ndarray  # the half-width of each difference
+    kink: np.ndarray | None  # bool: the step crossed a kink (None: the evaluator cannot tell)
+    differences: Callable[[np.ndarray | slice], Differences]
+
+
+class Evaluator(Protocol):
+    """What the stages need from a way of evaluating the loss at perturbed points."""
+
+    noise: float  # the loss's rounding noise, allowed for in Richardson's kink test
+    kinks_known: bool  # whether ``Evaluated.kink`` says which steps crossed a kink
+    interrupted: bool  # set when a KeyboardInterrupt stopped an evaluation
+
+    def evaluate(
+        self, requests: list[Request], factor: float
+    ) -> Iterator[tuple[int, Evaluated]]:
+        """The probes of each request at ``factor`` times their steps, as (request index,
+        differences), one or more pieces per request."""
+        ...
+
+
+@dataclass(frozen=True)
+class FirstStep:
+    """The first-step differences of the probes one step did not pass, looked up by probe."""
+
+    values: Differences
+    position: np.ndarray  # probe -> its row in ``values`` (-1: passed, not kept)
+
+    @classmethod
+    def join(cls, parts: list[np.ndarray], values: list[Differences], size: int) -> FirstStep:
+        position = np.full(size, -1, dtype=np.intp)
+        probes = np.concatenate(parts) if parts else np.zeros(0, dtype=np.intp)
+        position[probes] = np.arange(probes.size)
+        joined = Differences(*(
+            np.concatenate([getattr(v, key) for v in values]) if values else np.zeros(0)
+            for key in Differences.__dataclass_fields__
+        ))
+        return cls(joined, position)
+
+    def take(self, which: np.ndarray) -> Differences:
+        return self.values.take(self.position[which])
+
+
+def measure(results: list[Measured], evaluator: Evaluator, rule: Rule) -> bool:
+    """Measure every probe of every set (see the module docstring).
+
+    Returns
+    -------
+    bool
+        Whether a KeyboardInterrupt cut the evaluations short.
+    """
+    firsts = _first_step(results, evaluator, rule)
+    if evaluator.interrupted:
+        return True
+    chosen, confirm, clear, kinked = [], [], [], []
+    for result, first in zip(results, firsts):
+        failed = np.flatnonzero(result.status == FAILED)
+        values = first.take(failed)
+        severity = np.abs(values.error) / (result.tolerance[failed] + values.curvature)
+        sample = failed[np.argsort(severity, kind="stable")[:CONFIRM_SAMPLE]]
+        open_ = np.flatnonzero((result.status == UNKNOWN) & ~result.kink)
+        undecided = open_[np.isfinite(first.take(open_).error)]  # NaN: nothing was measured
+        chosen.append(np.union1d(undecided, sample))
+        confirm.append(sample)
+        clear.append(np.setdiff1d(failed, sample))
+        kinked.append(np.flatnonzero(result.kink))
+    if _decide(results, firsts, chosen, kinked, evaluator, rule):
+        return True
+    # A confirming sample that turned out fine casts doubt on the set's other clear failures.
+    doubtful = [
+        rest if (result.status[sample] != FAILED).any() else rest[:0]
+        for result, sample, rest in zip(results, confirm, clear)
+    ]
+    return _decide(results, firsts, doubtful, [d[:0] for d in doubtful], evaluator, rule)
+
+
+def _first_step(results: list[Measured], evaluator: Evaluator, rule: Rule) -> list[FirstStep]:
+    """Every probe at step h; record what one step decides.
+
+    Most probes pass on the rounding tolerance alone; only the others get their full
+    differences, are classified by ``first_verdict`` and kept for later steps.
+    """
+    parts: list[list[np.ndarray]] = [[] for _ in results]
+    values: list[list[Differences]] = [[] for _ in results]
+    requests = [(result, np.arange(result.probes.count)) for result in results]
+    for k, ev in evaluator.evaluate(requests, 1.0):
+        result = results[k]
+        rounding_g = result.rounding_g[ev.where]
+        tolerance = rule.tolerance(ev.rounding, rounding_g, ev.analytic, ev.numeric)
+        passed = np.abs(ev.error) <= tolerance
+        result.record(ev.where, ev.analytic, ev.error, ev.rounding, tolerance, ev.step,
+                      np.where(passed, PASSED, UNKNOWN))
+        rest = np.flatnonzero(~passed)
+        if not rest.size:
+            continue
+        which, step = ev.which[rest], ev.differences(rest)
+        kink = ev.kink[rest] if ev.kink is not None else np.zeros(rest.size, dtype=bool)
+        _, failed, tolerance = first_verdict(step, rounding_g[rest], rule)
+        failed &= ~kink
+        # A clear failure keeps its first-step values unless a second step is spent on it.
+        result.record(which[failed], step.analytic[failed], step.error[failed],
+                      step.rounding[failed] + step.curvature[failed], tolerance[failed],
+                      step.half_width[failed], FAILED)
+        result.kink[which] = kink  # decided again at a smaller step
+        parts[k].append(which)
+        values[k].append(step)
+    return [
+        FirstStep.join(p, v, result.probes.count) for p, v, result in zip(parts, values, results)
+    ]
+
+
+def _decide(
+    results: list[Measured],
+    firsts: list[FirstStep],
+    chosen: list[np.ndarray],
+    kinked: list[np.ndarray],
+    evaluator: Evaluator,
+    rule: Rule,
+) -> bool:
+    """Stages 2 and 3 for the chosen probes of each set (and the ``kinked`` of stage 1);
+    True when interrupted."""
+    unsure = _second_step(results, firsts, chosen, evaluator, rule)
+    if evaluator.interrupted:
+        return True
+    if evaluator.kinks_known:
+        _kink_step(results, [np.union1d(k, u) for k, u in zip(kinked, unsure)], evaluator, rule)
+    else:
+        _smaller_steps(results, firsts, unsure, evaluator, rule)
+    return evaluator.interrupted
+
+
+def _second_step(
+    results: list[Measured],
+    firsts: list[FirstStep],
+    chosen: list[np.ndarray],
+    evaluator: Evaluator,
+    rule: Rule,
+) -> list[np.ndarray]:
+    """Richardson at 2h for the chosen probes; returns, per set, those still unsure.
+
+    Those within tolerance pass. With kinks known, a failure stands and the unsure are those
+    whose 2h step crossed a kink. Otherwise the rest are unsure, with provisional values: two
+    steps cannot tell a wrong derivative from a loss that varies within a step (both
+    differences can be aliased), so ``_smaller_steps`` confirms a failure before it stands;
+    probes whose second differences betray a kink are marked.
+    """
+    unsure: list[list[np.ndarray]] = [[] for _ in results]
+    for k, ev in evaluator.evaluate(list(zip(results, chosen)), 2.0):
+        result, which = results[k], ev.which
+        sub = firsts[k].take(which)
+        extra = richardson(sub, ev.differences(slice(None)), evaluator.noise, rule.safety)
+        known = np.isfinite(extra.error)
+        analytic = sub.analytic
+        tolerance = rule.tolerance(
+            extra.estimate, result.rounding_g[which], analytic, analytic + extra.error
+        )
+        if evaluator.kinks_known:
+            kink = ev.kink
+            ok = ~kink & (np.abs(extra.error) <= tolerance)
+            failed = ~kink & ~ok
+            unsure[k].append(which[kink])
+        else:
+            kink = known & extra.kink
+            ok = known & ~kink & (np.abs(extra.error) <= tolerance)
+            failed = known & ~ok
+            result.kink[which[kink]] = True
+            unsure[k].append(which[failed])
+        for mask, status in ((ok, PASSED), (failed, FAILED)):
+            result.record(which[mask], analytic[mask], extra.error[mask], extra.estimate[mask],
+                          tolerance[mask], sub.half_width[mask], status)
+    return [_joined(parts) for parts in unsure]
+
+
+def _kink_step(
+    results: list[Measured], kinked: list[np.ndarray], evaluator: Evaluator, rule: Rule
+) -> None:
+    """Probes whose step crossed a known kink, again with a step KINK_SHRINK times smaller."""
+    for k, ev in evaluator.evaluate(list(zip(results, kinked)), 1.0 / KINK_SHRINK):
+        result, which = results[k], ev.which
+        small = ev.differences(slice(None))
+        tolerance = rule.tolerance(
+            small.rounding, result.rounding_g[which], small.analytic, small.numeric
+        )
+        ok = np.abs(small.error) <= tolerance
+        excluded = ~ok & between_slopes(small, tolerance)
+        status = np.where(ok, PASSED, np.where(excluded, EXCLUDED, FAILED))
+        result.record(which, small.analytic, small.error, small.rounding, tolerance,
+                      small.half_width, status)
+        result.kink[which] = True
+        result.slopes[which] = np.column_stack(
+            (small.analytic + small.backward, small.analytic + small.forward)
+        )
+
+
+def _smaller_steps(
+    results: list[Measured],
+    firsts: list[FirstStep],
+    unsure: list[np.ndarray],
+    evaluator: Evaluator,
+    rule: Rule,
+) -> None:
+    """Measure unsure probes again with steps KINK_SHRINK, KINK_SHRINK², ... times smaller.
+
+    The gap between the two one-sided slopes tells the regimes apart as the step shrinks
+    KINK_SHRINK-fold: a smooth function's gap h·|J''| shrinks with it, a kink at the point
+    keeps its jump in slope, and a loss varying faster than the step (whose differences only
+    average it out) shows a gap that grows. At each step a probe
+
+    * keeps its previous verdict if this step's tolerance cannot tell the error measured
+      before from zero (rounding grows as the step shrinks; a vacuous agreement is no pass);
+    * passes if it agrees within the tolerance there;
+    * is excluded when the loss has a kink at the point itself, where no step helps: the gap
+      was kept (neither shrank nor grew) and the analytic value lies between the slopes, as a
+      (sub)gradient does;
+    * fails if its numeric derivative agrees with the previous step's within both tolerances
+      and the gap did not grow (the finite difference has settled, and a wrong derivative is
+      wrong at every step small enough to follow the loss). Numeric derivatives, not errors:
+      the stored direction differs from step to step by rounding, and a wrong gradient's error
+      along it moves with it in proportion to the gradient's error (a wrong gradient of a
+      smooth loss, N times too large, was once excluded as unresolved that way);
+    * otherwise goes on to a smaller step; one whose numeric derivative still changes at the
+      last step is excluded as unresolved.
+    """
+    gaps = []
+    for result, first in zip(results, firsts):
+        gap = np.full(result.probes.count, np.nan)
+        kept = first.position >= 0
+        gap[kept] = first.values.curvature[first.position[kept]]
+        gaps.append(gap)
+    for round_ in range(1, KINK_ROUNDS + 1):
+        if not any(which.size for which in unsure):
+            return
+        moving_on: list[list[np.ndarray]] = [[] for _ in results]
+        last = round_ == KINK_ROUNDS
+        for k, ev in evaluator.evaluate(list(zip(results, unsure)), KINK_SHRINK**-round_):
+            result, gap = results[k], gaps[k]
+            small = ev.differences(slice(None))
+            known = np.isfinite(small.error)
+            # A step that vanished in the buffer's precision is blind: the earlier verdict stands.
+            _keep_previous(result, ev.which[~known])
+            which, small = ev.which[known], small.take(np.flatnonzero(known))
+            # Truncation shrinks like the step squared: what was estimated before, scaled.
+            estimate = small.rounding + result.estimate[which] / KINK_SHRINK**2
+            tolerance = rule.tolerance(
+                estimate, result.rounding_g[which], small.analytic, small.numeric
+            )
+            previous, previous_tolerance = result.error[which], result.tolerance[which]
+            # Rounding grows as the step shrinks: a step whose tolerance cannot tell the error
+            # measured before from zero says nothing, and the sharper earlier measurement stands.
+            blind = tolerance >= np.abs(previous)
+            ok = ~blind & (np.abs(small.error) <= tolerance)
+            # The slope gap's own rounding is 4x that of the central difference.
+            resolved = small.curvature > rule.safety * 4 * small.rounding
+            kept = resolved & (small.curvature > gap[which] / KINK_GAP_KEPT)
+            grew = resolved & (small.curvature > gap[which] * KINK_GAP_KEPT)
+            gap[which] = small.curvature
+            excluded = ~blind & ~ok & kept & ~grew & between_slopes(small, tolerance)
+            # Whether the loss's finite difference has settled (see above: not the errors).
+            steady = (
+                np.abs(small.numeric - result.numeric[which]) <= tolerance + previous_tolerance
+            )
+            failed = ~blind & ~ok & ~excluded & steady & ~grew
+            moving = ~blind & ~ok & ~excluded & ~failed
+            seen = ~blind
+            status = np.where(ok, PASSED, np.where(failed | moving, FAILED, EXCLUDED))
+            result.record(which[seen], small.analytic[seen], small.error[seen], estimate[seen],
+                          tolerance[seen], small.half_width[seen], status[seen])
+            _keep_previous(result, which[blind])
+            result.slopes[which[seen]] = np.column_stack(
+                (small.analytic + small.backward, small.analytic + small.forward)
+            )[seen]
+            if last:
+                # Still changing at the last step: the loss varies faster than any step tried.
+                result.status[which[moving]] = EXCLUDED
+                result.unresolved[which[moving]] = True
+            else:
+                # Until a smaller step decides, they count as failed.
+                moving_on[k].append(which[moving])
+        unsure = [_joined(parts) for parts in moving_on]
+        if evaluator.interrupted:
+            return
+
+
+def _keep_previous(result: Measured, which: np.ndarray) -> None:
+    """Decide probes whose latest step could not: by their earlier, sharper measurement."""
+    result.status[which] = np.where(
+        np.abs(result.error[which]) <= result.tolerance[which], PASSED, FAILED
+    )
+
+
+def _joined(parts: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.intp)
