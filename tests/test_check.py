@@ -193,7 +193,7 @@ def test_a_failing_tensor_is_named_and_localised():
 
 
 def test_without_a_diagnosis_each_failing_tensor_gets_one_mismatch(monkeypatch):
-    monkeypatch.setattr("gradproof.verdict.diagnose", lambda *args: [])  # no pattern fits
+    monkeypatch.setattr("gradproof.engine.verdict.diagnose", lambda *args: [])  # no pattern fits
     loss, grad, params = square_problem(1)
     report = gp.check_gradient(loss, sign_flipped(grad(params), "W1"), params, mode="full")
     bugs = [(f.kind, f.tensor) for f in report.findings if f.is_bug]
@@ -497,11 +497,11 @@ def test_a_loss_that_computes_in_float64_keeps_its_float64_copy():
 
 def test_a_step_that_vanishes_in_the_losss_precision_measures_nothing_rather_than_zero():
     from gradproof.finite_diff import Rule
-    from gradproof.objective import Objective
+    from gradproof.engine.objective import Objective
     from gradproof.params import parse_params
     from gradproof.engine.blackbox import BlackBoxEvaluator
     from gradproof.engine.staging import measure
-    from gradproof.probes import UNKNOWN, Context, Measured, entry_probes
+    from gradproof.engine.probes import UNKNOWN, Context, Measured, entry_probes
 
     loss, grad, params = float32_numpy_problem(np.float32)
     layout, flat = parse_params(params, None, "C")

@@ -2,7 +2,7 @@
 
 Contract: ``BlackBoxRun(layout, mode, samples, directions, budget, rule, rng)`` holds one
 ``check_gradient``: ``setup`` evaluates the loss and its gradient at the point (through
-``gradproof.objective``, which turns misuse into ``InputError``), measures the loss's rounding
+``gradproof.engine.objective``, which turns misuse into ``InputError``), measures the loss's rounding
 noise and makes the precision and nondeterminism notes; ``probe`` chooses what to probe (the
 mode, see ``check_gradient``) and has ``engine.staging`` measure it through a
 ``BlackBoxEvaluator``, which evaluates J(θ ± d) for whole probe sets at a time
@@ -22,9 +22,9 @@ import numpy as np
 from gradproof.engine.run import Run, gradient_eps, gradient_precision_findings, is_low
 from gradproof.engine.staging import Evaluated, Request, measure
 from gradproof.finite_diff import NOISE_POINTS, Differences, Rule, central, noise_level
-from gradproof.objective import Objective
+from gradproof.engine.objective import Objective
 from gradproof.params import ParamLayout, TensorSpec
-from gradproof.probes import (
+from gradproof.engine.probes import (
     FAILED,
     Context,
     Measured,
@@ -37,8 +37,8 @@ from gradproof.probes import (
     unit_direction,
 )
 from gradproof.report import Finding
-from gradproof.taylor import taylor
-from gradproof.verdict import (
+from gradproof.engine.taylor import taylor
+from gradproof.engine.verdict import (
     noisy_loss_finding,
     nondeterministic_finding,
     params_precision_finding,

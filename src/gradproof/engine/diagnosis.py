@@ -23,10 +23,10 @@ import numpy as np
 from gradproof.mistakes import diagnose_model, order_findings, reference_gradient, rounding_tolerance
 from gradproof.nn.autoencoder import Autoencoder
 from gradproof.params import ParamLayout
-from gradproof.probes import Measured
+from gradproof.engine.probes import Measured
 from gradproof.report import Finding
-from gradproof.taylor import TaylorResult
-from gradproof.verdict import diagnose_failing, mismatch_finding
+from gradproof.engine.taylor import TaylorResult
+from gradproof.engine.verdict import diagnose_failing, mismatch_finding
 
 
 @dataclass(frozen=True)

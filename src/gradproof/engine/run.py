@@ -16,10 +16,10 @@ import numpy as np
 from gradproof.engine.diagnosis import KnownModel, diagnosis
 from gradproof.finite_diff import ROUNDING_GROWTH, Rule
 from gradproof.params import ParamLayout, TensorSpec
-from gradproof.probes import Measured
+from gradproof.engine.probes import Measured
 from gradproof.report import Finding, GradReport, TensorResult
-from gradproof.taylor import TaylorResult
-from gradproof.verdict import gradient_precision_finding, kink_findings, measured_result, taylor_result
+from gradproof.engine.taylor import TaylorResult
+from gradproof.engine.verdict import gradient_precision_finding, kink_findings, measured_result, taylor_result
 
 
 class Run:

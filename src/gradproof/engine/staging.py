@@ -47,7 +47,7 @@ from gradproof.finite_diff import (
     first_verdict,
     richardson,
 )
-from gradproof.probes import EXCLUDED, FAILED, PASSED, UNKNOWN, Measured
+from gradproof.engine.probes import EXCLUDED, FAILED, PASSED, UNKNOWN, Measured
 
 # Clear failures per set whose verdict is confirmed with a second step.
 CONFIRM_SAMPLE = 8

@@ -74,8 +74,8 @@ from gradproof.errors import InputError
 from gradproof.finite_diff import Differences, Rule, entry_differences, step_sizes
 from gradproof.nn.autoencoder import Autoencoder
 from gradproof.params import parse_params
-from gradproof.probes import Measured, ProbeSet, gradient_rounding
-from gradproof.verdict import params_precision_finding, transposed_finding
+from gradproof.engine.probes import Measured, ProbeSet, gradient_rounding
+from gradproof.engine.verdict import params_precision_finding, transposed_finding
 
 # Largest |J| checked: rounding bounds of about eps |J| per term are summed in quadrature, and
 # their squares must stay finite in float64 (1e308).

@@ -14,7 +14,7 @@ import numpy as np
 
 from gradproof.finite_diff import ROUNDING_GROWTH, TaylorFit, taylor_fit
 from gradproof.params import TensorSpec
-from gradproof.probes import Context, unit_direction
+from gradproof.engine.probes import Context, unit_direction
 
 # Steps 2^0, 2^-1, ... at most this many; stop after this many unusable ones in a row.
 TAYLOR_MAX_STEPS = 40

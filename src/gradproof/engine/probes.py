@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gradproof.finite_diff import ROUNDING_GROWTH, Rule, step_sizes
-from gradproof.objective import Objective
+from gradproof.engine.objective import Objective
 from gradproof.params import TensorSpec
 
 UNKNOWN, PASSED, FAILED, EXCLUDED = 0, 1, 2, 3

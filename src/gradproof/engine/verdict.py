@@ -16,9 +16,9 @@ import numpy as np
 from gradproof.diagnose import diagnose
 from gradproof.finite_diff import KINK_SHRINK, ROUNDING_GROWTH, relative_error
 from gradproof.params import TensorSpec
-from gradproof.probes import EXCLUDED, FAILED, PASSED, Measured
+from gradproof.engine.probes import EXCLUDED, FAILED, PASSED, Measured
 from gradproof.report import Finding, TensorResult
-from gradproof.taylor import TaylorResult
+from gradproof.engine.taylor import TaylorResult
 
 # Indices a message names before "and N more", and at most how many a finding's details list.
 _SHOWN = 5
