@@ -1,9 +1,9 @@
 """gradproof.torch: check_function / check_module on custom autograd Functions and modules.
 
-The planted-bug catalogue (gradproof.torch.planted) is the spec: each buggy Function must get
-exactly its finding (kind and input), each correct one must pass, at random shapes. Torch's own
-autograd, applied to the same forward written in plain torch operations, is the independent
-oracle for the hand-written backward code.
+The planted-bug catalogue (``torch_planted``, beside these tests) is the spec: each buggy
+Function must get exactly its finding (kind and input), each correct one must pass, at random
+shapes. Torch's own autograd, applied to the same forward written in plain torch operations,
+is the independent oracle for the hand-written backward code.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 from gradproof.errors import InputError  # noqa: E402
 from gradproof.torch import check_function, check_module  # noqa: E402
-from gradproof.torch.planted import CASES, Linear, LinearTransposedWeight, Mul  # noqa: E402
+from torch_planted import CASES, Linear, LinearTransposedWeight, Mul  # noqa: E402
 
 Function = torch.autograd.Function
 SCALAR_LOSS = CASES["ignores_grad_output"]
@@ -541,3 +541,13 @@ def test_without_torch_the_adapter_says_how_to_install_it():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert result.returncode != 0
     assert "pip install 'gradproof[torch]'" in result.stderr
+
+
+def test_the_planted_wrong_functions_do_not_ship_in_the_package():
+    import pkgutil
+
+    import gradproof
+
+    modules = {info.name for info in pkgutil.walk_packages(gradproof.__path__, "gradproof.")}
+    assert "gradproof.torch" in modules  # the walk does reach the adapter
+    assert not [name for name in modules if "planted" in name]

@@ -1,6 +1,7 @@
 """Custom autograd Functions with planted backward bugs, each beside its correct version.
 
-A catalogue for tests, benchmarks and demos: ``CASES`` maps a case name to a ``PlantedCase``
+A catalogue for the tests and the benchmarks (it ships with neither the package nor its API,
+being wrong on purpose): ``CASES`` maps a case name to a ``PlantedCase``
 holding the buggy Function, the correct one, a seeded input maker, the input names, and the
 finding gradproof should give (kind and input). Every Function follows one layout: forward
 and backward side by side, a shape comment on each gradient, and a buggy variant that
