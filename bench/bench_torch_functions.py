@@ -33,7 +33,7 @@ def gradproof_verdict(
     function: Any, inputs: tuple[torch.Tensor, ...], names: tuple[str, ...]
 ) -> str:
     report = check_function(function.apply, *inputs, names=names)
-    findings = ", ".join(f"{f.kind} {f.tensor}" for f in report.findings)
+    findings = ", ".join(f"{f.kind} {' <-> '.join(f.tensors)}" for f in report.findings)
     verdict = "pass" if report.passed else "FAIL"
     return f"{verdict}: {findings}" if findings else verdict
 

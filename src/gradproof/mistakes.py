@@ -627,7 +627,7 @@ def _shape_transposed(
     numpy_line, matlab_line = MISTAKES["transposed_outer_product"].fix_lines(model, name)
     return Finding(
         kind="transposed",
-        tensor=name,
+        tensors=(name,),
         message=(
             f"the gradient of {name} has shape {_shape_text(got)}, the transpose of {name}'s "
             f"{_shape_text(want)}: the outer product was taken the wrong way round; a flat "
@@ -675,7 +675,7 @@ def _mistake_finding(model: Autoencoder, mistake: Mistake, name: str, residual: 
     numpy_line, matlab_line = mistake.fix_lines(model, name)
     return Finding(
         kind=mistake.kind,
-        tensor=name,
+        tensors=(name,),
         message=(
             f"the gradient of {name} is exactly what this mistake gives (residual "
             f"{residual:.1g}): {mistake.description}"
@@ -693,9 +693,9 @@ def _fix_text(numpy_line: str, matlab_line: str) -> str:
 def _deduplicated(findings: list[Finding]) -> list[Finding]:
     """One finding per (kind, tensor): the first model-aware one, naming the other mistakes
     that give the same gradient there as alternatives."""
-    kept: dict[tuple[str, str], Finding] = {}
+    kept: dict[tuple[str, tuple[str, ...]], Finding] = {}
     for finding in findings:
-        key = (finding.kind, finding.tensor)
+        key = (finding.kind, finding.tensors)
         held = kept.get(key)
         if held is None or ("mistake" in finding.details and "mistake" not in held.details):
             kept[key] = finding
@@ -710,7 +710,7 @@ def _order(findings: list[Finding], names: list[str]) -> list[Finding]:
     position = {name: i for i, name in enumerate(names)}
 
     def key(finding: Finding) -> int:
-        return position.get(finding.tensor.split(" <-> ")[0], len(names))
+        return position.get(finding.tensor, len(names))
 
     return sorted(findings, key=key)
 
@@ -777,7 +777,7 @@ def check_and_diagnose(
     )
     kept = [
         f for f in report.findings
-        if not f.is_bug or not set(f.tensor.split(" <-> ")) & set(judged)
+        if not f.is_bug or not set(f.tensors) & set(judged)
     ]
     report.findings = _order(kept + findings, list(shapes))
     return report
