@@ -12,6 +12,8 @@ forward definition fails here instead of silently changing a check.
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -45,6 +47,21 @@ def test_a_record_that_leaves_a_fact_out_cannot_be_made():
     with pytest.raises(TypeError, match="kink"):
         Activation(name="new", forward=sigmoid.forward, derivative=sigmoid.derivative,
                    series=None, negated_forward=None, slope_text=("", ""))
+
+
+def test_the_records_are_model_facts_importing_the_networks_loads_no_checker():
+    code = (
+        "import sys, gradproof.nn; "
+        "print(' '.join(m for m in sys.modules if m.startswith('gradproof')))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True).stdout.split()
+    assert "gradproof.nn.activations" in loaded and "gradproof.nn.losses" in loaded
+    allowed = {"gradproof", "gradproof.errors", "gradproof.nn"}
+    checker = {"gradproof.nn.exact_check", "gradproof.nn.local_delta"}
+    stray = [m for m in loaded
+             if m in checker or (m not in allowed and not m.startswith("gradproof.nn."))]
+    assert stray == []
 
 
 @pytest.mark.parametrize("name", list(ACTIVATIONS), ids=str)
