@@ -1,6 +1,6 @@
 """gradproof.torch.check_function beside torch.autograd.gradcheck on planted backward bugs.
 
-For every case of ``gradproof.torch.planted.CASES``, the buggy Function and its correct
+For every case of ``CASES`` in ``tests/torch_planted.py``, the buggy Function and its correct
 version are checked on the same float64 inputs by gradproof and by gradcheck (its default
 full-Jacobian mode, and ``fast_mode=True``, which compares one random projection). Prints a
 Markdown table: the verdicts (gradproof's with its finding kinds and inputs, gradcheck's with
@@ -13,22 +13,27 @@ Run: python bench/bench_torch_functions.py [--repeats 5] [--n 6] [--d 4]
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch.autograd.gradcheck import GradcheckError
 
 from gradproof.torch import check_function
-from gradproof.torch.planted import CASES
 
 from _timing import timed
+
+# The planted Functions are test material, kept beside the tests that use them.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from torch_planted import CASES  # noqa: E402
 
 
 def gradproof_verdict(
     function: Any, inputs: tuple[torch.Tensor, ...], names: tuple[str, ...]
 ) -> str:
     report = check_function(function.apply, *inputs, names=names)
-    findings = ", ".join(f"{f.kind} {f.tensor}" for f in report.findings)
+    findings = ", ".join(f"{f.kind} {' <-> '.join(f.tensors)}" for f in report.findings)
     verdict = "pass" if report.passed else "FAIL"
     return f"{verdict}: {findings}" if findings else verdict
 

@@ -153,3 +153,18 @@ def test_bad_input_exits_2_with_a_clear_message(tmp_path, capsys, name, write, w
     message = " ".join(captured.err.split())  # rich wraps long lines at the console width
     assert words in message and "Traceback" not in message
     assert captured.out == ""
+
+
+def test_a_swapped_pair_is_shown_with_both_names_and_listed_in_json(tmp_path, capsys):
+    model, params, x = model_case(layers=[6, 6, 6], bias=False)
+    right = flawed_backprop(model, params, x, Flaws())
+    path = tmp_path / "swapped.mat"
+    scipy.io.savemat(path, {
+        "encoder": params["W1"], "decoder": params["W2"], "x": x,
+        "gEncoder": right["W2"], "gDecoder": right["W1"],
+    })
+    assert main(["compare", str(path), "--no-bias"]) == 1
+    assert "[swapped] W1 (encoder) <-> W2 (decoder):" in capsys.readouterr().out
+    assert main(["compare", str(path), "--no-bias", "--json"]) == 1
+    [swap] = json.loads(capsys.readouterr().out)["findings"]
+    assert (swap["kind"], swap["tensor"], swap["tensors"]) == ("swapped", "W1", ["W1", "W2"])

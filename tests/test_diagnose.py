@@ -43,7 +43,7 @@ def run_one(analytic, numeric, tol, weight=None, name="W"):
 
 
 def kinds_and_tensors(findings):
-    return [(f.kind, f.tensor) for f in findings]
+    return [(f.kind, *f.tensors) for f in findings]
 
 
 def _column_wrong(g, w):
@@ -129,8 +129,26 @@ def test_swapped_pair_is_one_finding(shapes, transposed, masked):
     findings = diagnose(
         {"W1": layout(g2), "W2": layout(g1)}, {"W1": n1, "W2": n2}, {}, {"W1": t1, "W2": t2}
     )
-    assert kinds_and_tensors(findings) == [("swapped", "W1 <-> W2")]
+    assert kinds_and_tensors(findings) == [("swapped", "W1", "W2")]
     assert ("numeric W2.T" in findings[0].message) == transposed
+
+
+def test_a_swap_names_both_tensors_as_data_and_one_tensor_findings_one():
+    g1, n1, t1, _ = make_problem((6, 6), seed=1)
+    g2, n2, t2, _ = make_problem((6, 6), seed=2)
+    [swap] = diagnose({"W1": g2, "W2": g1}, {"W1": n1, "W2": n2}, {}, {"W1": t1, "W2": t2})
+    assert swap.tensors == ("W1", "W2") and swap.tensor == "W1"
+    data = swap.to_dict()
+    assert (data["tensor"], data["tensors"]) == ("W1", ["W1", "W2"])
+    [flip] = diagnose({"W1": -g1}, {"W1": n1}, {}, {"W1": t1})
+    assert flip.tensors == ("W1",) and flip.tensor == "W1"
+    assert flip.to_dict()["tensor"] == "W1" and "tensors" not in flip.to_dict()
+
+
+@pytest.mark.parametrize("tensors", ["W1", (), ("W1", "W2", "b1"), ("W1", 2)], ids=repr)
+def test_a_finding_holds_a_tuple_of_one_or_two_names(tensors):
+    with pytest.raises(ValueError, match="tuple of one or two"):
+        Finding(kind="mismatch", tensors=tensors, message="test")
 
 
 def test_only_the_wrong_tensor_gets_a_finding():
@@ -388,7 +406,7 @@ def test_registry_kinds_are_finding_kinds():
 
 def test_extra_hypothesis_replaces_the_fallback():
     def always(case, failing):
-        return Finding(kind="wrong_activation_derivative", tensor=case.name, message="test")
+        return Finding(kind="wrong_activation_derivative", tensors=(case.name,), message="test")
 
     g, numeric, tol, _ = make_problem((4,))
     analytic = np.random.default_rng(5).normal(size=4)

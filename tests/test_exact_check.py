@@ -18,6 +18,7 @@ a black-box difference of two totals would show rounding noise of size eps * J /
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 from fractions import Fraction
 
 import autograd.numpy as anp
@@ -32,14 +33,8 @@ from gradproof.errors import InputError
 from gradproof.nn import ACTIVATIONS, LOSSES, Autoencoder
 from gradproof.check import MIN_CHUNK_BYTES, check_model
 from gradproof.engine.exact.evaluator import entry_steps
-from gradproof.engine.exact import local_delta
 from gradproof.engine.exact.local_delta import EPS, LocalDifferences
-from gradproof.engine.exact.pointwise import (
-    NEGATED_FORWARDS,
-    POINTWISE_LOSSES,
-    PointwiseLoss,
-    kl_divergence,
-)
+from gradproof.nn.losses import kl_divergence
 
 N = 7  # visible units of the test networks
 
@@ -251,22 +246,22 @@ def test_numeric_gradient_is_within_its_error_estimate_of_autograd(config, batch
 
 
 @pytest.mark.parametrize("loss", list(LOSSES), ids=str)
-def test_pointwise_losses_add_up_to_the_registry_value(loss):
+def test_loss_entries_add_up_to_the_registry_value(loss):
     rng = np.random.default_rng(2)
     x, s = rng.random((3, 5)), rng.normal(scale=3, size=(3, 5))
     s[0, :2] = [-60.0, 60.0]  # saturated outputs: softplus must neither overflow nor lose them
     z = 1 / (1 + np.exp(-s))
-    values = POINTWISE_LOSSES[loss].value(x, z, s)
+    values = LOSSES[loss].entries(x, z, s)
     assert values.shape == (3, 5)
     assert np.all(np.isfinite(values))
     assert values.sum() == pytest.approx(LOSSES[loss].value(x, z, s), rel=1e-13)
     out = np.empty((3, 5))
-    assert POINTWISE_LOSSES[loss].value(x, z, s, out=out) is out
+    assert LOSSES[loss].entries(x, z, s, out=out) is out
     np.testing.assert_array_equal(out, values)
 
 
 @pytest.mark.parametrize(
-    "loss", [name for name, loss in POINTWISE_LOSSES.items() if loss.row_change], ids=str
+    "loss", [name for name, loss in LOSSES.items() if loss.row_change], ids=str
 )
 def test_row_change_is_the_change_of_the_summed_loss(loss):
     # Oracle: the difference of the two sums in exact rational arithmetic.
@@ -286,19 +281,11 @@ def test_row_change_is_the_change_of_the_summed_loss(loss):
         for row in dz
     ])
     out = np.empty(4)
-    got = POINTWISE_LOSSES[loss].row_change(z - x, dz, out=out)
+    got = LOSSES[loss].row_change(z - x, dz, out=out)
     assert got is out
     # A few roundings of each product and of the sum: no difference of two sums is formed.
     allowed = 8 * EPS * (np.abs(dz) * (np.abs(z - x) + np.abs(dz))).sum(axis=1)
     assert np.all(np.abs(got - exact) <= allowed)
-
-
-def test_negated_sigmoid_is_the_registry_sigmoid_bit_for_bit():
-    s = np.array([-800.0, -30.0, -1e-300, 0.0, 1e-9, 2.5, 40.0, 800.0])
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # e^800 overflows to inf on purpose: no warning
-        got = NEGATED_FORWARDS["sigmoid"](-s)
-    np.testing.assert_array_equal(got, ACTIVATIONS["sigmoid"].forward(s))
 
 
 @pytest.mark.parametrize("config", ["seed", "tied", "sparse"], ids=str)
@@ -306,7 +293,8 @@ def test_hot_output_path_gives_the_generic_paths_values(config, monkeypatch):
     # Without the output series, which would take these units off both paths.
     model, params, x = make_case(CONFIGS[config], 4)
     fast = LocalDifferences(model, params, x, series=False)
-    monkeypatch.setattr(local_delta, "NEGATED_FORWARDS", {})
+    without = replace(ACTIVATIONS["sigmoid"], negated_forward=None)
+    monkeypatch.setitem(ACTIVATIONS, "sigmoid", without)
     generic = LocalDifferences(model, params, x, series=False)
     assert fast._negated_output is not None and generic._negated_output is None
     for name in ("W1", "b1"):
@@ -318,23 +306,11 @@ def test_hot_output_path_gives_the_generic_paths_values(config, monkeypatch):
         np.testing.assert_array_equal(a.rounding, b.rounding)
 
 
-def test_every_registry_loss_has_an_elementwise_form():
-    assert set(POINTWISE_LOSSES) == set(LOSSES)
-
-
-def test_a_loss_without_elementwise_form_is_refused_with_the_way_out():
-    model, params, x = make_case(CONFIGS["seed"], 2)
-    model.loss_name = "hinge"  # as if a loss were added to the registry alone
-    with pytest.raises(InputError, match="hinge.*check_gradient"):
-        LocalDifferences(model, params, x)
-
-
 def test_a_local_objective_that_drifts_from_the_model_is_caught(monkeypatch):
     # If the elementwise loss ever stopped matching the registry's, no check may run on it.
-    squared = POINTWISE_LOSSES["squared"]
-    doubled = PointwiseLoss("squared", lambda x, z, s, out=None: 2 * squared.value(x, z, s),
-                            squared.magnitude)
-    monkeypatch.setitem(POINTWISE_LOSSES, "squared", doubled)
+    squared = LOSSES["squared"]
+    doubled = replace(squared, entries=lambda x, z, s, out=None: 2 * squared.entries(x, z, s))
+    monkeypatch.setitem(LOSSES, "squared", doubled)
     model, params, x = make_case(CONFIGS["seed"], 2)
     with pytest.raises(RuntimeError, match="no longer matches"):
         check_model(model, params, x)

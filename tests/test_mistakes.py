@@ -160,6 +160,24 @@ def test_mistakes_that_cannot_change_a_configuration_are_not_offered(config, abs
     assert not set(absent) & set(offered)
 
 
+# Hidden activation -> the slope mistakes that change its gradient: relu's 0/1 slope squared is
+# itself and reads the same from s as from a; the identity's slope is 1 everywhere; the
+# sigmoid's own formula is right for the sigmoid. Derived from the activation records alone.
+SLOPE_MISTAKES = {
+    "sigmoid": {"hidden_slope_of_pre_activation", "hidden_slope_twice", "hidden_slope_missing"},
+    "tanh": {"hidden_slope_of_pre_activation", "hidden_slope_twice", "hidden_slope_missing",
+             "hidden_slope_of_sigmoid"},
+    "relu": {"hidden_slope_missing", "hidden_slope_of_sigmoid"},
+    "identity": {"hidden_slope_of_sigmoid"},
+}
+
+
+@pytest.mark.parametrize("activation", list(SLOPE_MISTAKES), ids=str)
+def test_exactly_the_slope_mistakes_that_change_an_activation_are_offered(activation):
+    offered = applicable_mistakes(Autoencoder(layers=[6, 4, 6], activation=activation))
+    assert {m for m in offered if m.startswith("hidden_slope")} == SLOPE_MISTAKES[activation]
+
+
 @pytest.mark.parametrize("mistake_id", ["hidden_slope_of_pre_activation", "hidden_slope_twice"])
 def test_a_mistake_not_offered_for_relu_indeed_changes_nothing(mistake_id):
     model = Autoencoder(layers=[6, 4, 6], activation="relu")

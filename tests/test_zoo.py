@@ -197,7 +197,7 @@ ZOO = [
     ("square-untransposed", "square", "untransposed", 3, _all(WBM, "W1", "b1"), "backprop_untransposed"),
     ("square-mirror", "square", "mirror", 3, _all(WBM, "W1", "b1"), "backprop_through_mirror_weight"),
     ("square-transposed-W2", "square", "transposed_W2", 3, _all("transposed", "W2"), "transposed_outer_product"),
-    ("square-swapped", "square", "swapped", 3, {("swapped", "W1 <-> W2")}, None),
+    ("square-swapped", "square", "swapped", 3, {("swapped", "W1", "W2")}, None),
     ("deep-mirror", "deep", "mirror", 3, _all(WBM, "W1", "b1", "W2", "b2", "W3", "b3"),
      "backprop_through_mirror_weight"),
     ("deep-hidden-slope-missing", "deep", "hidden_slope_missing", 3,
@@ -208,7 +208,7 @@ MODEL_AWARE = {WAD, WBM}
 
 
 def bug_findings(report):
-    return {(f.kind, f.tensor) for f in report.findings if f.is_bug}
+    return {(f.kind, *f.tensors) for f in report.findings if f.is_bug}
 
 
 def _grads(model, params, x, bug):
@@ -275,7 +275,7 @@ FLAT_ZOO = [
      _all("transposed", "W1", "W2")),
     ("flat-square-segments-swapped", "square",
      lambda g: np.concatenate([g["W2"].ravel(order="F"), g["W1"].ravel(order="F")]),
-     {("swapped", "W1 <-> W2")}),
+     {("swapped", "W1", "W2")}),
 ]
 
 

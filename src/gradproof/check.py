@@ -238,7 +238,7 @@ def check_model(
         Bound on the working memory of one chunk of entries (default 64 MiB).
     series : bool
         Follow each moved hidden unit through the later layers as an exact power series in
-        its activation change (``gradproof.engine.exact.series``; the default, where the later
+        its activation change (the records' ``series``; the default, where the later
         activations and the loss have one and the series' remainder bound is below
         rounding); False evaluates every later unit and output at every perturbed point. Both
         give the same central differences to rounding; the series is faster by about the

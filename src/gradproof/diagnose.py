@@ -128,7 +128,7 @@ def diagnose(
     list of Finding
         For each tensor whose gradient is wrong, in the order of ``analytic``: every
         hypothesis that explains it, else one ``partial`` or ``mismatch`` finding. A pair
-        found ``swapped`` is one finding named ``"A <-> B"``. Empty when all agree.
+        found ``swapped`` is one finding about both tensors. Empty when all agree.
 
     Raises
     ------
@@ -145,7 +145,7 @@ def diagnose(
             finding = test(case, failing)
             if finding is not None:
                 findings.append(finding)
-                explained.update(finding.tensor.split(" <-> "))
+                explained.update(finding.tensors)
         if name not in explained:
             findings.append(_partial(case) or _mismatch(case))
     return findings
@@ -196,7 +196,7 @@ def _transposed(case: TensorCase, failing: Mapping[str, TensorCase]) -> Finding 
     name, residual = case.name, case.residual(corrected)
     return Finding(
         kind="transposed",
-        tensor=name,
+        tensors=(name,),
         message=(
             f"the gradient of {name} is its transpose: analytic[i, j] matches numeric[j, i] "
             f"(residual {residual:.1g}); for a square {name} this is also what unrolling a flat "
@@ -220,7 +220,7 @@ def _unroll_order(case: TensorCase, failing: Mapping[str, TensorCase]) -> Findin
             name, residual = case.name, case.residual(corrected)
             return Finding(
                 kind="unroll_order",
-                tensor=name,
+                tensors=(name,),
                 message=(
                     f"the gradient of {name} was unrolled in one order and rolled up in the "
                     f"other: analytic matches numeric flattened in {_ORDER_WORDS[flat_order]} "
@@ -257,7 +257,7 @@ def _scaled(case: TensorCase, failing: Mapping[str, TensorCase]) -> Finding | No
     sign_note = "the sign is flipped and " if u < 0 else ""
     return Finding(
         kind="scaled",
-        tensor=name,
+        tensors=(name,),
         message=(
             f"the analytic gradient of {name} is {factor} times the numeric one "
             f"(residual {residual:.1g}): {sign_note}a constant factor is off"
@@ -280,7 +280,7 @@ def _sign_flipped(case: TensorCase, failing: Mapping[str, TensorCase]) -> Findin
     name, residual = case.name, case.residual(corrected)
     return Finding(
         kind="sign_flipped",
-        tensor=name,
+        tensors=(name,),
         message=(
             f"the gradient of {name} has the wrong sign: analytic = -numeric "
             f"(residual {residual:.1g})"
@@ -323,7 +323,7 @@ def _swap_finding(
     a, b = case.name, other.name
     return Finding(
         kind="swapped",
-        tensor=f"{a} <-> {b}",
+        tensors=(a, b),
         message=(
             f"the gradients of {a} and {b} are exchanged: analytic {a} matches numeric {b}{t} "
             f"and analytic {b} matches numeric {a}{t} (residual {residual:.1g})"
@@ -373,7 +373,7 @@ def _missing_l2(case: TensorCase, failing: Mapping[str, TensorCase]) -> Finding 
         )
     return Finding(
         kind="missing_l2",
-        tensor=name,
+        tensors=(name,),
         message=message,
         evidence=residual,
         fix=fix,
@@ -390,7 +390,7 @@ def _zero(case: TensorCase, failing: Mapping[str, TensorCase]) -> Finding | None
     largest = np.unravel_index(int(np.argmax(magnitude)), magnitude.shape)
     return Finding(
         kind="zero",
-        tensor=name,
+        tensors=(name,),
         message=(
             f"the gradient of {name} is all zeros while the numeric one is not (largest "
             f"|numeric| {magnitude[largest]:.3g} at {_index_text(largest)})"
@@ -443,7 +443,7 @@ def _partial(case: TensorCase) -> Finding | None:
     verb = "are" if plural else "is"
     return Finding(
         kind="partial",
-        tensor=name,
+        tensors=(name,),
         message=(
             f"only {where} {verb} wrong: {_wrong_text(case)}{zero_note}; {right} other "
             "entries match"
@@ -508,7 +508,7 @@ def _mismatch(case: TensorCase) -> Finding:
     name = case.name
     return Finding(
         kind="mismatch",
-        tensor=name,
+        tensors=(name,),
         message=(
             f"the gradient of {name} is wrong with no recognised pattern: {_wrong_text(case)}"
         ),

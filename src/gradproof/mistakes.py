@@ -28,7 +28,7 @@ import numpy as np
 
 from gradproof.diagnose import HYPOTHESES, Hypothesis, TensorCase, diagnose
 from gradproof.errors import InputError
-from gradproof.nn.activations import ACTIVATIONS
+from gradproof.nn.activations import ACTIVATIONS, Activation
 from gradproof.nn.autoencoder import Autoencoder
 from gradproof.report import Finding
 
@@ -37,23 +37,11 @@ Grads = dict[str, np.ndarray]
 # How a layer's activation slope enters the backward pass ("activation" is right: f' from a).
 SLOPES = ("activation", "pre_activation", "twice", "missing", "sigmoid_formula")
 
-# Slope mistake -> the activations whose gradient it changes (relu's 0/1 slope squared is
-# itself and reads the same from s as from a; the identity has slope 1 everywhere; the
-# sigmoid's own formula is right for the sigmoid).
-_SLOPE_CHANGES = {
-    "pre_activation": frozenset({"sigmoid", "tanh"}),
-    "twice": frozenset({"sigmoid", "tanh"}),
-    "missing": frozenset({"sigmoid", "tanh", "relu"}),
-    "sigmoid_formula": frozenset({"tanh", "relu", "identity"}),
-}
-
-# Slope of each activation from its output, as the fix lines write it ({a}: the activation).
-_SLOPE_TEXT = {
-    "sigmoid": ("{a} * (1 - {a})", "{a} .* (1 - {a})"),
-    "tanh": ("(1 - {a} ** 2)", "(1 - {a} .^ 2)"),
-    "relu": ("({a} > 0)", "({a} > 0)"),
-    "identity": ("", ""),
-}
+# Pre-activations on which a slope mistake is tried against the right slope: both signs, and
+# the kink of relu. Where the two agree on all of them (relu's 0/1 slope squared is itself;
+# the identity's slope is 1 everywhere; the sigmoid's formula is right for the sigmoid) the
+# mistake cannot change the gradient and is not a hypothesis.
+_PROBE_PRE_ACTIVATIONS = np.linspace(-2.0, 2.0, 9)
 
 
 @dataclass(frozen=True)
@@ -220,16 +208,32 @@ def _slope(
     model: Autoencoder, k: int, acts: list[np.ndarray], pres: list[np.ndarray], how: str
 ) -> np.ndarray | float:
     """The factor layer k's activation slope contributes under ``how`` (one of ``SLOPES``)."""
-    derivative = ACTIVATIONS[model.activations[k - 1]].derivative
+    return _slope_factor(ACTIVATIONS[model.activations[k - 1]], acts[k], pres[k - 1], how)
+
+
+def _slope_factor(
+    activation: Activation, a: np.ndarray, s: np.ndarray, how: str
+) -> np.ndarray | float:
+    """The slope factor of ``activation`` under ``how``, from its output ``a = f(s)``."""
+    derivative = activation.derivative
     if how == "activation":
-        return derivative(acts[k])  # f'(s) from the output a = f(s): right
+        return derivative(a)  # f'(s) from the output a = f(s): right
     if how == "pre_activation":
-        return derivative(pres[k - 1])  # the same formula fed s instead of a
+        return derivative(s)  # the same formula fed s instead of a
     if how == "twice":
-        return derivative(acts[k]) ** 2
+        return derivative(a) ** 2
     if how == "sigmoid_formula":
-        return ACTIVATIONS["sigmoid"].derivative(acts[k])  # a * (1 - a), whatever f is
+        return ACTIVATIONS["sigmoid"].derivative(a)  # a * (1 - a), whatever f is
     return 1.0  # "missing"
+
+
+def _slope_changes(name: str, how: str) -> bool:
+    """Whether the slope mistake ``how`` changes activation ``name``'s slope anywhere."""
+    activation = ACTIVATIONS[name]
+    s = _PROBE_PRE_ACTIVATIONS
+    a = activation.forward(s)
+    right = _slope_factor(activation, a, s, "activation")
+    return not np.allclose(_slope_factor(activation, a, s, how), right, rtol=1e-12, atol=0.0)
 
 
 def _back_weight(weights: list[np.ndarray], k: int, how: str) -> np.ndarray:
@@ -289,14 +293,14 @@ def _like(param: np.ndarray, grad: np.ndarray) -> np.ndarray:
 
 def _hidden_slope_changes(how: str) -> Callable[[Autoencoder], bool]:
     def applies(model: Autoencoder) -> bool:
-        return any(name in _SLOPE_CHANGES[how] for name in model.activations[:-1])
+        return any(_slope_changes(name, how) for name in model.activations[:-1])
 
     return applies
 
 
 def _output_slope_changes(how: str) -> Callable[[Autoencoder], bool]:
     def applies(model: Autoencoder) -> bool:
-        return model.loss_name == "squared" and model.activations[-1] in _SLOPE_CHANGES[how]
+        return model.loss_name == "squared" and _slope_changes(model.activations[-1], how)
 
     return applies
 
@@ -527,7 +531,7 @@ def _activation_text(k: int, n: int) -> str:
 
 
 def _slope_text(model: Autoencoder, k: int, notation: int) -> str:
-    template = _SLOPE_TEXT[model.activations[k - 1]][notation]
+    template = ACTIVATIONS[model.activations[k - 1]].slope_text[notation]
     if not template:
         return ""
     times = " * " if notation == 0 else " .* "
@@ -622,7 +626,7 @@ def _shape_transposed(
     numpy_line, matlab_line = MISTAKES["transposed_outer_product"].fix_lines(model, name)
     return Finding(
         kind="transposed",
-        tensor=name,
+        tensors=(name,),
         message=(
             f"the gradient of {name} has shape {_shape_text(got)}, the transpose of {name}'s "
             f"{_shape_text(want)}: the outer product was taken the wrong way round; a flat "
@@ -670,7 +674,7 @@ def _mistake_finding(model: Autoencoder, mistake: Mistake, name: str, residual: 
     numpy_line, matlab_line = mistake.fix_lines(model, name)
     return Finding(
         kind=mistake.kind,
-        tensor=name,
+        tensors=(name,),
         message=(
             f"the gradient of {name} is exactly what this mistake gives (residual "
             f"{residual:.1g}): {mistake.description}"
@@ -688,9 +692,9 @@ def _fix_text(numpy_line: str, matlab_line: str) -> str:
 def _deduplicated(findings: list[Finding]) -> list[Finding]:
     """One finding per (kind, tensor): the first model-aware one, naming the other mistakes
     that give the same gradient there as alternatives."""
-    kept: dict[tuple[str, str], Finding] = {}
+    kept: dict[tuple[str, tuple[str, ...]], Finding] = {}
     for finding in findings:
-        key = (finding.kind, finding.tensor)
+        key = (finding.kind, finding.tensors)
         held = kept.get(key)
         if held is None or ("mistake" in finding.details and "mistake" not in held.details):
             kept[key] = finding
@@ -705,7 +709,7 @@ def order_findings(findings: list[Finding], names: list[str]) -> list[Finding]:
     position = {name: i for i, name in enumerate(names)}
 
     def key(finding: Finding) -> int:
-        return position.get(finding.tensor.split(" <-> ")[0], len(names))
+        return position.get(finding.tensor, len(names))
 
     return sorted(findings, key=key)
 

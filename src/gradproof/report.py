@@ -45,8 +45,9 @@ class Finding:
     ----------
     kind : str
         One of ``FINDING_KINDS``.
-    tensor : str
-        The tensor concerned; two names joined by ``" <-> "`` for ``swapped``.
+    tensors : tuple of str
+        The tensors concerned, as the user named them: one, or the two of a ``swapped`` pair
+        (``.tensor`` is the first).
     message : str
         One or two sentences: what is wrong, the evidence, and where to look.
     evidence : float or None
@@ -58,7 +59,7 @@ class Finding:
     """
 
     kind: str
-    tensor: str
+    tensors: tuple[str, ...]
     message: str
     evidence: float | None = None
     fix: str | None = None
@@ -69,6 +70,17 @@ class Finding:
             raise ValueError(
                 f"unknown finding kind {self.kind!r}; expected one of {sorted(FINDING_KINDS)}"
             )
+        # A bare string would pass for a tuple of its characters.
+        if (not isinstance(self.tensors, tuple) or len(self.tensors) not in (1, 2)
+                or not all(isinstance(name, str) for name in self.tensors)):
+            raise ValueError(
+                f"Finding.tensors must be a tuple of one or two tensor names; got {self.tensors!r}"
+            )
+
+    @property
+    def tensor(self) -> str:
+        """The (first) tensor the finding is about."""
+        return self.tensors[0]
 
     @property
     def is_bug(self) -> bool:
@@ -76,7 +88,11 @@ class Finding:
         return self.kind not in NOTE_KINDS
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"kind": self.kind, "tensor": self.tensor, "message": self.message}
+        """JSON-ready: ``tensor`` always (the first), ``tensors`` too for a pair."""
+        out: dict[str, Any] = {"kind": self.kind, "tensor": self.tensor}
+        if len(self.tensors) > 1:
+            out["tensors"] = list(self.tensors)
+        out["message"] = self.message
         if self.evidence is not None:
             out["evidence"] = _json_float(self.evidence)
         if self.fix is not None:
@@ -262,7 +278,7 @@ def format_report(report: GradReport) -> str:
         footer.append(f"tolerance: {report.rule}")
     lines.append("; ".join(footer))
     for finding in report.findings:
-        lines.append(f"- [{finding.kind}] {finding.tensor}: {finding.message}")
+        lines.append(f"- [{finding.kind}] {' <-> '.join(finding.tensors)}: {finding.message}")
         if finding.fix:
             lines.append(f"    fix: {finding.fix}")
     return "\n".join(lines)

@@ -25,7 +25,7 @@ from scipy.special import expit
 
 from gradproof.cli import EXIT_FAILED, EXIT_OK
 from gradproof.check import check_model
-from gradproof.cli.render import print_json, print_report, tensor_label
+from gradproof.cli.render import finding_label, print_json, print_report
 from gradproof.data.mnist import SAMPLE_DIR, load_mnist
 from gradproof.nn.autoencoder import Autoencoder
 from gradproof.report import GradReport
@@ -251,7 +251,7 @@ def _print(console: Console, result: dict[str, Any]) -> None:
     console.print(Rule('3. the advice "do not apply the sigmoid on a, only on z"'))
     advice = result["advice"]
     found = ", ".join(
-        f"{f.kind} on {tensor_label(f.tensor, ALIASES)}" for f in advice.findings if f.is_bug
+        f"{f.kind} on {finding_label(f, ALIASES)}" for f in advice.findings if f.is_bug
     )
     console.print(
         "With a = x @ encoder (and no a * (1 - a) in error_1) the check "

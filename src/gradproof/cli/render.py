@@ -20,10 +20,12 @@ from gradproof.report import Finding, GradReport, TensorResult
 
 def tensor_label(name: str, aliases: Mapping[str, str]) -> str:
     """``"W1 (encoder)"`` when the user calls W1 something else, else ``"W1"``."""
-    return " <-> ".join(
-        f"{part} ({aliases[part]})" if aliases.get(part, part) != part else part
-        for part in name.split(" <-> ")
-    )
+    return f"{name} ({aliases[name]})" if aliases.get(name, name) != name else name
+
+
+def finding_label(finding: Finding, aliases: Mapping[str, str]) -> str:
+    """The tensors of a finding, labelled: ``"W1 (encoder) <-> W2 (decoder)"`` for a pair."""
+    return " <-> ".join(tensor_label(name, aliases) for name in finding.tensors)
 
 
 def report_table(report: GradReport, aliases: Mapping[str, str]) -> Table:
@@ -48,7 +50,7 @@ def print_findings(console: Console, findings: list[Finding], aliases: Mapping[s
     for finding in findings:
         line = Text()
         line.append(f"[{finding.kind}] ", style="bold red" if finding.is_bug else "yellow")
-        line.append(f"{tensor_label(finding.tensor, aliases)}: ", style="bold")
+        line.append(f"{finding_label(finding, aliases)}: ", style="bold")
         line.append(finding.message)
         console.print(line)
         numpy_line, matlab_line = finding.details.get("numpy"), finding.details.get("matlab")

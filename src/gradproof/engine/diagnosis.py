@@ -108,6 +108,6 @@ def _model_aware(findings: list[Finding], judged: list[str], known: KnownModel) 
     )
     kept = [
         f for f in findings
-        if not f.is_bug or not set(f.tensor.split(" <-> ")) & set(judged)
+        if not f.is_bug or not set(f.tensors) & set(judged)
     ]
     return order_findings(kept + explained, list(model.param_shapes()))

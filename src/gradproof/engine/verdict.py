@@ -146,7 +146,7 @@ def params_precision_finding(
     prefix = f"params {_names(low)} are {dtype}: " if low else ""
     return Finding(
         "precision",
-        "loss",
+        ("loss",),
         prefix + how,
         details={"tensors": low, "evaluated_in": str(evaluated_in)},
     )
@@ -155,7 +155,7 @@ def params_precision_finding(
 def noisy_loss_finding(relative: float) -> Finding:
     return Finding(
         "precision",
-        "loss",
+        ("loss",),
         f"the loss's values carry rounding noise of about {relative:.1e} of their size (float32 "
         "arithmetic inside the loss?): steps and tolerances were widened to match",
         details={"relative_noise": relative},
@@ -165,7 +165,7 @@ def noisy_loss_finding(relative: float) -> Finding:
 def gradient_precision_finding(name: str, dtype: np.dtype, rounding: float) -> Finding:
     return Finding(
         "precision",
-        name,
+        (name,),
         f"the gradient of {name} is {dtype}: its entries carry rounding of up to about "
         f"{ROUNDING_GROWTH:g}·eps·(|g| + max|g|) ≈ {rounding:.1e}, which the tolerance includes, "
         f"so {dtype} rounding does not fail correct code",
@@ -177,7 +177,7 @@ def transposed_finding(spec: TensorSpec) -> Finding:
     rows, columns = spec.shape[0], spec.shape[-1]
     return Finding(
         "transposed",
-        spec.name,
+        (spec.name,),
         f"the gradient of {spec.name} has shape {spec.shape[::-1]}, the transpose of the "
         f"parameter's {spec.shape}; its values were compared after transposing (the table shows "
         "whether they are right)",
@@ -192,7 +192,7 @@ def transposed_finding(spec: TensorSpec) -> Finding:
 def nondeterministic_finding(what: str, first: float, second: float) -> Finding:
     return Finding(
         "nondeterministic",
-        "loss",
+        ("loss",),
         f"{what} {first!r} and {second!r} (difference {abs(second - first):.2e}): the loss depends "
         "on something besides params (random sampling, dropout, a changing global); tolerances "
         "were widened to this noise, which can hide small errors",
@@ -244,7 +244,7 @@ def kink_findings(
         findings.append(
             Finding(
                 "kink",
-                spec.name,
+                (spec.name,),
                 f"{rechecked} finite-difference step(s) of {spec.name} crossed a kink of the "
                 "loss (one-sided slopes disagree, as at a ReLU or abs at 0) or a feature "
                 f"narrower than the step: {'; '.join(parts)}. E.g. "
@@ -264,7 +264,7 @@ def kink_findings(
         findings.append(
             Finding(
                 "kink",
-                spec.name,
+                (spec.name,),
                 f"along {len(kinks)} Taylor direction(s) of {spec.name} the loss has a kink at "
                 "the point: the remainder shrinks like h, but its linear part is even in h "
                 "(absent on one side, or of the same sign on both), which a wrong slope cannot "
@@ -291,7 +291,7 @@ def diagnose_failing(
     if not failing:
         return []
     findings = list(diagnose(analytic, numeric, params, tolerance))
-    covered = {name for f in findings if f.is_bug for name in f.tensor.split(" <-> ")}
+    covered = {name for f in findings if f.is_bug for name in f.tensors}
     findings += [mismatch_for(name) for name in failing if name not in covered]
     return findings
 
@@ -324,7 +324,7 @@ def mismatch_finding(
     worst = _worst_text(measured)
     return Finding(
         "mismatch",
-        name,
+        (name,),
         f"the gradient of {name} disagrees with finite differences along {'; '.join(parts)}{worst}",
         fix=(
             f"derive the gradient of {name} again step by step, checking each intermediate "

@@ -36,7 +36,7 @@ import numpy as np
 from gradproof.errors import InputError
 from gradproof.nn.activations import ACTIVATIONS
 from gradproof.nn.layers import FRESH, Dense, DenseBuffers, DenseCache, flush_tiny
-from gradproof.nn.losses import LOSSES, REDUCTIONS
+from gradproof.nn.losses import LOSSES, REDUCTIONS, kl_divergence
 
 # Supported compute dtypes, by name.
 DTYPES: tuple[str, ...] = ("float64", "float32")
@@ -379,8 +379,7 @@ class Autoencoder:
                 float(np.vdot(params[name], params[name])) for name in self._weight_names()
             )
         if self.sparsity_weight:
-            rho, rho_hat = self.sparsity_target, self._code_mean(cache)
-            kl = rho * np.log(rho / rho_hat) + (1 - rho) * np.log((1 - rho) / (1 - rho_hat))
+            kl = kl_divergence(self.sparsity_target, self._code_mean(cache))
             total += self.sparsity_weight * float(np.sum(kl))
         return float(total)
 

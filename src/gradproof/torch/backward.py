@@ -109,7 +109,7 @@ def backward_findings(
 def _nondeterministic(name: str, g: torch.Tensor, again: torch.Tensor, who: str) -> Finding:
     difference = float((again - g).abs().max())
     return Finding(
-        "nondeterministic", name,
+        "nondeterministic", (name,),
         f"two backward passes of {who} for the same inputs and grad_output gave gradients of "
         f"{name} that differ by up to {difference:.2e}: backward depends on something besides "
         "its saved tensors (hidden state, unseeded randomness, nondeterministic kernels)",
@@ -126,7 +126,7 @@ def _not_linear(name: str, g: torch.Tensor, scaled: torch.Tensor, who: str) -> F
     else:
         behaviour = f"changed by a factor {factor:.3g} instead"
     return Finding(
-        "scaled", name,
+        "scaled", (name,),
         f"the backward of {who} does not scale with grad_output: with grad_output multiplied "
         f"by {SCALE_PROBE:g} the gradient of {name} should be {SCALE_PROBE:g} times as large, but "
         f"it {behaviour}, so its values are off by a factor that depends on grad_output",

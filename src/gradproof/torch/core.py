@@ -148,6 +148,6 @@ def _merge(report: GradReport, before: list[Finding], backward: list[Finding]) -
     """The report with the adapter's findings added; a tensor whose backward ignores the scale
     of grad_output keeps that finding only (the diagnosis at one grad_output would name a
     factor that holds for no other)."""
-    explained = {f.tensor for f in backward if f.is_bug}
-    kept = [f for f in report.findings if not (f.is_bug and f.tensor in explained)]
+    explained = {name for f in backward if f.is_bug for name in f.tensors}
+    kept = [f for f in report.findings if not (f.is_bug and explained & set(f.tensors))]
     return dataclasses.replace(report, findings=[*before, *backward, *kept])

@@ -26,7 +26,7 @@ def precision_note(tensors: Mapping[str, torch.Tensor], group: str) -> Finding |
     listed = ", ".join(shown)
     verb = "is checked as a float64 copy" if len(low) == 1 else "are checked as float64 copies"
     return Finding(
-        "precision", next(iter(low)) if len(low) == 1 else group,
+        "precision", (next(iter(low)) if len(low) == 1 else group,),
         f"{listed} {verb}, on {'its' if len(low) == 1 else 'their'} own device: the check tests "
         "the math of forward and backward; rounding in the lower precision is neither tested "
         "nor able to fail it",

@@ -7,8 +7,8 @@ of the model's objective (their difference is the central difference), with a bo
 rounding error and a flag for steps that straddle a kink.
 
 Each difference re-evaluates only what the entry touches, with the forward functions of the
-registries (activations) and the elementwise forms of ``gradproof.engine.exact.pointwise`` (losses,
-KL), never a derivative of the model or a linearisation:
+registries (activations) and the elementwise forms of the loss records
+(``gradproof.nn.losses``: losses, KL), never a derivative of the model or a linearisation:
 
 * an output-layer weight ``W_L[r, c]`` (bias ``b_L[c]``: a weight whose input is 1) moves only
   output pre-activation ``c`` of each example ``b``, by ``±h a_{L-1}[b, r]``: two evaluations of
@@ -24,7 +24,7 @@ KL), never a derivative of the model or a linearisation:
   generic path).
 
 The hot loop of two-layer stacks (the output layer right after the moved unit, an output
-activation in ``pointwise.NEGATED_FORWARDS`` and a loss with a ``row_change``) forms the negated
+activation with a ``negated_forward`` and a loss with a ``row_change``) forms the negated
 output pre-activations ``-(s + t W[c])`` in one matrix product, evaluates the activation in
 place from them (the registry's arithmetic, the same bits), subtracts the base outputs and takes
 each row's loss change from ``Δz`` by the loss's exact identity (for the squared error
@@ -35,7 +35,7 @@ less its base value, evaluated from the forward definitions.
 Faster still, and the default where the output activation and loss allow it (sigmoid, tanh
 or identity with the squared error; sigmoid with the cross-entropy): for a unit of the last
 hidden layer, the output terms' changes are summed from their power series in the unit's
-activation change ``t`` (``gradproof.engine.exact.series``: exact identities of the forward
+activation change ``t`` (the records' ``series``: exact identities of the forward
 definitions, not derivatives of the model), whose coefficients for every (example, unit) come
 from one matrix product per power (``_SeriesTable``). A unit then costs ``SERIES_ORDER``
 multiply-adds per side instead of two passes over the outputs. The series keeps every power
@@ -77,7 +77,7 @@ reaches all terms alike (the moved unit's own) adds linearly. Per unit:
   ``μ = |∂J_b/∂a|``, ``λ = |∂J_b/∂s|``): ``eps (λ_i |s_i| + 2 κ μ_i |a_i|)`` per unit i
   and example;
 * the output layer: ``eps (λ_j |s_j| + 2 κ m_j)`` per output j, with ``m_j`` the loss's own
-  rounding magnitude (``PointwiseLoss.magnitude``); the series path, which never forms
+  rounding magnitude (``Loss.magnitude``); the series path, which never forms
   ``s ± d`` or a loss value, rounds far less (about ``eps`` times each term's change) and
   keeps this bound as an upper bound. Where the change comes from ``row_change``
   its error is ``eps λ_j |s_j|`` (forming s + Δs) plus ``κ eps |z_j| |z_j - x_j|`` (the
@@ -97,18 +97,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gradproof.errors import InputError
 from gradproof.nn.activations import ACTIVATIONS
 from gradproof.nn.autoencoder import Autoencoder
-from gradproof.nn.losses import REDUCTIONS
-from gradproof.engine.exact.pointwise import (
-    KINKS,
-    NEGATED_FORWARDS,
-    POINTWISE_LOSSES,
-    kl_divergence,
-    kl_magnitude,
-)
-from gradproof.engine.exact.series import LIPSCHITZ, compose, output_series, shift_series
+from gradproof.nn.losses import LOSSES, REDUCTIONS, kl_divergence, kl_magnitude
+from gradproof.nn.power_series import compose
 
 EPS = float(np.finfo(np.float64).eps)
 
@@ -122,7 +114,7 @@ ULPS = 4.0
 # core's cache (best at 256-512 KiB where measured; 1 and 2 MiB were slower).
 BLOCK_BYTES = 1 << 19
 
-# The highest power of the output series (gradproof.engine.exact.series). A step moves an output by
+# The highest power of the output series (``Loss.series``). A step moves an output by
 # |v| ~ 1e-5 or less, where the tail after v^6 is about 1e-35 of the first term's size; larger
 # shifts are bounded by the tail estimate, which the error estimate includes.
 SERIES_ORDER = 6
@@ -197,7 +189,7 @@ class LocalDifferences:
         Validated inputs; copied to float64.
     series : bool
         Follow a moved hidden unit through the later layers as a power series in its
-        activation change (``gradproof.engine.exact.series``) where the activations allow it and its
+        activation change (the records' ``series``) where the activations allow it and its
         remainder bound is below rounding (the default); False evaluates every later unit and
         output at every perturbed point.
     """
@@ -211,13 +203,8 @@ class LocalDifferences:
         self.weights = model.weights(self.params)  # effective W_k, float64 (tied: views of W.T)
         self.biases = [self.params.get(f"b{k}") for k in range(1, n + 1)]
         self.forwards = [ACTIVATIONS[name].forward for name in model.activations]
-        self.kinks = [KINKS.get(name) for name in model.activations]
-        if model.loss_name not in POINTWISE_LOSSES:
-            raise InputError(
-                f"check_model has no elementwise form of loss {model.loss_name!r} (it knows "
-                f"{', '.join(POINTWISE_LOSSES)}); use gradproof.check_gradient for this model"
-            )
-        self.loss = POINTWISE_LOSSES[model.loss_name]
+        self.kinks = [ACTIVATIONS[name].kink for name in model.activations]
+        self.loss = LOSSES[model.loss_name]
         x = np.asarray(x, dtype=np.float64)
         self.batch = x.shape[0]
         self.data_factor = REDUCTIONS[model.reduction](self.batch)
@@ -233,10 +220,10 @@ class LocalDifferences:
             self.acts.append(self.forwards[k - 1](s))
         self.rho_hat = None if self.code_layer is None else self.acts[self.code_layer].mean(axis=0)
         # Each output entry's data term at the base point: what the shifted terms are compared to.
-        self._base_values = self.loss.value(x, self.acts[n], self.pres[n])  # (batch, n_visible)
+        self._base_values = self.loss.entries(x, self.acts[n], self.pres[n])  # (batch, n_visible)
         self._residuals = self.acts[n] - x  # (batch, n_visible): z - x, for loss.row_change
         self._negated_output = (
-            NEGATED_FORWARDS.get(model.activations[-1]) if self.loss.row_change else None
+            ACTIVATIONS[model.activations[-1]].negated_forward if self.loss.row_change else None
         )
         self._output_rounding, self._layer_rounding = self._base_rounding()
         self._block_rows = max(1, BLOCK_BYTES // (16 * max(model.layers)))
@@ -381,7 +368,7 @@ class LocalDifferences:
         u, z, change = np.empty_like(s), np.empty_like(s), np.empty_like(s)
         for side, move in enumerate((np.add, np.subtract)):
             move(s, shifts, out=u)  # s ± d
-            self.loss.value(x, self.forwards[-1](u, out=z), u, out=change)
+            self.loss.entries(x, self.forwards[-1](u, out=z), u, out=change)
             change -= base  # the local change, before any sum
             change *= moved
             change.sum(axis=1, out=sides[side])
@@ -427,8 +414,8 @@ class LocalDifferences:
             t = self.forwards[0](s_hidden + sign * shifts) - a_hidden  # 0 where the input is 0
             v = s_out + t * w
             u = v + sign * h * (a_hidden + t)
-            both = self.loss.value(x, self.forwards[1](u), u) - base
-            alone = self.loss.value(x, self.forwards[1](v), v) - base
+            both = self.loss.entries(x, self.forwards[1](u), u) - base
+            alone = self.loss.entries(x, self.forwards[1](v), v) - base
             data[side] += (both - alone).sum(axis=1)
             crossed |= _straddles(self.kinks[1], v, sign * h * (a_hidden + t))
         replaced = (self._output_rounding[:, rows].T ** 2).sum(axis=1)
@@ -566,10 +553,11 @@ class LocalDifferences:
             n = self.n_layers
             later = self.model.activations[layer:n - 1]  # hidden layers after ``layer``
             found = None
-            if (self.series and all(name in LIPSCHITZ for name in later)
+            if (self.series and self.loss.series is not None
+                    and all(ACTIVATIONS[name].series is not None for name in later)
                     and (self.code_layer is None or self.code_layer <= layer)):
-                found = output_series(self.model.activations[-1], self.model.loss_name,
-                                      self.acts[0], self.acts[n], self.pres[n], SERIES_ORDER)
+                found = self.loss.series(ACTIVATIONS[self.model.activations[-1]], self.acts[0],
+                                         self.acts[n], self.pres[n], SERIES_ORDER)
             table = None
             if found is not None and layer + 1 == n:
                 table = _SeriesTable.build(*found, self.weights[layer])
@@ -582,18 +570,21 @@ class LocalDifferences:
                            ) -> _SeriesTable:
         """The series table of a layer with hidden layers after it: the change of each unit
         followed through the later layers as a truncated power series in its activation
-        change ``t`` (``Δs`` of each later layer a series, ``Δa = shift_series ∘ Δs``), then
-        through the output series; one pass per (example, unit), for every shift at once.
+        change ``t`` (``Δs`` of each later layer a series, ``Δa`` its activation's shift
+        series composed with ``Δs``), then through the output series; one pass per (example,
+        unit), for every shift at once.
 
         Tail: while ``|t| <= 1 / reach_c`` every later pre-activation moves by at most 1 (the
-        moves grow at most by ``LIPSCHITZ`` and ``|W|`` layer by layer), so each output's change
-        stays within its disc bound ``M_bj`` and the unit's change within ``Σ_j M_bj``; Cauchy's
-        estimate then bounds the tail by ``Σ_j M_bj (|t| reach_c)^(K+1) / (1 - |t| reach_c)``.
+        moves grow at most by ``ShiftSeries.lipschitz`` and ``|W|`` layer by layer), so each
+        output's change stays within its disc bound ``M_bj`` and the unit's change within
+        ``Σ_j M_bj``; Cauchy's estimate then bounds the tail by
+        ``Σ_j M_bj (|t| reach_c)^(K+1) / (1 - |t| reach_c)``.
         """
         n, order = self.n_layers, DEEP_SERIES_ORDER
         output = output[:order + 1]  # a truncated series is a slice of a longer one
-        names = self.model.activations
-        shifts = [shift_series(names[k - 1], self.pres[k], order) for k in range(layer + 1, n)]
+        later = [ACTIVATIONS[name].series for name in self.model.activations[layer:n - 1]]
+        shifts = [series.coefficients(self.pres[k], order)
+                  for k, series in zip(range(layer + 1, n), later)]
         width = self.model.layers[layer]
         pairs = self.batch * width
         example, col = np.divmod(np.arange(pairs), width)
@@ -615,8 +606,8 @@ class LocalDifferences:
                 coefficients[:, start:start + per_chunk] = change[1:]
             growth = np.abs(self.weights[layer])  # (width, layers[layer + 1])
             reach = growth.max(axis=1)
-            for k in range(layer + 1, n):
-                growth = (LIPSCHITZ[names[k - 1]] * growth) @ np.abs(self.weights[k])
+            for k, series in zip(range(layer + 1, n), later):
+                growth = (series.lipschitz * growth) @ np.abs(self.weights[k])
                 reach = np.maximum(reach, growth.max(axis=1))
             tail = bound.sum(axis=1)[:, None] * reach[None, :] ** (order + 1)
         coefficients = coefficients.reshape(order, self.batch, width)
@@ -685,7 +676,7 @@ class LocalDifferences:
         if self.loss.row_change is not None:
             z -= self.acts[n][b]  # Δz, (rows, n_visible)
             return self.loss.row_change(self._residuals[b], z)
-        change = self.loss.value(self.acts[0][b], z, u, out=scratch("change", n))
+        change = self.loss.entries(self.acts[0][b], z, u, out=scratch("change", n))
         change -= self._base_values[b]
         return change.sum(axis=1)
 
@@ -748,7 +739,7 @@ class LocalDifferences:
         out_f = self.forwards[-1]
         up, down = s_out + h, s_out - h
         lam_out = np.abs(
-            self.loss.value(x, out_f(up), up) - self.loss.value(x, out_f(down), down)
+            self.loss.entries(x, out_f(up), up) - self.loss.entries(x, out_f(down), down)
         ) / (2 * h)  # (batch, n_visible): |∂ℓ/∂s| per output
         per_layer = [np.zeros(self.batch) for _ in range(n + 1)]
         # Per output entry: forming s ± d and evaluating the loss on both sides.
@@ -780,7 +771,7 @@ class LocalDifferences:
                 a = self.forwards[j - 1](u)
                 if j < n:
                     delta_a = a - self.acts[j][b]
-            values = self.loss.value(self.acts[0][b], a, u)
+            values = self.loss.entries(self.acts[0][b], a, u)
             out[b] = np.abs((values[:width] - values[width:]).sum(axis=1)) / (2 * h)
         return out
 
@@ -791,7 +782,7 @@ class _SeriesTable:
     in the unit's activation change ``t``.
 
     Unit ``c`` moving by ``t`` moves output ``j`` by ``t W[c, j]``; with ``e_k`` the output
-    series of ``gradproof.engine.exact.series``, the example's change is ``Σ_k t^k (e_k @ (W^k).T)[b, c]``
+    series of ``Loss.series``, the example's change is ``Σ_k t^k (e_k @ (W^k).T)[b, c]``
     (powers elementwise), up to a tail of at most ``|t|^(K+1) Σ_j M_bj |W[c, j]|^(K+1)
     / (1 - ν)``, ``ν = |t| max_j |W[c, j]|``, which the unit's error estimate includes.
 

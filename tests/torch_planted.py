@@ -1,6 +1,7 @@
 """Custom autograd Functions with planted backward bugs, each beside its correct version.
 
-A catalogue for tests, benchmarks and demos: ``CASES`` maps a case name to a ``PlantedCase``
+A catalogue for the tests and the benchmarks (it ships with neither the package nor its API,
+being wrong on purpose): ``CASES`` maps a case name to a ``PlantedCase``
 holding the buggy Function, the correct one, a seeded input maker, the input names, and the
 finding gradproof should give (kind and input). Every Function follows one layout: forward
 and backward side by side, a shape comment on each gradient, and a buggy variant that
@@ -206,8 +207,8 @@ class PlantedCase:
         One name per input.
     kind : str
         The finding kind gradproof gives the bug.
-    tensor : str
-        The finding's tensor (``"a <-> b"`` for a swap).
+    tensors : tuple of str
+        The finding's tensors (two for a swap).
     bug : str
         The bug in a few words.
     """
@@ -218,7 +219,7 @@ class PlantedCase:
     reference: Callable[..., torch.Tensor]
     names: tuple[str, ...]
     kind: str
-    tensor: str
+    tensors: tuple[str, ...]
     bug: str
 
     def inputs(self, seed: int = 0, n: int = 6, d: int = 4) -> tuple[torch.Tensor, ...]:
@@ -273,38 +274,38 @@ def _cube(x):
 CASES: dict[str, PlantedCase] = {
     "transposed_weight": PlantedCase(
         LinearTransposedWeight, Linear, _linear_inputs, _linear, ("x", "W", "b"), "transposed",
-        "W", "weight gradient built transposed (square W)",
+        ("W",), "weight gradient built transposed (square W)",
     ),
     "missing_mean": PlantedCase(
-        MeanSquaredErrorNoMean, MeanSquaredError, _target_inputs, _mse, ("x", "t"), "scaled", "x",
-        "the 1/N of a mean missing",
+        MeanSquaredErrorNoMean, MeanSquaredError, _target_inputs, _mse, ("x", "t"), "scaled",
+        ("x",), "the 1/N of a mean missing",
     ),
     "sign_flipped": PlantedCase(
-        NegExpSignFlipped, NegExp, _one_input, _neg_exp, ("x",), "sign_flipped", "x",
+        NegExpSignFlipped, NegExp, _one_input, _neg_exp, ("x",), "sign_flipped", ("x",),
         "inner derivative -1 of exp(-x) forgotten",
     ),
     "swapped_inputs": PlantedCase(
-        MulSwapped, Mul, _two_inputs, _mul, ("a", "b"), "swapped", "a <-> b",
+        MulSwapped, Mul, _two_inputs, _mul, ("a", "b"), "swapped", ("a", "b"),
         "two input gradients returned in the wrong order",
     ),
     "bias_first_row": PlantedCase(
-        LinearBiasFirstRow, Linear, _linear_inputs, _linear, ("x", "W", "b"), "mismatch", "b",
+        LinearBiasFirstRow, Linear, _linear_inputs, _linear, ("x", "W", "b"), "mismatch", ("b",),
         "bias gradient of one sample, not summed over the batch",
     ),
     "ignores_grad_output": PlantedCase(
         MeanSquaredErrorIgnoresGradOutput, MeanSquaredError, _target_inputs, _mse, ("x", "t"),
-        "scaled", "x", "backward ignores grad_output (scalar loss)",
+        "scaled", ("x",), "backward ignores grad_output (scalar loss)",
     ),
     "grad_output_sign_only": PlantedCase(
-        CubeGradOutputSignOnly, Cube, _one_input, _cube, ("x",), "scaled", "x",
+        CubeGradOutputSignOnly, Cube, _one_input, _cube, ("x",), "scaled", ("x",),
         "backward keeps grad_output's sign, drops its scale",
     ),
     "missing_gradient": PlantedCase(
-        MulMissingGrad, Mul, _two_inputs, _mul, ("a", "b"), "zero", "b",
+        MulMissingGrad, Mul, _two_inputs, _mul, ("a", "b"), "zero", ("b",),
         "one gradient never computed (None)",
     ),
     "loop_stops_early": PlantedCase(
-        SquareLastRowMissing, Square, _one_input, _square, ("x",), "partial", "x",
+        SquareLastRowMissing, Square, _one_input, _square, ("x",), "partial", ("x",),
         "row loop stops one row early",
     ),
 }
