@@ -21,6 +21,7 @@ __version__ = "0.1.0"
 # Public name -> module that defines it.
 _EXPORTS = {
     "Autoencoder": "gradproof.nn.autoencoder",
+    "Network": "gradproof.nn.network",
     "load_mnist": "gradproof.data.mnist",
     "read_idx": "gradproof.data.idx",
     "check_gradient": "gradproof.check",

@@ -8,12 +8,15 @@ arrays)::
 
 ``Autoencoder`` composes ``Dense`` layers with a loss from ``LOSSES`` and the optional weight
 decay and sparsity penalties; its ``backward(params, cache)`` starts from the loss itself.
+``Network`` is the general feed-forward family (classifiers and autoencoders, the forms of
+their losses and penalties that people write); ``Autoencoder`` is one configuration of it.
 """
 
 from gradproof.nn.activations import ACTIVATIONS, Activation
 from gradproof.nn.autoencoder import DTYPES, Autoencoder, ForwardCache
 from gradproof.nn.layers import Dense, DenseCache
 from gradproof.nn.losses import LOSSES, REDUCTIONS, Loss
+from gradproof.nn.network import Network
 
 __all__ = [
     "ACTIVATIONS",
@@ -26,4 +29,5 @@ __all__ = [
     "DenseCache",
     "ForwardCache",
     "Loss",
+    "Network",
 ]

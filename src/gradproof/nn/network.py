@@ -1,0 +1,568 @@
+"""A general feed-forward network with hand-written forward and backward passes.
+
+Row-vector convention: ``x`` is (batch, layers[0]); layer k computes ``s_k = a_{k-1} @ W_k + b_k``
+and ``a_k = f_k(s_k)`` with ``a_0 = x``; the output is ``z = a_n``. Parameters are a dict of
+named arrays ``W1, b1, ..., Wn, bn`` with ``W_k`` of shape (layers[k-1], layers[k]); with
+``tied=True`` (a symmetric stack) only ``W1 .. W_{n/2}`` exist and layer ``n+1-k`` uses
+``W_k.T``. One weight layer is logistic or softmax regression; ``Autoencoder`` is the
+configuration ``target="input"`` with the default forms of its penalties.
+
+The objective is::
+
+    J = r(m) * c * data(t, z)                        # r(m) = 1 ("sum") or 1/m ("mean")
+        + d(m) * sum over decayed tensors of sum(P**2)
+        + sparsity_weight * sum_j KL(rho || rho_hat_j)
+
+with ``t`` the target (the input, one-hot rows from integer labels, or the user's array),
+``c = 1/2`` or 1 for the squared error (``squared_half``), ``d(m) = lambda * (1/2 if decay_half)
+* (1/m if decay_mean)``, the decayed tensors the weights (and the biases with ``decay_biases``),
+and ``rho_hat`` the batch mean of the code layer, the narrowest hidden layer (the first if
+several tie), as in ``Autoencoder``.
+
+The configuration is plain data: ``Network`` is a frozen dataclass of its options, checked in
+one place against ``_OPTIONS`` (each option's allowed values) and ``_RULES`` (the combinations);
+every violation raises ``InputError`` naming the option and what it allows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+from gradproof.errors import InputError
+from gradproof.nn.activations import ACTIVATIONS
+from gradproof.nn.autoencoder import (
+    ForwardCache,
+    _check_dtype,
+    _check_flag,
+    _check_nonnegative,
+    _check_open_unit,
+    _is_positive_int,
+    _real_array,
+    all_finite,
+)
+from gradproof.nn.layers import Dense, DenseCache
+from gradproof.nn.losses import LOSSES, REDUCTIONS, kl_divergence
+from gradproof.nn.softmax import softmax, softmax_cross_entropy
+
+Params = dict[str, np.ndarray]
+
+# Data term name -> (targets, outputs z, pre-activations s, output activation) -> (value, dJ/ds),
+# summed over the examples. The elementwise losses come from their records in LOSSES.
+DataTerm = Callable[[np.ndarray, np.ndarray, np.ndarray, Any], tuple[float, np.ndarray]]
+DATA_TERMS: dict[str, DataTerm] = {
+    "squared": LOSSES["squared"].value_and_delta,
+    "cross_entropy": LOSSES["cross_entropy"].value_and_delta,
+    "softmax_cross_entropy": lambda t, z, s, act: softmax_cross_entropy(t, s),
+}
+
+# The output activations: every elementwise one, and the softmax (with its own loss).
+OUTPUTS: tuple[str, ...] = (*ACTIVATIONS, "softmax")
+
+# What the output is compared with: the input itself (an autoencoder), integer class labels
+# y of shape (batch,) or (batch, 1), or an array y of shape (batch, layers[-1]) such as one-hot
+# rows.
+TARGETS: tuple[str, ...] = ("input", "labels", "one_hot")
+
+LABEL_BASES: tuple[int, ...] = (0, 1)
+
+
+def _one_of(allowed: Sequence[Any]) -> Callable[[Any, str], Any]:
+    def check(value: Any, option: str) -> Any:
+        # bool is an int: label_base=True must not pass as 1.
+        if isinstance(value, bool) or not any(
+            isinstance(value, type(choice)) and value == choice for choice in allowed
+        ):
+            choices = ", ".join(repr(choice) for choice in allowed)
+            raise InputError(f"{option} must be one of: {choices}; got {value!r}")
+        return value
+
+    return check
+
+
+def _sizes(value: Any, option: str) -> tuple[int, ...]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, (Sequence, np.ndarray)):
+        raise InputError(f"{option} must be a list of layer sizes like [400, 25, 10]; got {value!r}")
+    sizes = list(value)
+    if len(sizes) < 2 or not all(_is_positive_int(v) for v in sizes):
+        raise InputError(
+            f"{option} must hold at least 2 positive integers (input size, ..., output size); "
+            f"got {sizes!r}"
+        )
+    return tuple(int(v) for v in sizes)
+
+
+def _hidden_activations(value: Any, option: str) -> str | tuple[str, ...]:
+    check = _one_of(tuple(ACTIVATIONS))
+    if isinstance(value, str):
+        return check(value, option)
+    if not isinstance(value, Sequence):
+        raise InputError(
+            f"{option} must be a name or a list of names, one per hidden layer; got {value!r}"
+        )
+    return tuple(check(name, option) for name in value)
+
+
+def _dtype_name(value: Any, option: str) -> str:
+    return _check_dtype(value).name
+
+
+# Option -> its check, which returns the normalised value or raises InputError naming the
+# option and its allowed values.
+_OPTIONS: dict[str, Callable[[Any, str], Any]] = {
+    "layers": _sizes,
+    "activation": _hidden_activations,
+    "output": _one_of(OUTPUTS),
+    "loss_name": _one_of(tuple(DATA_TERMS)),
+    "squared_half": _check_flag,
+    "reduction": _one_of(tuple(REDUCTIONS)),
+    "target": _one_of(TARGETS),
+    "label_base": _one_of(LABEL_BASES),
+    "bias": _check_flag,
+    "tied": _check_flag,
+    "weight_decay": _check_nonnegative,
+    "decay_half": _check_flag,
+    "decay_mean": _check_flag,
+    "decay_biases": _check_flag,
+    "sparsity_weight": _check_nonnegative,
+    "sparsity_target": _check_open_unit,
+    "dtype": _dtype_name,
+}
+
+
+def _code_activation(net: Network) -> str | None:
+    return None if net.code_layer is None else net.activation[net.code_layer - 1]
+
+
+# The combinations: (holds(net), the message when it does not).
+_RULES: tuple[tuple[Callable[[Network], bool], Callable[[Network], str]], ...] = (
+    (
+        lambda net: len(net.activation) == net.n_layers - 1,
+        lambda net: f"activation lists one name per hidden layer: expected {net.n_layers - 1}, "
+        f"got {len(net.activation)} ({list(net.activation)})",
+    ),
+    (
+        lambda net: (net.output == "softmax") == (net.loss_name == "softmax_cross_entropy"),
+        lambda net: "output 'softmax' and loss_name 'softmax_cross_entropy' go together (the "
+        f"softmax's slope cancels against that loss's log); got output {net.output!r} with "
+        f"loss_name {net.loss_name!r}",
+    ),
+    (
+        lambda net: net.loss_name not in LOSSES
+        or LOSSES[net.loss_name].output_activation in (None, net.output),
+        lambda net: f"loss_name {net.loss_name!r} needs output "
+        f"{LOSSES[net.loss_name].output_activation!r}; got {net.output!r}",
+    ),
+    (
+        lambda net: net.output != "softmax" or net.layers[-1] >= 2,
+        lambda net: f"a softmax output needs at least 2 classes; layers ends with {net.layers[-1]}",
+    ),
+    (
+        lambda net: net.target != "input" or net.layers[0] == net.layers[-1],
+        lambda net: "target 'input' (an autoencoder) needs layers that end with the size they "
+        f"start with; got {list(net.layers)}",
+    ),
+    (
+        lambda net: not net.tied or (net.layers == net.layers[::-1] and net.n_layers % 2 == 0),
+        lambda net: "tied weights need a symmetric layers list with an even number of weight "
+        f"layers, like [784, 256, 64, 256, 784]; got {list(net.layers)}",
+    ),
+    (
+        lambda net: not net.sparsity_weight or _code_activation(net) == "sigmoid",
+        lambda net: "the sparsity penalty needs a sigmoid hidden layer (its mean activation must "
+        f"lie in (0, 1)); the code layer has activation {_code_activation(net)!r}"
+        if net.code_layer
+        else "the sparsity penalty needs a hidden layer; this network has none",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Network:
+    """A feed-forward network of dense layers, its loss and penalties: one configuration.
+
+    Parameters
+    ----------
+    layers : sequence of int
+        All layer sizes, input first: ``[400, 25, 10]``; ``[n_in, n_out]`` is one layer.
+    activation : str or sequence of str
+        Activation of the hidden layers, a key of ``ACTIVATIONS``: one for all, or one per
+        hidden layer. Stored as a tuple, one name per hidden layer.
+    output : str
+        Activation of the output layer: a key of ``ACTIVATIONS`` or "softmax".
+    loss_name : str
+        The data term (``loss`` is the method that evaluates the objective): "squared"
+        (``c * sum((z - t)**2)``), "cross_entropy" (binary, summed over the outputs; needs a
+        sigmoid output) or "softmax_cross_entropy" (needs a softmax output).
+    squared_half : bool
+        ``c = 1/2`` in the squared error (else 1).
+    reduction : str
+        "sum" over the examples, or "mean".
+    target : str
+        "input" (an autoencoder: ``y`` is not given), "labels" (integer class labels ``y``;
+        with one output, the classes 0 and 1 of logistic regression) or "one_hot" (``y`` of
+        shape (batch, layers[-1])).
+    label_base : int
+        0 or 1: the first class's label (1 in MATLAB code).
+    bias : bool
+        Whether the layers have biases.
+    tied : bool
+        The second half's weights are the transposes of the first half's.
+    weight_decay : float
+        lambda >= 0.
+    decay_half, decay_mean, decay_biases : bool
+        The weight decay's form: ``lambda/2`` (else ``lambda``), divided by the batch size,
+        the biases decayed too.
+    sparsity_weight : float
+        beta >= 0 of the KL sparsity penalty on the code layer (needs a sigmoid code layer).
+    sparsity_target : float
+        rho in (0, 1).
+    dtype : str
+        "float64" or "float32": the dtype of the parameters and of all arithmetic.
+    """
+
+    layers: Sequence[int]
+    activation: str | Sequence[str] = "sigmoid"
+    output: str = "sigmoid"
+    loss_name: str = "squared"
+    squared_half: bool = True
+    reduction: str = "sum"
+    target: str = "input"
+    label_base: int = 0
+    bias: bool = True
+    tied: bool = False
+    weight_decay: float = 0.0
+    decay_half: bool = True
+    decay_mean: bool = False
+    decay_biases: bool = False
+    sparsity_weight: float = 0.0
+    sparsity_target: float = 0.05
+    dtype: str = "float64"
+
+    def __post_init__(self) -> None:
+        for option, check in _OPTIONS.items():
+            object.__setattr__(self, option, check(getattr(self, option), option))
+        if isinstance(self.activation, str):
+            object.__setattr__(self, "activation", (self.activation,) * (self.n_layers - 1))
+        for holds, message in _RULES:
+            if not holds(self):
+                raise InputError(message(self))
+
+    # ----- structure --------------------------------------------------------------------
+
+    @property
+    def n_layers(self) -> int:
+        """Number of weight layers."""
+        return len(self.layers) - 1
+
+    @property
+    def code_layer(self) -> int | None:
+        """Index k of the narrowest hidden layer ``a_k`` (the first if several tie), or None."""
+        if self.n_layers < 2:
+            return None
+        return 1 + int(np.argmin(self.layers[1:-1]))
+
+    @cached_property
+    def _dense(self) -> tuple[Dense, ...]:
+        # A softmax output is computed from the identity layer's pre-activation.
+        out = "identity" if self.output == "softmax" else self.output
+        return tuple(Dense(ACTIVATIONS[name]) for name in (*self.activation, out))
+
+    @cached_property
+    def _weight_of(self) -> tuple[tuple[str, bool], ...]:
+        """Layer k (1-based) reads params[name], transposed or not."""
+        n = self.n_layers
+        return tuple(
+            (f"W{n + 1 - k}", True) if self.tied and k > n // 2 else (f"W{k}", False)
+            for k in range(1, n + 1)
+        )
+
+    @cached_property
+    def _shapes(self) -> dict[str, tuple[int, ...]]:
+        shapes: dict[str, tuple[int, ...]] = {}
+        for k, (name, transposed) in enumerate(self._weight_of, start=1):
+            if not transposed:
+                shapes[name] = (self.layers[k - 1], self.layers[k])
+            if self.bias:
+                shapes[f"b{k}"] = (self.layers[k],)
+        return shapes
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Name -> shape of every parameter, in the order W1, b1, W2, b2, ..."""
+        return dict(self._shapes)
+
+    def config(self) -> dict[str, Any]:
+        """The options as a JSON-ready dict; ``Network(**config)`` rebuilds the network."""
+        config = dataclasses.asdict(self)
+        config["layers"], config["activation"] = list(self.layers), list(self.activation)
+        return config
+
+    # ----- parameters -------------------------------------------------------------------
+
+    def init_params(self, seed: int | np.random.Generator = 0) -> Params:
+        """Fresh parameters: weights uniform in +-r, biases zero.
+
+        ``r = s * sqrt(6 / (fan_in + fan_out))`` with ``s`` the ``init_scale`` of the layer's
+        activation (4 for the sigmoid, 1 for the softmax), drawn in float64 in the order W1,
+        W2, ... and then cast, as ``Autoencoder.init_params`` does.
+        """
+        try:
+            rng = np.random.default_rng(seed)
+        except (TypeError, ValueError) as err:
+            raise InputError(
+                f"seed must be a non-negative integer or a numpy Generator; got {seed!r}"
+            ) from err
+        params: Params = {}
+        for name, shape in self._shapes.items():
+            if name.startswith("W"):
+                scale = self._dense[int(name[1:]) - 1].activation.init_scale
+                r = scale * math.sqrt(6.0 / sum(shape))
+                params[name] = rng.uniform(-r, r, size=shape).astype(self.dtype, copy=False)
+            else:
+                params[name] = np.zeros(shape, dtype=self.dtype)
+        return params
+
+    def validate_params(self, params: Mapping[str, Any]) -> Params:
+        """``params`` as arrays of the network's dtype; ``InputError`` unless they fit.
+
+        Checks exactly the names of ``param_shapes()`` (listing the missing and the extra
+        ones), real numeric arrays, the right shapes and finite values.
+        """
+        if not isinstance(params, Mapping):
+            raise InputError(
+                f"params must be a dict of named arrays ({', '.join(self._shapes)}); "
+                f"got {type(params).__name__}"
+            )
+        missing = [name for name in self._shapes if name not in params]
+        extra = [str(name) for name in params if name not in self._shapes]
+        if missing or extra:
+            raise InputError(
+                f"params do not fit this network (layers {list(self.layers)}, bias={self.bias}, "
+                f"tied={self.tied}): missing {', '.join(missing) or 'none'}; extra "
+                f"{', '.join(extra) or 'none'}; expected exactly {', '.join(self._shapes)}"
+            )
+        checked: Params = {}
+        for name, shape in self._shapes.items():
+            arr = _real_array(params[name], f"parameter {name}", np.dtype(self.dtype))
+            if arr.shape != shape:
+                raise InputError(f"parameter {name} has shape {arr.shape}; expected {shape}")
+            if not all_finite(arr):
+                raise InputError(f"parameter {name} has non-finite values (NaN or Inf)")
+            checked[name] = arr
+        return checked
+
+    def _layer_params(self, params: Params, k: int) -> Params:
+        """The layer-local params {"W", "b"} of layer k (1-based), tied weights transposed."""
+        name, transposed = self._weight_of[k - 1]
+        local = {"W": params[name].T if transposed else params[name]}
+        if self.bias:
+            local["b"] = params[f"b{k}"]
+        return local
+
+    # ----- data -------------------------------------------------------------------------
+
+    def validate_input(self, x: Any) -> np.ndarray:
+        """``x`` as a finite array of the network's dtype, shape (batch, layers[0])."""
+        arr = _real_array(x, "x", np.dtype(self.dtype))
+        n_in = self.layers[0]
+        if arr.ndim != 2 or arr.shape[1] != n_in or arr.shape[0] == 0:
+            hint = ""
+            if arr.ndim == 2 and arr.shape[1] == n_in + 1:
+                hint = " (a column of ones for the bias? the network adds its biases itself)"
+            elif arr.ndim == 2 and arr.shape[0] == n_in:
+                hint = " (examples as columns? pass x.T)"
+            raise InputError(
+                f"x must have shape (batch, {n_in}), one example per row, with batch >= 1; "
+                f"got shape {arr.shape}{hint}"
+            )
+        if not all_finite(arr):
+            raise InputError("x has non-finite values (NaN or Inf); the inputs must be finite")
+        return arr
+
+    def targets(self, x: np.ndarray, y: Any) -> np.ndarray:
+        """The target array t, (batch, layers[-1]), for a validated ``x`` and the user's ``y``."""
+        if self.target == "input":
+            if y is not None:
+                raise InputError(
+                    "this network reproduces its input (target='input'): y must not be given"
+                )
+            return x
+        if y is None:
+            raise InputError(f"target={self.target!r} needs y, the targets of the examples in x")
+        if self.target == "labels":
+            return self._one_hot(y, x.shape[0])
+        t = _real_array(y, "y", np.dtype(self.dtype))
+        shape = (x.shape[0], self.layers[-1])
+        if t.shape != shape:
+            raise InputError(f"y must have shape {shape} (one row per example); got {t.shape}")
+        if not all_finite(t):
+            raise InputError("y has non-finite values (NaN or Inf)")
+        if self.loss_name != "squared" and (t.min() < 0 or t.max() > 1):
+            raise InputError(
+                f"loss_name {self.loss_name!r} needs targets in [0, 1]; y holds values from "
+                f"{t.min():g} to {t.max():g}"
+            )
+        return t
+
+    def _one_hot(self, y: Any, batch: int) -> np.ndarray:
+        labels = np.asarray(y)
+        if labels.ndim == 2 and 1 in labels.shape:
+            labels = labels.ravel()  # MATLAB's column (or row) vector
+        if labels.shape != (batch,):
+            raise InputError(
+                f"y must hold one class label per example, shape ({batch},); got shape "
+                f"{np.shape(y)}"
+            )
+        if labels.dtype.kind not in "iuf" or not np.all(np.isfinite(labels)) or np.any(
+            labels != np.round(labels)
+        ):
+            raise InputError(
+                "y must hold integer class labels (the loss needs them); got "
+                f"{labels.dtype} values like {labels[:3].tolist()}"
+            )
+        classes = max(self.layers[-1], 2)  # one output: the classes 0 and 1
+        index = labels.astype(np.int64) - self.label_base
+        outside = np.flatnonzero((index < 0) | (index >= classes))
+        if outside.size:
+            first = int(outside[0])
+            raise InputError(
+                f"y holds labels from {self.label_base} to {self.label_base + classes - 1} "
+                f"({classes} classes, label_base={self.label_base}); got {labels[first]:g} at "
+                f"y[{first}] ({outside.size} outside in all)"
+            )
+        t = np.eye(classes, dtype=self.dtype)[index]  # (batch, classes)
+        return t[:, 1:] if self.layers[-1] == 1 else t
+
+    # ----- forward and objective --------------------------------------------------------
+
+    def _forward(self, params: Params, x: np.ndarray) -> ForwardCache:
+        activations, pre_activations = [x], []
+        a = x
+        for k, layer in enumerate(self._dense, start=1):
+            a, cache = layer.forward(self._layer_params(params, k), a)
+            activations.append(a)  # (batch, layers[k])
+            pre_activations.append(cache.s)
+        if self.output == "softmax":
+            activations[-1] = softmax(pre_activations[-1])
+        return ForwardCache(activations, pre_activations)
+
+    def forward(self, params: Mapping[str, Any], x: Any) -> tuple[np.ndarray, ForwardCache]:
+        """The output ``z`` (batch, layers[-1]) and what the backward pass needs."""
+        cache = self._forward(self.validate_params(params), self.validate_input(x))
+        return cache.activations[-1], cache
+
+    def _data_term(self, cache: ForwardCache, t: np.ndarray) -> tuple[float, np.ndarray]:
+        """The data term summed over the examples, and its dJ/ds at the output (fresh)."""
+        value, d_s = DATA_TERMS[self.loss_name](
+            t, cache.activations[-1], cache.pre_activations[-1], self._dense[-1].activation
+        )
+        if self.loss_name == "squared" and not self.squared_half:
+            return 2.0 * value, 2.0 * d_s
+        return value, d_s
+
+    def _decayed(self) -> list[str]:
+        return [name for name in self._shapes if name.startswith("W") or self.decay_biases]
+
+    def _decay_factor(self, batch: int) -> float:
+        """d(m) of the penalty d(m) * sum(P**2)."""
+        factor = self.weight_decay * (0.5 if self.decay_half else 1.0)
+        return factor / batch if self.decay_mean else factor
+
+    def _code_mean(self, cache: ForwardCache) -> np.ndarray:
+        return cache.activations[self.code_layer].mean(axis=0)  # (layers[code_layer],)
+
+    def _total(self, params: Params, cache: ForwardCache, data: float) -> float:
+        batch = cache.activations[0].shape[0]
+        total = REDUCTIONS[self.reduction](batch) * data
+        if self.weight_decay:
+            total += self._decay_factor(batch) * sum(
+                float(np.vdot(params[name], params[name])) for name in self._decayed()
+            )
+        if self.sparsity_weight:
+            kl = kl_divergence(self.sparsity_target, self._code_mean(cache))
+            total += self.sparsity_weight * float(np.sum(kl))
+        return float(total)
+
+    def _checked(self, params: Mapping[str, Any], x: Any, y: Any
+                 ) -> tuple[Params, ForwardCache, np.ndarray]:
+        checked, x = self.validate_params(params), self.validate_input(x)
+        t = self.targets(x, y)  # before the forward pass: bad labels fail fast
+        return checked, self._forward(checked, x), t
+
+    def loss(self, params: Mapping[str, Any], x: Any, y: Any = None) -> float:
+        """The objective J for a batch ``x`` (batch, layers[0]) and its targets ``y``."""
+        checked, cache, t = self._checked(params, x, y)
+        return self._total(checked, cache, self._data_term(cache, t)[0])
+
+    def loss_and_grad(self, params: Mapping[str, Any], x: Any, y: Any = None
+                      ) -> tuple[float, Params]:
+        """The objective and its gradient, keyed and shaped like ``param_shapes()``.
+
+        Parameters
+        ----------
+        params : dict of str to ndarray
+        x : ndarray, shape (batch, layers[0])
+        y : ndarray or None
+            None for ``target="input"``; integer labels (batch,) or (batch, 1) for
+            ``target="labels"``; (batch, layers[-1]) for ``target="one_hot"``.
+
+        Returns
+        -------
+        loss : float
+        grads : dict of str to ndarray
+        """
+        checked, cache, t = self._checked(params, x, y)
+        data, d_s = self._data_term(cache, t)
+        return self._total(checked, cache, data), self._backward(checked, cache, d_s)
+
+    # ----- backward ---------------------------------------------------------------------
+
+    def _backward(self, params: Params, cache: ForwardCache, d_s: np.ndarray) -> Params:
+        """The gradient from the data term's dJ/ds at the output, which it overwrites."""
+        acts, pres = cache.activations, cache.pre_activations
+        batch = acts[0].shape[0]
+        n = self.n_layers
+        d_s *= REDUCTIONS[self.reduction](batch)
+        d_x, layer_grads = self._dense[-1].backward_linear(
+            self._layer_params(params, n), DenseCache(acts[n - 1], pres[n - 1], acts[n]), d_s,
+            need_d_x=n > 1,
+        )
+        grads: Params = {}
+        self._collect(grads, n, layer_grads)
+        for k in range(n - 1, 0, -1):
+            d_a = d_x  # (batch, layers[k]): dJ/da_k, our own array
+            if k == self.code_layer and self.sparsity_weight:
+                d_a += self._sparsity_grad(cache, batch)  # the same row for each example
+            d_x, layer_grads = self._dense[k - 1].backward(
+                self._layer_params(params, k), DenseCache(acts[k - 1], pres[k - 1], acts[k]), d_a,
+                need_d_x=k > 1,
+            )
+            self._collect(grads, k, layer_grads)
+        if self.weight_decay:
+            decay = 2.0 * self._decay_factor(batch)  # d/dP of d(m) * sum(P**2)
+            for name in self._decayed():
+                grads[name] += decay * params[name]
+        return {name: grads[name] for name in self._shapes}
+
+    def _collect(self, grads: Params, k: int, layer_grads: Params) -> None:
+        """File layer k's gradients under the network's names; tied weights sum both uses."""
+        name, transposed = self._weight_of[k - 1]
+        d_w = layer_grads["W"].T if transposed else layer_grads["W"]  # like params[name]
+        if name in grads:
+            d_w += grads[name]  # d_w is this layer's own fresh array
+        grads[name] = d_w
+        if self.bias:
+            grads[f"b{k}"] = layer_grads["b"]
+
+    def _sparsity_grad(self, cache: ForwardCache, batch: int) -> np.ndarray:
+        # d/da_ij of beta * sum_j KL(rho || rho_hat_j), rho_hat_j = mean_i a_ij:
+        # beta / m * (-rho / rho_hat_j + (1 - rho) / (1 - rho_hat_j))
+        rho, rho_hat = self.sparsity_target, self._code_mean(cache)
+        return (self.sparsity_weight / batch) * ((1 - rho) / (1 - rho_hat) - rho / rho_hat)
+
