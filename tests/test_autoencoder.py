@@ -23,16 +23,9 @@ from hypothesis import strategies as st
 
 from gradproof.errors import InputError
 from gradproof.nn import ACTIVATIONS, LOSSES, REDUCTIONS, Autoencoder, Dense
+from oracle import ORACLE_ACTIVATIONS, random_params, rel_err
 
 # ----- the independent oracle ---------------------------------------------------------------
-
-ORACLE_ACTIVATIONS = {
-    "sigmoid": lambda s: 1.0 / (1.0 + anp.exp(-s)),
-    "tanh": anp.tanh,
-    # slope 0 at the kink, like a relu whose derivative is read from its output
-    "relu": lambda s: anp.where(s > 0, s, 0.0),
-    "identity": lambda s: s,
-}
 
 DEFAULTS = dict(
     activation="sigmoid", output_activation="sigmoid", loss="squared", reduction="sum",
@@ -96,23 +89,6 @@ def oracle_objective(spec: dict, params: dict, x: np.ndarray):
         kl = rho * anp.log(rho / rho_hat) + (1 - rho) * anp.log((1 - rho) / (1 - rho_hat))
         total = total + spec["sparsity_weight"] * anp.sum(kl)
     return total
-
-
-def random_params(shapes: dict, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    # Variance-preserving weights keep pre-activations moderate, so that saturated sigmoids
-    # do not make 1 - σ(s) (and with it the oracle itself) inaccurate.
-    return {
-        name: rng.uniform(-1, 1, shape) * math.sqrt(3 / shape[0])
-        if name.startswith("W") else rng.uniform(-0.5, 0.5, shape)
-        for name, shape in shapes.items()
-    }
-
-
-def rel_err(actual: np.ndarray, expected: np.ndarray) -> float:
-    """Largest entry error relative to the largest expected entry."""
-    err = float(np.max(np.abs(np.asarray(actual) - expected)))
-    scale = float(np.max(np.abs(expected)))
-    return err / scale if scale > 0 else err
 
 
 # ----- hypothesis strategy: every option, valid combinations only ---------------------------

@@ -21,16 +21,9 @@ from hypothesis import strategies as st
 import gradproof as gp
 from gradproof.errors import InputError
 from gradproof.nn import ACTIVATIONS, REDUCTIONS, Autoencoder, Network
+from oracle import ORACLE_ACTIVATIONS, random_params, rel_err
 
 # ----- the oracle ---------------------------------------------------------------------------
-
-ORACLE_ACTIVATIONS = {
-    "sigmoid": lambda s: 1 / (1 + anp.exp(-s)),
-    "tanh": anp.tanh,
-    "relu": lambda s: anp.maximum(s, 0.0),
-    "identity": lambda s: s,
-}
-
 
 def oracle_log_softmax(s):
     top = anp.max(s, axis=1, keepdims=True)
@@ -78,16 +71,6 @@ def oracle_objective(net: Network, params, x, t):
     return total
 
 
-def random_params(shapes: dict, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    # Variance-preserving weights keep sigmoids away from saturation, where 1 - σ(s) (and with
-    # it the oracle's cross-entropy) loses its accuracy.
-    return {
-        name: rng.uniform(-1, 1, shape) * math.sqrt(3 / shape[0])
-        if name.startswith("W") else rng.uniform(-0.5, 0.5, shape)
-        for name, shape in shapes.items()
-    }
-
-
 def random_targets(net: Network, batch: int, rng: np.random.Generator):
     if net.target == "input":
         return None
@@ -98,13 +81,6 @@ def random_targets(net: Network, batch: int, rng: np.random.Generator):
             return rng.random((batch, net.layers[-1]))
         return np.eye(net.layers[-1])[rng.integers(0, net.layers[-1], batch)]
     return rng.integers(0, max(net.layers[-1], 2), batch) + net.label_base
-
-
-def rel_err(actual: np.ndarray, expected: np.ndarray) -> float:
-    """Largest entry error relative to the largest expected entry."""
-    err = float(np.max(np.abs(np.asarray(actual) - expected)))
-    scale = float(np.max(np.abs(expected)))
-    return err / scale if scale > 0 else err
 
 
 # ----- hypothesis strategy: every option, valid combinations only ---------------------------

@@ -88,7 +88,9 @@ def _one_of(allowed: Sequence[Any]) -> Callable[[Any, str], Any]:
 
 def _sizes(value: Any, option: str) -> tuple[int, ...]:
     if isinstance(value, (str, bytes)) or not isinstance(value, (Sequence, np.ndarray)):
-        raise InputError(f"{option} must be a list of layer sizes like [400, 25, 10]; got {value!r}")
+        raise InputError(
+            f"{option} must be a list of layer sizes like [400, 25, 10]; got {value!r}"
+        )
     sizes = list(value)
     if len(sizes) < 2 or not all(_is_positive_int(v) for v in sizes):
         raise InputError(
