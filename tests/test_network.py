@@ -358,3 +358,17 @@ def test_params_that_do_not_fit_name_the_missing_and_the_extra():
     params["Theta1"] = params.pop("W1")
     with pytest.raises(InputError, match="missing W1; extra Theta1"):
         net.loss(params, np.ones((1, 3)))
+
+
+def test_float32_network_computes_in_float32_close_to_float64():
+    options = dict(COURSE_CLASSIFIER)
+    net64, net32 = Network(**options), Network(**options, dtype="float32")
+    rng = np.random.default_rng(2)
+    params = random_params(net64.param_shapes(), rng)
+    x, y = rng.random((5, 6)), rng.integers(1, 4, 5)
+    J64, grads64 = net64.loss_and_grad(params, x, y)
+    J32, grads32 = net32.loss_and_grad(params, x, y)
+    assert J32 == pytest.approx(J64, rel=1e-5)
+    for name, g in grads32.items():
+        assert g.dtype == np.float32
+        assert rel_err(g, grads64[name]) <= 1e-5, name
