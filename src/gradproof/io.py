@@ -17,7 +17,7 @@ variable mapped to the tensor it is the gradient of), ``enc=W1``, ``delta_W1=dW1
 Layout. Examples may be rows (x is (m, n_visible)) or columns (MATLAB style, x is
 (n_visible, m)); weights may be stored (n_in, n_out) or transposed, (n_out, n_in) as for
 ``W * x``. Each combination that chains x through the weights back to n_visible is a
-candidate; when several fit (square layers), gradproof's own convention wins, then the
+candidate (the autoencoders among ``gradproof.layouts.fit_layouts``'s fits); when several fit (square layers), gradproof's own convention wins, then the
 MATLAB column convention, and the choice is noted. A gradient is mapped the way its
 parameter is, so a gradient computed as the transpose of its parameter keeps the transposed
 shape for the checker to report.
@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from gradproof.errors import DataError, InputError
+from gradproof.layouts import EXAMPLES, WEIGHTS, fit_layouts
 
 # File suffix -> what gradproof reads there.
 SUFFIXES: dict[str, str] = {
@@ -50,9 +51,6 @@ _RESAVE = (
     "'gEncoder', 'gDecoder', '-v7')`"
 )
 
-# Layouts: examples in rows / columns; weights stored (n_in, n_out) / (n_out, n_in).
-EXAMPLES = ("rows", "columns")
-WEIGHTS = ("in_out", "out_in")
 # Preference when several layouts fit: gradproof's convention, then MATLAB's column one.
 _PREFERENCE = (("rows", "in_out"), ("columns", "out_in"), ("rows", "out_in"), ("columns", "in_out"))
 
@@ -414,29 +412,6 @@ class _Layout:
     layers: list[int]
 
 
-def _candidate(
-    x: np.ndarray, weights: list[np.ndarray], biases: list[np.ndarray], tied: bool,
-    examples: str, weights_layout: str,
-) -> _Layout | None:
-    """The layer sizes under one layout, or None when the shapes do not chain."""
-    x_rows = x if examples == "rows" else x.T  # (m, n_visible)
-    sizes = [x_rows.shape[1]]
-    for w in weights:
-        w_model = w if weights_layout == "in_out" else w.T  # (n_in, n_out)
-        if w_model.shape[0] != sizes[-1]:
-            return None
-        sizes.append(w_model.shape[1])
-    if tied:
-        layers = sizes + sizes[-2::-1]
-    elif sizes[-1] == sizes[0]:
-        layers = sizes
-    else:
-        return None
-    if len(layers) < 3 or biases and [b.size for b in biases] != layers[1:]:
-        return None
-    return _Layout(examples, weights_layout, layers)
-
-
 def _is_tied(weights: list[np.ndarray], biases: list[np.ndarray], tied: bool | None) -> bool:
     """Tied when the biases are twice as many as the weights, when one weight is all there is,
     or when asked; untied when there is a bias per weight."""
@@ -455,7 +430,17 @@ def _layout(
         (e, w) for e, w in _PREFERENCE
         if examples in ("auto", e) and weights_layout in ("auto", w)
     ]
-    fits = [c for e, w in tried if (c := _candidate(x, weights, biases, tied, e, w)) is not None]
+    shapes = {f"W{k}": w.shape for k, w in enumerate(weights, start=1)}
+    shapes.update({f"b{k}": (b.size,) for k, b in enumerate(biases, start=1)})
+    # The autoencoders among the family's fits, by (examples, weights) layout.
+    autoencoders = {
+        (fit.layout.examples, fit.layout.weights):
+            _Layout(fit.layout.examples, fit.layout.weights, list(fit.layers))
+        for fit in fit_layouts(shapes, x.shape)
+        if fit.tied == tied and fit.layout.biases in ("vector", "absent")
+        and len(fit.layers) >= 3 and fit.layers[0] == fit.layers[-1]
+    }
+    fits = [autoencoders[form] for form in tried if form in autoencoders]
     if not fits:
         forced = "" if (examples, weights_layout) == ("auto", "auto") else (
             f" with --examples {examples} --weights {weights_layout}"
