@@ -1,4 +1,4 @@
-"""Helpers shared by the specs that compare a network with its autograd oracle."""
+"""What the specs that compare a network with its autograd oracle share."""
 
 from __future__ import annotations
 
