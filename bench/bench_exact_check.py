@@ -104,7 +104,7 @@ def table(rows: list[tuple[str, float, float, str]]) -> None:
 
 def bench_batch(model: gp.Autoencoder, params: dict[str, np.ndarray], x: np.ndarray,
                 loop_entries: int, repeats: int) -> float:
-    """Print the table for one batch; return check_model's median wall time (default: 1 thread)."""
+    """Print the table for one batch; return check_model's median wall time (defaults)."""
     total = sum(p.size for p in params.values())
     everything = f"all {total:,} entries, each a central difference of J with its error estimate"
     report, one_wall, one_cpu = timed(lambda: gp.check_model(model, params, x), repeats)
@@ -116,7 +116,7 @@ def bench_batch(model: gp.Autoencoder, params: dict[str, np.ndarray], x: np.ndar
     extrapolated = f"timed on {loop_entries:,} entries, extrapolated x{scale:.0f} to all {total:,}"
     _, seed_wall, seed_cpu = timed(lambda: loop(lambda p: seed_loss(p, x), work, entries), repeats)
     rows = [
-        ("check_model (default: 1 thread)", one_wall, one_cpu, everything),
+        ("check_model (default)", one_wall, one_cpu, everything),
         ("check_model, series off (every output evaluated)", wall, cpu, everything),
         ("seed-style loop, full loss per entry", seed_wall * scale, seed_cpu * scale, extrapolated),
     ]

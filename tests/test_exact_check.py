@@ -359,6 +359,22 @@ def test_check_model_fails_a_scaled_gradient_with_a_scaled_finding():
     assert [f.tensor for f in report.findings_of("scaled")] == ["W1"]
 
 
+def test_a_wrong_backprop_of_the_model_itself_is_diagnosed_too(monkeypatch):
+    # Without grad=, check_model judges the model's own backprop; were it wrong, the
+    # diagnosis recomputes that gradient for the model-aware step.
+    model, params, x = make_case(CONFIGS["seed"], 3)
+    right = Autoencoder.loss_and_grad
+
+    def halved_decoder(self, params, x):
+        value, grads = right(self, params, x)
+        return value, dict(grads, W2=grads["W2"] / 2)
+
+    monkeypatch.setattr(Autoencoder, "loss_and_grad", halved_decoder)
+    report = check_model(model, params, x)
+    assert not report.tensor("W2").passed
+    assert [(f.kind, f.tensor) for f in report.findings if f.is_bug] == [("scaled", "W2")]
+
+
 def test_check_model_pins_down_one_wrong_entry():
     model, params, x = make_case(CONFIGS["seed"], 3)
     _, grads = model.loss_and_grad(params, x)

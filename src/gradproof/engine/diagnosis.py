@@ -36,7 +36,7 @@ class KnownModel:
     model: Autoencoder
     params: Mapping[str, Any]
     x: Any
-    grads: Mapping[str, Any]  # the gradient checked, keyed like params (a weight's may be transposed)
+    grads: Mapping[str, Any] | None  # as given (a weight's may be transposed); None: the model's
 
 
 def diagnosis(
@@ -99,8 +99,9 @@ def diagnosis(
 def _model_aware(findings: list[Finding], judged: list[str], known: KnownModel) -> list[Finding]:
     """``diagnose_model`` on the judged tensors; their earlier bug findings give way to it."""
     model, params, x = known.model, known.params, known.x
+    grads = model.loss_and_grad(params, x)[1] if known.grads is None else known.grads
     reference = reference_gradient(model, params, x)
-    analytic = {name: np.asarray(known.grads[name]) for name in judged}
+    analytic = {name: np.asarray(grads[name]) for name in judged}
     explained = diagnose_model(
         model, params, x, analytic,
         {name: reference[name] for name in judged},

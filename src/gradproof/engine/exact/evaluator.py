@@ -129,6 +129,9 @@ class ExactRun(Run):
         with np.errstate(over="ignore", invalid="ignore"):  # an overflow is refused just below
             reference = twin.loss(self.params, x64)
         _check_objective_size(reference)
+        # The model's own gradient is not kept for the diagnosis (None: recomputed there if ever
+        # needed): memory freed now is reused by what follows instead of faulted in afresh.
+        self.known = KnownModel(model, params, x, grad if isinstance(grad, Mapping) else None)
         if grad is None:
             _, grad = model.loss_and_grad(params, x)
         elif not isinstance(grad, Mapping):
@@ -137,30 +140,27 @@ class ExactRun(Run):
                 f"got {type(grad).__name__}"
             )
         self.analytic, self.transposed, dtypes = layout.match_gradient(grad)
-        self.known = KnownModel(model, params, x, grad)
         self.findings += [transposed_finding(layout.spec(name)) for name in self.transposed]
 
         engine = LocalDifferences(twin, self.params, x64, series=self.series)
         _confirm_objective(engine.objective(), reference)
-        largest = {
-            name: float(np.abs(g).max()) if g.size else 0.0 for name, g in self.analytic.items()
-        }
         if is_low(model.dtype):
             self.findings.append(
                 params_precision_finding(names, model.dtype, np.dtype(np.float64), None, 0.0, 0.0)
             )
-        self.findings += gradient_precision_findings(dtypes, largest)
-        steps = {}
+        steps, largest = {}, {}
         for spec in layout.specs:
             name = spec.name
             steps[name] = entry_steps(engine, name)
             positions = spec.offset + np.arange(spec.size)
             probes = ProbeSet(spec, "entry", positions, positions, np.ones(spec.size),
                               np.arange(spec.size + 1), steps[name])
-            rounding_g = gradient_rounding(
-                probes, np.abs(self.analytic[name].ravel()), largest[name], gradient_eps(dtypes[name])
-            )
+            magnitude = np.abs(self.analytic[name].ravel())
+            largest[name] = float(magnitude.max(initial=0.0))
+            rounding_g = gradient_rounding(probes, magnitude, largest[name],
+                                           gradient_eps(dtypes[name]))
             self.measured[name] = [Measured.empty(probes, rounding_g)]
+        self.findings += gradient_precision_findings(dtypes, largest)
         self.evaluator = ExactEvaluator(engine, self.analytic, steps, self.max_chunk_bytes,
                                         self.progress)
 
