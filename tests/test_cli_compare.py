@@ -153,3 +153,13 @@ def test_bad_input_exits_2_with_a_clear_message(tmp_path, capsys, name, write, w
     message = " ".join(captured.err.split())  # rich wraps long lines at the console width
     assert words in message and "Traceback" not in message
     assert captured.out == ""
+
+
+def test_a_transposed_gradient_never_reads_ok_in_the_table(tmp_path, capsys):
+    # gDecoder is right once transposed back: its row says so by failing as `transposed`.
+    code = main(["compare", str(motivating_file(tmp_path, Flaws(transposed_outer=True)))])
+    out = capsys.readouterr().out
+    assert code == 1
+    rows = [line for line in out.splitlines() if "│" in line and "x" in line.split("│")[1]]
+    assert len(rows) == 2 and all(row.split("│")[-1].strip() == "transposed" for row in rows)
+    assert "W2 (decoder) fails: the gradient has shape 6x4, not W2's 4x6; its values agree" in " ".join(out.split())
