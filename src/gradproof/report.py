@@ -301,6 +301,7 @@ class GradReport:
 
     def assert_ok(self) -> None:
         """Raise ``GradientMismatch`` with this report as its message unless it passed."""
+        __tracebackhide__ = True  # under pytest, the traceback ends at the caller's line
         if not self.passed:
             raise GradientMismatch(str(self))
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import time
 from datetime import datetime
 from pathlib import Path
@@ -24,6 +25,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from rich.table import Table
 
 from gradproof.checkpoint import TrainState
+from gradproof.cli import EXIT_CODES_TEXT
 from gradproof.cli.options import (
     add_data_options,
     add_model_options,
@@ -71,7 +73,9 @@ def add_parser(subparsers: Any) -> None:
         "train",
         help="train an autoencoder on MNIST",
         description="Train an autoencoder on MNIST by gradient descent, writing a checkpoint "
-        "after every epoch, metrics.json and PNG plots into --out.",
+        "after every epoch, metrics.json and PNG plots into --out. Ctrl-C stops it and says how "
+        "to resume.",
+        epilog=EXIT_CODES_TEXT,
     )
     add_model_options(parser, default_dtype_text="float32, or float64 for lbfgs")
     add_data_options(parser)
@@ -143,23 +147,27 @@ def run(args: argparse.Namespace, console: Console) -> int:
     out = _output_dir(args)
     show_progress = console.is_terminal and not args.json
     train_started = time.perf_counter()
-    with _Reporter(console, enabled=show_progress, quiet=args.json) as reporter:
-        result = train(
-            model,
-            params,
-            x_train,
-            x_test=x_test,
-            method=args.method,
-            epochs=args.epochs,
-            learning_rate=args.lr,
-            momentum=args.momentum,
-            batch_size=args.batch_size,
-            seed=args.seed,
-            state=state,
-            callback=reporter,
-            checkpoint_path=out / CHECKPOINT_FILE,
-            info=info,
-        )
+    reporter = _Reporter(console, enabled=show_progress, quiet=args.json)
+    try:
+        with reporter:
+            result = train(
+                model,
+                params,
+                x_train,
+                x_test=x_test,
+                method=args.method,
+                epochs=args.epochs,
+                learning_rate=args.lr,
+                momentum=args.momentum,
+                batch_size=args.batch_size,
+                seed=args.seed,
+                state=state,
+                callback=reporter,
+                checkpoint_path=out / CHECKPOINT_FILE,
+                info=info,
+            )
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(_resume_advice(args, reporter.saved)) from None
     train_seconds = time.perf_counter() - train_started
     out.mkdir(parents=True, exist_ok=True)  # the first checkpoint made it, unless none was due
     notes = [] if result.stop_reason == "completed" else [result.stop_reason]
@@ -213,6 +221,31 @@ def _output_dir(args: argparse.Namespace) -> Path:
     return out
 
 
+# Flags whose values a checkpoint does not keep, so that a resume command must repeat them.
+_NOT_KEPT = ("epochs", "download", "cache_dir", "no_plots", "json")
+
+
+def _resume_advice(args: argparse.Namespace, saved: tuple[int, Path] | None) -> str:
+    """What Ctrl-C left on disk and the command that goes on from there."""
+    if saved is None and args.resume is None:
+        return "no epoch had finished, so no checkpoint was written; run the same command again"
+    if saved is None:
+        epoch_text, path = "no epoch had finished since resuming", args.resume
+        kept = f"{epoch_text}, so {path} is as it was"
+    else:
+        epoch, path = saved
+        kept = f"the checkpoint of epoch {epoch} is kept at {path}"
+    command = ["gradproof", "train", "--resume", str(path)]
+    for name in _NOT_KEPT:
+        value = getattr(args, name)
+        flag = "--" + name.replace("_", "-")
+        if value is True:
+            command.append(flag)
+        elif value not in (None, False):
+            command += [flag, str(value)]
+    return f"{kept}; resume with: {shlex.join(command)}"
+
+
 class _Reporter:
     """The training callback: a transient progress bar (on a terminal) and one line per epoch."""
 
@@ -220,6 +253,7 @@ class _Reporter:
         self.console = console
         self.quiet = quiet
         self.epochs = 0
+        self.saved: tuple[int, Path] | None = None  # the last checkpoint written: epoch, path
         self.progress = Progress(
             TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}"),
             BarColumn(),
@@ -254,15 +288,21 @@ class _Reporter:
                 self.task, total=remaining, epoch=event.start_epoch + 1, epochs=event.epochs,
                 visible=True, refresh=True,
             )
-        elif isinstance(event, EpochDone) and not self.quiet:
-            self.progress.refresh()  # printing redraws the bar as last rendered, so render now
-            m = event.metrics
-            test = "" if m.test_error is None else f"  test error {_number(m.test_error)}"
-            self.console.print(
-                f"epoch {m.epoch}/{self.epochs}  loss {m.loss:.6g}  "
-                f"train error {_number(m.train_error)}{test}  {m.seconds:.2f} s",
-                highlight=False,
-            )
+        elif isinstance(event, EpochDone):
+            if event.checkpoint is not None:
+                self.saved = (event.metrics.epoch, event.checkpoint)
+            if not self.quiet:
+                self._print_epoch(event)
+
+    def _print_epoch(self, event: EpochDone) -> None:
+        self.progress.refresh()  # printing redraws the bar as last rendered, so render now
+        m = event.metrics
+        test = "" if m.test_error is None else f"  test error {_number(m.test_error)}"
+        self.console.print(
+            f"epoch {m.epoch}/{self.epochs}  loss {m.loss:.6g}  "
+            f"train error {_number(m.train_error)}{test}  {m.seconds:.2f} s",
+            highlight=False,
+        )
 
 
 def _summary(
