@@ -38,7 +38,7 @@ from gradproof.cli.options import (
     unit_interval,
 )
 from gradproof.data.atomic import atomic_write
-from gradproof.data.mnist import load_mnist, mnist_source
+from gradproof.data.mnist import load_mnist
 from gradproof.errors import InputError
 from gradproof.nn.autoencoder import Autoencoder
 from gradproof.train import (
@@ -142,8 +142,9 @@ def run(args: argparse.Namespace, console: Console) -> int:
         params = model.init_params(DEFAULT_SEED if args.seed is None else args.seed)
     info = _data_info(args, state)
     options = {**data_options(args), "data_dir": info["data_dir"]}
-    x_train, _ = load_mnist("train", limit=info["limit"], dtype=model.dtype, **options)
-    x_test, _ = load_mnist("test", dtype=model.dtype, **options)
+    train_split = load_mnist("train", limit=info["limit"], dtype=model.dtype, **options)
+    x_train, x_test = train_split.images, load_mnist("test", dtype=model.dtype, **options).images
+    info["source"] = train_split.source
     out = _output_dir(args)
     show_progress = console.is_terminal and not args.json
     train_started = time.perf_counter()
@@ -193,13 +194,13 @@ def run(args: argparse.Namespace, console: Console) -> int:
 
 def _data_info(args: argparse.Namespace, state: TrainState | None) -> dict[str, Any]:
     """The data options to train with and keep in the checkpoint: a resumed run reuses its
-    checkpoint's unless the flags say otherwise, so that it sees the same images."""
+    checkpoint's unless the flags say otherwise, so that it sees the same images. The run
+    adds ``"source"``, where the images came from, once they are loaded."""
     kept = state.info if state is not None else {}
     data_dir = args.data_dir if args.data_dir is not None else kept.get("data_dir")
     return {
         "data_dir": None if data_dir is None else str(data_dir),
         "limit": args.limit if args.limit is not None else kept.get("limit"),
-        "source": mnist_source(data_dir, args.download, args.cache_dir),
     }
 
 
