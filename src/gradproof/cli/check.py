@@ -43,6 +43,7 @@ from gradproof.cli.options import (
     nonnegative_int,
     positive_int,
 )
+from gradproof.cli.progress import PlainProgress
 from gradproof.cli.render import print_json, print_report
 from gradproof.data.mnist import load_mnist
 from gradproof.errors import InputError
@@ -138,8 +139,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     model, params, origin = _network(args)
     x, source = _batch(args, model)
     _, gradient = model.loss_and_grad(params, x)
-    show_progress = console.is_terminal and not args.json
-    with _progress_bar(console, args.mode, enabled=show_progress) as progress:
+    with _progress(console, args.mode, enabled=not args.json) as progress:
         report = _check(args, model, params, x, gradient, progress)
     if args.json:
         print_json(console, {**report.to_dict(), **_context(args, model, origin, source)})
@@ -216,15 +216,24 @@ def _check(
 
 
 @contextmanager
-def _progress_bar(
+def _progress(
     console: Console, mode: str, *, enabled: bool
 ) -> Iterator[Callable[[int, int], None] | None]:
-    """A transient progress bar fed by the checkers' ``progress(done, total)``; None when off."""
+    """The checkers' ``progress(done, total)``: a transient progress bar on a terminal, else
+    (a log, CI) a plain line now and then; None when off."""
     if not enabled:
         yield None
         return
     # What the checker's progress counts: check_model's points, check_gradient's calls.
     unit = "perturbed points" if mode == "exact" else "loss evaluations"
+    if not console.is_terminal:
+        plain = PlainProgress(console)
+
+        def report(done: int, total: int) -> None:
+            plain(lambda seconds: f"checking ({mode}): {done:,}/{total:,} {unit}, {seconds:.0f} s")
+
+        yield report
+        return
     bar = Progress(
         TextColumn(f"checking ({mode})"),
         BarColumn(),

@@ -37,6 +37,7 @@ from gradproof.cli.options import (
     positive_int,
     unit_interval,
 )
+from gradproof.cli.progress import PlainProgress
 from gradproof.data.atomic import atomic_write
 from gradproof.data.mnist import load_mnist
 from gradproof.errors import InputError
@@ -146,9 +147,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
     x_train, x_test = train_split.images, load_mnist("test", dtype=model.dtype, **options).images
     info["source"] = train_split.source
     out = _output_dir(args)
-    show_progress = console.is_terminal and not args.json
     train_started = time.perf_counter()
-    reporter = _Reporter(console, enabled=show_progress, quiet=args.json)
+    reporter = _Reporter(console, quiet=args.json)
     try:
         with reporter:
             result = train(
@@ -248,11 +248,15 @@ def _resume_advice(args: argparse.Namespace, saved: tuple[int, Path] | None) -> 
 
 
 class _Reporter:
-    """The training callback: a transient progress bar (on a terminal) and one line per epoch."""
+    """The training callback: one line per epoch, and between them a transient progress bar
+    on a terminal, else (a log, CI) a plain line now and then; nothing but the summary when
+    ``quiet``."""
 
-    def __init__(self, console: Console, *, enabled: bool, quiet: bool) -> None:
+    def __init__(self, console: Console, *, quiet: bool) -> None:
         self.console = console
         self.quiet = quiet
+        enabled = console.is_terminal and not quiet
+        self.plain = None if console.is_terminal or quiet else PlainProgress(console)
         self.epochs = 0
         self.saved: tuple[int, Path] | None = None  # the last checkpoint written: epoch, path
         self.progress = Progress(
@@ -282,6 +286,12 @@ class _Reporter:
             self.progress.update(
                 self.task, advance=1, epoch=event.epoch, loss=event.running_loss
             )
+            if self.plain is not None:
+                self.plain(
+                    lambda seconds: f"epoch {event.epoch}/{self.epochs}  step "
+                    f"{event.step_in_epoch}/{event.steps_per_epoch}  loss "
+                    f"{event.running_loss:.6g}  {seconds:.0f} s"
+                )
         elif isinstance(event, TrainStarted):
             self.epochs = event.epochs
             remaining = (event.epochs - event.start_epoch) * event.steps_per_epoch
