@@ -64,8 +64,6 @@ RUNS_DIR = Path("runs")
 # Training runs in float32 by default: it matches float64's errors to three digits on the seed
 # network at about half the time. L-BFGS (scipy) needs float64.
 DEFAULT_DTYPE = {"gd": "float32", "sgd": "float32", "lbfgs": "float64"}
-# Reconstructions drawn in reconstructions.png (the first test images).
-_SHOWN_IMAGES = 16
 
 
 def add_parser(subparsers: Any) -> None:
@@ -177,9 +175,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         # Imported here: matplotlib costs a noticeable fraction of a second to import.
         from gradproof.plots import save_training_plots
 
-        written = save_training_plots(
-            out, model, result.params, result.history, x_test[:_SHOWN_IMAGES]
-        )
+        written = save_training_plots(out, model, result.params, result.history, x_test)
         plots, notes = written.files, notes + written.notes
     seconds = {"wall_seconds": time.perf_counter() - started, "train_seconds": train_seconds}
     summary = _summary(result, model, out, plots, notes, seconds, len(x_train), info)
