@@ -611,6 +611,7 @@ def test_a_transposed_gradient_shape_is_a_finding_and_compared_after_transposing
     assert (entry["passed"], entry["verdict"], entry["reason"]) == (False, "transposed", result.reason)
     wrong = gp.check_gradient(loss, {"W": 2 * g["W"].T, "b": g["b"]}, params)
     assert not wrong.tensor("W").passed and "its values differ from" in wrong.tensor("W").reason
+    assert wrong.tensor("W").verdict == "FAIL, transposed"
 
 
 def test_any_other_gradient_shape_is_an_error_with_both_shapes(sine):

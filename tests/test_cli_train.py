@@ -241,3 +241,19 @@ def test_help_states_the_exit_codes(capsys, argv):
         "exit codes: 0 the gradients are right (or training finished), 1 a gradient check failed "
         "(or training diverged), 2 bad usage or input, 130 interrupted (Ctrl-C)"
     ) in text
+
+
+def test_ctrl_c_right_after_resuming_says_the_resumed_checkpoint_is_as_it_was(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "run"
+    assert main([*SMALL, "--epochs", "1", "--out", str(out), "--no-plots"]) == 0
+    checkpoint = out / "checkpoint.npz"
+    before = checkpoint.read_bytes()
+    capsys.readouterr()
+    _interrupted_in_epoch(monkeypatch, 2)
+    assert main(["train", "--resume", str(checkpoint), "--epochs", "3"]) == 130
+    err = " ".join(capsys.readouterr().err.split())
+    assert err == (
+        f"interrupted: no epoch had finished since resuming, so {checkpoint} is as it was; "
+        f"resume with: gradproof train --resume {checkpoint} --epochs 3"
+    )
+    assert checkpoint.read_bytes() == before

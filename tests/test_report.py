@@ -8,6 +8,7 @@ shows is the same table and findings, escaped.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from html.parser import HTMLParser
 
 import numpy as np
@@ -56,8 +57,10 @@ def test_a_result_built_with_a_wrong_shape_fails_whatever_its_values():
     right = result("W", passed=True, gradient_shape=(3, 2))
     wrong = result("W", passed=False, gradient_shape=(3, 2))
     same = result("W", passed=True, gradient_shape=(2, 3))
-    assert (right.passed, right.verdict) == (False, "transposed")
+    assert (right.passed, right.verdict, right.values_passed) == (False, "transposed", True)
+    assert (wrong.passed, wrong.verdict, wrong.values_passed) == (False, "FAIL, transposed", False)
     assert "agree with" in right.reason and "differ from" in wrong.reason
+    assert replace(right, checked=1).reason == right.reason  # rebuilt, it still knows its values
     assert (same.passed, same.verdict, same.reason) == (True, "ok", None)
 
 

@@ -4,7 +4,11 @@ A ``GradReport`` is plain data. It carries, per tensor, the errors, the worst en
 and the finite-difference error estimate that decided the verdict, and a list of ``Finding``
 records whose ``kind`` comes from the fixed vocabulary ``FINDING_KINDS``. ``to_dict()`` gives
 the JSON shape other code relies on; ``str(report)`` gives a compact table followed by the
-findings, never two full columns of numbers.
+findings, never two full columns of numbers, and Jupyter shows the same as HTML.
+
+Two rules keep the rendering from being misread: a tensor whose gradient came in the
+transposed shape never reads ``ok`` (``TensorResult.reason``), and findings that say the same
+of several tensors are shown once (``group_findings``).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import html
 import math
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -127,6 +132,9 @@ class TensorResult:
         Why the tensor fails although its values alone may agree: set, with ``passed`` False,
         when ``gradient_shape`` is not ``shape``, because the code that built that gradient is
         wrong even where its numbers are right.
+    values_passed : bool or None
+        For a gradient of the wrong shape: whether its values agree with the numerical ones
+        once transposed back (``passed`` as the comparison gave it); None otherwise.
     """
 
     name: str
@@ -144,6 +152,7 @@ class TensorResult:
     taylor_order: float | None = None
     gradient_shape: tuple[int, ...] | None = None
     reason: str | None = None
+    values_passed: bool | None = None
 
     def __post_init__(self) -> None:
         if self.gradient_shape is not None and tuple(self.gradient_shape) == tuple(self.shape):
@@ -151,8 +160,10 @@ class TensorResult:
         if self.gradient_shape is None:
             return
         self.gradient_shape = tuple(self.gradient_shape)
+        if self.values_passed is None:
+            self.values_passed = self.passed
         if self.reason is None:
-            values = "agree with" if self.passed else "differ from"
+            values = "agree with" if self.values_passed else "differ from"
             self.reason = (
                 f"the gradient has shape {_shape_text(self.gradient_shape)}, not "
                 f"{self.name}'s {_shape_text(self.shape)}; its values {values} the numerical "
@@ -166,10 +177,11 @@ class TensorResult:
 
     @property
     def verdict(self) -> str:
-        """The table's word: ``ok``, ``FAIL``, ``transposed`` (a gradient of the transposed
-        shape, right or wrong) or ``not checked``."""
+        """The table's word: ``ok``, ``FAIL``, ``not checked``, or for a gradient of the
+        transposed shape ``transposed`` (its values right once transposed back) or ``FAIL,
+        transposed`` (wrong even then)."""
         if self.gradient_shape is not None:
-            return "transposed" if self.gradient_shape == self.shape[::-1] else "FAIL"
+            return "transposed" if self.values_passed else "FAIL, transposed"
         if not self.passed:
             return "FAIL"
         if self.checked == 0 and self.probes == 0 and self.size:
@@ -194,6 +206,7 @@ class TensorResult:
             "verdict": self.verdict,
             "gradient_shape": None if self.gradient_shape is None else list(self.gradient_shape),
             "reason": self.reason,
+            "values_passed": self.values_passed,
         }
 
 
@@ -334,7 +347,7 @@ class FindingGroup:
     def is_bug(self) -> bool:
         return self.findings[0].is_bug
 
-    def label(self, name: Any = str) -> str:
+    def label(self, name: Callable[[str], str] = str) -> str:
         """The tensors as a heading: ``W1``, ``W1, W2``, or ``every tensor (W1, b1, ...)``;
         ``name`` maps each tensor's name to its shown form."""
         names = ", ".join(name(t) for t in self.tensors)
@@ -374,10 +387,8 @@ def group_findings(findings: list[Finding], tensors: list[str] | None = None) ->
             continue
         first = members[0][0]
         columns = iter(_spans(column) for column in zip(*(numbers for _, numbers in members)))
-        message, fix = (
-            None if text is None else _filled(text, first.tensor, columns)
-            for text in (first.message, first.fix)
-        )
+        message = _filled(first.message, first.tensor, columns)  # its numbers come first
+        fix = None if first.fix is None else _filled(first.fix, first.tensor, columns)
         every = tensors is not None and set(names) == set(tensors)
         groups.append(
             FindingGroup(first.kind, names, message, fix, tuple(f for f, _ in members), every)
@@ -409,7 +420,7 @@ def _spans(values: tuple[str, ...]) -> str:
     return f"{min(values, key=float)} to {max(values, key=float)}"
 
 
-def _filled(text: str, tensor: str, numbers: Any) -> str:
+def _filled(text: str, tensor: str, numbers: Iterator[str]) -> str:
     """``text`` (a member's own) with the tensor's name as "each tensor" and each measured
     number replaced by the group's span of it."""
     name = re.compile(rf"(?<![\w.]){re.escape(tensor)}(?!\w)")

@@ -29,17 +29,17 @@ def tensor_label(name: str, aliases: Mapping[str, str]) -> str:
 
 def report_table(report: GradReport, aliases: Mapping[str, str]) -> Table:
     """One row per tensor: shape, entries checked, worst errors, verdict."""
+    labels = [tensor_label(result.name, aliases) for result in report.tensors]
+    # Numbers never wrap; on a narrow terminal names and long verdicts do, at their spaces.
     table = Table(show_edge=False, header_style="bold")
-    for column in ("tensor", "shape", "checked", "max abs err", "max rel err", "verdict"):
-        # Numbers never wrap: on a narrow terminal the tensor names wrap instead.
-        table.add_column(
-            column,
-            justify="left" if column in ("tensor", "verdict") else "right",
-            no_wrap=column != "tensor",
-        )
-    for result in report.tensors:
+    table.add_column("tensor")
+    for column in ("shape", "checked", "max abs err", "max rel err"):
+        table.add_column(column, justify="right", no_wrap=True)
+    longest_word = max((len(w) for r in report.tensors for w in r.verdict.split()), default=0)
+    table.add_column("verdict", min_width=longest_word)
+    for result, label in zip(report.tensors, labels):
         table.add_row(
-            tensor_label(result.name, aliases),
+            label,
             "x".join(str(n) for n in result.shape),
             _checked(result),
             f"{result.max_abs_error:.2e}",
