@@ -108,8 +108,8 @@ def filter_tiles(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The encoder's filters as the picture shows them, most active unit first.
 
-    A raw column of W1 looks like speckle: the weights of pixels that never vary (MNIST's
-    border) keep their random initial values, since no gradient reaches them. Each weight is
+    A raw column of W1 looks like speckle: the weights of pixels that are 0 in every training
+    image (MNIST's border) keep their random initial values, since no gradient reaches them. Each weight is
     therefore multiplied by its pixel's standard deviation over ``x``, which is how much that
     pixel can move the unit; such pixels become exactly 0 (grey). Each tile is then scaled to
     its own 99th percentile of |value| (clipped to [-1, 1]), so one outlier does not grey out

@@ -6,8 +6,8 @@ beside it must agree with it). The batch is the first ``--batch`` training image
 the motivating user's setting) of the chosen data. ``--mode exact`` (the default) checks every
 entry through ``check_model``, the structure-exploiting engine; the other modes run the
 black-box ``check_gradient`` on ``model.loss``. A rich table (and a progress bar on a
-terminal), or with ``--json`` the report as JSON alone. Exit codes: 0 passed, 1 failed,
-2 bad usage or input.
+terminal, plain progress lines in a log), or with ``--json`` the report as JSON alone. Exit
+codes: 0 passed, 1 failed, 2 bad usage or input, 130 interrupted.
 """
 
 from __future__ import annotations

@@ -8,6 +8,9 @@ own directory)::
     checkpoint.npz     after every epoch; continue with --resume DIR/checkpoint.npz
     metrics.json       options, per-epoch train/test error, loss and seconds, final summary
     loss.png, reconstructions.png, filters.png    unless --no-plots
+
+Progress: a line per epoch, a progress bar on a terminal, plain lines now and then in a log.
+Ctrl-C stops the run and says which checkpoint was kept and the command that resumes it.
 """
 
 from __future__ import annotations
