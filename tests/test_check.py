@@ -605,9 +605,16 @@ def test_a_transposed_gradient_shape_is_a_finding_and_compared_after_transposing
     report = gp.check_gradient(loss, {"W": g["W"].T, "b": g["b"]}, params)
     assert kinds(report)[0] == "transposed" and report.findings[0].tensor == "W"
     assert "shape (3, 5), the transpose of the parameter's (5, 3)" in report.findings[0].message
-    assert report.tensor("W").passed and not report.passed  # right values, wrong shape
+    # Right values, wrong shape: the tensor fails, and its reason says the values agree.
+    result = report.tensor("W")
+    assert not result.passed and not report.passed
+    assert result.verdict == "transposed" and result.gradient_shape == (3, 5)
+    assert "its values agree with" in result.reason
+    entry = report.to_dict()["tensors"][0]
+    assert (entry["passed"], entry["verdict"], entry["reason"]) == (False, "transposed", result.reason)
     wrong = gp.check_gradient(loss, {"W": 2 * g["W"].T, "b": g["b"]}, params)
-    assert not wrong.tensor("W").passed
+    assert not wrong.tensor("W").passed and "its values differ from" in wrong.tensor("W").reason
+    assert wrong.tensor("W").verdict == "FAIL, transposed"
 
 
 def test_any_other_gradient_shape_is_an_error_with_both_shapes(sine):

@@ -290,3 +290,19 @@ def test_json_on_a_terminal_prints_json_alone(capsys):
     code, out = run_on_terminal("--hidden", "8", "--json")
     assert code == 0
     assert json.loads(out)["passed"] is True  # no bar, no table: it parses as printed
+
+
+def test_the_data_line_says_a_verified_full_mnist_in_the_cache_was_used(tmp_path, capsys, monkeypatch):
+    import shutil
+
+    from gradproof.data import mnist, uncompressed_sha256
+
+    # The bundled files stand in for the full set: the cache holds them under its checksums.
+    cache = tmp_path / "cache"
+    shutil.copytree(mnist.SAMPLE_DIR, cache, ignore=shutil.ignore_patterns("*.md"))
+    monkeypatch.setattr(mnist, "SHA256", {
+        name: uncompressed_sha256(cache / f"{name}.gz") for name in mnist.SHA256
+    })
+    code, report = run_json(capsys, "--hidden", "4", "--cache-dir", str(cache))
+    assert code == 0
+    assert report["data"]["source"] == f"the full MNIST in the cache {cache} (verified by SHA-256)"

@@ -168,3 +168,23 @@ def test_a_swapped_pair_is_shown_with_both_names_and_listed_in_json(tmp_path, ca
     assert main(["compare", str(path), "--no-bias", "--json"]) == 1
     [swap] = json.loads(capsys.readouterr().out)["findings"]
     assert (swap["kind"], swap["tensor"], swap["tensors"]) == ("swapped", "W1", ["W1", "W2"])
+
+
+def test_a_transposed_gradient_never_reads_ok_in_the_table(tmp_path, capsys):
+    # gDecoder is right once transposed back: its row says so by failing as `transposed`.
+    code = main(["compare", str(motivating_file(tmp_path, Flaws(transposed_outer=True)))])
+    out = capsys.readouterr().out
+    assert code == 1
+    rows = [line for line in out.splitlines() if "│" in line and "x" in line.split("│")[1]]
+    assert len(rows) == 2 and all(row.split("│")[-1].strip() == "transposed" for row in rows)
+    assert "W2 (decoder) fails: the gradient has shape 6x4, not W2's 4x6; its values agree" in " ".join(out.split())
+
+
+@pytest.mark.parametrize("target", ["W9", "dW9"])
+def test_a_gradient_mapped_to_a_parameter_the_network_lacks_lists_its_parameters(tmp_path, capsys, target):
+    assert main(["compare", str(motivating_file(tmp_path)), "--map", f"gEncoder={target}"]) == 2
+    message = " ".join(capsys.readouterr().err.split())
+    assert message == (
+        f"error: --map gEncoder={target}: W9 is not a parameter of the network in the file; "
+        "its parameters are W1 (encoder), W2 (decoder)"
+    )

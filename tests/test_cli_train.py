@@ -194,3 +194,66 @@ def test_an_out_path_that_is_a_file_exits_2(tmp_path, capsys):
 def test_errors_print_four_decimals_until_they_would_run_to_many_digits():
     assert _number(2.25670123) == "2.2567"
     assert _number(1.23456e200) == "1.235e+200"
+
+
+def _interrupted_in_epoch(monkeypatch, epoch):
+    """Make the next training raise KeyboardInterrupt (Ctrl-C) at the first step of ``epoch``."""
+    import gradproof.cli.train as cli_train
+    from gradproof.train import StepDone, train
+
+    def train_until_ctrl_c(*args, callback, **options):
+        def callback_then_ctrl_c(event):
+            callback(event)
+            if isinstance(event, StepDone) and event.epoch == epoch:
+                raise KeyboardInterrupt
+
+        return train(*args, callback=callback_then_ctrl_c, **options)
+
+    monkeypatch.setattr(cli_train, "train", train_until_ctrl_c)
+
+
+def test_ctrl_c_says_which_checkpoint_was_kept_and_the_command_that_resumes(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "run"
+    _interrupted_in_epoch(monkeypatch, 2)
+    assert main([*SMALL, "--epochs", "3", "--out", str(out), "--no-plots"]) == 130
+    err = " ".join(capsys.readouterr().err.split())
+    checkpoint = out / "checkpoint.npz"
+    command = f"gradproof train --resume {checkpoint} --epochs 3 --no-plots"
+    assert err == f"interrupted: the checkpoint of epoch 1 is kept at {checkpoint}; resume with: {command}"
+    monkeypatch.undo()
+    assert main(command.split()[1:]) == 0  # the command as printed, without the program name
+    _, _, state = load_checkpoint(checkpoint)
+    assert state.epoch == 3 and [m.epoch for m in state.history] == [1, 2, 3]
+
+
+def test_ctrl_c_before_any_checkpoint_says_none_was_written(tmp_path, capsys, monkeypatch):
+    _interrupted_in_epoch(monkeypatch, 1)
+    assert main([*SMALL, "--epochs", "2", "--out", str(tmp_path / "run"), "--no-plots"]) == 130
+    err = " ".join(capsys.readouterr().err.split())
+    assert err == "interrupted: no epoch had finished, so no checkpoint was written; run the same command again"
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["train", "--help"]], ids=["top-level", "train"])
+def test_help_states_the_exit_codes(capsys, argv):
+    assert main(argv) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert (
+        "exit codes: 0 the gradients are right (or training finished), 1 a gradient check failed "
+        "(or training diverged), 2 bad usage or input, 130 interrupted (Ctrl-C)"
+    ) in text
+
+
+def test_ctrl_c_right_after_resuming_says_the_resumed_checkpoint_is_as_it_was(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "run"
+    assert main([*SMALL, "--epochs", "1", "--out", str(out), "--no-plots"]) == 0
+    checkpoint = out / "checkpoint.npz"
+    before = checkpoint.read_bytes()
+    capsys.readouterr()
+    _interrupted_in_epoch(monkeypatch, 2)
+    assert main(["train", "--resume", str(checkpoint), "--epochs", "3"]) == 130
+    err = " ".join(capsys.readouterr().err.split())
+    assert err == (
+        f"interrupted: no epoch had finished since resuming, so {checkpoint} is as it was; "
+        f"resume with: gradproof train --resume {checkpoint} --epochs 3"
+    )
+    assert checkpoint.read_bytes() == before

@@ -569,10 +569,71 @@ def test_checksum_mismatch_removes_only_the_bad_download(mirror, tmp_path, monke
 
 
 # ---------------------------------------------------------------------------------------------
+# a full MNIST already in the cache, used without download=True
+
+
+@pytest.fixture
+def checksums(monkeypatch) -> dict[str, str]:
+    """load_mnist's checksums pointed at SYNTHETIC, which then stands for the full MNIST."""
+    sums = {
+        name: hashlib.sha256(content).hexdigest()
+        for split, contents in SYNTHETIC.items()
+        for name, content in zip(mnist.SPLIT_FILES[split], contents)
+    }
+    monkeypatch.setattr(mnist, "SHA256", sums)
+    monkeypatch.setattr(mnist, "MIRRORS", ())  # any download attempt would fail
+    return sums
+
+
+def test_a_verified_full_set_in_the_cache_is_used_without_download(tmp_path, checksums):
+    cache = write_synthetic(tmp_path / "cache", {"train": ".gz", "test": ""})
+    for split, count in (("train", 12), ("test", 4)):
+        result = gp.load_mnist(split, cache_dir=cache)
+        assert result.images.shape == (count, 784)
+        assert result.source == f"the full MNIST in the cache {cache} (verified by SHA-256)"
+    assert mnist.mnist_source(cache_dir=cache) == result.source
+
+
+def test_the_default_cache_is_looked_in_too(tmp_path, checksums):
+    write_synthetic(tmp_path / "xdg-cache" / "gradproof" / "mnist", {"train": "", "test": ""})
+    images, labels = gp.load_mnist("test")  # still unpacks as a pair
+    assert images.shape == (4, 784) and labels.shape == (4,)
+
+
+def test_a_cached_file_that_fails_its_checksum_falls_back_to_the_sample_and_says_why(tmp_path, checksums):
+    cache = write_synthetic(tmp_path / "cache", {"train": "", "test": ""})
+    put(cache / "t10k-labels-idx1-ubyte", SYNTHETIC["test"][1][:-1] + b"\x09")
+    result = gp.load_mnist("test", cache_dir=cache)
+    assert result.images.shape == (mnist.SAMPLE_SIZES["test"], 784)
+    assert result.source.startswith("the bundled MNIST sample")
+    assert result.source.endswith(
+        f"; not the cache {cache}, whose t10k-labels-idx1-ubyte does not match MNIST's SHA-256"
+    )
+    assert gp.load_mnist("train", cache_dir=cache).images.shape == (12, 784)  # train verifies
+
+
+def test_a_partial_cache_is_not_mixed_with_the_sample(tmp_path, checksums):
+    cache = write_synthetic(tmp_path / "cache", {"train": "", "test": ""})
+    (cache / "t10k-images-idx3-ubyte").unlink()
+    result = gp.load_mnist("train", cache_dir=cache)
+    assert len(result.images) == mnist.SAMPLE_SIZES["train"]
+    assert result.source.endswith("whose full set lacks t10k-images-idx3-ubyte")
+
+
+def test_without_a_cache_the_sample_is_used_and_named(tmp_path):
+    result = gp.load_mnist("test", limit=3, cache_dir=tmp_path / "nothing")
+    assert result.source == mnist.mnist_source() == (
+        "the bundled MNIST sample (the first 5000 training and the first 1000 test images)"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
 # the full MNIST, where the development machine has it
 
 
-@pytest.mark.skipif(not FULL_MNIST.is_dir(), reason=f"full MNIST not found at {FULL_MNIST}")
+@pytest.mark.skipif(
+    not FULL_MNIST.is_dir(), reason="no full MNIST in shared/data/mnist beside the repository"
+)
 def test_full_mnist_matches_published_checksums_and_counts():
     for names in mnist.SPLIT_FILES.values():
         for name in names:

@@ -400,7 +400,9 @@ def test_check_model_explains_the_motivating_users_two_bugs():
     user = {"W1": x.T @ error_hidden, "W2": error_out.T @ a}  # W2's is (n_visible, n_hidden)
     report = gp.check_model(model, params, x, grad=user)
     assert not report.passed
-    assert report.tensor("W2").passed  # right values, once transposed back
+    # Right values once transposed back, but a wrong shape never passes.
+    assert report.tensor("W2").verdict == "transposed" and not report.tensor("W2").passed
+    assert "its values agree with" in report.tensor("W2").reason
     assert not report.tensor("W1").passed
     assert [f.tensor for f in report.findings_of("transposed")] == ["W2"]
     [backprop] = report.findings_of("wrong_backprop_matrix")

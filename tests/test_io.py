@@ -127,6 +127,33 @@ def test_a_file_that_is_not_what_its_suffix_says_is_a_data_error(tmp_path):
         read_arrays(npy)
 
 
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        (b"hello, not a mat file\n" * 10, "not a MATLAB .mat file: it does not start with the header of MATLAB's v5 / v7 format"),
+        (b"# Created by Octave 8.4.0\n# name: x\n", "not a MATLAB .mat file: it is Octave's text format"),
+        (b"PK\x03\x04" + bytes(60), "not a MATLAB .mat file: it is a zip archive, as numpy.savez writes: name it .npz"),
+        (b"\x93NUMPY" + bytes(60), "not a MATLAB .mat file: it is a single NumPy .npy array"),
+        (b"", "not a MATLAB .mat file: it is empty"),
+    ],
+    ids=["text", "octave-text", "zip", "npy", "empty"],
+)
+def test_a_mat_file_that_is_not_matlabs_says_what_it_is_not_what_scipy_says(tmp_path, content, words):
+    path = tmp_path / "f.mat"
+    path.write_bytes(content)
+    with pytest.raises(DataError) as error:
+        read_arrays(path)
+    assert words in str(error.value) and "truncated" not in str(error.value)
+
+
+def test_a_damaged_matlab_file_is_called_damaged(tmp_path, arrays):
+    whole = save_mat(tmp_path / "whole.mat", arrays).read_bytes()
+    path = tmp_path / "f.mat"
+    path.write_bytes(whole[:200])  # the MATLAB header, then the data cut short
+    with pytest.raises(DataError, match="is a damaged MATLAB .mat file"):
+        read_arrays(path)
+
 # -------------------------------------------------------------------------------- names
 
 

@@ -45,3 +45,24 @@ def test_no_history_means_no_loss_curves_and_says_so(tmp_path):
     plots = save_training_plots(tmp_path, model, model.init_params(), [], x)
     assert "loss.png" not in [path.name for path in plots.files]
     assert "no epochs" in plots.notes[0]
+
+
+def test_filter_tiles_weigh_each_pixel_by_its_spread_and_put_the_most_active_unit_first():
+    from gradproof.plots import filter_tiles
+
+    model = Autoencoder(n_visible=16, n_hidden=5)
+    params = model.init_params(seed=2)
+    params["b1"] = np.array([-40.0, 40.0, 0.0, -20.0, 20.0])  # dominates x @ W1 (|.| < 10)
+    x = np.random.default_rng(2).random((40, 16))
+    x[:, 0] = 0.3  # a pixel that never varies, like MNIST's border
+    tiles, units, activity = filter_tiles(model, params, x, n=4)
+    assert list(units) == [1, 4, 2, 3] and np.all(np.diff(activity) < 0)
+    assert tiles.shape == (4, 4, 4) and np.abs(tiles).max() <= 1.0
+    assert np.all(tiles[:, 0, 0] == 0.0)  # the constant pixel is grey in every tile
+    # Below the clipping, a tile is W1's column times the pixels' spread, up to a positive factor.
+    effect = params["W1"][:, 1] * x.std(axis=0)
+    shown = tiles[0].ravel()
+    kept = (np.abs(shown) < 1.0) & (shown != 0.0)  # unclipped, and not the constant pixel
+    ratio = shown[kept] / effect[kept]
+    np.testing.assert_allclose(ratio, ratio[0], rtol=1e-12)
+    assert ratio[0] > 0

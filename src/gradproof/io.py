@@ -172,11 +172,42 @@ def _read_mat(path: Path) -> dict[str, np.ndarray]:
     try:
         contents = loadmat(path)
     except Exception as error:  # noqa: BLE001 - scipy raises many types on a bad file
+        with path.open("rb") as handle:
+            head = handle.read(_MATLAB_V5_HEADER_BYTES)
+        if not head.startswith(b"MATLAB"):
+            raise DataError(f"{path} is not a MATLAB .mat file: {_what_it_is(head)}") from None
         raise DataError(
-            f"{path} is not a MATLAB .mat file scipy can read ({type(error).__name__}: {error}); "
-            "save it with `save(..., '-v7')` in MATLAB or Octave"
+            f"{path} is a damaged MATLAB .mat file ({type(error).__name__}: {error}); save it "
+            "again with `save(..., '-v7')` in MATLAB or Octave"
         ) from None
     return {name: value for name, value in contents.items() if not name.startswith("__")}
+
+
+# MATLAB v5 and v7 files open with a 116-byte text header ("MATLAB 5.0 MAT-file, ...");
+# scipy's message about anything else ("appears to be truncated") would mislead.
+_MATLAB_V5_HEADER_BYTES = 116
+# Other formats a file named .mat often turns out to be: (leading bytes, what it is).
+_NOT_MAT = (
+    (b"# Created by Octave", "it is Octave's text format (what a plain `save` writes); save "
+     "it with `save -v7 file.mat ...` in Octave"),
+    (b"PK\x03\x04", "it is a zip archive, as numpy.savez writes: name it .npz"),
+    (b"\x93NUMPY", "it is a single NumPy .npy array; save named arrays with numpy.savez to "
+     "an .npz file"),
+)
+
+
+def _what_it_is(head: bytes) -> str:
+    """Say what a file that is not MATLAB's seems to be, from its first bytes."""
+    for signature, text in _NOT_MAT:
+        if head.startswith(signature):
+            return text
+    if not head:
+        return "it is empty"
+    shown = head[:24].decode("latin-1")
+    return (
+        f"it does not start with the header of MATLAB's v5 / v7 format, 'MATLAB 5.0 MAT-file' "
+        f"(it starts with {shown!r}); save it with `save('file.mat', ..., '-v7')` in MATLAB or Octave"
+    )
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
@@ -344,7 +375,22 @@ def _roles(arrays: Mapping[str, np.ndarray], mapping: Mapping[str, str]) -> _Rol
             if tensor is not None:
                 roles.assign("grad", tensor, variable)
                 break
+    _check_mapped_gradients(roles, mapping)
     return roles
+
+
+def _check_mapped_gradients(roles: _Roles, mapping: Mapping[str, str]) -> None:
+    """A gradient mapped to a tensor the file's network does not have (``gEncoder=W9``)."""
+    for tensor, variable in roles.grads.items():
+        if variable in mapping and tensor not in roles.params:
+            declared = ", ".join(
+                f"{t} ({roles.params[t]})" if roles.params[t] != t else t
+                for t in _sorted_tensors(roles.params)
+            ) or "none (no variable looks like a weight or bias)"
+            raise DataError(
+                f"--map {variable}={mapping[variable]}: {tensor} is not a parameter of the "
+                f"network in the file; its parameters are {declared}"
+            )
 
 
 def _match_case_insensitive(stem: str, by_variable: Mapping[str, str]) -> str | None:

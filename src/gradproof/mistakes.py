@@ -634,7 +634,7 @@ def _shape_transposed(
         ),
         fix=_fix_text(numpy_line, matlab_line),
         details={"mistake": "transposed_outer_product", "numpy": numpy_line,
-                 "matlab": matlab_line, "shape": list(got)},
+                 "matlab": matlab_line, "gradient_shape": list(got)},
     )
 
 

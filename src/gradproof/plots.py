@@ -26,6 +26,9 @@ LOSS_FILE = "loss.png"
 RECONSTRUCTIONS_FILE = "reconstructions.png"
 FILTERS_FILE = "filters.png"
 _DPI = 100
+# Images shown beside their reconstructions, and images the filters' statistics come from.
+RECONSTRUCTED = 16
+FILTER_STATISTICS = 2000
 
 
 @dataclass
@@ -100,30 +103,81 @@ def plot_reconstructions(
     return _save(fig, path)
 
 
+def filter_tiles(
+    model: Autoencoder, params: dict[str, np.ndarray], x: np.ndarray, *, n: int = 100
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The encoder's filters as the picture shows them, most active unit first.
+
+    A raw column of W1 looks like speckle: the weights of pixels that are 0 in every training
+    image (MNIST's border) keep their random initial values, since no gradient reaches them. Each weight is
+    therefore multiplied by its pixel's standard deviation over ``x``, which is how much that
+    pixel can move the unit; such pixels become exactly 0 (grey). Each tile is then scaled to
+    its own 99th percentile of |value| (clipped to [-1, 1]), so one outlier does not grey out
+    the rest, and weak units show their pattern as clearly as strong ones.
+
+    Parameters
+    ----------
+    model : Autoencoder
+        With a square ``n_visible``.
+    params : dict of str to ndarray
+    x : ndarray, shape (m, n_visible)
+        Images the statistics come from (m >= 1).
+    n : int
+        How many units to show at most.
+
+    Returns
+    -------
+    tiles : ndarray, shape (k, side, side)
+        In [-1, 1]; k = min(n, hidden units).
+    units : ndarray of int, shape (k,)
+        The hidden unit (column of W1) of each tile.
+    mean_activation : ndarray, shape (k,)
+        Each unit's mean activation over ``x``, the order of the tiles (descending).
+    """
+    side = image_side(model.n_visible)
+    if side is None:
+        raise ValueError(f"n_visible = {model.n_visible} is not a square image")
+    x = np.asarray(x, dtype=np.float64)  # (m, n_visible)
+    _, cache = model.forward(params, x)
+    activity = np.asarray(cache.activations[1], dtype=np.float64).mean(axis=0)  # (n_hidden,)
+    units = np.argsort(-activity, kind="stable")[:n]  # (k,)
+    w1 = np.asarray(model.weights(params)[0], dtype=np.float64)  # (n_visible, n_hidden)
+    # A constant pixel's std can round to 1e-17 rather than 0: its spread is set to 0 exactly.
+    spread = np.where(np.ptp(x, axis=0) > 0, x.std(axis=0), 0.0)  # (n_visible,)
+    effect = w1[:, units] * spread[:, None]  # (n_visible, k): weight x pixel spread
+    tiles = effect.T.reshape(-1, side, side)  # (k, side, side): one filter per hidden unit
+    scale = np.percentile(np.abs(tiles), 99, axis=(1, 2), keepdims=True)  # (k, 1, 1)
+    tiles = np.clip(tiles / np.where(scale > 0, scale, 1.0), -1.0, 1.0)
+    return tiles, units, activity[units]
+
+
 def plot_filters(
     model: Autoencoder,
     params: dict[str, np.ndarray],
+    x: np.ndarray,
     path: str | os.PathLike[str],
     *,
     n: int = 100,
 ) -> Path | None:
-    """Show the encoder's first ``n`` filters (columns of W1) as image tiles.
+    """Show the encoder's filters of the ``n`` most active hidden units as image tiles.
 
-    Each tile is scaled to its own largest absolute weight, grey at zero. Returns the path
-    written, or None when ``model.n_visible`` is not a square image.
+    See ``filter_tiles`` for what a tile shows. Returns the path written, or None when
+    ``model.n_visible`` is not a square image.
     """
-    side = image_side(model.n_visible)
-    if side is None:
+    if image_side(model.n_visible) is None:
         return None
-    w1 = np.asarray(model.weights(params)[0], dtype=np.float64)  # (n_visible, n_hidden)
-    tiles = w1[:, :n].T.reshape(-1, side, side)  # (k, side, side): one filter per hidden unit
-    scale = np.abs(tiles).max(axis=(1, 2), keepdims=True)
-    tiles = tiles / np.where(scale > 0, scale, 1.0)  # each in [-1, 1]
-    fig = _figure(6, 6.3)
+    tiles, units, activity = filter_tiles(model, params, x, n=n)
+    fig = _figure(6, 6.6)
     axes = fig.subplots()
     columns = math.ceil(math.sqrt(len(tiles)))
     axes.imshow(_mosaic(tiles, columns, fill=1.0), cmap="gray", vmin=-1.0, vmax=1.0)
-    axes.set_title(f"Encoder filters (W1 columns, {len(tiles)} of {w1.shape[1]})")
+    hidden = model.weights(params)[0].shape[1]
+    axes.set_title(
+        f"Encoder filters: {len(tiles)} of {hidden} hidden units, most active first\n"
+        f"(mean activation {activity[0]:.2g} to {activity[-1]:.2g} over {len(x)} images)\n"
+        "W1 column x pixel std: light raises the unit, dark lowers it, grey never varies",
+        fontsize=9,
+    )
     axes.set_axis_off()
     return _save(fig, path)
 
@@ -137,6 +191,9 @@ def save_training_plots(
 ) -> PlotFiles:
     """Write the loss curves, reconstructions of ``x`` and the filters into ``out_dir``.
 
+    The first ``RECONSTRUCTED`` images of ``x`` are reconstructed; the filters' statistics
+    come from the first ``FILTER_STATISTICS`` images.
+
     Returns
     -------
     PlotFiles
@@ -149,8 +206,8 @@ def save_training_plots(
     else:
         result.notes.append("no epochs were trained, so there are no loss curves")
     images = [
-        plot_reconstructions(model, params, x, out / RECONSTRUCTIONS_FILE),
-        plot_filters(model, params, out / FILTERS_FILE),
+        plot_reconstructions(model, params, x, out / RECONSTRUCTIONS_FILE, n=RECONSTRUCTED),
+        plot_filters(model, params, x[:FILTER_STATISTICS], out / FILTERS_FILE),
     ]
     if None in images:
         result.notes.append(

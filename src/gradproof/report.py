@@ -4,13 +4,20 @@ A ``GradReport`` is plain data. It carries, per tensor, the errors, the worst en
 and the finite-difference error estimate that decided the verdict, and a list of ``Finding``
 records whose ``kind`` comes from the fixed vocabulary ``FINDING_KINDS``. ``to_dict()`` gives
 the JSON shape other code relies on; ``str(report)`` gives a compact table followed by the
-findings, never two full columns of numbers.
+findings, never two full columns of numbers, and Jupyter shows the same as HTML.
+
+Two rules keep the rendering from being misread: a tensor whose gradient came in the
+transposed shape never reads ``ok`` (``TensorResult.reason``), and findings that say the same
+of several tensors are shown once (``group_findings``).
 """
 
 from __future__ import annotations
 
+import html
 import math
-from dataclasses import dataclass, field
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gradproof.errors import GradientMismatch
@@ -134,6 +141,16 @@ class TensorResult:
     taylor_order : float or None
         In a Taylor test: the fitted order of the remainder (2 when right, 1 when wrong; None
         when the remainder stayed at rounding level).
+    gradient_shape : tuple of int or None
+        The shape the gradient came in, when it was not the parameter's (a transposed one,
+        compared after transposing back); None otherwise.
+    reason : str or None
+        Why the tensor fails although its values alone may agree: set, with ``passed`` False,
+        when ``gradient_shape`` is not ``shape``, because the code that built that gradient is
+        wrong even where its numbers are right.
+    values_passed : bool or None
+        For a gradient of the wrong shape: whether its values agree with the numerical ones
+        once transposed back (``passed`` as the comparison gave it); None otherwise.
     """
 
     name: str
@@ -149,10 +166,43 @@ class TensorResult:
     probes: int = 0
     excluded: int = 0
     taylor_order: float | None = None
+    gradient_shape: tuple[int, ...] | None = None
+    reason: str | None = None
+    values_passed: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.gradient_shape is not None and tuple(self.gradient_shape) == tuple(self.shape):
+            self.gradient_shape = None  # the parameter's own shape: nothing to say
+        if self.gradient_shape is None:
+            return
+        self.gradient_shape = tuple(self.gradient_shape)
+        if self.values_passed is None:
+            self.values_passed = self.passed
+        if self.reason is None:
+            values = "agree with" if self.values_passed else "differ from"
+            self.reason = (
+                f"the gradient has shape {_shape_text(self.gradient_shape)}, not "
+                f"{self.name}'s {_shape_text(self.shape)}; its values {values} the numerical "
+                "ones once transposed back"
+            )
+        self.passed = False
 
     @property
     def size(self) -> int:
         return math.prod(self.shape)
+
+    @property
+    def verdict(self) -> str:
+        """The table's word: ``ok``, ``FAIL``, ``not checked``, or for a gradient of the
+        transposed shape ``transposed`` (its values right once transposed back) or ``FAIL,
+        transposed`` (wrong even then)."""
+        if self.gradient_shape is not None:
+            return "transposed" if self.values_passed else "FAIL, transposed"
+        if not self.passed:
+            return "FAIL"
+        if self.checked == 0 and self.probes == 0 and self.size:
+            return "not checked"
+        return "ok"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -169,6 +219,10 @@ class TensorResult:
             "probes": int(self.probes),
             "excluded": int(self.excluded),
             "taylor_order": _json_float(self.taylor_order),
+            "verdict": self.verdict,
+            "gradient_shape": None if self.gradient_shape is None else list(self.gradient_shape),
+            "reason": self.reason,
+            "values_passed": self.values_passed,
         }
 
 
@@ -194,6 +248,10 @@ class GradReport:
         How many times the loss was evaluated.
     rule : str
         The tolerance rule the comparisons used, in words.
+
+    A ``transposed`` finding whose ``details["gradient_shape"]`` is not its tensor's shape
+    fails that tensor (see ``TensorResult.reason``), whoever made the report: a table that
+    said ``ok`` beside a wrongly shaped gradient would be misread.
     """
 
     tensors: list[TensorResult]
@@ -203,6 +261,18 @@ class GradReport:
     seconds: float = 0.0
     loss_evaluations: int = 0
     rule: str = ""
+
+    def __post_init__(self) -> None:
+        shapes = {
+            f.tensor: tuple(f.details["gradient_shape"])
+            for f in self.findings
+            if f.kind == "transposed" and "gradient_shape" in f.details
+        }
+        self.tensors = [
+            replace(t, gradient_shape=shapes[t.name])
+            if t.name in shapes and t.gradient_shape is None else t
+            for t in self.tensors
+        ]
 
     @property
     def passed(self) -> bool:
@@ -225,11 +295,25 @@ class GradReport:
         return [f for f in self.findings if f.kind == kind]
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict: ``passed``, ``tensors``, ``findings`` and a few more keys."""
+        """A JSON-ready dict: ``passed``, ``tensors``, ``findings`` and a few more keys.
+
+        One record per finding; findings that the text shows once as a group carry the same
+        ``"group"`` number (their group's place among the groups).
+        """
+        group_of = {
+            id(f): k
+            for k, group in enumerate(_groups(self))
+            if len(group.findings) > 1
+            for f in group.findings
+        }
+        findings = [
+            {**f.to_dict(), "group": group_of[id(f)]} if id(f) in group_of else f.to_dict()
+            for f in self.findings
+        ]
         return {
             "passed": self.passed,
             "tensors": [t.to_dict() for t in self.tensors],
-            "findings": [f.to_dict() for f in self.findings],
+            "findings": findings,
             "mode": self.mode,
             "partial": self.partial,
             "seconds": round(self.seconds, 6),
@@ -240,48 +324,220 @@ class GradReport:
     def __str__(self) -> str:
         return format_report(self)
 
+    def _repr_html_(self) -> str:
+        """Jupyter shows a report as a table with its findings under it."""
+        return format_html(self)
+
     def assert_ok(self) -> None:
         """Raise ``GradientMismatch`` with this report as its message unless it passed."""
+        __tracebackhide__ = True  # under pytest, the traceback ends at the caller's line
         if not self.passed:
             raise GradientMismatch(str(self))
 
 
-def format_report(report: GradReport) -> str:
-    """Render a report as a plain-text table followed by its findings."""
-    header = ("tensor", "shape", "checked", "max abs err", "max rel err", "worst at", "verdict")
-    rows = [
+@dataclass(frozen=True)
+class FindingGroup:
+    """Findings that say the same thing about several tensors, shown once.
+
+    Attributes
+    ----------
+    kind : str
+    tensors : tuple of str
+        The tensors concerned, in the order of the findings.
+    message, fix : str, str or None
+        The shared text, with "each tensor" where the tensor's name stood and a range
+        ("1.2e-07 to 4.2e-07") where measured numbers differ; a single finding's own text.
+    findings : tuple of Finding
+    every : bool
+        True when the group covers every tensor of its report.
+    """
+
+    kind: str
+    tensors: tuple[str, ...]
+    message: str
+    fix: str | None
+    findings: tuple[Finding, ...]
+    every: bool = False
+
+    @property
+    def is_bug(self) -> bool:
+        return self.findings[0].is_bug
+
+    def label(self, name: Callable[[str], str] = str) -> str:
+        """The tensors as a heading: ``W1``, ``W1, W2``, ``every tensor (W1, b1, ...)``, or
+        ``W1 <-> W2`` for one finding about a pair; ``name`` maps each tensor's name to its
+        shown form."""
+        joint = " <-> " if len(self.findings) == 1 else ", "
+        names = joint.join(name(t) for t in self.tensors)
+        return f"every tensor ({names})" if self.every else names
+
+
+# A measured number as the findings print it (1.2e-07, 3e-16); integers (shapes, indices) are
+# left alone, so findings that differ in them are never grouped.
+_MEASURED = re.compile(r"(?<![\w.])\d+(?:\.\d+)?e[+-]\d+(?![\w.])")
+_NAME_SLOT = "\x00"
+_NUMBER_SLOT = "\x01"
+
+
+def group_findings(findings: list[Finding], tensors: list[str] | None = None) -> list[FindingGroup]:
+    """Group the findings whose texts differ only in their tensor's name and measured numbers.
+
+    Parameters
+    ----------
+    findings : list of Finding
+    tensors : list of str, optional
+        The report's tensors: a group that covers all of them is marked ``every``.
+
+    Returns
+    -------
+    list of FindingGroup
+        In the order of each group's first finding; a finding like no other is a group of one.
+    """
+    keyed: dict[tuple[Any, ...], list[tuple[Finding, list[str]]]] = {}
+    for finding in findings:
+        key, numbers = _template(finding)
+        keyed.setdefault(key, []).append((finding, numbers))
+    groups = []
+    for members in keyed.values():
+        names = tuple(f.tensor for f, _ in members)
+        pairs = any(len(f.tensors) > 1 for f, _ in members)
+        if len(members) == 1 or pairs or len(set(names)) < len(names):
+            groups += [FindingGroup(f.kind, f.tensors, f.message, f.fix, (f,)) for f, _ in members]
+            continue
+        first = members[0][0]
+        columns = iter(_spans(column) for column in zip(*(numbers for _, numbers in members)))
+        message = _filled(first.message, first.tensor, columns)  # its numbers come first
+        fix = None if first.fix is None else _filled(first.fix, first.tensor, columns)
+        every = tensors is not None and set(names) == set(tensors)
+        groups.append(
+            FindingGroup(first.kind, names, message, fix, tuple(f for f, _ in members), every)
+        )
+    order = {id(f): i for i, f in enumerate(findings)}
+    return sorted(groups, key=lambda g: order[id(g.findings[0])])
+
+
+def _template(finding: Finding) -> tuple[tuple[Any, ...], list[str]]:
+    """The finding's texts with its tensor's name and measured numbers taken out, and those
+    numbers (message first, then fix)."""
+    name = re.compile(rf"(?<![\w.]){re.escape(finding.tensor)}(?!\w)")
+    numbers: list[str] = []
+    texts = []
+    for text in (finding.message, finding.fix):
+        if text is None:
+            texts.append(None)
+            continue
+        text = name.sub(_NAME_SLOT, text)
+        numbers += _MEASURED.findall(text)
+        texts.append(_MEASURED.sub(_NUMBER_SLOT, text))
+    return (finding.kind, *texts), numbers
+
+
+def _spans(values: tuple[str, ...]) -> str:
+    """One number where the members agree, else ``"smallest to largest"``."""
+    if len(set(values)) == 1:
+        return values[0]
+    return f"{min(values, key=float)} to {max(values, key=float)}"
+
+
+def _filled(text: str, tensor: str, numbers: Iterator[str]) -> str:
+    """``text`` (a member's own) with the tensor's name as "each tensor" and each measured
+    number replaced by the group's span of it."""
+    name = re.compile(rf"(?<![\w.]){re.escape(tensor)}(?!\w)")
+    text = name.sub(_NAME_SLOT, text)
+    text = _MEASURED.sub(lambda _: next(numbers), text)
+    # "W1's" reads "each tensor's"; the slot goes last so a name never looks like a number.
+    return text.replace(_NAME_SLOT, "each tensor")
+
+
+_HEADER = ("tensor", "shape", "checked", "max abs err", "max rel err", "worst at", "verdict")
+
+
+def _rows(report: GradReport) -> list[tuple[str, ...]]:
+    return [
         (
             t.name,
-            "x".join(str(n) for n in t.shape) or "scalar",
+            _shape_text(t.shape),
             _checked_text(t),
             f"{t.max_abs_error:.2e}",
             f"{t.max_rel_error:.2e}",
             "-" if t.worst_index is None else str(list(t.worst_index)),
-            _verdict_text(t),
+            t.verdict,
         )
         for t in report.tensors
     ]
-    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in [header, *rows]]
+
+
+def _headline(report: GradReport) -> str:
     if report.partial:
         failed = any(not t.passed for t in report.tensors) or any(f.is_bug for f in report.findings)
         verdict = "FAILED" if failed else "INCOMPLETE"
         verdict += " (partial: interrupted before the check finished)"
     else:
         verdict = "PASSED" if report.passed else "FAILED"
-    lines.insert(0, f"gradient check ({report.mode}): {verdict}")
+    return f"gradient check ({report.mode}): {verdict}"
+
+
+def _footer(report: GradReport) -> str:
     took = f"{report.seconds:.2f} s"
     if report.loss_evaluations:
         took = f"{report.loss_evaluations} loss evaluations in {took}"
     footer = [took]
     if report.rule:
         footer.append(f"tolerance: {report.rule}")
-    lines.append("; ".join(footer))
-    for finding in report.findings:
-        lines.append(f"- [{finding.kind}] {' <-> '.join(finding.tensors)}: {finding.message}")
-        if finding.fix:
-            lines.append(f"    fix: {finding.fix}")
+    return "; ".join(footer)
+
+
+def _groups(report: GradReport) -> list[FindingGroup]:
+    return group_findings(report.findings, [t.name for t in report.tensors])
+
+
+def format_report(report: GradReport) -> str:
+    """Render a report as a plain-text table followed by its findings, each said once."""
+    rows = _rows(report)
+    widths = [max(len(str(cell)) for cell in column) for column in zip(_HEADER, *rows)]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip()
+        for line in [_HEADER, *rows]
+    ]
+    lines.insert(0, _headline(report))
+    lines.append(_footer(report))
+    for group in _groups(report):
+        lines.append(f"- [{group.kind}] {group.label()}: {group.message}")
+        if group.fix:
+            lines.append(f"    fix: {group.fix}")
+    for t in report.tensors:
+        if t.reason:
+            lines.append(f"- {t.name} fails: {t.reason}")
     return "\n".join(lines)
+
+
+def format_html(report: GradReport) -> str:
+    """Render a report as an HTML table with its findings in a list under it (for Jupyter);
+    every text from the check is escaped."""
+    e = html.escape
+    head = "".join(f"<th>{e(cell)}</th>" for cell in _HEADER)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{e(cell)}</td>" for cell in row) + "</tr>" for row in _rows(report)
+    )
+    parts = [
+        f"<p><b>{e(_headline(report))}</b></p>",
+        f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>",
+        f"<p>{e(_footer(report))}</p>",
+    ]
+    items = [
+        f"<li><b>[{e(g.kind)}] {e(g.label())}</b>: {e(g.message)}"
+        + (f"<br>fix: <code>{e(g.fix)}</code>" if g.fix else "")
+        + "</li>"
+        for g in _groups(report)
+    ]
+    items += [f"<li><b>{e(t.name)} fails</b>: {e(t.reason)}</li>" for t in report.tensors if t.reason]
+    if items:
+        parts.append(f"<ul>{''.join(items)}</ul>")
+    return "\n".join(parts)
+
+
+def _shape_text(shape: tuple[int, ...]) -> str:
+    return "x".join(str(n) for n in shape) or "scalar"
 
 
 def _checked_text(result: TensorResult) -> str:
@@ -293,14 +549,6 @@ def _checked_text(result: TensorResult) -> str:
     if result.taylor_order is not None:
         text += f" (order {result.taylor_order:.2f})"
     return text
-
-
-def _verdict_text(result: TensorResult) -> str:
-    if not result.passed:
-        return "FAIL"
-    if result.checked == 0 and result.probes == 0 and result.size:
-        return "not checked"
-    return "ok"
 
 
 def _json_float(value: float | None) -> float | None | str:

@@ -6,7 +6,8 @@
         assert_gradient_ok(loss, grad, params)
 
 On failure the AssertionError (a ``GradientMismatch``) carries the whole report: the table,
-the diagnosis and the tolerance used, so the test log says what is wrong.
+the diagnosis and the tolerance used, so the test log says what is wrong. Under pytest the
+traceback ends at the user's own test: gradproof's frames are hidden (``__tracebackhide__``).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ def assert_gradient_ok(
     InputError
         When the inputs cannot be checked (see ``check_gradient``).
     """
+    __tracebackhide__ = True  # pytest shows the user's test line, not gradproof's frames
     report = check_gradient(loss, grad, params, **options)
     report.assert_ok()
     return report

@@ -31,6 +31,13 @@ COMMANDS = {
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
+
+EXIT_CODES_TEXT = (
+    f"exit codes: {EXIT_OK} the gradients are right (or training finished), {EXIT_FAILED} a "
+    f"gradient check failed (or training diverged), {EXIT_USAGE} bad usage or input, "
+    f"{EXIT_INTERRUPTED} interrupted (Ctrl-C)"
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -45,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="gradproof",
         description="Train autoencoders with hand-written backprop and prove their gradients right.",
+        epilog=EXIT_CODES_TEXT,
     )
     parser.add_argument("--version", action="version", version=f"gradproof {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -82,6 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except GradproofError as error:
         error_console.print(f"error: {error}", style="red", markup=False, soft_wrap=True)
         return EXIT_FAILED
-    except KeyboardInterrupt:
-        error_console.print("interrupted")
-        return 130
+    except KeyboardInterrupt as interrupt:
+        # A command may re-raise Ctrl-C with what it kept and how to go on.
+        said = f": {interrupt}" if str(interrupt) else ""
+        error_console.print(f"interrupted{said}", markup=False, soft_wrap=True)
+        return EXIT_INTERRUPTED

@@ -6,8 +6,8 @@ beside it must agree with it). The batch is the first ``--batch`` training image
 the motivating user's setting) of the chosen data. ``--mode exact`` (the default) checks every
 entry through ``check_model``, the structure-exploiting engine; the other modes run the
 black-box ``check_gradient`` on ``model.loss``. A rich table (and a progress bar on a
-terminal), or with ``--json`` the report as JSON alone. Exit codes: 0 passed, 1 failed,
-2 bad usage or input.
+terminal, plain progress lines in a log), or with ``--json`` the report as JSON alone. Exit
+codes: 0 passed, 1 failed, 2 bad usage or input, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -43,8 +43,9 @@ from gradproof.cli.options import (
     nonnegative_int,
     positive_int,
 )
+from gradproof.cli.progress import PlainProgress
 from gradproof.cli.render import print_json, print_report
-from gradproof.data.mnist import load_mnist, mnist_source
+from gradproof.data.mnist import load_mnist
 from gradproof.errors import InputError
 from gradproof.nn.autoencoder import Autoencoder
 from gradproof.check import check_model
@@ -136,15 +137,14 @@ def run(args: argparse.Namespace, console: Console) -> int:
     """Check as ``args`` say; return the exit code."""
     _check_mode_flags(args)
     model, params, origin = _network(args)
-    x = _batch(args, model)
+    x, source = _batch(args, model)
     _, gradient = model.loss_and_grad(params, x)
-    show_progress = console.is_terminal and not args.json
-    with _progress_bar(console, args.mode, enabled=show_progress) as progress:
+    with _progress(console, args.mode, enabled=not args.json) as progress:
         report = _check(args, model, params, x, gradient, progress)
     if args.json:
-        print_json(console, {**report.to_dict(), **_context(args, model, origin)})
+        print_json(console, {**report.to_dict(), **_context(args, model, origin, source)})
     else:
-        _print(console, args, model, origin, report)
+        _print(console, args, model, origin, source, report)
     return EXIT_OK if report.passed else EXIT_FAILED
 
 
@@ -169,19 +169,21 @@ def _network(args: argparse.Namespace) -> tuple[Autoencoder, dict[str, np.ndarra
     return model, params, f"checkpoint {args.checkpoint} (after {epochs})"
 
 
-def _batch(args: argparse.Namespace, model: Autoencoder) -> np.ndarray:
-    """The first ``--batch`` training images, float64 (the model casts them to its dtype)."""
-    images, _ = load_mnist("train", limit=args.batch, dtype=np.float64, **data_options(args))
+def _batch(args: argparse.Namespace, model: Autoencoder) -> tuple[np.ndarray, str]:
+    """The first ``--batch`` training images, float64 (the model casts them to its dtype),
+    and where they came from."""
+    split = load_mnist("train", limit=args.batch, dtype=np.float64, **data_options(args))
+    images = split.images
     if len(images) < args.batch:
         raise InputError(
-            f"--batch {args.batch}: {_source(args)} has only {len(images)} training images"
+            f"--batch {args.batch}: {split.source} has only {len(images)} training images"
         )
     if images.shape[1] != model.n_visible:
         raise InputError(
             f"the model takes {model.n_visible} inputs but MNIST images have "
             f"{images.shape[1]} pixels: --layers must start and end with {images.shape[1]}"
         )
-    return images  # (batch, 784)
+    return images, split.source  # (batch, 784)
 
 
 def _check(
@@ -214,15 +216,24 @@ def _check(
 
 
 @contextmanager
-def _progress_bar(
+def _progress(
     console: Console, mode: str, *, enabled: bool
 ) -> Iterator[Callable[[int, int], None] | None]:
-    """A transient progress bar fed by the checkers' ``progress(done, total)``; None when off."""
+    """The checkers' ``progress(done, total)``: a transient progress bar on a terminal, else
+    (a log, CI) a plain line now and then; None when off."""
     if not enabled:
         yield None
         return
     # What the checker's progress counts: check_model's points, check_gradient's calls.
     unit = "perturbed points" if mode == "exact" else "loss evaluations"
+    if not console.is_terminal:
+        plain = PlainProgress(console)
+
+        def report(done: int, total: int) -> None:
+            plain(lambda seconds: f"checking ({mode}): {done:,}/{total:,} {unit}, {seconds:.0f} s")
+
+        yield report
+        return
     bar = Progress(
         TextColumn(f"checking ({mode})"),
         BarColumn(),
@@ -242,16 +253,14 @@ def _progress_bar(
         yield update
 
 
-def _source(args: argparse.Namespace) -> str:
-    return mnist_source(args.data_dir, args.download, args.cache_dir)
-
-
-def _context(args: argparse.Namespace, model: Autoencoder, origin: str) -> dict[str, Any]:
+def _context(
+    args: argparse.Namespace, model: Autoencoder, origin: str, source: str
+) -> dict[str, Any]:
     """What was checked, for the JSON output beside the report's own keys."""
     return {
         "model": model.config(),
         "params": origin,
-        "data": {"split": "train", "images": args.batch, "source": _source(args)},
+        "data": {"split": "train", "images": args.batch, "source": source},
     }
 
 
@@ -276,7 +285,7 @@ def _model_text(model: Autoencoder) -> str:
 
 
 def _print(
-    console: Console, args: argparse.Namespace, model: Autoencoder, origin: str,
+    console: Console, args: argparse.Namespace, model: Autoencoder, origin: str, source: str,
     report: GradReport,
 ) -> None:
     images = "the first training image" if args.batch == 1 else (
@@ -284,7 +293,7 @@ def _print(
     )
     lines = [
         ("model", f"{_model_text(model)}; {origin}"),
-        ("data", f"{images} of {_source(args)}"),
+        ("data", f"{images} of {source}"),
         ("mode", f"{args.mode} ({MODE_TEXT[args.mode]})"),
     ]
     console.print(Text("gradproof check", style="bold"))

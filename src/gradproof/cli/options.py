@@ -270,11 +270,14 @@ def _show(value: Any) -> str:
 
 def add_data_options(parser: argparse.ArgumentParser) -> None:
     """Declare where MNIST comes from: ``--data-dir``, ``--download``, ``--cache-dir``."""
-    group = parser.add_argument_group("data (default: the bundled 5000-image MNIST sample)")
+    group = parser.add_argument_group(
+        "data (default: a full MNIST already in the cache, verified by SHA-256, else the "
+        "bundled 5000-image sample)"
+    )
     group.add_argument(
         "--data-dir", metavar="DIR",
         help=f"directory with the four MNIST IDX files, raw or .gz (default: ${ENV_VAR}, "
-        f"else the bundled sample)",
+        f"else the cache, else the bundled sample)",
     )
     group.add_argument(
         "--download", action="store_true",
@@ -282,8 +285,8 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--cache-dir", metavar="DIR",
-        help="download cache "
-        "(default: $XDG_CACHE_HOME/gradproof/mnist, else ~/.cache/gradproof/mnist)",
+        help="the MNIST cache, filled by --download and read without it when it holds the "
+        "full set (default: $XDG_CACHE_HOME/gradproof/mnist, else ~/.cache/gradproof/mnist)",
     )
 
 

@@ -1,7 +1,8 @@
 """Rich rendering of a ``GradReport`` for the subcommands that print one (compare, demo).
 
 ``print_report(console, report, aliases)`` prints the per-tensor table and the findings, each
-with its fix; ``aliases`` maps gradproof's tensor names to the user's own (``W1`` ->
+with its fix, a finding shared by several tensors once (``gradproof.report.group_findings``);
+``aliases`` maps gradproof's tensor names to the user's own (``W1`` ->
 ``encoder``), shown next to them. Nothing here computes anything.
 """
 
@@ -15,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from gradproof.report import Finding, GradReport, TensorResult
+from gradproof.report import Finding, GradReport, TensorResult, group_findings
 
 
 def tensor_label(name: str, aliases: Mapping[str, str]) -> str:
@@ -30,35 +31,51 @@ def finding_label(finding: Finding, aliases: Mapping[str, str]) -> str:
 
 def report_table(report: GradReport, aliases: Mapping[str, str]) -> Table:
     """One row per tensor: shape, entries checked, worst errors, verdict."""
+    labels = [tensor_label(result.name, aliases) for result in report.tensors]
+    # Numbers never wrap; on a narrow terminal names and long verdicts do, at their spaces.
     table = Table(show_edge=False, header_style="bold")
-    for column in ("tensor", "shape", "checked", "max abs err", "max rel err", "verdict"):
-        table.add_column(column, justify="left" if column in ("tensor", "verdict") else "right")
-    for result in report.tensors:
+    table.add_column("tensor")
+    for column in ("shape", "checked", "max abs err", "max rel err"):
+        table.add_column(column, justify="right", no_wrap=True)
+    longest_word = max((len(w) for r in report.tensors for w in r.verdict.split()), default=0)
+    table.add_column("verdict", min_width=longest_word)
+    for result, label in zip(report.tensors, labels):
         table.add_row(
-            tensor_label(result.name, aliases),
+            label,
             "x".join(str(n) for n in result.shape),
             _checked(result),
             f"{result.max_abs_error:.2e}",
             f"{result.max_rel_error:.2e}",
-            Text("ok", style="green") if result.passed else Text("FAIL", style="bold red"),
+            Text(result.verdict, style=_VERDICT_STYLE.get(result.verdict, "bold red")),
         )
     return table
 
 
-def print_findings(console: Console, findings: list[Finding], aliases: Mapping[str, str]) -> None:
-    """Each finding as ``[kind] tensor: message`` with its fix lines under it."""
-    for finding in findings:
+_VERDICT_STYLE = {"ok": "green", "not checked": "yellow"}
+
+
+def print_findings(
+    console: Console,
+    findings: list[Finding],
+    aliases: Mapping[str, str],
+    tensors: list[str] | None = None,
+) -> None:
+    """Each finding as ``[kind] tensor: message`` with its fix lines under it; findings that
+    say the same of several tensors once, naming them (``tensors``: the report's, to say
+    "every tensor")."""
+    for group in group_findings(findings, tensors):
         line = Text()
-        line.append(f"[{finding.kind}] ", style="bold red" if finding.is_bug else "yellow")
-        line.append(f"{finding_label(finding, aliases)}: ", style="bold")
-        line.append(finding.message)
+        line.append(f"[{group.kind}] ", style="bold red" if group.is_bug else "yellow")
+        line.append(f"{group.label(lambda name: tensor_label(name, aliases))}: ", style="bold")
+        line.append(group.message)
         console.print(line)
-        numpy_line, matlab_line = finding.details.get("numpy"), finding.details.get("matlab")
-        if numpy_line and matlab_line:
+        details = group.findings[0].details
+        numpy_line, matlab_line = details.get("numpy"), details.get("matlab")
+        if len(group.findings) == 1 and numpy_line and matlab_line:
             console.print(Text("    fix (numpy):  ", style="dim") + Text(numpy_line, style="cyan"))
             console.print(Text("    fix (MATLAB): ", style="dim") + Text(matlab_line, style="cyan"))
-        elif finding.fix:
-            console.print(Text("    fix: ", style="dim") + Text(finding.fix, style="cyan"))
+        elif group.fix:
+            console.print(Text("    fix: ", style="dim") + Text(group.fix, style="cyan"))
 
 
 def print_report(
@@ -74,7 +91,13 @@ def print_report(
         Text("verdict: ") + verdict
         + Text(f"  ({checked:,} of {total:,} entries checked one by one, {report.seconds:.2f} s)")
     )
-    print_findings(console, report.findings, aliases)
+    print_findings(console, report.findings, aliases, [t.name for t in report.tensors])
+    for result in report.tensors:
+        if result.reason:
+            console.print(
+                Text(f"{tensor_label(result.name, aliases)} fails: ", style="bold red")
+                + Text(result.reason)
+            )
 
 
 def print_json(console: Console, data: Any) -> None:

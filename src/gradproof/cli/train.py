@@ -8,12 +8,16 @@ own directory)::
     checkpoint.npz     after every epoch; continue with --resume DIR/checkpoint.npz
     metrics.json       options, per-epoch train/test error, loss and seconds, final summary
     loss.png, reconstructions.png, filters.png    unless --no-plots
+
+Progress: a line per epoch, a progress bar on a terminal, plain lines now and then in a log.
+Ctrl-C stops the run and says which checkpoint was kept and the command that resumes it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import time
 from datetime import datetime
 from pathlib import Path
@@ -24,6 +28,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from rich.table import Table
 
 from gradproof.checkpoint import TrainState
+from gradproof.cli import EXIT_CODES_TEXT
 from gradproof.cli.options import (
     add_data_options,
     add_model_options,
@@ -35,8 +40,9 @@ from gradproof.cli.options import (
     positive_int,
     unit_interval,
 )
+from gradproof.cli.progress import PlainProgress
 from gradproof.data.atomic import atomic_write
-from gradproof.data.mnist import load_mnist, mnist_source
+from gradproof.data.mnist import load_mnist
 from gradproof.errors import InputError
 from gradproof.nn.autoencoder import Autoencoder
 from gradproof.train import (
@@ -61,8 +67,6 @@ RUNS_DIR = Path("runs")
 # Training runs in float32 by default: it matches float64's errors to three digits on the seed
 # network at about half the time. L-BFGS (scipy) needs float64.
 DEFAULT_DTYPE = {"gd": "float32", "sgd": "float32", "lbfgs": "float64"}
-# Reconstructions drawn in reconstructions.png (the first test images).
-_SHOWN_IMAGES = 16
 
 
 def add_parser(subparsers: Any) -> None:
@@ -71,7 +75,9 @@ def add_parser(subparsers: Any) -> None:
         "train",
         help="train an autoencoder on MNIST",
         description="Train an autoencoder on MNIST by gradient descent, writing a checkpoint "
-        "after every epoch, metrics.json and PNG plots into --out.",
+        "after every epoch, metrics.json and PNG plots into --out. Ctrl-C stops it and says how "
+        "to resume.",
+        epilog=EXIT_CODES_TEXT,
     )
     add_model_options(parser, default_dtype_text="float32, or float64 for lbfgs")
     add_data_options(parser)
@@ -138,28 +144,32 @@ def run(args: argparse.Namespace, console: Console) -> int:
         params = model.init_params(DEFAULT_SEED if args.seed is None else args.seed)
     info = _data_info(args, state)
     options = {**data_options(args), "data_dir": info["data_dir"]}
-    x_train, _ = load_mnist("train", limit=info["limit"], dtype=model.dtype, **options)
-    x_test, _ = load_mnist("test", dtype=model.dtype, **options)
+    train_split = load_mnist("train", limit=info["limit"], dtype=model.dtype, **options)
+    x_train, x_test = train_split.images, load_mnist("test", dtype=model.dtype, **options).images
+    info["source"] = train_split.source
     out = _output_dir(args)
-    show_progress = console.is_terminal and not args.json
     train_started = time.perf_counter()
-    with _Reporter(console, enabled=show_progress, quiet=args.json) as reporter:
-        result = train(
-            model,
-            params,
-            x_train,
-            x_test=x_test,
-            method=args.method,
-            epochs=args.epochs,
-            learning_rate=args.lr,
-            momentum=args.momentum,
-            batch_size=args.batch_size,
-            seed=args.seed,
-            state=state,
-            callback=reporter,
-            checkpoint_path=out / CHECKPOINT_FILE,
-            info=info,
-        )
+    reporter = _Reporter(console, quiet=args.json)
+    try:
+        with reporter:
+            result = train(
+                model,
+                params,
+                x_train,
+                x_test=x_test,
+                method=args.method,
+                epochs=args.epochs,
+                learning_rate=args.lr,
+                momentum=args.momentum,
+                batch_size=args.batch_size,
+                seed=args.seed,
+                state=state,
+                callback=reporter,
+                checkpoint_path=out / CHECKPOINT_FILE,
+                info=info,
+            )
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(_resume_advice(args, reporter.saved)) from None
     train_seconds = time.perf_counter() - train_started
     out.mkdir(parents=True, exist_ok=True)  # the first checkpoint made it, unless none was due
     notes = [] if result.stop_reason == "completed" else [result.stop_reason]
@@ -168,9 +178,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         # Imported here: matplotlib costs a noticeable fraction of a second to import.
         from gradproof.plots import save_training_plots
 
-        written = save_training_plots(
-            out, model, result.params, result.history, x_test[:_SHOWN_IMAGES]
-        )
+        written = save_training_plots(out, model, result.params, result.history, x_test)
         plots, notes = written.files, notes + written.notes
     seconds = {"wall_seconds": time.perf_counter() - started, "train_seconds": train_seconds}
     summary = _summary(result, model, out, plots, notes, seconds, len(x_train), info)
@@ -185,13 +193,13 @@ def run(args: argparse.Namespace, console: Console) -> int:
 
 def _data_info(args: argparse.Namespace, state: TrainState | None) -> dict[str, Any]:
     """The data options to train with and keep in the checkpoint: a resumed run reuses its
-    checkpoint's unless the flags say otherwise, so that it sees the same images."""
+    checkpoint's unless the flags say otherwise, so that it sees the same images. The run
+    adds ``"source"``, where the images came from, once they are loaded."""
     kept = state.info if state is not None else {}
     data_dir = args.data_dir if args.data_dir is not None else kept.get("data_dir")
     return {
         "data_dir": None if data_dir is None else str(data_dir),
         "limit": args.limit if args.limit is not None else kept.get("limit"),
-        "source": mnist_source(data_dir, args.download, args.cache_dir),
     }
 
 
@@ -213,13 +221,43 @@ def _output_dir(args: argparse.Namespace) -> Path:
     return out
 
 
-class _Reporter:
-    """The training callback: a transient progress bar (on a terminal) and one line per epoch."""
+# Flags whose values a checkpoint does not keep, so that a resume command must repeat them.
+_NOT_KEPT = ("epochs", "download", "cache_dir", "no_plots", "json")
 
-    def __init__(self, console: Console, *, enabled: bool, quiet: bool) -> None:
+
+def _resume_advice(args: argparse.Namespace, saved: tuple[int, Path] | None) -> str:
+    """What Ctrl-C left on disk and the command that goes on from there."""
+    if saved is None and args.resume is None:
+        return "no epoch had finished, so no checkpoint was written; run the same command again"
+    if saved is None:
+        epoch_text, path = "no epoch had finished since resuming", args.resume
+        kept = f"{epoch_text}, so {path} is as it was"
+    else:
+        epoch, path = saved
+        kept = f"the checkpoint of epoch {epoch} is kept at {path}"
+    command = ["gradproof", "train", "--resume", str(path)]
+    for name in _NOT_KEPT:
+        value = getattr(args, name)
+        flag = "--" + name.replace("_", "-")
+        if value is True:
+            command.append(flag)
+        elif value not in (None, False):
+            command += [flag, str(value)]
+    return f"{kept}; resume with: {shlex.join(command)}"
+
+
+class _Reporter:
+    """The training callback: one line per epoch, and between them a transient progress bar
+    on a terminal, else (a log, CI) a plain line now and then; nothing but the summary when
+    ``quiet``."""
+
+    def __init__(self, console: Console, *, quiet: bool) -> None:
         self.console = console
         self.quiet = quiet
+        enabled = console.is_terminal and not quiet
+        self.plain = None if console.is_terminal or quiet else PlainProgress(console)
         self.epochs = 0
+        self.saved: tuple[int, Path] | None = None  # the last checkpoint written: epoch, path
         self.progress = Progress(
             TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}"),
             BarColumn(),
@@ -247,6 +285,12 @@ class _Reporter:
             self.progress.update(
                 self.task, advance=1, epoch=event.epoch, loss=event.running_loss
             )
+            if self.plain is not None:
+                self.plain(
+                    lambda seconds: f"epoch {event.epoch}/{self.epochs}  step "
+                    f"{event.step_in_epoch}/{event.steps_per_epoch}  loss "
+                    f"{event.running_loss:.6g}  {seconds:.0f} s"
+                )
         elif isinstance(event, TrainStarted):
             self.epochs = event.epochs
             remaining = (event.epochs - event.start_epoch) * event.steps_per_epoch
@@ -254,15 +298,21 @@ class _Reporter:
                 self.task, total=remaining, epoch=event.start_epoch + 1, epochs=event.epochs,
                 visible=True, refresh=True,
             )
-        elif isinstance(event, EpochDone) and not self.quiet:
-            self.progress.refresh()  # printing redraws the bar as last rendered, so render now
-            m = event.metrics
-            test = "" if m.test_error is None else f"  test error {_number(m.test_error)}"
-            self.console.print(
-                f"epoch {m.epoch}/{self.epochs}  loss {m.loss:.6g}  "
-                f"train error {_number(m.train_error)}{test}  {m.seconds:.2f} s",
-                highlight=False,
-            )
+        elif isinstance(event, EpochDone):
+            if event.checkpoint is not None:
+                self.saved = (event.metrics.epoch, event.checkpoint)
+            if not self.quiet:
+                self._print_epoch(event)
+
+    def _print_epoch(self, event: EpochDone) -> None:
+        self.progress.refresh()  # printing redraws the bar as last rendered, so render now
+        m = event.metrics
+        test = "" if m.test_error is None else f"  test error {_number(m.test_error)}"
+        self.console.print(
+            f"epoch {m.epoch}/{self.epochs}  loss {m.loss:.6g}  "
+            f"train error {_number(m.train_error)}{test}  {m.seconds:.2f} s",
+            highlight=False,
+        )
 
 
 def _summary(

@@ -8,8 +8,13 @@ Where the files come from, first match wins:
    ``$XDG_CACHE_HOME/gradproof/mnist``, else ``~/.cache/gradproof/mnist``): files missing there
    are downloaded from the public mirrors and verified by the SHA-256 of their uncompressed
    content;
-4. the sample bundled with the package: the first 5000 training and the first 1000 test
+4. without ``download``, the full MNIST already in that cache: all four files present, and
+   the split's two verified by the same SHA-256 (a file that does not match is never used);
+5. the sample bundled with the package: the first 5000 training and the first 1000 test
    images of MNIST (attribution in ``sample/README.md``).
+
+``load_mnist`` says which it used: its result unpacks as ``(images, labels)`` and carries
+``source``, the description the command line prints.
 
 A directory holds the standard files, each raw or gzipped: ``train-images-idx3-ubyte[.gz]``,
 ``train-labels-idx1-ubyte[.gz]``, ``t10k-images-idx3-ubyte[.gz]``, ``t10k-labels-idx1-ubyte[.gz]``.
@@ -25,7 +30,7 @@ import numpy as np
 from numpy.typing import DTypeLike
 
 from gradproof.data.download import ProgressCallback, fetch_verified
-from gradproof.data.idx import read_idx
+from gradproof.data.idx import read_idx, uncompressed_sha256
 from gradproof.errors import DataError, InputError
 
 ENV_VAR = "GRADPROOF_MNIST_DIR"
@@ -87,33 +92,74 @@ def _resolve(
     data_dir: str | os.PathLike[str] | None,
     download: bool,
     cache_dir: str | os.PathLike[str] | None,
+    split: str = "train",
 ) -> _Source:
-    """Pick the source: data_dir, then the environment variable, then the cache, then the sample."""
+    """Pick the source: data_dir, then the environment variable, then the cache (downloading
+    with ``download``, else only a verified full set), then the sample."""
     if data_dir is not None:
         return _user_directory(data_dir, "the data_dir argument")
     if os.environ.get(ENV_VAR):
         return _user_directory(os.environ[ENV_VAR], f"the environment variable {ENV_VAR}")
+    cache = default_cache_dir() if cache_dir is None else Path(cache_dir).expanduser()
     if download:
-        cache = default_cache_dir() if cache_dir is None else Path(cache_dir).expanduser()
         description = f"MNIST in the cache {cache}, downloaded from public mirrors when missing"
         return _Source(cache, "the download cache", True, description)
+    unverified = _unverified(cache, split)
+    if not unverified:
+        description = f"the full MNIST in the cache {cache} (verified by SHA-256)"
+        return _Source(cache, "the download cache", False, description)
     description = (
         f"the bundled MNIST sample (the first {SAMPLE_SIZES['train']} training and "
         f"the first {SAMPLE_SIZES['test']} test images)"
     )
+    if unverified != "absent":
+        description += f"; not the cache {cache}, whose {unverified}"
     return _Source(SAMPLE_DIR, "the bundled sample", False, description)
+
+
+def _unverified(cache: Path, split: str) -> str:
+    """Why the cache does not hold a usable full MNIST for ``split``: ``"absent"`` when it has
+    none of it, else what is missing or fails its SHA-256; ``""`` when it is usable."""
+    files = {name: _existing(cache, name) for names in SPLIT_FILES.values() for name in names}
+    found = {name: path for name, path in files.items() if path is not None}
+    if not found:
+        return "absent"
+    if len(found) < len(files):
+        return f"full set lacks {', '.join(name for name in files if name not in found)}"
+    wrong = [name for name in SPLIT_FILES[split] if not _matches(found[name], SHA256[name])]
+    if not wrong:
+        return ""
+    return f"{' and '.join(wrong)} do{'es' if len(wrong) == 1 else ''} not match MNIST's SHA-256"
+
+
+# (path, size, mtime) -> whether the file's uncompressed content has the expected SHA-256:
+# each file is hashed once per process, not at every load.
+_VERIFIED: dict[tuple[str, int, int], bool] = {}
+
+
+def _matches(path: Path, sha256: str) -> bool:
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _VERIFIED:
+        try:
+            _VERIFIED[key] = uncompressed_sha256(path) == sha256
+        except DataError:  # unreadable or bad gzip: not MNIST either
+            _VERIFIED[key] = False
+    return _VERIFIED[key]
 
 
 def mnist_source(
     data_dir: str | os.PathLike[str] | None = None,
     download: bool = False,
     cache_dir: str | os.PathLike[str] | None = None,
+    split: str = "train",
 ) -> str:
     """Describe, for people, where ``load_mnist`` with these arguments reads MNIST from.
 
-    Nothing is read or downloaded. The arguments mean what they mean for ``load_mnist``.
+    Nothing is downloaded; a full MNIST in the cache is verified (hashed) as ``load_mnist``
+    would. The arguments mean what they mean for ``load_mnist``.
     """
-    return _resolve(data_dir, download, cache_dir).description
+    return _resolve(data_dir, download, cache_dir, split).description
 
 
 def _existing(directory: Path, name: str) -> Path | None:
@@ -206,6 +252,33 @@ def _check_options(split: object, limit: object, dtype: DTypeLike) -> tuple[int 
     return limit, float_dtype
 
 
+class MnistSplit(tuple):
+    """``(images, labels)``, unpacking as a pair, with ``source``: where they were read from.
+
+    Attributes
+    ----------
+    images : np.ndarray, shape (n, 784)
+    labels : np.ndarray of uint8, shape (n,)
+    source : str
+        For people: the directory, the verified cache or the bundled sample, and why.
+    """
+
+    source: str
+
+    def __new__(cls, images: np.ndarray, labels: np.ndarray, source: str) -> MnistSplit:
+        split = super().__new__(cls, (images, labels))
+        split.source = source
+        return split
+
+    @property
+    def images(self) -> np.ndarray:
+        return self[0]
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self[1]
+
+
 def load_mnist(
     split: str = "train",
     *,
@@ -215,7 +288,7 @@ def load_mnist(
     limit: int | None = None,
     dtype: DTypeLike = np.float64,
     progress: ProgressCallback | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> MnistSplit:
     """Load one split of MNIST as pixel rows in [0, 1] and digit labels.
 
     Parameters
@@ -227,10 +300,11 @@ def load_mnist(
     download : bool
         When neither ``data_dir`` nor ``GRADPROOF_MNIST_DIR`` is given: use the download
         cache, fetching missing files from the public mirrors. Without it (and without a
-        directory) the bundled sample is used and nothing touches the network.
+        directory) a full MNIST already in the cache is used when its files match their
+        SHA-256, else the bundled sample; nothing touches the network.
     cache_dir : str or PathLike, optional
         The download cache; default ``$XDG_CACHE_HOME/gradproof/mnist`` or
-        ``~/.cache/gradproof/mnist``. Only used with ``download=True``.
+        ``~/.cache/gradproof/mnist``.
     limit : int, optional
         Keep only the first ``limit`` images (all of them when fewer exist).
     dtype : floating dtype
@@ -241,6 +315,8 @@ def load_mnist(
 
     Returns
     -------
+    MnistSplit
+        Unpacks as ``images, labels``; ``.source`` says where they came from.
     images : np.ndarray, shape (n, 784)
         Each row one 28 x 28 image in row-major order, pixel bytes divided by 255.
     labels : np.ndarray of uint8, shape (n,)
@@ -256,9 +332,10 @@ def load_mnist(
         download that failed or did not match its checksum.
     """
     limit, float_dtype = _check_options(split, limit, dtype)
-    images_path, labels_path = _locate(_resolve(data_dir, download, cache_dir), split, progress)
+    source = _resolve(data_dir, download, cache_dir, split)
+    images_path, labels_path = _locate(source, split, progress)
     images, labels = _read_split(images_path, labels_path)
     images, labels = images[:limit], labels[:limit].copy()  # a slice of None keeps all
     pixels = images.reshape(len(images), -1).astype(float_dtype)  # (n, 784)
     pixels /= 255  # pixel bytes 0..255 -> [0, 1]
-    return pixels, labels
+    return MnistSplit(pixels, labels, source.description)
