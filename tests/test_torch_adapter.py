@@ -130,7 +130,7 @@ def test_a_backward_not_linear_in_grad_output_is_named(function, inputs, behavio
     report = check_function(function.apply, *inputs)
     assert bug_findings(report) == {("scaled", "input0")}
     (finding,) = report.findings
-    assert finding.details["cause"] == "grad_output_scale_ignored"
+    assert finding.details["cause"] == "upstream_scale_ignored"
     assert behaviour in finding.message
 
 

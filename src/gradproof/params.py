@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +32,10 @@ ORDERS = ("C", "F")
 
 # Name of the tensor when params is one array.
 SINGLE_NAME = "params"
+
+# The affixes that make a gradient's name from its parameter's: dW1, gW1, grad_W1, W1_grad.
+GRAD_PREFIXES = ("grad_", "grad", "g_", "g", "d_", "d")
+GRAD_SUFFIXES = ("_grad", "grad")
 
 
 @dataclass(frozen=True)
@@ -317,6 +321,60 @@ def _parse_tree(params: Any) -> tuple[ParamLayout, np.ndarray]:
     skeleton = _map_leaves(params, lambda leaf: next(position))
     flat = np.concatenate(pieces) if pieces else np.empty(0)
     return ParamLayout("tree", specs, skeleton=skeleton), flat
+
+
+def gradient_stems(name: str) -> Iterator[str]:
+    """What ``name`` is the gradient of, by each affix it carries: "dW1" -> "W1", "W1_grad" -> "W1"."""
+    for prefix in GRAD_PREFIXES:
+        if name.startswith(prefix) and len(name) > len(prefix):
+            yield name[len(prefix):]
+    for suffix in GRAD_SUFFIXES:
+        if name.endswith(suffix) and len(name) > len(suffix):
+            yield name[: -len(suffix)]
+
+
+def gradient_owners(keys: Sequence[str], names: Sequence[str]) -> dict[str, str]:
+    """Which parameter each gradient key belongs to: its own name, else the name its affix
+    strips to (``dW1``, ``gW1``, ``grad_W1``, ``W1_grad`` -> ``W1``).
+
+    Returns
+    -------
+    dict of str to str
+        Gradient key -> parameter name, for the keys that name one.
+
+    Raises
+    ------
+    InputError
+        When two keys belong to the same parameter, or one key could belong to two (both named).
+    """
+    owners: dict[str, str] = {}
+    for key in keys:
+        if key in names:
+            owners[key] = key
+            continue
+        candidates = list(dict.fromkeys(s for s in gradient_stems(key) if s in names))
+        if len(candidates) > 1:
+            raise InputError(
+                f"the gradient key {key!r} could belong to {candidates}; name it after one of them"
+            )
+        if candidates:
+            owners[key] = candidates[0]
+    claimed: dict[str, list[str]] = {}
+    for key, name in owners.items():
+        claimed.setdefault(name, []).append(key)
+    for name, claimants in claimed.items():
+        if len(claimants) > 1:
+            raise InputError(
+                f"the gradient keys {claimants} all belong to the parameter {name!r}; give one"
+            )
+    return owners
+
+
+def differs_by_unit_axes(shape: Sequence[int], target: Sequence[int]) -> bool:
+    """Whether ``shape`` is ``target`` with size-1 axes added or removed ((1, D) for (D,))."""
+    return tuple(shape) != tuple(target) and (
+        tuple(n for n in shape if n != 1) == tuple(n for n in target if n != 1)
+    )
 
 
 def _is_container(value: Any) -> bool:

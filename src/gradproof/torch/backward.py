@@ -5,10 +5,8 @@ Contract: ``vjp(outputs, leaves, weights, who) -> dict[name, Tensor]`` is the gr
 ``sum_k <weights_k, outputs_k>`` with respect to each named leaf, as backward computes it (zero
 for a leaf the outputs do not depend on). A backward that raises, returns the wrong number of
 gradients or a gradient of the wrong shape becomes an ``InputError`` that says which rule of a
-custom ``autograd.Function`` it broke. ``backward_findings`` compares three products (weights,
-the same weights again, and ``SCALE_PROBE`` times them): backward must be deterministic and
-linear in ``grad_output``. At one ``grad_output`` a backward that ignores it looks like a
-gradient off by an odd constant (a scalar output) or by no pattern at all; the probe names it.
+custom ``autograd.Function`` it broke. Whether backward is deterministic and linear in
+``grad_output`` is ``gradproof.linearity``'s question, asked of these products.
 """
 
 from __future__ import annotations
@@ -19,15 +17,6 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from gradproof.errors import InputError
-from gradproof.report import Finding
-
-# grad_output is multiplied by this in the linearity probe: a negative non-unit factor also
-# catches a backward that uses only grad_output's sign or magnitude.
-SCALE_PROBE = -2.0
-
-# Relative disagreement (to the largest entry) beyond which two products differ: a linear
-# backward gives SCALE_PROBE * g up to rounding of sums reordered at most.
-PROBE_RTOL = 1e-9
 
 _BAD_SHAPE = re.compile(
     r"invalid gradient at index (\d+) - got \[([\d, ]*)\] but expected shape compatible with "
@@ -86,66 +75,6 @@ def explain_backward_error(exc: Exception, who: str) -> str:
             f"argument's shape (torch: {text})"
         )
     return f"the backward of {who} raised {type(exc).__name__}: {text}"
-
-
-def backward_findings(
-    first: Mapping[str, torch.Tensor],
-    again: Mapping[str, torch.Tensor],
-    scaled: Mapping[str, torch.Tensor],
-    who: str,
-) -> list[Finding]:
-    """Findings from three products: ``first`` and ``again`` at the same weights, ``scaled`` at
-    ``SCALE_PROBE`` times them. One finding per tensor at most."""
-    findings = []
-    for name, g in first.items():
-        scale = _largest(g, again[name], scaled[name])
-        if not _close(again[name], g, scale):
-            findings.append(_nondeterministic(name, g, again[name], who))
-        elif not _close(scaled[name], SCALE_PROBE * g, scale):
-            findings.append(_not_linear(name, g, scaled[name], who))
-    return findings
-
-
-def _nondeterministic(name: str, g: torch.Tensor, again: torch.Tensor, who: str) -> Finding:
-    difference = float((again - g).abs().max())
-    return Finding(
-        "nondeterministic", (name,),
-        f"two backward passes of {who} for the same inputs and grad_output gave gradients of "
-        f"{name} that differ by up to {difference:.2e}: backward depends on something besides "
-        "its saved tensors (hidden state, unseeded randomness, nondeterministic kernels)",
-        details={"max_difference": difference},
-    )
-
-
-def _not_linear(name: str, g: torch.Tensor, scaled: torch.Tensor, who: str) -> Finding:
-    # The factor backward applied when grad_output was scaled by SCALE_PROBE (least squares).
-    norm = float((g * g).sum())
-    factor = float((g * scaled).sum()) / norm if norm else float("nan")
-    if abs(factor - 1.0) < 1e-6:
-        behaviour = "did not change at all: backward ignores grad_output"
-    else:
-        behaviour = f"changed by a factor {factor:.3g} instead"
-    return Finding(
-        "scaled", (name,),
-        f"the backward of {who} does not scale with grad_output: with grad_output multiplied "
-        f"by {SCALE_PROBE:g} the gradient of {name} should be {SCALE_PROBE:g} times as large, but "
-        f"it {behaviour}, so its values are off by a factor that depends on grad_output",
-        fix=(
-            f"multiply the local derivative by grad_output in backward (the chain rule): "
-            f"`return grad_output * d_out_d_{name}`, not `d_out_d_{name}` alone"
-        ),
-        details={"cause": "grad_output_scale_ignored", "probe": SCALE_PROBE, "factor": factor},
-    )
-
-
-def _largest(*tensors: torch.Tensor) -> float:
-    return max(float(t.abs().max()) if t.numel() else 0.0 for t in tensors)
-
-
-def _close(a: torch.Tensor, b: torch.Tensor, scale: float) -> bool:
-    if not a.numel():
-        return True
-    return float((a - b).abs().max()) <= PROBE_RTOL * scale
 
 
 def _dims(text: str) -> tuple[int, ...]:

@@ -24,7 +24,8 @@ import torch
 from gradproof.check import check_gradient
 from gradproof.errors import InputError
 from gradproof.report import Finding, GradReport
-from gradproof.torch.backward import SCALE_PROBE, backward_findings, vjp
+from gradproof.linearity import SCALE_PROBE, Products, linearity_findings
+from gradproof.torch.backward import vjp
 from gradproof.torch.tensors import as_outputs, check_values, project, projection, seeded, to_numpy
 
 Forward = Callable[[Mapping[str, torch.Tensor]], Any]
@@ -91,7 +92,9 @@ def run(problem: Problem, seed: int, options: Mapping[str, Any]) -> GradReport:
         check_values(grad, what, allow_inf=False)
     again = evaluator.gradient(weights)
     scaled = evaluator.gradient(tuple(None if w is None else SCALE_PROBE * w for w in weights))
-    notes = backward_findings(first, again, scaled, problem.who)
+    zero = evaluator.gradient(tuple(None if w is None else 0 * w for w in weights))
+    products = Products(*({n: to_numpy(g) for n, g in p.items()} for p in (first, again, scaled, zero)))
+    notes = linearity_findings(products, problem.who, "grad_output")
     grad = {name: to_numpy(g) for name, g in first.items()}
     def loss(params: Mapping[str, np.ndarray]) -> float:
         return evaluator.loss(params, weights)
