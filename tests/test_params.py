@@ -108,7 +108,7 @@ def test_unroll_inverts_named_views(shapes, order):
 def test_gradient_of_the_same_structure_matches_by_name(rng):
     params = nested(rng)
     layout, _ = parse_params(params)
-    tensors, transposed, dtypes = layout.match_gradient(params)
+    tensors, transposed, dtypes, _ = layout.match_gradient(params)
     assert list(tensors) == layout.names and transposed == []
     assert all(t.dtype == np.float64 for t in tensors.values())
     assert dtypes["enc.W"] == np.float64
@@ -117,9 +117,9 @@ def test_gradient_of_the_same_structure_matches_by_name(rng):
 def test_flat_params_accept_a_flat_gradient_or_a_dict(rng):
     theta = rng.normal(size=16)
     layout, _ = parse_params(theta, shapes={"W": (3, 4), "b": (4,)}, order="F")
-    from_flat, _, _ = layout.match_gradient(2 * theta)
+    from_flat, _, _, _ = layout.match_gradient(2 * theta)
     np.testing.assert_array_equal(from_flat["W"], 2 * theta[:12].reshape(3, 4, order="F"))
-    from_dict, _, _ = layout.match_gradient({"W": from_flat["W"], "b": from_flat["b"]})
+    from_dict, _, _, _ = layout.match_gradient({"W": from_flat["W"], "b": from_flat["b"]})
     np.testing.assert_array_equal(from_dict["b"], 2 * theta[12:])
 
 
@@ -132,7 +132,7 @@ def test_missing_and_extra_tensors_are_both_listed(rng):
 def test_a_transposed_shape_is_transposed_back_and_named(rng):
     layout, _ = parse_params({"W2": rng.normal(size=(2, 5))})
     g = rng.normal(size=(5, 2))
-    tensors, transposed, _ = layout.match_gradient({"W2": g})
+    tensors, transposed, _, _ = layout.match_gradient({"W2": g})
     assert transposed == ["W2"]
     np.testing.assert_array_equal(tensors["W2"], g.T)
 

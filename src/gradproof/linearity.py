@@ -6,17 +6,19 @@ returned for four upstream gradients (``Products``: u, u again, ``SCALE_PROBE`` 
 as float64 numpy arrays keyed by tensor name, and returns at most one finding per tensor. At
 one upstream gradient a backward that ignores it looks like a gradient off by an odd constant,
 or by no pattern at all; these products name the cause. Used by ``check_vjp`` and by the
-PyTorch adapter (``upstream`` is the word each uses: "dout", "grad_output").
+PyTorch adapter (``upstream`` is the word each uses: "dout", "grad_output"), which add them
+to their report with ``with_backward_findings``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
-from gradproof.report import Finding
+from gradproof.report import Finding, GradReport
 
 # The upstream gradient is multiplied by this in the linearity probe: a negative non-unit
 # factor also catches a backward that uses only the upstream's sign or magnitude.
@@ -60,6 +62,17 @@ def linearity_findings(products: Products, who: str, upstream: str) -> list[Find
         elif not _close(scaled, SCALE_PROBE * g, scale):
             findings.append(_not_linear(name, g, scaled, zero, scale, who, upstream))
     return findings
+
+
+def with_backward_findings(
+    report: GradReport, before: list[Finding], backward: list[Finding]
+) -> GradReport:
+    """The report with notes made before the check and the backward's findings added; a
+    tensor with a backward finding keeps that one only (the diagnosis at one upstream gradient
+    would name a factor that holds for no other)."""
+    explained = {name for f in backward if f.is_bug for name in f.tensors}
+    kept = [f for f in report.findings if not (f.is_bug and explained & set(f.tensors))]
+    return dataclasses.replace(report, findings=[*before, *backward, *kept])
 
 
 def _nondeterministic(

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from gradproof.errors import InputError
+from gradproof.report import Finding
 
 ORDERS = ("C", "F")
 
@@ -164,14 +165,17 @@ class ParamLayout:
 
     def match_gradient(
         self, grad: Any
-    ) -> tuple[dict[str, np.ndarray], list[str], dict[str, np.dtype]]:
+    ) -> tuple[dict[str, np.ndarray], list[str], dict[str, np.dtype], list[Finding]]:
         """Match a gradient to the tensors, by name and shape.
 
         Parameters
         ----------
         grad : array, dict, list or flat vector
             The same structure as the params (a flat vector of the same length for flat
-            params, which may also get a dict keyed by the names in ``shapes``).
+            params, which may also get a dict keyed by the names in ``shapes``). A dict may
+            name a gradient after its parameter with the usual affixes (``dW1``, ``gW1``,
+            ``grad_W1``, ``W1_grad``); a tuple or list holding one gradient per tensor gives
+            them in the parameters' order.
 
         Returns
         -------
@@ -181,16 +185,22 @@ class ParamLayout:
             Tensors whose gradient had the transposed shape; they are transposed back.
         dtypes : dict of str to numpy.dtype
             The dtype of each gradient as given (its own precision).
+        notes : list of Finding
+            A ``convention`` note for each gradient whose shape differs from its parameter's
+            only by size-1 axes (``(1, D)`` for ``(D,)``): it is compared by value, since the
+            entries pair up unambiguously, and the note says so (``keepdims=True`` is the usual
+            cause, and harmless only if the caller reshapes).
 
         Raises
         ------
         InputError
-            Missing or extra tensors (both listed), a shape that is neither the parameter's
-            nor its transpose (both shapes named), a non-numeric gradient, or NaN / Inf in it
-            (the tensor and the first index named).
+            Missing or extra tensors (both listed), keys that could belong to two parameters,
+            a shape that is neither the parameter's, its transpose nor size-1 axes apart from
+            it (both shapes named), a non-numeric gradient, or NaN / Inf in it (the tensor and
+            the first index named).
         """
         if self.kind == "flat" and not isinstance(grad, Mapping):
-            raw = _numeric_array(grad, "the gradient")
+            raw = numeric_array(grad, "the gradient")
             if raw.size != self.size:
                 raise InputError(
                     f"the gradient has {raw.size} entries (shape {raw.shape}); expected "
@@ -201,27 +211,29 @@ class ParamLayout:
         elif self.kind == "array":
             leaves = {SINGLE_NAME: grad}
         else:
-            leaves = {}
-            _collect(grad, "", leaves, strict=True)
-            _check_names(self.names, list(leaves))
+            leaves = _gradient_leaves(grad, self._skeleton, self.names)
         tensors: dict[str, np.ndarray] = {}
         transposed: list[str] = []
         dtypes: dict[str, np.dtype] = {}
+        notes: list[Finding] = []
         for spec in self.specs:
             what = f"the gradient of {spec.name}"
-            array = _numeric_array(leaves[spec.name], what)
+            array = numeric_array(leaves[spec.name], what)
             if array.shape != spec.shape:
                 if array.ndim >= 2 and array.shape == spec.shape[::-1]:
                     array = array.T
                     transposed.append(spec.name)
+                elif differs_by_unit_axes(array.shape, spec.shape):
+                    notes.append(_unit_axes_note(spec, array.shape))
+                    array = array.reshape(spec.shape)
                 else:
                     raise InputError(
                         f"{what} has shape {array.shape}; expected {spec.shape} like the parameter"
                     )
-            _check_finite(array, spec.label, what)
+            check_finite(array, spec.label, what)
             dtypes[spec.name] = array.dtype
             tensors[spec.name] = np.array(array, dtype=np.float64)
-        return tensors, transposed, dtypes
+        return tensors, transposed, dtypes, notes
 
 
 def parse_params(
@@ -260,17 +272,17 @@ def parse_params(
     elif isinstance(params, (Mapping, list, tuple)):
         layout, flat = _parse_tree(params)
     else:
-        array = _numeric_array(params, "params")
+        array = numeric_array(params, "params")
         spec = TensorSpec(SINGLE_NAME, array.shape, 0, "C", array.dtype)
         layout = ParamLayout("array", [spec], flat_shape=array.shape)
         flat = np.array(array, dtype=np.float64).reshape(-1)
     for spec in layout.specs:
-        _check_finite(spec.view(flat), spec.label, f"parameter {spec.name}")
+        check_finite(spec.view(flat), spec.label, f"parameter {spec.name}")
     return layout, flat
 
 
 def _parse_flat(params: Any, shapes: Any, order: str) -> tuple[ParamLayout, np.ndarray]:
-    theta = _numeric_array(params, "params (the flat vector)")
+    theta = numeric_array(params, "params (the flat vector)")
     if sum(n > 1 for n in theta.shape) > 1:
         raise InputError(
             f"with shapes=, params must be a flat vector (or an n x 1 / 1 x n matrix); "
@@ -312,7 +324,7 @@ def _parse_tree(params: Any) -> tuple[ParamLayout, np.ndarray]:
     pieces: list[np.ndarray] = []
     offset = 0
     for name, leaf in leaves.items():
-        array = _numeric_array(leaf, f"parameter {name}")
+        array = numeric_array(leaf, f"parameter {name}")
         spec = TensorSpec(name, array.shape, offset, "C", array.dtype)
         specs.append(spec)
         pieces.append(np.asarray(array, dtype=np.float64).reshape(-1))
@@ -374,6 +386,37 @@ def differs_by_unit_axes(shape: Sequence[int], target: Sequence[int]) -> bool:
     """Whether ``shape`` is ``target`` with size-1 axes added or removed ((1, D) for (D,))."""
     return tuple(shape) != tuple(target) and (
         tuple(n for n in shape if n != 1) == tuple(n for n in target if n != 1)
+    )
+
+
+def _gradient_leaves(grad: Any, skeleton: Any, names: list[str]) -> dict[str, Any]:
+    """A tree gradient's leaves keyed by parameter name: by its keys (affixes stripped), or
+    in the parameters' order for a flat tuple or list of one array per tensor."""
+    if (
+        isinstance(grad, (list, tuple))
+        and not isinstance(skeleton, (list, tuple))
+        and len(grad) == len(names)
+        and not any(_is_container(g) for g in grad)
+    ):
+        return dict(zip(names, grad))
+    leaves: dict[str, Any] = {}
+    _collect(grad, "", leaves, strict=True)
+    if isinstance(grad, Mapping) and not set(leaves) <= set(names):
+        owners = gradient_owners(list(leaves), names)
+        leaves = {owners.get(key, key): value for key, value in leaves.items()}
+    _check_names(names, list(leaves))
+    return leaves
+
+
+def _unit_axes_note(spec: TensorSpec, shape: tuple[int, ...]) -> Finding:
+    return Finding(
+        "convention", (spec.name,),
+        f"the gradient of {spec.name} has shape {shape} and the parameter {spec.shape}: they "
+        "differ only by size-1 axes, so the entries pair up one to one and were compared by "
+        "value (the table shows whether they are right); an update `param -= lr * grad` would "
+        "broadcast the shape instead",
+        fix=f"return it in {spec.name}'s own shape: drop keepdims=True, or `.reshape({spec.shape})`",
+        details={"gradient_shape": list(shape), "parameter_shape": list(spec.shape)},
     )
 
 
@@ -443,7 +486,7 @@ def _shape(shape: Any, name: str) -> tuple[int, ...]:
     return dims
 
 
-def _numeric_array(value: Any, what: str) -> np.ndarray:
+def numeric_array(value: Any, what: str) -> np.ndarray:
     """``value`` as a real numeric array, or an InputError naming ``what``."""
     if value is None:
         raise InputError(f"{what} is None; expected a real numeric array")
@@ -463,7 +506,7 @@ def _numeric_array(value: Any, what: str) -> np.ndarray:
     return array
 
 
-def _check_finite(array: np.ndarray, label: Any, what: str) -> None:
+def check_finite(array: np.ndarray, label: Any, what: str) -> None:
     bad = ~np.isfinite(array)
     if bad.any():
         index = np.unravel_index(int(np.argmax(bad)), array.shape) if array.shape else ()

@@ -12,7 +12,6 @@ evaluation runs with torch's random state seeded by ``seed`` (see ``tensors.seed
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ import torch
 from gradproof.check import check_gradient
 from gradproof.errors import InputError
 from gradproof.report import Finding, GradReport
-from gradproof.linearity import SCALE_PROBE, Products, linearity_findings
+from gradproof.linearity import SCALE_PROBE, Products, linearity_findings, with_backward_findings
 from gradproof.torch.backward import vjp
 from gradproof.torch.tensors import as_outputs, check_values, project, projection, seeded, to_numpy
 
@@ -100,7 +99,7 @@ def run(problem: Problem, seed: int, options: Mapping[str, Any]) -> GradReport:
         return evaluator.loss(params, weights)
 
     report = check_gradient(loss, grad, problem.values, seed=int(seed), **options)
-    return _merge(report, problem.notes, notes)
+    return with_backward_findings(report, problem.notes, notes)
 
 
 class _Evaluator:
@@ -145,12 +144,3 @@ class _Evaluator:
         }
         with torch.no_grad():
             return float(project(self.outputs(tensors), weights))
-
-
-def _merge(report: GradReport, before: list[Finding], backward: list[Finding]) -> GradReport:
-    """The report with the adapter's findings added; a tensor whose backward ignores the scale
-    of grad_output keeps that finding only (the diagnosis at one grad_output would name a
-    factor that holds for no other)."""
-    explained = {name for f in backward if f.is_bug for name in f.tensors}
-    kept = [f for f in report.findings if not (f.is_bug and explained & set(f.tensors))]
-    return dataclasses.replace(report, findings=[*before, *backward, *kept])
