@@ -41,6 +41,10 @@ DEFAULT_BUDGET = 20000
 # Random directions per input in each later draw.
 LATER_DIRECTIONS = 2
 
+# Salts the upstream draws' seed: inputs made with default_rng(seed) would otherwise be drawn
+# again as the upstream (dout == x makes x.T @ dout symmetric, and hides a transpose).
+UPSTREAM_STREAM = 0x766A70
+
 # How messages name the upstream gradient (the course convention).
 UPSTREAM_WORD = "dout"
 
@@ -129,7 +133,7 @@ def check_vjp(
     """
     validate(CHECK_VJP_OPTIONS, locals())
     layer = _Layer.build(forward, backward, inputs, names, cache)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng([UPSTREAM_STREAM, seed])
     outputs = layer.outputs(layer.values)
     first = _first_upstream(upstream, outputs, rng)
     fitted = layer.fit(first)
@@ -202,7 +206,9 @@ class _Layer:
         if keyword:
             if names is not None:
                 raise InputError("names= names the inputs of a tuple; a dict's keys name its own")
-            items = list(inputs.items())
+            # Tuples of gradients come in forward's order, which a dict may not follow.
+            order = _input_names(forward, len(inputs), None)
+            items = sorted(inputs.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order))
         else:
             sequence = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
             items = list(zip(_input_names(forward, len(sequence), names), sequence))
