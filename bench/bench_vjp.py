@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     cases = {
         "affine 32x64 @ 64x128": (
             affine_forward, affine_backward,
-            (rng.standard_normal((32, 64)), rng.standard_normal((64, 128)), rng.standard_normal(128)),
+            (rng.standard_normal((32, 64)), rng.standard_normal((64, 128)),
+             rng.standard_normal(128)),
         ),
         "conv 3x3, (2, 3, 8, 8), 4 filters, loops": (
             conv_forward, conv_backward,
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
     }
     print(f"load average {os.getloadavg()[0]:.2f}, median of {args.repeats} runs after a warm-up")
-    print("| layer | entries | check_vjp s | per-entry loop s | loop / check_vjp | check_vjp verdict |")
+    print("| layer | entries | check_vjp s | per-entry loop s | loop / check_vjp | verdict |")
     print("|---|---:|---:|---:|---:|---|")
     for name, (forward, backward, inputs) in cases.items():
         ours = timed(lambda: gp.check_vjp(forward, backward, inputs), args.repeats)

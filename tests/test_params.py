@@ -224,6 +224,16 @@ def test_check_gradient_passes_a_batchnorm_gradient_of_shape_1_by_d(rng):
     }
 
 
+def test_check_model_passes_a_bias_gradient_of_shape_1_by_n_with_a_note(rng):
+    model = gp.Autoencoder(n_visible=6, n_hidden=3)
+    params = model.init_params(seed=0)
+    x = rng.random((2, 6))
+    _, grads = model.loss_and_grad(params, x)
+    grads["b1"] = grads["b1"].reshape(1, -1)
+    report = gp.check_model(model, params, x, grad=grads)
+    assert report.passed and [(f.kind, f.tensor) for f in report.findings] == [("convention", "b1")]
+
+
 def test_a_transposed_square_matrix_stays_transposed_not_reshaped(rng):
     layout, _ = parse_params({"W": rng.normal(size=(2, 5))})
     tensors, transposed, _, notes = layout.match_gradient({"dW": np.ones((5, 2))})

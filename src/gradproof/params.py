@@ -336,7 +336,7 @@ def _parse_tree(params: Any) -> tuple[ParamLayout, np.ndarray]:
 
 
 def gradient_stems(name: str) -> Iterator[str]:
-    """What ``name`` is the gradient of, by each affix it carries: "dW1" -> "W1", "W1_grad" -> "W1"."""
+    """What ``name`` is the gradient of, by each affix it carries: "dW1", "W1_grad" -> "W1"."""
     for prefix in GRAD_PREFIXES:
         if name.startswith(prefix) and len(name) > len(prefix):
             yield name[len(prefix):]
@@ -415,7 +415,10 @@ def _unit_axes_note(spec: TensorSpec, shape: tuple[int, ...]) -> Finding:
         "differ only by size-1 axes, so the entries pair up one to one and were compared by "
         "value (the table shows whether they are right); an update `param -= lr * grad` would "
         "broadcast the shape instead",
-        fix=f"return it in {spec.name}'s own shape: drop keepdims=True, or `.reshape({spec.shape})`",
+        fix=(
+            f"return it in {spec.name}'s own shape: drop keepdims=True, or "
+            f"`.reshape({spec.shape})`"
+        ),
         details={"gradient_shape": list(shape), "parameter_shape": list(spec.shape)},
     )
 

@@ -30,6 +30,7 @@ FINDING_KINDS: dict[str, str] = {
     "kink": "a finite-difference step crossed a non-differentiable point: not a bug",
     "nondeterministic": "the loss gives different values for the same parameters",
     "precision": "the arithmetic precision, not the math, explains the difference",
+    "missing_term": "a whole additive term of the loss is absent from the gradient",
     "convention": "not a bug claim: the gradient is right under another convention",
     "mismatch": "wrong, with no recognised pattern",
 }

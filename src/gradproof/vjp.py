@@ -14,7 +14,8 @@ discarded. The first draw is checked entry by entry where affordable (the mode a
 given), each later one along random directions. Before that, backward's products at the same
 u, at ``SCALE_PROBE`` * u and at zero (``gradproof.linearity``) show whether it is linear in u
 at all; a gradient returned in another input's place, or summed over the wrong axes of the
-upstream, is named by its shape.
+upstream, is named by its shape; with several outputs, a failing gradient is checked again
+without each output's term (``gradproof.missing_output``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from gradproof.check import MODES, check_gradient
 from gradproof.engine.options import RULE_OPTIONS, Option, integer, one_of, validate
 from gradproof.errors import InputError
 from gradproof.linearity import SCALE_PROBE, Products, linearity_findings, with_backward_findings
+from gradproof.missing_output import with_missing_outputs
 from gradproof.params import check_finite, differs_by_unit_axes, gradient_owners, numeric_array
 from gradproof.report import Finding, GradReport, TensorResult
 
@@ -119,8 +121,11 @@ def check_vjp(
     GradReport
         One result per float input; the findings of every draw that failed, with the usual
         kinds, ``swapped`` for gradients returned in each other's places, ``partial`` for a
-        gradient summed over the wrong axes of the upstream, and ``scaled`` for a backward not
-        linear in the upstream gradient (ignoring its values, or affine in it).
+        gradient summed over the wrong axes of the upstream, ``scaled`` for a backward not
+        linear in the upstream gradient (ignoring its values, or affine in it), and
+        ``missing_term`` for a gradient that lacks the path through one of several outputs.
+        A gradient whose shape differs from its input's by size-1 axes only (``(1, D)`` for
+        ``(D,)``) is compared by value, with a ``convention`` note.
 
     Raises
     ------
@@ -150,6 +155,12 @@ def check_vjp(
         again = _check(layer, u, layer.fit(u, like=fitted), mode="directional",
                        directions=LATER_DIRECTIONS, **options)
         report = _merge_draw(report, again)
+    report = with_missing_outputs(
+        report, len(outputs),
+        lambda k: _check(layer, [0 * u if j == k else u for j, u in enumerate(first)], fitted,
+                         mode=mode, budget=budget, samples=samples, **options),
+        UPSTREAM_WORD,
+    )
     report = _named_axis_sums(report, layer, fitted, first)
     report = _with_unchecked(report, layer, fitted)
     found = linearity_findings(products, layer.who, UPSTREAM_WORD)
@@ -208,7 +219,10 @@ class _Layer:
                 raise InputError("names= names the inputs of a tuple; a dict's keys name its own")
             # Tuples of gradients come in forward's order, which a dict may not follow.
             order = _input_names(forward, len(inputs), None)
-            items = sorted(inputs.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order))
+            items = sorted(
+                inputs.items(),
+                key=lambda item: order.index(item[0]) if item[0] in order else len(order),
+            )
         else:
             sequence = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
             items = list(zip(_input_names(forward, len(sequence), names), sequence))
@@ -238,30 +252,31 @@ class _Layer:
             return fn(*head, **values)
         return fn(*head, *values.values())
 
-    def run_forward(self, values: Mapping[str, np.ndarray]) -> tuple[tuple[np.ndarray, ...], Any]:
-        """(outputs, cache) of forward at ``values``; cache is None without one."""
-        name = getattr(self.forward_fn, "__name__", "forward")
+    def _forward(self, values: Mapping[str, np.ndarray]) -> tuple[tuple[Any, ...], Any]:
+        """Forward's raw outputs and cache (None without one) at ``values``."""
         try:
             result = self._call(self.forward_fn, [], values)
         except InputError:
             raise
         except Exception as exc:
+            name = getattr(self.forward_fn, "__name__", "forward")
             raise InputError(f"forward ({name}) raised {type(exc).__name__}: {exc}") from exc
-        has_cache = self.cache
-        if has_cache is None:
-            has_cache = (
-                isinstance(result, tuple) and len(result) > 1 and not _is_array(result[-1])
+        if self.cache is None:
+            # Decided once, at the first call: the last item of a tuple is a cache unless it
+            # is a numeric array.
+            self.cache = isinstance(result, tuple) and len(result) > 1 and not _is_array(result[-1])
+        if not self.cache:
+            return (result if isinstance(result, tuple) else (result,)), None
+        if not isinstance(result, tuple) or len(result) < 2:
+            raise InputError(
+                f"with cache=True forward must return (output, ..., cache); it returned "
+                f"{type(result).__name__}"
             )
-        if has_cache:
-            if not isinstance(result, tuple) or len(result) < 2:
-                raise InputError(
-                    f"with cache=True forward must return (output, ..., cache); it returned "
-                    f"{type(result).__name__}"
-                )
-            result, state = result[:-1], result[-1]
-        else:
-            state = None
-        raw = result if isinstance(result, tuple) else (result,)
+        return result[:-1], result[-1]
+
+    def run_forward(self, values: Mapping[str, np.ndarray]) -> tuple[tuple[np.ndarray, ...], Any]:
+        """(outputs, cache) of forward at ``values``, each output checked: a finite float array."""
+        raw, state = self._forward(values)
         outputs = []
         for k, value in enumerate(raw):
             what = f"forward's output {k}"
@@ -277,6 +292,22 @@ class _Layer:
 
     def outputs(self, values: Mapping[str, np.ndarray]) -> tuple[np.ndarray, ...]:
         return self.run_forward(values)[0]
+
+    def projected(self, values: Mapping[str, np.ndarray], upstream: Sequence[np.ndarray]) -> float:
+        """sum_k sum(u_k * out_k) at ``values``: the scalar checked, evaluated once per
+        perturbed point, so without run_forward's checks (a NaN here makes the engine say
+        where the objective stopped being finite)."""
+        raw, _ = self._forward(values)
+        total = 0.0
+        for k, (u, out) in enumerate(zip(upstream, raw)):
+            out = np.asarray(out)
+            if out.shape != u.shape:
+                raise InputError(
+                    f"forward's output {k} changed shape from {u.shape} to {out.shape} when "
+                    "its inputs moved slightly"
+                )
+            total += float(np.vdot(u, out))
+        return total
 
     def gradients(self, upstream: Sequence[np.ndarray]) -> Any:
         """Backward's raw result for ``upstream``, after a fresh forward at the inputs."""
@@ -491,7 +522,10 @@ def _swap_notes(
             f"backward ({who}) returns the gradient of {owner} in {place}'s place (position "
             f"{i}, shape {slots[i][1].shape}) and that of {place} in {owner}'s (position {j}, "
             f"shape {slots[j][1].shape}); each was checked in the place its shape fits",
-            fix=f"return the gradients in forward's order: d{place} at position {i}, d{owner} at {j}",
+            fix=(
+                f"return the gradients in forward's order: d{place} at position {i}, "
+                f"d{owner} at {j}"
+            ),
             details={"positions": [i, j]},
         ))
     return findings
@@ -508,7 +542,9 @@ def _axis_sum_finding(
         return None
     squeezed = _squeezed(grad.shape)
     for k, u in enumerate(upstream):
-        subsets = [a for r in range(1, u.ndim + 1) for a in itertools.combinations(range(u.ndim), r)]
+        subsets = [
+            a for r in range(1, u.ndim + 1) for a in itertools.combinations(range(u.ndim), r)
+        ]
         sums = {axes: u.sum(axis=axes) for axes in subsets}
         right = [a for a in subsets if _squeezed(sums[a].shape) == _squeezed(param)]
         for axes, total in sums.items():
@@ -583,14 +619,7 @@ def _check(
         return GradReport(tensors=[], mode=options["mode"])
 
     def loss(params: Mapping[str, np.ndarray]) -> float:
-        outputs = layer.outputs({**layer.values, **params})
-        for k, (u, out) in enumerate(zip(upstream, outputs)):
-            if u.shape != out.shape:
-                raise InputError(
-                    f"forward's output {k} changed shape from {u.shape} to {out.shape} when "
-                    "its inputs moved slightly"
-                )
-        return float(sum(np.sum(u * out) for u, out in zip(upstream, outputs)))
+        return layer.projected({**layer.values, **params}, upstream)
 
     params = {n: layer.values[n] for n in names}
     return check_gradient(loss, {n: fitted.grads[n] for n in names}, params, **options)

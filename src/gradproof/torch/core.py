@@ -3,11 +3,14 @@
 
 Contract: a ``Problem`` names the tensors to check (float64 numpy values, each with its
 device) and a ``forward(tensors) -> outputs`` that computes the outputs from torch tensors
-of those names. ``run(problem, seed, options)`` draws the projection weights, takes the
-analytic gradient from backward (three times: see ``gradproof.torch.backward``), then hands
-``J(params) = sum_k <weights_k, forward(params)_k>`` and that gradient to
-``gradproof.check.check_gradient``, which does the finite differences and the diagnosis. Every
-evaluation runs with torch's random state seeded by ``seed`` (see ``tensors.seeded``).
+of those names. ``run(problem, seed, options)`` draws the projection weights, calls a custom
+Function's backward directly once for its raw shapes (``backward.broadcast_findings``), takes
+the analytic gradient from backward four times (the linearity products of
+``gradproof.linearity``), then hands ``J(params) = sum_k <weights_k, forward(params)_k>`` and
+that gradient to ``gradproof.check.check_gradient``, which does the finite differences and the
+diagnosis; with several outputs, a failing gradient is checked again without each output's
+term (``gradproof.missing_output``). Every evaluation runs with torch's random state seeded by
+``seed`` (see ``tensors.seeded``).
 """
 
 from __future__ import annotations
@@ -22,9 +25,10 @@ import torch
 
 from gradproof.check import check_gradient
 from gradproof.errors import InputError
-from gradproof.report import Finding, GradReport
 from gradproof.linearity import SCALE_PROBE, Products, linearity_findings, with_backward_findings
-from gradproof.torch.backward import vjp
+from gradproof.missing_output import with_missing_outputs
+from gradproof.report import Finding, GradReport
+from gradproof.torch.backward import broadcast_findings, vjp
 from gradproof.torch.tensors import as_outputs, check_values, project, projection, seeded, to_numpy
 
 Forward = Callable[[Mapping[str, torch.Tensor]], Any]
@@ -85,6 +89,8 @@ def run(problem: Problem, seed: int, options: Mapping[str, Any]) -> GradReport:
     leaves = evaluator.leaves()
     outputs = evaluator.outputs(leaves)
     weights = problem.weights(outputs) if problem.weights else projection(outputs, seed)
+    # Before autograd frees the graph: backward's raw gradients, called directly.
+    shapes = broadcast_findings(outputs, leaves, weights, problem.who)
     first = vjp(outputs, leaves, weights, problem.who)
     for name, grad in first.items():
         what = f"the gradient of {name} that the backward of {problem.who} returned"
@@ -92,13 +98,23 @@ def run(problem: Problem, seed: int, options: Mapping[str, Any]) -> GradReport:
     again = evaluator.gradient(weights)
     scaled = evaluator.gradient(tuple(None if w is None else SCALE_PROBE * w for w in weights))
     zero = evaluator.gradient(tuple(None if w is None else 0 * w for w in weights))
-    products = Products(*({n: to_numpy(g) for n, g in p.items()} for p in (first, again, scaled, zero)))
-    notes = linearity_findings(products, problem.who, "grad_output")
+    products = Products(
+        *({n: to_numpy(g) for n, g in p.items()} for p in (first, again, scaled, zero))
+    )
+    notes = linearity_findings(products, problem.who, "grad_output") + shapes
     grad = {name: to_numpy(g) for name, g in first.items()}
-    def loss(params: Mapping[str, np.ndarray]) -> float:
-        return evaluator.loss(params, weights)
 
-    report = check_gradient(loss, grad, problem.values, seed=int(seed), **options)
+    def check(projection_weights: Sequence[torch.Tensor | None]) -> GradReport:
+        def loss(params: Mapping[str, np.ndarray]) -> float:
+            return evaluator.loss(params, projection_weights)
+
+        return check_gradient(loss, grad, problem.values, seed=int(seed), **options)
+
+    report = with_missing_outputs(
+        check(weights), len(outputs),
+        lambda k: check(tuple(None if j == k else w for j, w in enumerate(weights))),
+        "grad_output",
+    )
     return with_backward_findings(report, problem.notes, notes)
 
 
