@@ -276,6 +276,44 @@ def test_a_given_upstream_is_used():
     assert bugs(report) == {("scaled", ("b",))}
 
 
+def test_a_cache_that_is_an_array_needs_cache_true_and_a_scalar_output_works():
+    x = np.random.default_rng(0).standard_normal((3, 4))
+
+    def forward(x):
+        y = np.tanh(x)
+        return y, y  # the cache is the output itself
+
+    def backward(dout, y):
+        return dout * (1 - y**2)
+
+    assert gp.check_vjp(forward, backward, x, cache=True).passed
+    with pytest.raises(InputError, match="all taken as outputs: if the last is a cache, pass "
+                                         "cache=True"):
+        gp.check_vjp(forward, backward, x)
+    report = gp.check_vjp(lambda x: float(np.sum(np.sin(x))), lambda d, x: d * np.cos(x), x)
+    assert report.passed and [t.name for t in report.tensors] == ["x"]
+
+
+def test_an_integer_input_may_take_none_in_a_full_tuple_and_names_are_used():
+    def backward(dout, cache):
+        idx, W = cache
+        dW = np.zeros_like(W)
+        np.add.at(dW, idx, dout)  # rows picked twice get both contributions
+        return None, dW
+
+    inputs = (np.array([0, 2, 2]), np.random.default_rng(0).standard_normal((4, 3)))
+    report = gp.check_vjp(with_cache(embedding), backward, inputs, names=["ids", "table"])
+    assert report.passed and [t.name for t in report.tensors] == ["table"]
+
+
+def test_float32_inputs_are_checked_with_a_precision_note():
+    x = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
+    report = gp.check_vjp(lambda x: (np.tanh(x), (x,)),
+                          lambda dout, cache: dout * (1 - np.tanh(cache[0]) ** 2), x)
+    assert report.passed, str(report)
+    assert [f.tensor for f in report.findings_of("precision")] == ["x"]
+
+
 # ------------------------------------------------------------------ bad input
 
 

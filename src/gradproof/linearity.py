@@ -28,6 +28,9 @@ SCALE_PROBE = -2.0
 # backward gives SCALE_PROBE * g up to rounding of sums reordered at most.
 PROBE_RTOL = 1e-9
 
+# For a gradient in a lower precision than float64: this many of its eps, relative.
+LOW_PRECISION_ULPS = 64.0
+
 
 @dataclass(frozen=True)
 class Products:
@@ -56,7 +59,10 @@ def linearity_findings(products: Products, who: str, upstream: str) -> list[Find
     for name, g in products.first.items():
         again, scaled = products.again[name], products.scaled[name]
         zero = None if products.zero is None else products.zero[name]
-        scale = _largest(g, again, scaled, *(() if zero is None else (zero,)))
+        # A gradient in a low precision rounds each product on its own.
+        scale = _largest(g, again, scaled, *(() if zero is None else (zero,))) * max(
+            1.0, LOW_PRECISION_ULPS * _eps(g) / PROBE_RTOL
+        )
         if not _close(again, g, scale):
             findings.append(_nondeterministic(name, g, again, who, upstream))
         elif not _close(scaled, SCALE_PROBE * g, scale):
@@ -127,6 +133,10 @@ def _not_linear(
         ),
         details=details,
     )
+
+
+def _eps(array: np.ndarray) -> float:
+    return float(np.finfo(array.dtype).eps) if array.dtype.kind == "f" else 0.0
 
 
 def _largest(*arrays: np.ndarray) -> float:

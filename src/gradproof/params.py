@@ -200,7 +200,7 @@ class ParamLayout:
             the first index named).
         """
         if self.kind == "flat" and not isinstance(grad, Mapping):
-            raw = numeric_array(grad, "the gradient")
+            raw = _numeric_array(grad, "the gradient")
             if raw.size != self.size:
                 raise InputError(
                     f"the gradient has {raw.size} entries (shape {raw.shape}); expected "
@@ -218,7 +218,7 @@ class ParamLayout:
         notes: list[Finding] = []
         for spec in self.specs:
             what = f"the gradient of {spec.name}"
-            array = numeric_array(leaves[spec.name], what)
+            array = _numeric_array(leaves[spec.name], what)
             if array.shape != spec.shape:
                 if array.ndim >= 2 and array.shape == spec.shape[::-1]:
                     array = array.T
@@ -230,7 +230,7 @@ class ParamLayout:
                     raise InputError(
                         f"{what} has shape {array.shape}; expected {spec.shape} like the parameter"
                     )
-            check_finite(array, spec.label, what)
+            _check_finite(array, spec.label, what)
             dtypes[spec.name] = array.dtype
             tensors[spec.name] = np.array(array, dtype=np.float64)
         return tensors, transposed, dtypes, notes
@@ -272,17 +272,17 @@ def parse_params(
     elif isinstance(params, (Mapping, list, tuple)):
         layout, flat = _parse_tree(params)
     else:
-        array = numeric_array(params, "params")
+        array = _numeric_array(params, "params")
         spec = TensorSpec(SINGLE_NAME, array.shape, 0, "C", array.dtype)
         layout = ParamLayout("array", [spec], flat_shape=array.shape)
         flat = np.array(array, dtype=np.float64).reshape(-1)
     for spec in layout.specs:
-        check_finite(spec.view(flat), spec.label, f"parameter {spec.name}")
+        _check_finite(spec.view(flat), spec.label, f"parameter {spec.name}")
     return layout, flat
 
 
 def _parse_flat(params: Any, shapes: Any, order: str) -> tuple[ParamLayout, np.ndarray]:
-    theta = numeric_array(params, "params (the flat vector)")
+    theta = _numeric_array(params, "params (the flat vector)")
     if sum(n > 1 for n in theta.shape) > 1:
         raise InputError(
             f"with shapes=, params must be a flat vector (or an n x 1 / 1 x n matrix); "
@@ -324,7 +324,7 @@ def _parse_tree(params: Any) -> tuple[ParamLayout, np.ndarray]:
     pieces: list[np.ndarray] = []
     offset = 0
     for name, leaf in leaves.items():
-        array = numeric_array(leaf, f"parameter {name}")
+        array = _numeric_array(leaf, f"parameter {name}")
         spec = TensorSpec(name, array.shape, offset, "C", array.dtype)
         specs.append(spec)
         pieces.append(np.asarray(array, dtype=np.float64).reshape(-1))
@@ -489,7 +489,7 @@ def _shape(shape: Any, name: str) -> tuple[int, ...]:
     return dims
 
 
-def numeric_array(value: Any, what: str) -> np.ndarray:
+def _numeric_array(value: Any, what: str) -> np.ndarray:
     """``value`` as a real numeric array, or an InputError naming ``what``."""
     if value is None:
         raise InputError(f"{what} is None; expected a real numeric array")
@@ -509,7 +509,7 @@ def numeric_array(value: Any, what: str) -> np.ndarray:
     return array
 
 
-def check_finite(array: np.ndarray, label: Any, what: str) -> None:
+def _check_finite(array: np.ndarray, label: Any, what: str) -> None:
     bad = ~np.isfinite(array)
     if bad.any():
         index = np.unravel_index(int(np.argmax(bad)), array.shape) if array.shape else ()

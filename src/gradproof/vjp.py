@@ -33,7 +33,13 @@ from gradproof.engine.options import RULE_OPTIONS, Option, integer, one_of, vali
 from gradproof.errors import InputError
 from gradproof.linearity import SCALE_PROBE, Products, linearity_findings, with_backward_findings
 from gradproof.missing_output import with_missing_outputs
-from gradproof.params import check_finite, differs_by_unit_axes, gradient_owners, numeric_array
+# The params module's array checks, shared so that every input is refused in the same words.
+from gradproof.params import (
+    _check_finite,
+    _numeric_array,
+    differs_by_unit_axes,
+    gradient_owners,
+)
 from gradproof.report import Finding, GradReport, TensorResult
 
 # Entries checked one by one in the first draw's default "auto" mode: every entry of a layer
@@ -100,6 +106,8 @@ def check_vjp(
         ``x_grad``), or one array when there is one float input.
     inputs : array, tuple / list of arrays, or dict of str to array
         Where to check. Float inputs are checked; integer inputs (indices) are held fixed.
+        Inputs in a precision below float64 are handed to forward and backward as float64
+        copies, with a ``precision`` note: the check tests the layer's math.
     upstream : array or tuple of arrays, optional
         The first draw's upstream gradients, one per output, of the outputs' shapes; random
         normal by default (every later draw is random).
@@ -134,7 +142,7 @@ def check_vjp(
         (the call named); forward outputs that are not finite or not float; an ``upstream``
         whose shapes forward's outputs cannot have; a backward returning the wrong number of
         gradients, a gradient for an integer input or a key naming no input, gradients of
-        shapes that fit no input; a backward that changes the cache (or inputs) it is given.
+        shapes that fit no input; a backward that changes the cache it is given.
     """
     validate(CHECK_VJP_OPTIONS, locals())
     layer = _Layer.build(forward, backward, inputs, names, cache)
@@ -164,7 +172,20 @@ def check_vjp(
     report = _named_axis_sums(report, layer, fitted, first)
     report = _with_unchecked(report, layer, fitted)
     found = linearity_findings(products, layer.who, UPSTREAM_WORD)
-    return with_backward_findings(report, fitted.notes, found)
+    return with_backward_findings(report, [*_precision_notes(layer), *fitted.notes], found)
+
+
+def _precision_notes(layer: _Layer) -> list[Finding]:
+    """A ``precision`` note per input given in a precision lower than float64."""
+    return [
+        Finding(
+            "precision", (name,),
+            f"input {name} is {dtype}: forward and backward ran on a float64 copy, so the check "
+            f"tests the layer's math, not its rounding in {dtype}",
+            details={"dtype": str(dtype)},
+        )
+        for name, dtype in layer.low.items()
+    ]
 
 
 # ------------------------------------------------------------------------------ the layer
@@ -204,6 +225,7 @@ class _Layer:
     floats: list[str]
     keyword: bool
     cache: bool | None
+    low: dict[str, np.dtype]
 
     @classmethod
     def build(
@@ -230,18 +252,22 @@ class _Layer:
             raise InputError("inputs holds no arrays: give the layer's inputs (x, w, b ...)")
         values: dict[str, np.ndarray] = {}
         for name, value in items:
-            array = numeric_array(value, f"input {name}")
+            array = _numeric_array(value, f"input {name}")
             if array.dtype.kind == "b":
                 array = array.astype(np.int64)
-            check_finite(array, lambda index, name=name: f"{name}{list(index)}", f"input {name}")
+            label = lambda index, name=name: f"{name}{list(index)}"  # noqa: E731
+            _check_finite(array, label, f"input {name}")
             values[str(name)] = array
         floats = [name for name, array in values.items() if array.dtype.kind == "f"]
+        low = {name: values[name].dtype for name in floats if values[name].dtype.itemsize < 8}
+        # The layer runs on float64 copies: the check tests its math, not float32 rounding.
+        values.update({name: values[name].astype(np.float64) for name in low})
         if not floats:
             raise InputError(
                 f"no input is a float array ({', '.join(values)} are integers): there is "
                 "nothing to differentiate"
             )
-        return cls(forward, backward, values, floats, keyword, cache)
+        return cls(forward, backward, values, floats, keyword, cache, low)
 
     @property
     def who(self) -> str:
@@ -280,13 +306,13 @@ class _Layer:
         outputs = []
         for k, value in enumerate(raw):
             what = f"forward's output {k}"
-            array = numeric_array(value, what)
+            array = _numeric_array(value, what)
             if array.dtype.kind != "f":
                 raise InputError(
                     f"{what} has dtype {array.dtype}; a layer's outputs must be float arrays "
                     "(a cache returned as a plain array needs cache=True)"
                 )
-            check_finite(array, lambda index, what=what: f"{what} at {list(index)}", what)
+            _check_finite(array, lambda index, what=what: f"{what} at {list(index)}", what)
             outputs.append(array)
         return tuple(outputs), state
 
@@ -310,25 +336,31 @@ class _Layer:
         return total
 
     def gradients(self, upstream: Sequence[np.ndarray]) -> Any:
-        """Backward's raw result for ``upstream``, after a fresh forward at the inputs."""
+        """Backward's raw result for ``upstream``, after a fresh forward at the inputs (copies
+        of the upstream and of the inputs are handed over; a cache is checked afterwards)."""
         _, state = self.run_forward(self.values)
-        given = state if state is not None else dict(self.values)
-        before = _snapshot(given)
+        before = _snapshot(state)
         head = [u.copy() for u in upstream]
         try:
             if state is not None:
                 result = self.backward_fn(*head, state)
             else:
-                result = self._call(self.backward_fn, head, {k: v.copy() for k, v in given.items()})
+                result = self._call(self.backward_fn, head, _snapshot(self.values))
         except InputError:
             raise
         except Exception as exc:
             call = "backward(dout, cache)" if state is not None else "backward(dout, *inputs)"
+            hint = ""
+            if state is None and len(head) > 1:
+                hint = (
+                    f"; forward's {len(head)} returned arrays were all taken as outputs: if the "
+                    "last is a cache, pass cache=True"
+                )
             raise InputError(
                 f"backward ({self.who}) raised {type(exc).__name__}: {exc} (called as {call}, "
-                f"with {len(head)} upstream gradient(s), one per output of forward)"
+                f"with {len(head)} upstream gradient(s), one per output of forward{hint})"
             ) from exc
-        changed = _first_change(before, given, "cache" if state is not None else "inputs")
+        changed = _first_change(before, state, "cache")
         if changed:
             raise InputError(
                 f"backward ({self.who}) changed {changed} in place: a backward must leave its "
@@ -407,9 +439,10 @@ class _Layer:
                     )
                 continue
             what = f"the gradient of {name} that backward ({self.who}) returned"
-            array = numeric_array(value, what)
-            check_finite(array, lambda index, name=name: f"d{name}{list(index)}", what)
-            slots.append((name, np.array(array, dtype=np.float64)))
+            array = _numeric_array(value, what)
+            _check_finite(array, lambda index, name=name: f"d{name}{list(index)}", what)
+            # A copy in its own dtype: the engine sizes a float32 gradient's tolerance by it.
+            slots.append((name, np.array(array)))
         missing = [n for n in floats if n not in dict(slots)]
         if missing:
             raise InputError(
@@ -596,13 +629,13 @@ def _first_upstream(
     draw = []
     for k, (value, out) in enumerate(zip(given, outputs)):
         what = f"upstream[{k}]"
-        array = numeric_array(value, what)
+        array = _numeric_array(value, what)
         if array.shape != out.shape:
             raise InputError(
                 f"{what} has shape {array.shape}, which forward's output {k} cannot have: it has "
                 f"shape {out.shape}, and an upstream gradient has its output's shape"
             )
-        check_finite(array, lambda index, what=what: f"{what}{list(index)}", what)
+        _check_finite(array, lambda index, what=what: f"{what}{list(index)}", what)
         draw.append(np.array(array, dtype=np.float64))
     return draw
 
