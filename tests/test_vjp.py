@@ -200,6 +200,23 @@ def test_the_wrong_axis_names_the_right_one():
     assert report.tensor("b").checked == 0 and not report.tensor("b").passed
 
 
+def test_a_right_shaped_sum_that_lacks_a_derivative_is_not_called_a_wrong_axis():
+    # tanh(x @ w + b) with db = dout.sum(0): the activation's derivative is missing, and on a
+    # square output dout.sum(1) has b's shape too; it is not the fix, so no `partial` claim.
+    def forward(x, w, b):
+        y = np.tanh(x @ w + b)
+        return y, (x, w, y)
+
+    def backward(dout, cache):
+        x, w, y = cache
+        da = dout * (1 - y**2)
+        return da @ w.T, x.T @ da, dout.sum(0)  # bug: db misses (1 - y**2)
+
+    report = gp.check_vjp(forward, backward, affine_inputs(5, 3, 5))
+    assert not report.tensor("b").passed
+    assert not report.findings_of("partial")
+
+
 def test_a_backward_ignoring_dout_is_named():
     change = lambda g, x, w, b: (g @ w.T, x.T @ g, np.full(b.shape, 3.0))  # noqa: E731
     report = gp.check_vjp(affine_forward, planted(change), affine_inputs(4, 3, 5))
@@ -312,6 +329,19 @@ def test_float32_inputs_are_checked_with_a_precision_note():
                           lambda dout, cache: dout * (1 - np.tanh(cache[0]) ** 2), x)
     assert report.passed, str(report)
     assert [f.tensor for f in report.findings_of("precision")] == ["x"]
+
+
+def test_a_later_random_draw_catches_what_an_all_ones_upstream_hides():
+    # Right when dout is constant, wrong otherwise; linear in dout, so no probe of scale sees it.
+    change = lambda g, x, w, b: (g @ w.T, x.T @ np.full_like(g, g.mean()), g.sum(0))  # noqa: E731
+    inputs = affine_inputs(4, 3, 5)
+    only_ones = gp.check_vjp(affine_forward, planted(change), inputs, upstream=np.ones((4, 5)),
+                             draws=1)
+    assert only_ones.passed
+    report = gp.check_vjp(affine_forward, planted(change), inputs, upstream=np.ones((4, 5)))
+    assert not report.passed and not report.tensor("w").passed
+    (finding,) = [f for f in report.findings if f.is_bug]
+    assert finding.tensors == ("w",) and finding.message.startswith("with another random dout")
 
 
 # ------------------------------------------------------------------ bad input

@@ -169,7 +169,14 @@ def check_vjp(
                          mode=mode, budget=budget, samples=samples, **options),
         UPSTREAM_WORD,
     )
-    report = _named_axis_sums(report, layer, fitted, first)
+    def passes(name: str, gradient: np.ndarray) -> bool:
+        def loss(params: Mapping[str, np.ndarray]) -> float:
+            return layer.projected({**layer.values, **params}, first)
+
+        return check_gradient(loss, {name: gradient}, {name: layer.values[name]}, mode=mode,
+                              budget=budget, samples=samples, **options).passed
+
+    report = _named_axis_sums(report, layer, fitted, first, passes)
     report = _with_unchecked(report, layer, fitted)
     found = linearity_findings(products, layer.who, UPSTREAM_WORD)
     return with_backward_findings(report, [*_precision_notes(layer), *fitted.notes], found)
@@ -600,7 +607,9 @@ def _axis_sum_finding(
                     if len(others) == 1 else
                     f"sum {UPSTREAM_WORD} over the axes along which {name} is broadcast"
                 ),
-                details={"summed_axes": list(axes), "right_axes": [list(a) for a in others]},
+                details={
+                    "output": k, "summed_axes": list(axes), "right_axes": [list(a) for a in others]
+                },
             )
     return None
 
@@ -678,19 +687,25 @@ def _merge_draw(report: GradReport, again: GradReport) -> GradReport:
 
 
 def _named_axis_sums(
-    report: GradReport, layer: _Layer, fitted: _Fitted, upstream: Sequence[np.ndarray]
+    report: GradReport, layer: _Layer, fitted: _Fitted, upstream: Sequence[np.ndarray],
+    passes: Callable[[str, np.ndarray], bool],
 ) -> GradReport:
     """A failing gradient that is the upstream summed over some axes gets that ``partial``
-    finding instead of the generic diagnosis."""
+    finding instead of the generic diagnosis, when the sum over the one other axis that gives
+    the input's shape passes the check (``passes(name, gradient)``): a right-shaped sum over
+    the wrong axis of a square output, and not, say, a missing activation derivative."""
     findings = list(report.findings)
     for result in report.tensors:
         if result.passed:
             continue
         name = result.name
-        found = _axis_sum_finding(
-            name, fitted.grads[name], layer.values[name].shape, upstream, failed=True
-        )
-        if found is not None:
+        shape = layer.values[name].shape
+        found = _axis_sum_finding(name, fitted.grads[name], shape, upstream, failed=True)
+        if found is None or len(found.details["right_axes"]) != 1:
+            continue
+        (axes,) = found.details["right_axes"]
+        total = upstream[found.details["output"]].sum(axis=tuple(axes))
+        if passes(name, total.reshape(shape)):
             findings = [f for f in findings if not (f.is_bug and name in f.tensors)] + [found]
     return replace(report, findings=findings)
 
