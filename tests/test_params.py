@@ -13,6 +13,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+import gradproof as gp
 from gradproof.errors import InputError
 from gradproof.params import SINGLE_NAME, parse_params
 
@@ -108,7 +109,7 @@ def test_unroll_inverts_named_views(shapes, order):
 def test_gradient_of_the_same_structure_matches_by_name(rng):
     params = nested(rng)
     layout, _ = parse_params(params)
-    tensors, transposed, dtypes = layout.match_gradient(params)
+    tensors, transposed, dtypes, _ = layout.match_gradient(params)
     assert list(tensors) == layout.names and transposed == []
     assert all(t.dtype == np.float64 for t in tensors.values())
     assert dtypes["enc.W"] == np.float64
@@ -117,9 +118,9 @@ def test_gradient_of_the_same_structure_matches_by_name(rng):
 def test_flat_params_accept_a_flat_gradient_or_a_dict(rng):
     theta = rng.normal(size=16)
     layout, _ = parse_params(theta, shapes={"W": (3, 4), "b": (4,)}, order="F")
-    from_flat, _, _ = layout.match_gradient(2 * theta)
+    from_flat, _, _, _ = layout.match_gradient(2 * theta)
     np.testing.assert_array_equal(from_flat["W"], 2 * theta[:12].reshape(3, 4, order="F"))
-    from_dict, _, _ = layout.match_gradient({"W": from_flat["W"], "b": from_flat["b"]})
+    from_dict, _, _, _ = layout.match_gradient({"W": from_flat["W"], "b": from_flat["b"]})
     np.testing.assert_array_equal(from_dict["b"], 2 * theta[12:])
 
 
@@ -132,7 +133,7 @@ def test_missing_and_extra_tensors_are_both_listed(rng):
 def test_a_transposed_shape_is_transposed_back_and_named(rng):
     layout, _ = parse_params({"W2": rng.normal(size=(2, 5))})
     g = rng.normal(size=(5, 2))
-    tensors, transposed, _ = layout.match_gradient({"W2": g})
+    tensors, transposed, _, _ = layout.match_gradient({"W2": g})
     assert transposed == ["W2"]
     np.testing.assert_array_equal(tensors["W2"], g.T)
 
@@ -169,6 +170,82 @@ def test_a_non_numeric_gradient_is_an_error(leaf, words, rng):
     layout, _ = parse_params({"b": rng.normal(size=2)})
     with pytest.raises(InputError, match=words):
         layout.match_gradient({"b": leaf})
+
+
+# ------------------------------------------------- gradients in the shapes real code returns
+
+
+@pytest.mark.parametrize("key", ["dW1", "gW1", "grad_W1", "W1_grad", "W1"])
+def test_a_gradient_key_with_the_usual_affixes_maps_to_its_parameter(key, rng):
+    layout, _ = parse_params({"W1": rng.normal(size=(2, 3)), "b1": rng.normal(size=3)})
+    g = rng.normal(size=(2, 3))
+    tensors, _, _, _ = layout.match_gradient({key: g, "db1": np.ones(3)})
+    np.testing.assert_array_equal(tensors["W1"], g)
+    np.testing.assert_array_equal(tensors["b1"], np.ones(3))
+
+
+def test_a_tuple_of_gradients_maps_in_the_parameters_order(rng):
+    # The course's (dx, dw, db) for params {"x", "w", "b"}.
+    params = {"x": rng.normal(size=(4, 3)), "w": rng.normal(size=(3, 2)), "b": rng.normal(size=2)}
+    layout, _ = parse_params(params)
+    grads = (np.ones((4, 3)), 2 * np.ones((3, 2)), 3 * np.ones(2))
+    tensors, _, _, _ = layout.match_gradient(grads)
+    assert [float(tensors[n].flat[0]) for n in ("x", "w", "b")] == [1.0, 2.0, 3.0]
+
+
+def test_a_shape_apart_by_size_one_axes_is_compared_with_a_convention_note(rng):
+    # Batch norm's dgamma, dbeta as (1, D) for (D,) parameters; a column (n, 1) for (n,).
+    layout, _ = parse_params({"gamma": rng.normal(size=4), "v": rng.normal(size=3)})
+    dgamma, dv = rng.normal(size=(1, 4)), rng.normal(size=(3, 1))
+    tensors, transposed, _, notes = layout.match_gradient({"dgamma": dgamma, "dv": dv})
+    np.testing.assert_array_equal(tensors["gamma"], dgamma[0])
+    np.testing.assert_array_equal(tensors["v"], dv[:, 0])
+    assert transposed == [] and [(n.kind, n.tensor) for n in notes] == [
+        ("convention", "gamma"), ("convention", "v")
+    ]
+    assert not any(n.is_bug for n in notes)
+
+
+def test_check_gradient_passes_a_batchnorm_gradient_of_shape_1_by_d(rng):
+    x = rng.normal(size=(6, 4))
+    params = {"gamma": rng.normal(size=4), "beta": rng.normal(size=4)}
+    xhat = (x - x.mean(0)) / x.std(0)
+
+    def loss(p):
+        return float(np.sum(np.sin(p["gamma"] * xhat + p["beta"])))
+
+    def grad(p):
+        c = np.cos(p["gamma"] * xhat + p["beta"])
+        return {"dgamma": (c * xhat).sum(0, keepdims=True), "dbeta": c.sum(0, keepdims=True)}
+
+    report = gp.check_gradient(loss, grad, params)
+    assert report.passed and {f.tensor for f in report.findings_of("convention")} == {
+        "gamma", "beta"
+    }
+
+
+def test_check_model_passes_a_bias_gradient_of_shape_1_by_n_with_a_note(rng):
+    model = gp.Autoencoder(n_visible=6, n_hidden=3)
+    params = model.init_params(seed=0)
+    x = rng.random((2, 6))
+    _, grads = model.loss_and_grad(params, x)
+    grads["b1"] = grads["b1"].reshape(1, -1)
+    report = gp.check_model(model, params, x, grad=grads)
+    assert report.passed and [(f.kind, f.tensor) for f in report.findings] == [("convention", "b1")]
+
+
+def test_a_transposed_square_matrix_stays_transposed_not_reshaped(rng):
+    layout, _ = parse_params({"W": rng.normal(size=(2, 5))})
+    tensors, transposed, _, notes = layout.match_gradient({"dW": np.ones((5, 2))})
+    assert transposed == ["W"] and notes == []
+
+
+def test_ambiguous_gradient_keys_name_the_choices(rng):
+    layout, _ = parse_params({"W": rng.normal(size=2), "W_": rng.normal(size=2)})
+    with pytest.raises(InputError, match=r"'W_grad' could belong to \['W', 'W_'\]"):
+        layout.match_gradient({"W_grad": np.zeros(2), "W_": np.zeros(2)})
+    with pytest.raises(InputError, match=r"keys \['dW', 'gW'\] all belong to the parameter 'W'"):
+        layout.match_gradient({"dW": np.zeros(2), "gW": np.zeros(2), "W_": np.zeros(2)})
 
 
 # --------------------------------------------------------------- bad params

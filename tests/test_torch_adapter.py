@@ -22,7 +22,18 @@ from hypothesis import strategies as st  # noqa: E402
 
 from gradproof.errors import InputError  # noqa: E402
 from gradproof.torch import check_function, check_module  # noqa: E402
-from torch_planted import CASES, Linear, LinearTransposedWeight, Mul  # noqa: E402
+from torch_planted import (  # noqa: E402
+    CASES,
+    Linear,
+    LinearBroadcastBias,
+    LinearTransposedWeight,
+    Mul,
+    ScaleByConstant,
+    SquareAddsGradOutput,
+    SquareAndTriple,
+    SquareAndTripleMissingSecond,
+    SquarePair,
+)
 
 Function = torch.autograd.Function
 SCALAR_LOSS = CASES["ignores_grad_output"]
@@ -130,7 +141,7 @@ def test_a_backward_not_linear_in_grad_output_is_named(function, inputs, behavio
     report = check_function(function.apply, *inputs)
     assert bug_findings(report) == {("scaled", "input0")}
     (finding,) = report.findings
-    assert finding.details["cause"] == "grad_output_scale_ignored"
+    assert finding.details["cause"] == "upstream_scale_ignored"
     assert behaviour in finding.message
 
 
@@ -335,6 +346,47 @@ def test_wrong_number_of_gradients_is_explained():
 def test_a_gradient_of_the_transposed_shape_is_explained():
     with pytest.raises(InputError, match=r"shape \(2, 3\) for forward's argument 1.*transposed"):
         check_function(Rectangular.apply, randn(4, 3), randn(3, 2, seed=1))
+
+
+def test_a_backward_taking_too_few_gradient_arguments_names_the_rule():
+    with pytest.raises(
+        InputError,
+        match=r"accepts 1 gradient argument\(s\) but forward returned 2 outputs.*one gradient "
+        r"argument per output of forward",
+    ):
+        check_function(SquarePair.apply, randn(3))
+
+
+def test_a_gradient_for_a_non_tensor_argument_names_the_rule():
+    with pytest.raises(
+        InputError, match=r"gradient for forward's argument 1, which is not a tensor.*None for"
+    ):
+        check_function(ScaleByConstant.apply, randn(3), 2.0)
+
+
+def test_a_broadcast_gradient_summed_back_by_autograd_is_noted_with_its_shapes():
+    report = check_function(LinearBroadcastBias.apply, randn(4, 3), randn(3, 2, seed=1),
+                            randn(2, seed=2), names=["x", "W", "b"])
+    assert report.passed  # the values autograd sums back are right
+    (note,) = report.findings_of("convention")
+    assert note.tensors == ("b",)
+    assert note.details == {"gradient_shape": [4, 2], "input_shape": [2]}
+
+
+def test_a_gradient_lacking_the_path_through_one_output_is_a_missing_term():
+    assert check_function(SquareAndTriple.apply, randn(4, 3)).passed
+    report = check_function(SquareAndTripleMissingSecond.apply, randn(4, 3))
+    (finding,) = [f for f in report.findings if f.is_bug]
+    assert (finding.kind, finding.tensors, finding.details) == (
+        "missing_term", ("input0",), {"output": 1}
+    )
+
+
+def test_a_backward_affine_in_grad_output_says_so():
+    report = check_function(SquareAddsGradOutput.apply, randn(4, 3))
+    (finding,) = report.findings_of("scaled")
+    assert finding.details["cause"] == "affine_in_upstream"
+    assert "affine rather than linear in grad_output" in finding.message
 
 
 def test_a_backward_that_raises_is_reported():

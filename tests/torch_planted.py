@@ -247,6 +247,73 @@ def _two_inputs(g: torch.Generator, n: int, d: int) -> tuple[torch.Tensor, ...]:
     return _randn(g, n, d), _randn(g, n, d)
 
 
+class LinearBroadcastBias(Linear):
+    """Not wrong in value: the bias gradient is returned as g, shape (N, D_out), which autograd
+    sums back to b's (D_out,) without a word."""
+
+    @staticmethod
+    def backward(ctx, g):
+        x, W = ctx.saved_tensors
+        return g @ W.T, x.T @ g, g  # the last is (N, D_out), not b's (D_out,)
+
+
+class SquareAddsGradOutput(Square):
+    """Bug: ``+`` typed for ``*``: the gradient is affine, not linear, in grad_output."""
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return 2 * x + g
+
+
+class SquarePair(Function):
+    """Two outputs ``(x * x, 3 * x)`` whose backward takes one gradient argument only."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x * x, 3 * x
+
+    @staticmethod
+    def backward(ctx, g):  # bug: forward has two outputs, so backward(ctx, g1, g2)
+        return g
+
+
+class SquareAndTriple(Function):
+    """Two outputs ``(x * x, 3 * x)``: backward(ctx, g1, g2) = 2 x g1 + 3 g2."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x * x, 3 * x
+
+    @staticmethod
+    def backward(ctx, g1, g2):
+        (x,) = ctx.saved_tensors
+        return 2 * x * g1 + 3 * g2
+
+
+class SquareAndTripleMissingSecond(SquareAndTriple):
+    """Bug: the contribution through the second output is dropped."""
+
+    @staticmethod
+    def backward(ctx, g1, g2):
+        (x,) = ctx.saved_tensors
+        return 2 * x * g1
+
+
+class ScaleByConstant(Function):
+    """``x * k`` for a number k, whose backward returns a gradient for k too."""
+
+    @staticmethod
+    def forward(ctx, x, k):
+        ctx.k = k
+        return x * k
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * ctx.k, torch.ones(1)  # bug: k is not a tensor; its place takes None
+
+
 def _linear(x, W, b):
     return x @ W + b
 

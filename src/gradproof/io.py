@@ -35,6 +35,7 @@ import numpy as np
 
 from gradproof.errors import DataError, InputError
 from gradproof.layouts import EXAMPLES, WEIGHTS, fit_layouts
+from gradproof.params import gradient_stems
 
 # File suffix -> what gradproof reads there.
 SUFFIXES: dict[str, str] = {
@@ -57,8 +58,6 @@ _PREFERENCE = (("rows", "in_out"), ("columns", "out_in"), ("rows", "out_in"), ("
 X_NAMES = ("x", "X", "data", "input", "inputs", "images")
 _PARAM = re.compile(r"^([Wb])(\d+)$", re.IGNORECASE)
 _ALIASES = {"encoder": "W1", "decoder": "W2"}
-_GRAD_PREFIXES = ("grad_", "grad", "g_", "g", "d_", "d")
-_GRAD_SUFFIXES = ("_grad", "grad")
 
 
 @dataclass(frozen=True)
@@ -291,18 +290,8 @@ def _param_name(text: str) -> str | None:
     return _ALIASES.get(text.lower())
 
 
-def _gradient_stems(name: str) -> Iterable[str]:
-    """What ``name`` is the gradient of, by each affix it carries: "gEncoder" -> "Encoder"."""
-    for prefix in _GRAD_PREFIXES:
-        if name.startswith(prefix) and len(name) > len(prefix):
-            yield name[len(prefix):]
-    for suffix in _GRAD_SUFFIXES:
-        if name.endswith(suffix) and len(name) > len(suffix):
-            yield name[: -len(suffix)]
-
-
 def _gradient_stem(name: str) -> str | None:
-    for stem in _gradient_stems(name):
+    for stem in gradient_stems(name):
         if _param_name(stem) is not None:
             return stem
     return None
@@ -367,7 +356,7 @@ def _roles(arrays: Mapping[str, np.ndarray], mapping: Mapping[str, str]) -> _Rol
     for variable in free:
         if variable == roles.x or variable in by_param_variable:
             continue
-        for stem in _gradient_stems(variable):
+        for stem in gradient_stems(variable):
             # The stem names a parameter as the file does (gEncoder) or as gradproof does (dW1).
             tensor = by_param_variable.get(stem) or _match_case_insensitive(stem, by_param_variable)
             if tensor is None and _param_name(stem) in roles.params:

@@ -20,18 +20,23 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from gradproof.errors import InputError
+from gradproof.report import Finding
 
 ORDERS = ("C", "F")
 
 # Name of the tensor when params is one array.
 SINGLE_NAME = "params"
+
+# The affixes that make a gradient's name from its parameter's: dW1, gW1, grad_W1, W1_grad.
+GRAD_PREFIXES = ("grad_", "grad", "g_", "g", "d_", "d")
+GRAD_SUFFIXES = ("_grad", "grad")
 
 
 @dataclass(frozen=True)
@@ -160,14 +165,17 @@ class ParamLayout:
 
     def match_gradient(
         self, grad: Any
-    ) -> tuple[dict[str, np.ndarray], list[str], dict[str, np.dtype]]:
+    ) -> tuple[dict[str, np.ndarray], list[str], dict[str, np.dtype], list[Finding]]:
         """Match a gradient to the tensors, by name and shape.
 
         Parameters
         ----------
         grad : array, dict, list or flat vector
             The same structure as the params (a flat vector of the same length for flat
-            params, which may also get a dict keyed by the names in ``shapes``).
+            params, which may also get a dict keyed by the names in ``shapes``). A dict may
+            name a gradient after its parameter with the usual affixes (``dW1``, ``gW1``,
+            ``grad_W1``, ``W1_grad``); a tuple or list holding one gradient per tensor gives
+            them in the parameters' order.
 
         Returns
         -------
@@ -177,13 +185,19 @@ class ParamLayout:
             Tensors whose gradient had the transposed shape; they are transposed back.
         dtypes : dict of str to numpy.dtype
             The dtype of each gradient as given (its own precision).
+        notes : list of Finding
+            A ``convention`` note for each gradient whose shape differs from its parameter's
+            only by size-1 axes (``(1, D)`` for ``(D,)``): it is compared by value, since the
+            entries pair up unambiguously, and the note says so (``keepdims=True`` is the usual
+            cause, and harmless only if the caller reshapes).
 
         Raises
         ------
         InputError
-            Missing or extra tensors (both listed), a shape that is neither the parameter's
-            nor its transpose (both shapes named), a non-numeric gradient, or NaN / Inf in it
-            (the tensor and the first index named).
+            Missing or extra tensors (both listed), keys that could belong to two parameters,
+            a shape that is neither the parameter's, its transpose nor size-1 axes apart from
+            it (both shapes named), a non-numeric gradient, or NaN / Inf in it (the tensor and
+            the first index named).
         """
         if self.kind == "flat" and not isinstance(grad, Mapping):
             raw = _numeric_array(grad, "the gradient")
@@ -197,12 +211,11 @@ class ParamLayout:
         elif self.kind == "array":
             leaves = {SINGLE_NAME: grad}
         else:
-            leaves = {}
-            _collect(grad, "", leaves, strict=True)
-            _check_names(self.names, list(leaves))
+            leaves = _gradient_leaves(grad, self._skeleton, self.names)
         tensors: dict[str, np.ndarray] = {}
         transposed: list[str] = []
         dtypes: dict[str, np.dtype] = {}
+        notes: list[Finding] = []
         for spec in self.specs:
             what = f"the gradient of {spec.name}"
             array = _numeric_array(leaves[spec.name], what)
@@ -210,6 +223,9 @@ class ParamLayout:
                 if array.ndim >= 2 and array.shape == spec.shape[::-1]:
                     array = array.T
                     transposed.append(spec.name)
+                elif differs_by_unit_axes(array.shape, spec.shape):
+                    notes.append(_unit_axes_note(spec, array.shape))
+                    array = array.reshape(spec.shape)
                 else:
                     raise InputError(
                         f"{what} has shape {array.shape}; expected {spec.shape} like the parameter"
@@ -217,7 +233,7 @@ class ParamLayout:
             _check_finite(array, spec.label, what)
             dtypes[spec.name] = array.dtype
             tensors[spec.name] = np.array(array, dtype=np.float64)
-        return tensors, transposed, dtypes
+        return tensors, transposed, dtypes, notes
 
 
 def parse_params(
@@ -317,6 +333,94 @@ def _parse_tree(params: Any) -> tuple[ParamLayout, np.ndarray]:
     skeleton = _map_leaves(params, lambda leaf: next(position))
     flat = np.concatenate(pieces) if pieces else np.empty(0)
     return ParamLayout("tree", specs, skeleton=skeleton), flat
+
+
+def gradient_stems(name: str) -> Iterator[str]:
+    """What ``name`` is the gradient of, by each affix it carries: "dW1", "W1_grad" -> "W1"."""
+    for prefix in GRAD_PREFIXES:
+        if name.startswith(prefix) and len(name) > len(prefix):
+            yield name[len(prefix):]
+    for suffix in GRAD_SUFFIXES:
+        if name.endswith(suffix) and len(name) > len(suffix):
+            yield name[: -len(suffix)]
+
+
+def gradient_owners(keys: Sequence[str], names: Sequence[str]) -> dict[str, str]:
+    """Which parameter each gradient key belongs to: its own name, else the name its affix
+    strips to (``dW1``, ``gW1``, ``grad_W1``, ``W1_grad`` -> ``W1``).
+
+    Returns
+    -------
+    dict of str to str
+        Gradient key -> parameter name, for the keys that name one.
+
+    Raises
+    ------
+    InputError
+        When two keys belong to the same parameter, or one key could belong to two (both named).
+    """
+    owners: dict[str, str] = {}
+    for key in keys:
+        if key in names:
+            owners[key] = key
+            continue
+        candidates = list(dict.fromkeys(s for s in gradient_stems(key) if s in names))
+        if len(candidates) > 1:
+            raise InputError(
+                f"the gradient key {key!r} could belong to {candidates}; name it after one of them"
+            )
+        if candidates:
+            owners[key] = candidates[0]
+    claimed: dict[str, list[str]] = {}
+    for key, name in owners.items():
+        claimed.setdefault(name, []).append(key)
+    for name, claimants in claimed.items():
+        if len(claimants) > 1:
+            raise InputError(
+                f"the gradient keys {claimants} all belong to the parameter {name!r}; give one"
+            )
+    return owners
+
+
+def differs_by_unit_axes(shape: Sequence[int], target: Sequence[int]) -> bool:
+    """Whether ``shape`` is ``target`` with size-1 axes added or removed ((1, D) for (D,))."""
+    return tuple(shape) != tuple(target) and (
+        tuple(n for n in shape if n != 1) == tuple(n for n in target if n != 1)
+    )
+
+
+def _gradient_leaves(grad: Any, skeleton: Any, names: list[str]) -> dict[str, Any]:
+    """A tree gradient's leaves keyed by parameter name: by its keys (affixes stripped), or
+    in the parameters' order for a flat tuple or list of one array per tensor."""
+    if (
+        isinstance(grad, (list, tuple))
+        and not isinstance(skeleton, (list, tuple))
+        and len(grad) == len(names)
+        and not any(_is_container(g) for g in grad)
+    ):
+        return dict(zip(names, grad))
+    leaves: dict[str, Any] = {}
+    _collect(grad, "", leaves, strict=True)
+    if isinstance(grad, Mapping) and not set(leaves) <= set(names):
+        owners = gradient_owners(list(leaves), names)
+        leaves = {owners.get(key, key): value for key, value in leaves.items()}
+    _check_names(names, list(leaves))
+    return leaves
+
+
+def _unit_axes_note(spec: TensorSpec, shape: tuple[int, ...]) -> Finding:
+    return Finding(
+        "convention", (spec.name,),
+        f"the gradient of {spec.name} has shape {shape} and the parameter {spec.shape}: they "
+        "differ only by size-1 axes, so the entries pair up one to one and were compared by "
+        "value (the table shows whether they are right); an update `param -= lr * grad` would "
+        "broadcast the shape instead",
+        fix=(
+            f"return it in {spec.name}'s own shape: drop keepdims=True, or "
+            f"`.reshape({spec.shape})`"
+        ),
+        details={"gradient_shape": list(shape), "parameter_shape": list(spec.shape)},
+    )
 
 
 def _is_container(value: Any) -> bool:

@@ -37,11 +37,13 @@ FINDING_KINDS: dict[str, str] = {
     "kink": "a finite-difference step crossed a non-differentiable point: not a bug",
     "nondeterministic": "the loss gives different values for the same parameters",
     "precision": "the arithmetic precision, not the math, explains the difference",
+    "missing_term": "a whole additive term of the loss is absent from the gradient",
+    "convention": "not a bug claim: the gradient is right under another convention",
     "mismatch": "wrong, with no recognised pattern",
 }
 
 # Kinds that describe the check's circumstances rather than a bug in the gradient.
-NOTE_KINDS = frozenset({"kink", "precision", "nondeterministic"})
+NOTE_KINDS = frozenset({"kink", "precision", "nondeterministic", "convention"})
 
 
 @dataclass(frozen=True)

@@ -94,12 +94,13 @@ class BlackBoxRun(Run):
     def setup(self, loss: Callable[..., Any], grad: Any, flat: np.ndarray, progress: Any) -> None:
         objective = Objective(loss, grad, self.layout, flat, progress)
         self.objective = objective
-        analytic, transposed, dtypes = objective.gradient()
+        analytic, transposed, dtypes, notes = objective.gradient()
         self.analytic, self.transposed = analytic, transposed
         # A loss that rounds a float64 copy back to a lower precision is evaluated in that one.
         low = [s.dtype for s in self.layout.specs] + list(dtypes.values())
         objective.detect_rounding([d for d in low if is_low(d)], self.rng)
         self.findings += [transposed_finding(self.layout.spec(name)) for name in transposed]
+        self.findings += notes
         center = objective.base.astype(np.float64)
         gradient = self.layout.unroll(analytic)
         j0 = objective.j0

@@ -29,6 +29,7 @@ import numpy as np
 
 from gradproof.errors import InputError
 from gradproof.params import ParamLayout
+from gradproof.report import Finding
 
 Progress = Callable[[int, int], None]
 
@@ -202,11 +203,14 @@ class Objective:
 
     # ---------------------------------------------------------------- gradient
 
-    def gradient(self) -> tuple[dict[str, np.ndarray], list[str], dict[str, np.dtype]]:
+    def gradient(
+        self,
+    ) -> tuple[dict[str, np.ndarray], list[str], dict[str, np.dtype], list[Finding]]:
         """The analytic gradient at the base point, matched to the tensors.
 
         Returns what ``ParamLayout.match_gradient`` returns: float64 tensors of the parameters'
-        shapes, the names whose gradient had the transposed shape, and the gradients' dtypes.
+        shapes, the names whose gradient had the transposed shape, the gradients' dtypes and
+        the notes on shapes compared by value.
         """
         if self._grad is None:
             raw = self._first_output[1]

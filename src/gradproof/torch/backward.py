@@ -5,10 +5,8 @@ Contract: ``vjp(outputs, leaves, weights, who) -> dict[name, Tensor]`` is the gr
 ``sum_k <weights_k, outputs_k>`` with respect to each named leaf, as backward computes it (zero
 for a leaf the outputs do not depend on). A backward that raises, returns the wrong number of
 gradients or a gradient of the wrong shape becomes an ``InputError`` that says which rule of a
-custom ``autograd.Function`` it broke. ``backward_findings`` compares three products (weights,
-the same weights again, and ``SCALE_PROBE`` times them): backward must be deterministic and
-linear in ``grad_output``. At one ``grad_output`` a backward that ignores it looks like a
-gradient off by an odd constant (a scalar output) or by no pattern at all; the probe names it.
+custom ``autograd.Function`` it broke. Whether backward is deterministic and linear in
+``grad_output`` is ``gradproof.linearity``'s question, asked of these products.
 """
 
 from __future__ import annotations
@@ -21,19 +19,27 @@ import torch
 from gradproof.errors import InputError
 from gradproof.report import Finding
 
-# grad_output is multiplied by this in the linearity probe: a negative non-unit factor also
-# catches a backward that uses only grad_output's sign or magnitude.
-SCALE_PROBE = -2.0
-
-# Relative disagreement (to the largest entry) beyond which two products differ: a linear
-# backward gives SCALE_PROBE * g up to rounding of sums reordered at most.
-PROBE_RTOL = 1e-9
-
 _BAD_SHAPE = re.compile(
     r"invalid gradient at index (\d+) - got \[([\d, ]*)\] but expected shape compatible with "
     r"\[([\d, ]*)\]"
 )
 _BAD_COUNT = re.compile(r"incorrect number of gradients \(expected (\d+), got (\d+)\)")
+_TAKES = re.compile(r"backward\(\) takes (\d+) positional arguments? but (\d+) (?:were|was) given")
+_MISSING = re.compile(r"backward\(\) missing (\d+) required positional arguments?")
+_NOT_TENSOR = re.compile(
+    r"returned a gradient different than None at position (\d+), but the corresponding forward "
+    r"input was not a Variable"
+)
+
+# The rules of a custom autograd.Function's backward, as the messages state them.
+_ONE_PER_OUTPUT = (
+    "a custom autograd.Function's backward takes ctx and then one gradient argument per output "
+    "of forward, in order"
+)
+_ONE_PER_INPUT = (
+    "a custom autograd.Function's backward must return one value per argument of forward, "
+    "None for the arguments that are not tensors requiring grad"
+)
 
 
 def vjp(
@@ -67,8 +73,27 @@ def explain_backward_error(exc: Exception, who: str) -> str:
         expected, got = count.groups()
         return (
             f"the backward of {who} returned {got} gradients where its forward took {expected} "
-            f"arguments ({text}): a custom autograd.Function's backward must return one value per "
-            "argument of forward, None for the arguments that need no gradient"
+            f"arguments ({text}): {_ONE_PER_INPUT}"
+        )
+    takes = _TAKES.search(text)
+    if takes:
+        accepted, given = (int(n) - 1 for n in takes.groups())  # ctx is the first argument
+        return (
+            f"the backward of {who} accepts {accepted} gradient argument(s) but forward returned "
+            f"{given} outputs ({text}): {_ONE_PER_OUTPUT}"
+        )
+    missing = _MISSING.search(text)
+    if missing:
+        return (
+            f"the backward of {who} expects {missing.group(1)} more gradient argument(s) than "
+            f"forward has outputs ({text}): {_ONE_PER_OUTPUT}"
+        )
+    not_tensor = _NOT_TENSOR.search(text)
+    if not_tensor:
+        position = int(not_tensor.group(1)) - 1  # torch counts from 1 here
+        return (
+            f"the backward of {who} returned a gradient for forward's argument {position}, which "
+            f"is not a tensor requiring grad ({text}): {_ONE_PER_INPUT}"
         )
     shape = _BAD_SHAPE.search(text)
     if shape:
@@ -88,65 +113,53 @@ def explain_backward_error(exc: Exception, who: str) -> str:
     return f"the backward of {who} raised {type(exc).__name__}: {text}"
 
 
-def backward_findings(
-    first: Mapping[str, torch.Tensor],
-    again: Mapping[str, torch.Tensor],
-    scaled: Mapping[str, torch.Tensor],
-    who: str,
-) -> list[Finding]:
-    """Findings from three products: ``first`` and ``again`` at the same weights, ``scaled`` at
-    ``SCALE_PROBE`` times them. One finding per tensor at most."""
-    findings = []
-    for name, g in first.items():
-        scale = _largest(g, again[name], scaled[name])
-        if not _close(again[name], g, scale):
-            findings.append(_nondeterministic(name, g, again[name], who))
-        elif not _close(scaled[name], SCALE_PROBE * g, scale):
-            findings.append(_not_linear(name, g, scaled[name], who))
-    return findings
-
-
-def _nondeterministic(name: str, g: torch.Tensor, again: torch.Tensor, who: str) -> Finding:
-    difference = float((again - g).abs().max())
-    return Finding(
-        "nondeterministic", (name,),
-        f"two backward passes of {who} for the same inputs and grad_output gave gradients of "
-        f"{name} that differ by up to {difference:.2e}: backward depends on something besides "
-        "its saved tensors (hidden state, unseeded randomness, nondeterministic kernels)",
-        details={"max_difference": difference},
-    )
-
-
-def _not_linear(name: str, g: torch.Tensor, scaled: torch.Tensor, who: str) -> Finding:
-    # The factor backward applied when grad_output was scaled by SCALE_PROBE (least squares).
-    norm = float((g * g).sum())
-    factor = float((g * scaled).sum()) / norm if norm else float("nan")
-    if abs(factor - 1.0) < 1e-6:
-        behaviour = "did not change at all: backward ignores grad_output"
-    else:
-        behaviour = f"changed by a factor {factor:.3g} instead"
-    return Finding(
-        "scaled", (name,),
-        f"the backward of {who} does not scale with grad_output: with grad_output multiplied "
-        f"by {SCALE_PROBE:g} the gradient of {name} should be {SCALE_PROBE:g} times as large, but "
-        f"it {behaviour}, so its values are off by a factor that depends on grad_output",
-        fix=(
-            f"multiply the local derivative by grad_output in backward (the chain rule): "
-            f"`return grad_output * d_out_d_{name}`, not `d_out_d_{name}` alone"
-        ),
-        details={"cause": "grad_output_scale_ignored", "probe": SCALE_PROBE, "factor": factor},
-    )
-
-
-def _largest(*tensors: torch.Tensor) -> float:
-    return max(float(t.abs().max()) if t.numel() else 0.0 for t in tensors)
-
-
-def _close(a: torch.Tensor, b: torch.Tensor, scale: float) -> bool:
-    if not a.numel():
-        return True
-    return float((a - b).abs().max()) <= PROBE_RTOL * scale
-
-
 def _dims(text: str) -> tuple[int, ...]:
     return tuple(int(n) for n in text.replace(" ", "").split(",") if n)
+
+
+def broadcast_findings(
+    outputs: Sequence[torch.Tensor],
+    leaves: Mapping[str, torch.Tensor],
+    weights: Sequence[torch.Tensor | None],
+    who: str,
+) -> list[Finding]:
+    """A note per gradient that a custom Function's backward returned in a shape other than
+    its input's, which autograd summed back over the broadcast axes without a word.
+
+    Only when the outputs come straight from one custom Function (``Function.apply``): its
+    backward is called directly, with ctx, on the same ``grad_output``, and each raw gradient's
+    shape is compared with the leaf that forward's argument is.
+    """
+    node = outputs[0].grad_fn if outputs else None
+    function = getattr(node, "_forward_cls", None)
+    if function is None or any(out.grad_fn is not node for out in outputs):
+        return []
+    grads = [
+        torch.zeros_like(out) if w is None else w.to(out.dtype) for out, w in zip(outputs, weights)
+    ]
+    with torch.no_grad():
+        try:
+            raw = function.backward(node, *grads)
+        except Exception:
+            # autograd ran this backward already: whatever it raises here is a second call's
+            # problem (saved tensors freed), not the user's; the check stands without the note.
+            return []
+    raw = raw if isinstance(raw, tuple) else (raw,)
+    names = {id(leaf): name for name, leaf in leaves.items()}
+    findings = []
+    for position, ((source, _), grad) in enumerate(zip(node.next_functions, raw)):
+        name = names.get(id(getattr(source, "variable", None)))
+        if name is None or not isinstance(grad, torch.Tensor):
+            continue
+        shape, expected = tuple(grad.shape), tuple(leaves[name].shape)
+        if shape != expected:
+            findings.append(Finding(
+                "convention", (name,),
+                f"the backward of {who} returned a gradient of shape {shape} for {name} "
+                f"(forward's argument {position}), which has shape {expected}; autograd summed it "
+                "back to that shape over the broadcast axes without a word, and the values checked "
+                "are that sum: a caller of backward itself gets the wrong shape",
+                fix=f"sum over the broadcast axes in backward: `grad.sum_to_size({expected})`",
+                details={"gradient_shape": list(shape), "input_shape": list(expected)},
+            ))
+    return findings

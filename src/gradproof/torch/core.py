@@ -3,16 +3,18 @@
 
 Contract: a ``Problem`` names the tensors to check (float64 numpy values, each with its
 device) and a ``forward(tensors) -> outputs`` that computes the outputs from torch tensors
-of those names. ``run(problem, seed, options)`` draws the projection weights, takes the
-analytic gradient from backward (three times: see ``gradproof.torch.backward``), then hands
-``J(params) = sum_k <weights_k, forward(params)_k>`` and that gradient to
-``gradproof.check.check_gradient``, which does the finite differences and the diagnosis. Every
-evaluation runs with torch's random state seeded by ``seed`` (see ``tensors.seeded``).
+of those names. ``run(problem, seed, options)`` draws the projection weights, calls a custom
+Function's backward directly once for its raw shapes (``backward.broadcast_findings``), takes
+the analytic gradient from backward four times (the linearity products of
+``gradproof.linearity``), then hands ``J(params) = sum_k <weights_k, forward(params)_k>`` and
+that gradient to ``gradproof.check.check_gradient``, which does the finite differences and the
+diagnosis; with several outputs, a failing gradient is checked again without each output's
+term (``gradproof.missing_output``). Every evaluation runs with torch's random state seeded by
+``seed`` (see ``tensors.seeded``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,8 +25,10 @@ import torch
 
 from gradproof.check import check_gradient
 from gradproof.errors import InputError
+from gradproof.linearity import SCALE_PROBE, Products, linearity_findings, with_backward_findings
+from gradproof.missing_output import with_missing_outputs
 from gradproof.report import Finding, GradReport
-from gradproof.torch.backward import SCALE_PROBE, backward_findings, vjp
+from gradproof.torch.backward import broadcast_findings, vjp
 from gradproof.torch.tensors import as_outputs, check_values, project, projection, seeded, to_numpy
 
 Forward = Callable[[Mapping[str, torch.Tensor]], Any]
@@ -85,19 +89,33 @@ def run(problem: Problem, seed: int, options: Mapping[str, Any]) -> GradReport:
     leaves = evaluator.leaves()
     outputs = evaluator.outputs(leaves)
     weights = problem.weights(outputs) if problem.weights else projection(outputs, seed)
+    # Before autograd frees the graph: backward's raw gradients, called directly.
+    shapes = broadcast_findings(outputs, leaves, weights, problem.who)
     first = vjp(outputs, leaves, weights, problem.who)
     for name, grad in first.items():
         what = f"the gradient of {name} that the backward of {problem.who} returned"
         check_values(grad, what, allow_inf=False)
     again = evaluator.gradient(weights)
     scaled = evaluator.gradient(tuple(None if w is None else SCALE_PROBE * w for w in weights))
-    notes = backward_findings(first, again, scaled, problem.who)
+    zero = evaluator.gradient(tuple(None if w is None else 0 * w for w in weights))
+    products = Products(
+        *({n: to_numpy(g) for n, g in p.items()} for p in (first, again, scaled, zero))
+    )
+    notes = linearity_findings(products, problem.who, "grad_output") + shapes
     grad = {name: to_numpy(g) for name, g in first.items()}
-    def loss(params: Mapping[str, np.ndarray]) -> float:
-        return evaluator.loss(params, weights)
 
-    report = check_gradient(loss, grad, problem.values, seed=int(seed), **options)
-    return _merge(report, problem.notes, notes)
+    def check(projection_weights: Sequence[torch.Tensor | None]) -> GradReport:
+        def loss(params: Mapping[str, np.ndarray]) -> float:
+            return evaluator.loss(params, projection_weights)
+
+        return check_gradient(loss, grad, problem.values, seed=int(seed), **options)
+
+    report = with_missing_outputs(
+        check(weights), len(outputs),
+        lambda k: check(tuple(None if j == k else w for j, w in enumerate(weights))),
+        "grad_output",
+    )
+    return with_backward_findings(report, problem.notes, notes)
 
 
 class _Evaluator:
@@ -142,12 +160,3 @@ class _Evaluator:
         }
         with torch.no_grad():
             return float(project(self.outputs(tensors), weights))
-
-
-def _merge(report: GradReport, before: list[Finding], backward: list[Finding]) -> GradReport:
-    """The report with the adapter's findings added; a tensor whose backward ignores the scale
-    of grad_output keeps that finding only (the diagnosis at one grad_output would name a
-    factor that holds for no other)."""
-    explained = {name for f in backward if f.is_bug for name in f.tensors}
-    kept = [f for f in report.findings if not (f.is_bug and explained & set(f.tensors))]
-    return dataclasses.replace(report, findings=[*before, *backward, *kept])

@@ -71,9 +71,14 @@ def check_function(
     The check runs in float64 on each input's own device (a GPU when the inputs are there):
     float32, float16 and bfloat16 inputs are checked as float64 copies, with a ``precision``
     note, so it tests the math of forward and backward, not their rounding. Besides the finite
-    differences, backward is run three times: twice with the same ``grad_output`` (it must give
-    the same gradients, else a ``nondeterministic`` note) and once with ``-2 * grad_output`` (the
-    gradients must scale by -2, else a ``scaled`` finding: backward ignores ``grad_output``).
+    differences, backward is run four times: twice with the same ``grad_output`` (it must give
+    the same gradients, else a ``nondeterministic`` note), once with ``-2 * grad_output`` (the
+    gradients must scale by -2, else a ``scaled`` finding: backward ignores ``grad_output``) and
+    once with zero (a nonzero gradient is named affine rather than linear in ``grad_output``).
+    A custom Function's backward is also called directly, and a gradient whose raw shape
+    autograd had to sum back to its input's gets a ``convention`` note with both shapes. With
+    several outputs, a gradient that passes once one output's term is left out gets a
+    ``missing_term`` finding naming that output.
 
     Examples
     --------

@@ -139,8 +139,9 @@ class ExactRun(Run):
                 f"grad must be a dict of gradient arrays keyed like params ({', '.join(names)}); "
                 f"got {type(grad).__name__}"
             )
-        self.analytic, self.transposed, dtypes = layout.match_gradient(grad)
+        self.analytic, self.transposed, dtypes, notes = layout.match_gradient(grad)
         self.findings += [transposed_finding(layout.spec(name)) for name in self.transposed]
+        self.findings += notes
 
         engine = LocalDifferences(twin, self.params, x64, series=self.series)
         _confirm_objective(engine.objective(), reference)
