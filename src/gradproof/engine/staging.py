@@ -68,9 +68,9 @@ Request = tuple[Measured, np.ndarray]
 class Evaluated:
     """Central differences of some probes of one set at one multiple of their step.
 
-    The first five arrays are what the first stage needs for every probe; ``differences``
-    builds the full ``finite_diff.Differences`` of the rows it is given, which only the
-    probes that one step does not pass need.
+    The arrays are what the first stage needs for every probe; ``differences`` builds the
+    full ``finite_diff.Differences`` of the rows it is given, which only the probes that one
+    step does not pass need.
     """
 
     which: np.ndarray  # the probes, as indices into the set
