@@ -396,7 +396,7 @@ class BlackBoxEvaluator:
         for k, stage in enumerate(stages):
             d = stage.differences(context)
             yield k, Evaluated(stage.which, stage.which, d.analytic, d.numeric, d.error,
-                               d.rounding, d.half_width, None, d.take)
+                               d.rounding, d.half_width, None, d.take, True)
 
 
 

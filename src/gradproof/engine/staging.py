@@ -68,9 +68,9 @@ Request = tuple[Measured, np.ndarray]
 class Evaluated:
     """Central differences of some probes of one set at one multiple of their step.
 
-    The first five arrays are what the first stage needs for every probe; ``differences``
-    builds the full ``finite_diff.Differences`` of the rows it is given, which only the
-    probes that one step does not pass need.
+    The arrays are what the first stage needs for every probe; ``differences`` builds the
+    full ``finite_diff.Differences`` of the rows it is given, which only the probes that one
+    step does not pass need.
     """
 
     which: np.ndarray  # the probes, as indices into the set
@@ -82,6 +82,7 @@ class Evaluated:
     step: np.ndarray  # the half-width of each difference
     kink: np.ndarray | None  # bool: the step crossed a kink (None: the evaluator cannot tell)
     differences: Callable[[np.ndarray | slice], Differences]
+    last: bool  # the last piece of its request
 
 
 class Evaluator(Protocol):
@@ -163,19 +164,9 @@ def _first_step(results: list[Measured], evaluator: Evaluator, rule: Rule) -> li
     """
     parts: list[list[np.ndarray]] = [[] for _ in results]
     values: list[list[Differences]] = [[] for _ in results]
-    firsts: list[FirstStep] = []
-
-    def join(upto: int) -> None:
-        # A set's first step is joined as soon as its pieces are in (an evaluator yields a
-        # request's pieces together, in order), not after every set: its arrays then reuse
-        # the memory that set's evaluation freed, and the next set's evaluation pays fewer
-        # page faults for fresh memory.
-        for j in range(len(firsts), upto):
-            firsts.append(FirstStep.join(parts[j], values[j], results[j].probes.count))
-
+    firsts: list[FirstStep | None] = [None] * len(results)
     requests = [(result, np.arange(result.probes.count)) for result in results]
     for k, ev in evaluator.evaluate(requests, 1.0):
-        join(k)
         result = results[k]
         rounding_g = result.rounding_g[ev.where]
         tolerance = rule.tolerance(ev.rounding, rounding_g, ev.analytic, ev.numeric)
@@ -183,21 +174,35 @@ def _first_step(results: list[Measured], evaluator: Evaluator, rule: Rule) -> li
         result.record(ev.where, ev.analytic, ev.error, ev.rounding, tolerance, ev.step,
                       np.where(passed, PASSED, UNKNOWN))
         rest = np.flatnonzero(~passed)
-        if not rest.size:
-            continue
-        which, step = ev.which[rest], ev.differences(rest)
-        kink = ev.kink[rest] if ev.kink is not None else np.zeros(rest.size, dtype=bool)
-        _, failed, tolerance = first_verdict(step, rounding_g[rest], rule)
-        failed &= ~kink
-        # A clear failure keeps its first-step values unless a second step is spent on it.
-        result.record(which[failed], step.analytic[failed], step.error[failed],
-                      step.rounding[failed] + step.curvature[failed], tolerance[failed],
-                      step.half_width[failed], FAILED)
-        result.kink[which] = kink  # decided again at a smaller step
-        parts[k].append(which)
-        values[k].append(step)
-    join(len(results))
-    return firsts
+        if rest.size:
+            _first_failures(result, ev, rest, rounding_g[rest], rule, parts[k], values[k])
+        if ev.last:
+            # Joined as soon as the set's pieces are in, before the next set is evaluated:
+            # its arrays then reuse the memory this set's evaluation freed, and the next
+            # evaluation pays fewer page faults for fresh memory.
+            firsts[k] = FirstStep.join(parts[k], values[k], result.probes.count)
+    # An interrupted evaluation leaves sets without their last piece.
+    return [
+        first if first is not None else FirstStep.join(p, v, result.probes.count)
+        for first, p, v, result in zip(firsts, parts, values, results)
+    ]
+
+
+def _first_failures(result: Measured, ev: Evaluated, rest: np.ndarray, rounding_g: np.ndarray,
+                    rule: Rule, parts: list[np.ndarray], values: list[Differences]) -> None:
+    """Classify the probes ``rest`` of a piece that one step did not pass; keep their
+    differences for the later stages."""
+    which, step = ev.which[rest], ev.differences(rest)
+    kink = ev.kink[rest] if ev.kink is not None else np.zeros(rest.size, dtype=bool)
+    _, failed, tolerance = first_verdict(step, rounding_g, rule)
+    failed &= ~kink
+    # A clear failure keeps its first-step values unless a second step is spent on it.
+    result.record(which[failed], step.analytic[failed], step.error[failed],
+                  step.rounding[failed] + step.curvature[failed], tolerance[failed],
+                  step.half_width[failed], FAILED)
+    result.kink[which] = kink  # decided again at a smaller step
+    parts.append(which)
+    values.append(step)
 
 
 def _decide(

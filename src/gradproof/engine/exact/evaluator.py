@@ -216,7 +216,8 @@ class ExactEvaluator:
                     self.interrupted = True
                     return
                 where = slice(part[0], part[-1] + 1) if one_chunk else part
-                yield k, _evaluated(local, self.analytic[name][where], h, part, where)
+                last = start + per_chunk >= which.size
+                yield k, _evaluated(local, self.analytic[name][where], h, part, where, last)
 
     def _per_chunk(self, name: str) -> int:
         """Entries of ``name`` evaluated together, within ``max_chunk_bytes``."""
@@ -225,7 +226,7 @@ class ExactEvaluator:
 
 
 def _evaluated(local: LocalChanges, analytic: np.ndarray, h: np.ndarray, which: np.ndarray,
-               where: np.ndarray | slice) -> Evaluated:
+               where: np.ndarray | slice, last: bool) -> Evaluated:
     numeric = local.central / (2 * h)
 
     def differences(rows: np.ndarray | slice) -> Differences:
@@ -233,7 +234,7 @@ def _evaluated(local: LocalChanges, analytic: np.ndarray, h: np.ndarray, which: 
                                  local.rounding[rows])
 
     return Evaluated(which, where, analytic, numeric, numeric - analytic,
-                     local.rounding / (2 * h), h, local.kink, differences)
+                     local.rounding / (2 * h), h, local.kink, differences, last)
 
 
 def entry_steps(engine: LocalDifferences, name: str) -> np.ndarray:
