@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from gradproof import blas
 from gradproof.errors import InputError
 from gradproof.finite_diff import NOISE_POINTS, ROUNDING_GROWTH, Rule, noise_level
 from gradproof.objective import Objective
@@ -66,6 +67,7 @@ NOISY_LOSS_ULPS = 1e4
 CROSSING_BUDGET = 256
 
 
+@blas.policy("check_gradient")
 def check_gradient(
     loss: Callable[..., Any],
     grad: Any,
@@ -82,6 +84,7 @@ def check_gradient(
     safety: float = 10.0,
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
+    blas_threads: int | str | None = None,
 ) -> GradReport:
     """Check an analytic gradient against finite differences of the loss.
 
@@ -123,6 +126,11 @@ def check_gradient(
     progress : callable, optional
         ``progress(done, total)``, counted in loss evaluations (``total`` grows when extra
         steps are spent); called a few hundred times per check at most.
+    blas_threads : int or {"auto", "off"}, optional
+        Threads of the BLAS and OpenMP pools during the check (see ``gradproof.blas``): by
+        default ``$GRADPROOF_BLAS_THREADS``, else the measured ``blas.POLICY``; "off"
+        leaves them as they are. The caller's setting is restored afterwards. A bad value
+        (here or in the variable) raises InputError.
 
     Returns
     -------

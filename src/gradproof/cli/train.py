@@ -25,6 +25,7 @@ from rich.table import Table
 
 from gradproof.checkpoint import TrainState
 from gradproof.cli.options import (
+    add_blas_option,
     add_data_options,
     add_model_options,
     checkpoint_for_flags,
@@ -108,6 +109,7 @@ def add_parser(subparsers: Any) -> None:
         "--limit", type=positive_int, metavar="N",
         help="train on the first N training images only (default: all)",
     )
+    add_blas_option(group)
     output = parser.add_argument_group("output")
     output.add_argument(
         "--out", type=Path, metavar="DIR",
@@ -159,6 +161,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
             callback=reporter,
             checkpoint_path=out / CHECKPOINT_FILE,
             info=info,
+            blas_threads=args.blas_threads,
         )
     train_seconds = time.perf_counter() - train_started
     out.mkdir(parents=True, exist_ok=True)  # the first checkpoint made it, unless none was due

@@ -81,6 +81,7 @@ from typing import Any
 
 import numpy as np
 
+from gradproof import blas
 from gradproof.check import tolerance_rule
 from gradproof.errors import InputError
 from gradproof.finite_diff import (
@@ -125,6 +126,7 @@ _AGREEMENT = 1e-10
 Progress = Callable[[int, int], None]
 
 
+@blas.policy("check_model")
 def check_model(
     model: Autoencoder,
     params: Mapping[str, Any],
@@ -138,6 +140,7 @@ def check_model(
     workers: int = 1,
     series: bool = True,
     progress: Progress | None = None,
+    blas_threads: int | str | None = None,
 ) -> GradReport:
     """Check every entry of an Autoencoder's gradient with exact local central differences.
 
@@ -176,6 +179,11 @@ def check_model(
     progress : callable, optional
         ``progress(done, total)``, counted in perturbed points (two per entry and step;
         ``total`` grows when second steps are planned); called once per chunk.
+    blas_threads : int or {"auto", "off"}, optional
+        Threads of the BLAS and OpenMP pools during the check (see ``gradproof.blas``): by
+        default ``$GRADPROOF_BLAS_THREADS``, else the measured ``blas.POLICY``; "off"
+        leaves them as they are. The caller's setting is restored afterwards. A bad value
+        (here or in the variable) raises InputError.
 
     Returns
     -------

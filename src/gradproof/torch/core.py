@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from gradproof import blas
 from gradproof.check import check_gradient
 from gradproof.errors import InputError
 from gradproof.report import Finding, GradReport
@@ -81,7 +82,14 @@ def run(problem: Problem, seed: int, options: Mapping[str, Any]) -> GradReport:
     check_options(options)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise InputError(f"seed must be an integer, got {seed!r}")
-    evaluator = _Evaluator(problem, int(seed))
+    # torch's OpenMP pool and numpy's OpenBLAS, for the forwards, backwards and differences
+    # alike; the check_gradient inside runs with this setting.
+    with blas.limited("torch", options.get(blas.OPTION)):
+        return _checked(problem, int(seed), options)
+
+
+def _checked(problem: Problem, seed: int, options: Mapping[str, Any]) -> GradReport:
+    evaluator = _Evaluator(problem, seed)
     leaves = evaluator.leaves()
     outputs = evaluator.outputs(leaves)
     weights = problem.weights(outputs) if problem.weights else projection(outputs, seed)
@@ -96,7 +104,7 @@ def run(problem: Problem, seed: int, options: Mapping[str, Any]) -> GradReport:
     def loss(params: Mapping[str, np.ndarray]) -> float:
         return evaluator.loss(params, weights)
 
-    report = check_gradient(loss, grad, problem.values, seed=int(seed), **options)
+    report = check_gradient(loss, grad, problem.values, seed=seed, **options)
     return _merge(report, problem.notes, notes)
 
 
