@@ -25,7 +25,7 @@ Usage::
 
     python bench/bench_busy.py                                  # 3 repetitions, every command
     python bench/bench_busy.py --repeats 5 --baseline-src ../base/src
-    python bench/bench_busy.py --only check-auto-5 --train-epochs 10
+    python bench/bench_busy.py --only check-auto-5 --train-epochs 10 --settings policy off
 """
 
 from __future__ import annotations
@@ -114,6 +114,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="bound gradproof train to N epochs (default: its own 50)")
     parser.add_argument("--baseline-src", type=Path, default=None,
                         help="another checkout's src directory, run as the baseline")
+    parser.add_argument("--settings", nargs="+", choices=["policy", "off", "baseline"],
+                        default=["policy", "off", "baseline"],
+                        help="the settings to run (default: all; baseline needs --baseline-src)")
     parser.add_argument("--hog-seconds", type=float, default=600.0,
                         help="the competing process stops by itself after this long")
     parser.add_argument("--timeout", type=float, default=900.0,
@@ -121,6 +124,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error("--repeats must be >= 1")
+    if args.baseline_src is None:
+        args.settings = [name for name in args.settings if name != "baseline"]
+    else:
+        args.baseline_src = args.baseline_src.resolve()
     return args
 
 
@@ -131,9 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, lambda *_, code=128 + signum: sys.exit(code))
     core = max(os.sched_getaffinity(0))
-    settings = {"policy": (SRC, None), "off": (SRC, "off")}
-    if args.baseline_src is not None:
-        settings["baseline"] = (args.baseline_src.resolve(), None)
+    known = {"policy": (SRC, None), "off": (SRC, "off"), "baseline": (args.baseline_src, None)}
+    settings = {name: known[name] for name in args.settings}
     commands = {name: list(COMMANDS[name]) for name in args.only}
     if args.train_epochs is not None and "train" in commands:
         commands["train"] += ["--epochs", str(args.train_epochs)]
