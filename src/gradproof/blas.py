@@ -14,7 +14,8 @@ Why: after each matrix product numpy's OpenBLAS keeps its worker threads spinnin
 small products with elementwise numpy work on the calling thread; on a machine with few cores,
 or with other busy processes, the spinning worker takes the core that work needs, and a
 worker that loses its core to another process holds up every product it shares. The counts in
-``POLICY`` are measured (``bench/bench_busy.py``; the numbers are in bench/README.md).
+``POLICY`` come from measurements with one and two threads on idle and loaded machines
+(bench/README.md, "Under load"; ``bench/bench_busy.py`` repeats them).
 
 Which setting wins: the front door's ``blas_threads`` option, else ``$GRADPROOF_BLAS_THREADS``,
 else ``POLICY[path]``. Each is a positive integer, ``"auto"`` (the policy) or ``"off"`` (leave
