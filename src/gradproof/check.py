@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from gradproof import blas
 from gradproof.engine.blackbox import BlackBoxRun
 from gradproof.engine.exact.evaluator import ExactRun
 from gradproof.engine.options import (
@@ -66,6 +67,7 @@ CHECK_MODEL_OPTIONS: dict[str, Option] = {
 }
 
 
+@blas.policy("check_gradient")
 def check_gradient(
     loss: Callable[..., Any],
     grad: Any,
@@ -82,6 +84,7 @@ def check_gradient(
     safety: float = 10.0,
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
+    blas_threads: int | str | None = None,
 ) -> GradReport:
     """Check an analytic gradient against finite differences of the loss.
 
@@ -123,6 +126,11 @@ def check_gradient(
     progress : callable, optional
         ``progress(done, total)``, counted in loss evaluations (``total`` grows when extra
         steps are spent); called a few hundred times per check at most.
+    blas_threads : int or {"auto", "off"}, optional
+        Threads of the BLAS and OpenMP pools during the check (see ``gradproof.blas``): by
+        default ``$GRADPROOF_BLAS_THREADS``, else the measured ``blas.POLICY``; "off"
+        leaves them as they are. The caller's setting is restored afterwards. A bad value
+        (here or in the variable) raises InputError.
 
     Returns
     -------
@@ -197,6 +205,7 @@ def check_gradient(
     return run.report()
 
 
+@blas.policy("check_model")
 def check_model(
     model: Autoencoder,
     params: Mapping[str, Any],
@@ -209,6 +218,7 @@ def check_model(
     max_chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     series: bool = True,
     progress: Callable[[int, int], None] | None = None,
+    blas_threads: int | str | None = None,
 ) -> GradReport:
     """Check every entry of an Autoencoder's gradient with exact local central differences.
 
@@ -246,6 +256,11 @@ def check_model(
     progress : callable, optional
         ``progress(done, total)``, counted in perturbed points (two per entry and step;
         ``total`` grows when second steps are planned); called once per chunk.
+    blas_threads : int or {"auto", "off"}, optional
+        Threads of the BLAS and OpenMP pools during the check (see ``gradproof.blas``): by
+        default ``$GRADPROOF_BLAS_THREADS``, else the measured ``blas.POLICY``; "off"
+        leaves them as they are. The caller's setting is restored afterwards. A bad value
+        (here or in the variable) raises InputError.
 
     Returns
     -------

@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 import scipy.optimize
 
+from gradproof import blas
 from gradproof.checkpoint import EpochMetrics, TrainState, save_checkpoint
 from gradproof.errors import InputError, TrainingDiverged
 from gradproof.nn import aligned
@@ -224,6 +225,7 @@ def reconstruction_error(
     return total / len(x)
 
 
+@blas.policy("train")
 def train(
     model: Autoencoder,
     params: dict[str, np.ndarray],
@@ -240,6 +242,7 @@ def train(
     callback: Callable[[TrainEvent], None] | None = None,
     checkpoint_path: str | os.PathLike[str] | None = None,
     info: dict[str, Any] | None = None,
+    blas_threads: int | str | None = None,
 ) -> TrainResult:
     """Train ``model`` from ``params`` on ``x_train``.
 
@@ -277,6 +280,13 @@ def train(
         numbers).
     info : dict, optional
         JSON-ready notes merged into ``state.info`` and saved with every checkpoint.
+    blas_threads : int or {"auto", "off"}, optional
+        Threads of the BLAS and OpenMP pools while training (see ``gradproof.blas``): by
+        default ``$GRADPROOF_BLAS_THREADS``, else the measured ``blas.POLICY``; "off" leaves
+        them as they are. The caller's setting is restored afterwards. A bad value (here
+        or in the variable) raises InputError. In float32 the thread count can change the
+        rounding of the products, so a fixed count (not one that follows the machine's
+        load) keeps runs and resumed runs reproducible.
 
     Returns
     -------

@@ -34,6 +34,7 @@ from rich.text import Text
 from gradproof.check import DEFAULT_DIRECTIONS, check_gradient
 from gradproof.cli import EXIT_FAILED, EXIT_OK
 from gradproof.cli.options import (
+    add_blas_option,
     add_data_options,
     add_model_options,
     checkpoint_for_flags,
@@ -128,6 +129,7 @@ def add_parser(subparsers: Any) -> None:
     how.add_argument(
         "--json", action="store_true", help="print the report as JSON, and nothing else"
     )
+    add_blas_option(how)
     add_model_options(parser)
     add_data_options(parser)
     parser.set_defaults(run=run)
@@ -195,9 +197,9 @@ def _check(
     progress: Callable[[int, int], None] | None,
 ) -> GradReport:
     """The report of ``--mode``: check_model for exact, check_gradient for the others."""
-    rule = {"rtol": args.rtol, "atol": args.atol}
+    shared = {"rtol": args.rtol, "atol": args.atol, "blas_threads": args.blas_threads}
     if args.mode == "exact":
-        return check_model(model, params, x, grad=gradient, progress=progress, **rule)
+        return check_model(model, params, x, grad=gradient, progress=progress, **shared)
     given = {"samples": args.samples, "directions": args.directions}
     # The differences come from a float64 twin of the model, as in check_model: a float32
     # model would round the float64 copies check_gradient passes it back to float32, where
@@ -210,7 +212,7 @@ def _check(
         mode=args.mode,
         seed=args.seed,
         progress=progress,
-        **rule,
+        **shared,
         **{name: value for name, value in given.items() if value is not None},
     )
 

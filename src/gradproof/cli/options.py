@@ -6,8 +6,9 @@ the model's own defaults apply, and ``model_conflicts`` can compare only the fla
 with a checkpoint's model. ``add_data_options`` declares where MNIST comes from and
 ``data_options(args)`` turns that into keyword arguments of ``load_mnist``.
 
-The ``positive_int`` ... ``unit_interval`` helpers are argparse ``type=`` functions, so a bad
-value fails at parse time with a one-line message naming its flag.
+The ``positive_int`` ... ``unit_interval`` and ``blas_threads`` helpers are argparse ``type=``
+functions, so a bad value fails at parse time with a one-line message naming its flag;
+``add_blas_option`` declares ``--blas-threads`` (see ``gradproof.blas``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from gradproof import blas
 from gradproof.checkpoint import TrainState, load_checkpoint
 from gradproof.data.mnist import ENV_VAR
 from gradproof.errors import DataError, InputError
@@ -86,6 +88,23 @@ def open_unit_interval(text: str) -> float:
     if not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"must lie strictly between 0 and 1, got {text}")
     return value
+
+
+def blas_threads(text: str) -> int | str:
+    """A thread count >= 1, "auto" or "off" (see ``gradproof.blas``)."""
+    try:
+        return blas.parse(text, "--blas-threads")
+    except InputError:
+        raise argparse.ArgumentTypeError(f"expected {blas.ALLOWED}, got {text!r}") from None
+
+
+def add_blas_option(parser: argparse.ArgumentParser) -> None:
+    """Declare ``--blas-threads``: the threads of the BLAS and OpenMP pools while it runs."""
+    parser.add_argument(
+        "--blas-threads", type=blas_threads, metavar="N|auto|off",
+        help=f"threads of the BLAS (and OpenMP) pools while it runs: {blas.ALLOWED} (default: "
+        f"${blas.ENV_VAR}, else auto)",
+    )
 
 
 def layer_list(text: str) -> list[int]:

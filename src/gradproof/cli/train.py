@@ -30,6 +30,7 @@ from rich.table import Table
 from gradproof.checkpoint import TrainState
 from gradproof.cli import EXIT_CODES_TEXT
 from gradproof.cli.options import (
+    add_blas_option,
     add_data_options,
     add_model_options,
     checkpoint_for_flags,
@@ -114,6 +115,7 @@ def add_parser(subparsers: Any) -> None:
         "--limit", type=positive_int, metavar="N",
         help="train on the first N training images only (default: all)",
     )
+    add_blas_option(group)
     output = parser.add_argument_group("output")
     output.add_argument(
         "--out", type=Path, metavar="DIR",
@@ -167,6 +169,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
                 callback=reporter,
                 checkpoint_path=out / CHECKPOINT_FILE,
                 info=info,
+                blas_threads=args.blas_threads,
             )
     except KeyboardInterrupt:
         raise KeyboardInterrupt(_resume_advice(args, reporter.saved)) from None

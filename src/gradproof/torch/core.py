@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from gradproof import blas
 from gradproof.check import check_gradient
 from gradproof.errors import InputError
 from gradproof.linearity import SCALE_PROBE, Products, linearity_findings, with_backward_findings
@@ -85,7 +86,14 @@ def run(problem: Problem, seed: int, options: Mapping[str, Any]) -> GradReport:
     check_options(options)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise InputError(f"seed must be an integer, got {seed!r}")
-    evaluator = _Evaluator(problem, int(seed))
+    # torch's OpenMP pool and numpy's OpenBLAS, for the forwards, backwards and differences
+    # alike; the check_gradient inside runs with this setting.
+    with blas.limited("torch", options.get(blas.OPTION)):
+        return _checked(problem, int(seed), options)
+
+
+def _checked(problem: Problem, seed: int, options: Mapping[str, Any]) -> GradReport:
+    evaluator = _Evaluator(problem, seed)
     leaves = evaluator.leaves()
     outputs = evaluator.outputs(leaves)
     weights = problem.weights(outputs) if problem.weights else projection(outputs, seed)

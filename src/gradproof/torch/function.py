@@ -51,7 +51,9 @@ def check_function(
         the sampled entries of a large check.
     **options
         Passed to ``gradproof.check_gradient``: ``mode``, ``samples``, ``directions``,
-        ``budget``, ``rtol``, ``atol``, ``safety``, ``progress``.
+        ``budget``, ``rtol``, ``atol``, ``safety``, ``progress``, ``blas_threads`` (the
+        threads of torch's OpenMP pool and numpy's BLAS during the check; see
+        ``gradproof.blas``).
 
     Returns
     -------
