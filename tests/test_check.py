@@ -300,6 +300,24 @@ def test_auto_follow_up_leaves_a_right_gradient_alone():
     assert report.passed and report.tensor("hidden").checked == 32
 
 
+@pytest.mark.parametrize(("factor", "second"), [(0.5, "scaled"), (-1.0, "sign_flipped")])
+def test_a_gradient_transposed_and_halved_is_named_as_both(factor, second):
+    # The quoted case: transposed and halved together came back as `mismatch`.
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(5, 5))
+
+    def loss(p):
+        return anp.sum(anp.tanh(anp.dot(p["W"], a)))
+
+    params = {"W": rng.normal(size=(5, 5))}
+    true = autograd.grad(loss)(params)["W"]
+    report = gp.check_gradient(loss, {"W": factor * true.T}, params)
+    [finding] = [f for f in report.findings if f.is_bug]
+    assert finding.kind == "transposed"
+    assert finding.details["combination"] == ["transposed", second]
+    assert finding.fix.startswith("transpose the gradient of W and ")
+
+
 # --------------------------------------------------------- params structures
 
 
