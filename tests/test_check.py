@@ -265,6 +265,59 @@ def test_auto_probes_rows_and_columns_of_a_large_tensor_and_pins_a_wrong_entry()
     assert wrong.tensor("W").worst_index == (17, 33)
 
 
+def block_problem(transpose):
+    """A 300x17 weight (17x300 transposed) whose true gradient comes from autograd."""
+    rng = np.random.default_rng(7)
+    a = rng.normal(size=(17, 5))
+    hidden = 0.3 * rng.normal(size=(300, 17))
+
+    def loss(p):
+        h = p["hidden"].T if transpose else p["hidden"]
+        return anp.sum(anp.tanh(anp.dot(h, a)))
+
+    params = {"hidden": hidden.T if transpose else hidden}
+    return loss, autograd.grad(loss)(params), params
+
+
+@pytest.mark.parametrize(("transpose", "word"), [(False, "rows"), (True, "columns")])
+def test_auto_states_a_block_of_wrong_rows_as_the_block(transpose, word):
+    # The quoted case: rows 200-299 of a 300x17 weight wrong were "only 9 scattered entries".
+    loss, grad, params = block_problem(transpose)
+    g = grad["hidden"].copy()
+    block = (slice(None), slice(200, 300)) if transpose else slice(200, 300)
+    g[block] *= 1.5
+    report = gp.check_gradient(loss, {"hidden": g}, params)
+    [finding] = report.findings_of("partial")
+    assert f"only {word} 200-299 of hidden are wrong" in finding.message
+    assert finding.details[word] == list(range(200, 300))
+    # The follow-up is bounded: one entry per line and a second per failing line.
+    assert report.tensor("hidden").checked <= 32 + 300 + 100
+
+
+def test_auto_follow_up_leaves_a_right_gradient_alone():
+    loss, grad, params = block_problem(False)
+    report = gp.check_gradient(loss, grad, params)
+    assert report.passed and report.tensor("hidden").checked == 32
+
+
+@pytest.mark.parametrize(("factor", "second"), [(0.5, "scaled"), (-1.0, "sign_flipped")])
+def test_a_gradient_transposed_and_halved_is_named_as_both(factor, second):
+    # The quoted case: transposed and halved together came back as `mismatch`.
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(5, 5))
+
+    def loss(p):
+        return anp.sum(anp.tanh(anp.dot(p["W"], a)))
+
+    params = {"W": rng.normal(size=(5, 5))}
+    true = autograd.grad(loss)(params)["W"]
+    report = gp.check_gradient(loss, {"W": factor * true.T}, params)
+    [finding] = [f for f in report.findings if f.is_bug]
+    assert finding.kind == "transposed"
+    assert finding.details["combination"] == ["transposed", second]
+    assert finding.fix.startswith("transpose the gradient of W and ")
+
+
 # --------------------------------------------------------- params structures
 
 

@@ -188,3 +188,97 @@ def test_a_gradient_mapped_to_a_parameter_the_network_lacks_lists_its_parameters
         f"error: --map gEncoder={target}: W9 is not a parameter of the network in the file; "
         "its parameters are W1 (encoder), W2 (decoder)"
     )
+
+
+# ---------------------------------------------------------------- conventions before bug claims
+
+
+def convention_file(tmp_path, loss=None, scale=1.0, **options):
+    """A 6-4-6 file with 10 examples whose gradient is right for the model ``options`` give,
+    times ``scale``; ``loss`` names the model whose loss value is saved as J (None: none)."""
+    model, params, x = model_case(batch=10, **options)
+    grads = model.loss_and_grad(params, x)[1]
+    variables = {"x": x, **params, **{f"d{k}": scale * v for k, v in grads.items()}}
+    if loss is not None:
+        variables["J"] = Autoencoder(**{"layers": [6, 4, 6], **loss}).loss(params, x)
+    path = tmp_path / "f.mat"
+    scipy.io.savemat(path, variables)
+    return path
+
+
+def test_a_gradient_of_the_mean_loss_is_a_convention_not_ten_scaled_claims(tmp_path, capsys):
+    # The quoted case: a correct gradient of a loss averaged over the file's 10 examples
+    # used to get "[scaled] ... fix: multiply the gradient of W1 by 10", once per tensor.
+    code, report = run_json(capsys, str(convention_file(tmp_path, reduction="mean")))
+    assert code == 0 and report["passed"] is True
+    [finding] = report["findings"]
+    assert finding["kind"] == "convention"
+    assert finding["details"]["flags"] == "--reduction mean"
+    assert finding["details"]["settled"] is False
+    assert "averaged over the file's 10 examples" in finding["message"]
+    assert report["model"]["reduction"] == "mean"
+
+
+def test_the_text_report_never_advises_multiplying_a_right_gradient(tmp_path, capsys):
+    assert main(["compare", str(convention_file(tmp_path, reduction="mean"))]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "[convention]" in out and "--reduction mean" in out
+    assert "[scaled]" not in out and "multiply the gradient" not in out
+
+
+def test_a_correct_weight_decay_is_a_convention_with_its_lambda(tmp_path, capsys):
+    # The quoted case: a correct weight decay of 0.01 used to get "fix: drop '0.01 * W1'".
+    code, report = run_json(capsys, str(convention_file(tmp_path, weight_decay=0.01)))
+    assert code == 0
+    assert [f["kind"] for f in report["findings"]] == ["convention"]
+    assert report["findings"][0]["details"]["flags"] == "--weight-decay 0.01"
+    assert report["model"]["weight_decay"] == 0.01
+
+
+def test_a_mean_loss_with_a_weight_decay_names_both_flags(tmp_path, capsys):
+    code, report = run_json(
+        capsys, str(convention_file(tmp_path, reduction="mean", weight_decay=0.003))
+    )
+    assert code == 0
+    assert report["findings"][0]["details"]["flags"] == "--reduction mean --weight-decay 0.003"
+
+
+def test_a_sparsity_term_is_a_convention(tmp_path, capsys):
+    code, report = run_json(capsys, str(convention_file(tmp_path, sparsity_weight=0.5)))
+    assert code == 0
+    assert report["findings"][0]["details"]["flags"] == "--sparsity-weight 0.5"
+
+
+def test_a_loss_value_of_the_mean_settles_it_as_the_mean(tmp_path, capsys):
+    path = convention_file(tmp_path, loss={"reduction": "mean"}, reduction="mean")
+    code, report = run_json(capsys, str(path))
+    assert code == 0
+    [finding] = report["findings"]
+    assert finding["kind"] == "convention" and finding["details"]["settled"] is True
+    assert "loss value saved in the file is that of the loss averaged" in finding["message"]
+
+
+def test_a_loss_value_of_the_sum_makes_the_scaled_gradient_a_bug(tmp_path, capsys):
+    path = convention_file(tmp_path, loss={"reduction": "sum"}, reduction="mean")
+    code, report = run_json(capsys, str(path))
+    assert code == 1 and report["passed"] is False
+    assert {f["kind"] for f in report["findings"]} == {"scaled"}
+    assert "is the declared model's (--reduction sum)" in report["loss_note"]
+    assert "1/m for the m = 10 examples" in report["findings"][0]["message"]
+
+
+def test_a_real_bug_is_not_excused_as_a_convention(tmp_path, capsys):
+    code, report = run_json(capsys, str(convention_file(tmp_path, scale=0.5)))
+    assert code == 1
+    assert {f["kind"] for f in report["findings"]} == {"scaled"}
+    assert report["loss_note"] is None
+
+
+def test_a_loss_variable_that_is_not_one_number_is_a_clear_error(tmp_path, capsys):
+    model, params, x = model_case(batch=3)
+    grads = model.loss_and_grad(params, x)[1]
+    path = tmp_path / "f.mat"
+    scipy.io.savemat(path, {"x": x, **params, **{f"d{k}": v for k, v in grads.items()},
+                            "cost": np.ones((2, 2))})
+    assert main(["compare", str(path)]) == 2
+    assert "cost looks like the loss value" in " ".join(capsys.readouterr().err.split())

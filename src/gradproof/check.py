@@ -176,6 +176,10 @@ def check_gradient(
         holding the largest |g| beyond that), ``samples`` entries including the largest |g|,
         and ``directions`` random directions; then, where failing rows and failing columns
         cross (at most 256 entries), those entries one by one, which pins a wrong entry down.
+        Where they cross in more entries and every row was probed but only some fail, one
+        entry in each row and a second in each failing row (at most ``2 * rows`` entries, none
+        beyond ``budget``; the same for columns), so that a block of wrong rows is stated as
+        the block ("rows 200-299 of hidden"), not as the few sampled entries inside it.
 
       The seed autoencoder (784-200-784, 314k entries) costs about 6,000 loss evaluations
       instead of 630,000. Every entry lies in a probed row and column (up to the budget), so a

@@ -32,6 +32,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -69,6 +70,9 @@ class TensorCase:
         Entries with a known numerical value and a finite tolerance.
     wrong : ndarray of bool
         Known entries where ``|analytic - numeric|`` exceeds the tolerance.
+    batch : int or None
+        The number of examples the loss runs over, when known: a factor equal to it or its
+        inverse is named as a batch mean / sum mix-up.
     """
 
     name: str
@@ -78,6 +82,7 @@ class TensorCase:
     param: np.ndarray | None
     known: np.ndarray
     wrong: np.ndarray
+    batch: int | None = None
 
     def explains(self, corrected: np.ndarray) -> bool:
         """Whether ``corrected`` (the analytic gradient with a mistake undone) fits the data.
@@ -108,6 +113,7 @@ def diagnose(
     tolerance: Mapping[str, np.ndarray | float],
     *,
     hypotheses: Mapping[str, Hypothesis] | None = None,
+    batch: int | None = None,
 ) -> list[Finding]:
     """Say how each wrong gradient is wrong.
 
@@ -121,7 +127,11 @@ def diagnose(
     tolerance : dict of str to ndarray or float
         The resolvable error of each tensor: a scalar or an array broadcastable to its shape.
     hypotheses : dict of str to callable, optional
-        The hypotheses to test, keyed by kind; ``HYPOTHESES`` by default.
+        The hypotheses to test, keyed by kind; ``HYPOTHESES`` by default. The two-mistake
+        hypotheses of ``COMBINATIONS`` are tested only on tensors that none of them explains.
+    batch : int, optional
+        The number of examples in the loss, when known (a factor of m or 1/m is then named as
+        a batch mean / sum mix-up).
 
     Returns
     -------
@@ -136,7 +146,7 @@ def diagnose(
         When the dicts disagree on names or shapes, or a tolerance is negative.
     """
     tests = HYPOTHESES if hypotheses is None else hypotheses
-    cases = _cases(analytic, numeric, params, tolerance)
+    cases = _cases(analytic, numeric, params, tolerance, batch)
     failing = {name: case for name, case in cases.items() if case.wrong.any()}
     findings: list[Finding] = []
     explained: set[str] = set()
@@ -146,8 +156,11 @@ def diagnose(
             if finding is not None:
                 findings.append(finding)
                 explained.update(finding.tensors)
-        if name not in explained:
-            findings.append(_partial(case) or _mismatch(case))
+        if name in explained:
+            continue
+        # Two mistakes at once only where no single one fits: the simpler story wins.
+        combined = next((f for test in COMBINATIONS.values() if (f := test(case, failing))), None)
+        findings.append(combined or _partial(case) or _mismatch(case))
     return findings
 
 
@@ -259,8 +272,8 @@ def _scaled(case: TensorCase, failing: Mapping[str, TensorCase]) -> Finding | No
         kind="scaled",
         tensors=(name,),
         message=(
-            f"the analytic gradient of {name} is {factor} times the numeric one "
-            f"(residual {residual:.1g}): {sign_note}a constant factor is off"
+            f"the analytic gradient of {name} is {factor} times the numeric one"
+            f"{_batch_note(case, factor)} (residual {residual:.1g}): {sign_note}a constant factor is off"
         ),
         evidence=residual,
         fix=(
@@ -299,27 +312,47 @@ def _swapped(case: TensorCase, failing: Mapping[str, TensorCase]) -> Finding | N
     # Pairs are tested from their first tensor only, so each swap is reported once.
     for other_name in names[names.index(case.name) + 1 :]:
         other = failing[other_name]
-        for transposed in _swap_layouts(case.analytic.shape, other.analytic.shape):
-            layout = np.transpose if transposed else np.asarray
-            mine, theirs = layout(other.analytic), layout(case.analytic)
+        for layout in _swap_layouts(case.analytic.shape, other.analytic.shape):
+            mine = _relaid(other.analytic, case.analytic.shape, layout)
+            theirs = _relaid(case.analytic, other.analytic.shape, layout)
             if case.explains(mine) and other.explains(theirs):
                 residual = max(case.residual(mine), other.residual(theirs))
-                return _swap_finding(case, other, transposed, residual)
+                return _swap_finding(case, other, layout, residual)
     return None
 
 
-def _swap_layouts(shape: tuple[int, ...], other: tuple[int, ...]) -> list[bool]:
-    """How two tensors' gradients can be exchanged: as they are, or transposed."""
-    layouts = [False] if shape == other else []
+def _swap_layouts(shape: tuple[int, ...], other: tuple[int, ...]) -> list[str]:
+    """How two tensors' gradients can be exchanged: as they are ("same"), transposed ("T"),
+    or, for different shapes of one size, through a flat vector refilled in C or F order."""
+    layouts = ["same"] if shape == other else []
     if len(shape) == 2 and other == shape[::-1]:
-        layouts.append(True)
+        layouts.append("T")
+    if shape != other and math.prod(shape) == math.prod(other):
+        layouts += ["C", "F"]
     return layouts
 
 
+def _relaid(array: np.ndarray, shape: tuple[int, ...], layout: str) -> np.ndarray:
+    """``array`` brought into ``shape`` the way a swap of this layout moves it."""
+    if layout == "same":
+        return array
+    if layout == "T":
+        return array.T
+    return array.reshape(-1, order=layout).reshape(shape, order=layout)
+
+
+_SWAP_WORDS = {
+    "same": "",
+    "T": ".T",
+    "C": " reshaped in C (row-major) order",
+    "F": " reshaped in Fortran/MATLAB (column-major) order",
+}
+
+
 def _swap_finding(
-    case: TensorCase, other: TensorCase, transposed: bool, residual: float
+    case: TensorCase, other: TensorCase, layout: str, residual: float
 ) -> Finding:
-    t = ".T" if transposed else ""
+    t = _SWAP_WORDS[layout]
     a, b = case.name, other.name
     return Finding(
         kind="swapped",
@@ -333,7 +366,7 @@ def _swap_finding(
             f"store each gradient under its own name: check the order in which the gradients of "
             f"{a} and {b} are returned or packed into the flat vector, and the dict keys"
         ),
-        details={"transposed": transposed},
+        details={"transposed": layout == "T", "layout": layout},
     )
 
 
@@ -412,6 +445,144 @@ HYPOTHESES: dict[str, Hypothesis] = {
     "swapped": _swapped,
     "missing_l2": _missing_l2,
     "zero": _zero,
+}
+
+
+# ------------------------------------------------------------ two mistakes at once
+
+
+def _layout_and_factor(case: TensorCase, failing: Mapping[str, TensorCase]) -> Finding | None:
+    """A layout mistake (transpose, unroll order) and a constant factor (or sign) at once."""
+    for kind, undo_text, moved in _undone_layouts(case):
+        u_range = _feasible_range(moved, case.numeric, case)
+        # 1 is the layout mistake alone, 0 a numeric gradient of zero: neither is a combination.
+        if u_range is None or any(u_range[0] <= special <= u_range[1] for special in (0, 1)):
+            continue
+        flipped = u_range[0] <= -1 <= u_range[1]
+        u = -1.0 if flipped else float(np.clip(_least_squares(moved, case.numeric, case), *u_range))
+        corrected = u * moved
+        if not case.explains(corrected):
+            continue
+        name, residual = case.name, case.residual(corrected)
+        if flipped:
+            what, second, undo = "and has the wrong sign", "sign_flipped", "negate it"
+            details: dict[str, Any] = {"factor": -1.0}
+        else:
+            c_range = tuple(sorted((1 / u_range[0], 1 / u_range[1])))
+            factor = _number_in(*c_range)
+            what = f"and is {factor} times the true gradient{_batch_note(case, factor)}"
+            second, undo = "scaled", f"multiply it by {_number_in(*u_range)}"
+            details = {"factor": 1 / u, "factor_text": factor}
+        return Finding(
+            kind=kind,
+            tensors=(name,),
+            message=(
+                f"two mistakes at once: the gradient of {name} {_LAYOUT_WORDS[kind]} {what} "
+                f"(residual {residual:.1g} once both are undone; neither alone fits)"
+            ),
+            evidence=residual,
+            fix=f"{undo_text} and {undo}: both steps, in either order",
+            details={**details, "combination": [kind, second]},
+        )
+    return None
+
+
+_LAYOUT_WORDS = {
+    "transposed": "is transposed (analytic[i, j] goes with numeric[j, i])",
+    "unroll_order": "was unrolled and rolled up in different orders (C vs Fortran/MATLAB)",
+}
+
+
+def _undone_layouts(case: TensorCase) -> list[tuple[str, str, np.ndarray]]:
+    """The analytic gradient with each layout mistake its shape allows undone:
+    (kind, how to undo it, the array)."""
+    shape = case.analytic.shape
+    if _is_square(shape):
+        return [("transposed", f"transpose the gradient of {case.name}", case.analytic.T)]
+    if sum(n > 1 for n in shape) < 2:
+        return []
+    return [
+        ("unroll_order", f'reshape {case.name}\'s part of the flat vector with order="{flat}"',
+         case.analytic.reshape(-1, order=fill).reshape(shape, order=flat))
+        for flat, fill in (("C", "F"), ("F", "C"))
+    ]
+
+
+def _factor_and_l2(case: TensorCase, failing: Mapping[str, TensorCase]) -> Finding | None:
+    """A constant factor and a weight-decay term at once: ``analytic = a * numeric + b * W``
+    (``(1 + lambda/m) * g`` for ``g + lambda/m * W``, an L2 term added before a 1/m)."""
+    weight = case.param
+    known = case.known
+    # Two fitted numbers need MIN_EVIDENCE entries beyond the two they can always fit.
+    if weight is None or int(np.count_nonzero(known)) < 2 + MIN_EVIDENCE:
+        return None
+    fit = _two_term_fit(case.numeric, weight, case.analytic, case)
+    if fit is None:
+        return None
+    (a, b), (da, db) = fit
+    # Both parts must be resolved: a factor of 1 is missing_l2 alone, a zero term scaled alone.
+    if abs(a - 1) <= da or abs(b) <= db or abs(a) <= da:
+        return None
+    corrected = (case.analytic - b * weight) / a
+    if not case.explains(corrected):
+        return None
+    name, residual = case.name, case.residual(corrected)
+    factor = _number_in(a - da, a + da)
+    term = _number_in(abs(b) - db, abs(b) + db, fractions=False)
+    sign = "+" if b > 0 else "-"
+    undo = _number_in(*sorted((1 / (a - da), 1 / (a + da))))
+    return Finding(
+        kind="missing_l2",
+        tensors=(name,),
+        message=(
+            f"two mistakes at once: the gradient of {name} is {factor} times the true one "
+            f"{sign} {term} * {name}: a constant factor{_batch_note(case, factor)} and a "
+            f"weight-decay term are both off (residual {residual:.1g} once both are undone; "
+            "neither alone fits)"
+        ),
+        evidence=residual,
+        fix=(
+            f"the true gradient is `{undo} * (grad {'-' if b > 0 else '+'} {term} * {name})`: "
+            "apply the 1/m (or 2, or 1/2) to the data term only and add `lambda * "
+            f"{name}` once, outside it; `(1 + lambda/m) * g` is not `g + lambda/m * {name}`"
+        ),
+        details={"factor": a, "factor_text": factor, "l2_term": b,
+                 "combination": ["scaled", "missing_l2"]},
+    )
+
+
+def _two_term_fit(
+    x1: np.ndarray, x2: np.ndarray, y: np.ndarray, case: TensorCase
+) -> tuple[tuple[float, float], tuple[float, float]] | None:
+    """``y ~ a*x1 + b*x2`` weighted by the tolerance over the known entries: (a, b) and their
+    standard errors at the tolerance's scale; None when x1 and x2 are (nearly) collinear."""
+    known = case.known
+    floor = np.finfo(np.float64).eps * float(np.abs(y[known]).max(initial=1.0))
+    t = np.maximum(case.tolerance[known], floor)
+    design = np.stack([x1[known] / t, x2[known] / t], axis=1)
+    gram = design.T @ design
+    if not np.all(np.isfinite(gram)) or np.linalg.cond(gram) > 1e12:
+        return None
+    coef = np.linalg.solve(gram, design.T @ (y[known] / t))
+    errors = np.sqrt(np.diag(np.linalg.inv(gram)))
+    return (float(coef[0]), float(coef[1])), (float(errors[0]), float(errors[1]))
+
+
+def _batch_note(case: TensorCase, factor: str) -> str:
+    """Names a batch mean / sum mix-up when the factor is the batch size or its inverse."""
+    m = case.batch
+    if m is None or m < 2:
+        return ""
+    if factor == f"1/{m}":
+        return f" (1/m for the m = {m} examples: the gradient is averaged and the loss summed)"
+    if factor == str(m):
+        return f" (m for the m = {m} examples: the loss is averaged and the gradient summed)"
+    return ""
+
+
+COMBINATIONS: dict[str, Hypothesis] = {
+    "layout_and_factor": _layout_and_factor,
+    "factor_and_l2": _factor_and_l2,
 }
 
 
@@ -528,6 +699,7 @@ def _cases(
     numeric: Mapping[str, np.ndarray],
     params: Mapping[str, np.ndarray],
     tolerance: Mapping[str, np.ndarray | float],
+    batch: int | None,
 ) -> dict[str, TensorCase]:
     inputs = {"analytic": analytic, "numeric": numeric, "params": params, "tolerance": tolerance}
     for label, mapping in inputs.items():
@@ -541,7 +713,9 @@ def _cases(
             f"analytic and numeric gradients name different tensors: {sorted(map(str, analytic))} "
             f"vs {sorted(map(str, numeric))}"
         )
-    return {name: _case(name, analytic[name], numeric[name], params.get(name), tolerance)
+    if batch is not None and (isinstance(batch, bool) or not isinstance(batch, int) or batch < 1):
+        raise InputError(f"batch must be a positive int (the number of examples), got {batch!r}")
+    return {name: _case(name, analytic[name], numeric[name], params.get(name), tolerance, batch)
             for name in analytic}
 
 
@@ -551,6 +725,7 @@ def _case(
     numeric: ArrayLike,
     param: ArrayLike | None,
     tolerance: Mapping[str, ArrayLike],
+    batch: int | None,
 ) -> TensorCase:
     a = _float_array(analytic, f"the analytic gradient of {name!r}")
     n = _float_array(numeric, f"the numeric gradient of {name!r}")
@@ -579,7 +754,7 @@ def _case(
             )
     known = np.isfinite(n) & np.isfinite(tol)
     wrong = known & ~_within(a, n, tol)
-    return TensorCase(name, a, n, tol, param, known, wrong)
+    return TensorCase(name, a, n, tol, param, known, wrong, batch)
 
 
 def _float_array(value: ArrayLike, what: str) -> np.ndarray:

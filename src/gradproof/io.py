@@ -56,6 +56,9 @@ _RESAVE = (
 _PREFERENCE = (("rows", "in_out"), ("columns", "out_in"), ("rows", "out_in"), ("columns", "in_out"))
 
 X_NAMES = ("x", "X", "data", "input", "inputs", "images")
+# Names under which a user's code saves its loss value beside the gradient (``J`` in the
+# courses that call the objective J).
+LOSS_NAMES = ("J", "cost", "loss")
 _PARAM = re.compile(r"^([Wb])(\d+)$", re.IGNORECASE)
 _ALIASES = {"encoder": "W1", "decoder": "W2"}
 
@@ -83,6 +86,9 @@ class GradientFile:
     weights : {"in_out", "out_in"}
     notes : list of str
         Assumptions made on the way (a layout chosen among several that fit).
+    loss : float or None
+        The loss value the user's code saved beside its gradient (a scalar named like
+        ``LOSS_NAMES``), when the file has one.
     """
 
     path: Path
@@ -96,6 +102,7 @@ class GradientFile:
     examples: str
     weights: str
     notes: list[str] = field(default_factory=list)
+    loss: float | None = None
 
 
 # ----------------------------------------------------------------------------- reading
@@ -602,7 +609,23 @@ def read_gradient_file(
         examples=layout.examples,
         weights=layout.weights,
         notes=notes,
+        loss=_loss_value(arrays, path),
     )
+
+
+def _loss_value(arrays: Mapping[str, np.ndarray], path: Path) -> float | None:
+    """The first ``LOSS_NAMES`` variable of the file, as a float; it must be one finite number."""
+    variable = next((name for name in LOSS_NAMES if name in arrays), None)
+    if variable is None:
+        return None
+    value = arrays[variable]
+    if value.size != 1 or value.dtype.kind not in "iuf":
+        raise DataError(
+            f"{path}: variable {variable} looks like the loss value but has shape "
+            f"{value.shape}; expected one number (or rename it)"
+        )
+    _check_finite(value, variable, path)
+    return float(value.reshape(()))
 
 
 def _check_finite(value: np.ndarray, variable: str, path: Path) -> None:

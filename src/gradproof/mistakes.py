@@ -590,7 +590,9 @@ def diagnose_model(
     aligned, shape_findings = _align(model, analytic, shapes)
     hypotheses: dict[str, Hypothesis] = dict(HYPOTHESES)
     hypotheses.update(_mistake_hypotheses(model, params, x))
-    findings = diagnose(aligned, numeric, params, tolerance, hypotheses=hypotheses)
+    findings = diagnose(
+        aligned, numeric, params, tolerance, hypotheses=hypotheses, batch=int(np.shape(x)[0])
+    )
     return order_findings(_deduplicated(shape_findings + findings), list(shapes))
 
 

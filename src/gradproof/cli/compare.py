@@ -11,6 +11,7 @@ Exit codes: 0 the gradient is right, 1 it is wrong, 2 bad input.
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from typing import Any
 
 from rich.console import Console
@@ -20,6 +21,7 @@ from gradproof.check import check_model
 from gradproof.cli import EXIT_FAILED, EXIT_OK
 from gradproof.cli.options import add_model_options, model_conflicts, model_from_args
 from gradproof.cli.render import print_json, print_report
+from gradproof.conventions import convention_finding, find_convention, loss_verdict
 from gradproof.errors import InputError
 from gradproof.io import (
     EXAMPLES,
@@ -31,6 +33,7 @@ from gradproof.io import (
     read_gradient_file,
 )
 from gradproof.nn.autoencoder import Autoencoder
+from gradproof.report import GradReport
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -96,11 +99,42 @@ def run(args: argparse.Namespace, console: Console) -> int:
     report = check_model(
         model, gradient_file.params, gradient_file.x, grad=dict(gradient_file.grads)
     )
+    loss_note = None
+    if not report.passed:
+        model, report, loss_note = _conventions(gradient_file, model, report)
     if args.json:
-        print_json(console, _json(gradient_file, model, report.to_dict()))
+        print_json(console, {**_json(gradient_file, model, report.to_dict()), "loss_note": loss_note})
     else:
-        _print(console, gradient_file, model, report)
+        _print(console, gradient_file, model, report, loss_note)
     return EXIT_OK if report.passed else EXIT_FAILED
+
+
+def _conventions(
+    gradient_file: GradientFile, model: Autoencoder, report: GradReport
+) -> tuple[Autoencoder, GradReport, str | None]:
+    """Before a failing report claims bugs: does the gradient pass for a nearby model?
+
+    Where it does, the check under that model is shown with a ``convention`` finding that
+    names the flags, unless the file's loss value belongs to the declared model: then the
+    failing report stands, with a line that says the loss value settled it.
+    """
+    params, x, grads = gradient_file.params, gradient_file.x, gradient_file.grads
+    convention = find_convention(model, params, x, grads)
+    if convention is None:
+        return model, report, None
+    value = gradient_file.loss
+    verdict = None if value is None else loss_verdict(model, convention.model, params, x, value)
+    if verdict == "declared":
+        return model, report, (
+            f"the loss value saved in the file ({value:.6g}) is the declared model's "
+            f"({convention.declared}); the gradient would pass with {convention.flags}, which "
+            "is not the loss your code computes: the findings below are bugs"
+        )
+    alternative = check_model(convention.model, params, x, grad=dict(grads))
+    if not alternative.passed:
+        return model, report, None
+    finding = convention_finding(convention, x.shape[0], verdict)
+    return convention.model, replace(alternative, findings=[finding, *alternative.findings]), None
 
 
 def _aliases(gradient_file: GradientFile) -> dict[str, str]:
@@ -118,7 +152,10 @@ def _json(gradient_file: GradientFile, model: Autoencoder, report: dict[str, Any
     }
 
 
-def _print(console: Console, gradient_file: GradientFile, model: Autoencoder, report: Any) -> None:
+def _print(
+    console: Console, gradient_file: GradientFile, model: Autoencoder, report: GradReport,
+    loss_note: str | None,
+) -> None:
     console.print(Text(f"gradproof compare {gradient_file.path}", style="bold"))
     console.print(Text("read: ", style="dim") + Text(describe_layout(gradient_file)))
     if gradient_file.weights == "out_in":
@@ -137,4 +174,6 @@ def _print(console: Console, gradient_file: GradientFile, model: Autoencoder, re
             f"sparsity {config['sparsity_weight']:g}"
         )
     )
+    if loss_note is not None:
+        console.print(Text("loss: ", style="yellow") + Text(loss_note))
     print_report(console, report, _aliases(gradient_file))

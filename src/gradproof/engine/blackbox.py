@@ -253,10 +253,13 @@ class BlackBoxRun(Run):
             if m.probes.kind in ("row", "column")
         }
         rows, columns = failing.get("row", ()), failing.get("column", ())
-        if not (0 < len(rows) * len(columns) <= CROSSING_BUDGET):
+        if not len(rows) * len(columns):
             return []
         local = spec.local_positions().reshape(spec.shape[0], -1)
-        positions = spec.offset + local[np.ix_(rows, columns)].ravel()
+        if len(rows) * len(columns) <= CROSSING_BUDGET:
+            positions = spec.offset + local[np.ix_(rows, columns)].ravel()
+        else:
+            positions = self._block_entries(spec, measured, rows, columns, local)
         done = np.concatenate(
             [m.probes.labels for m in measured if m.probes.is_entries] or [np.zeros(0)]
         )
@@ -264,6 +267,33 @@ class BlackBoxRun(Run):
         if not positions.size:
             return []
         return [entry_probes(spec, positions, self.context.center, self.eps_step)]
+
+    def _block_entries(
+        self, spec: TensorSpec, measured: list[Measured], rows: np.ndarray,
+        columns: np.ndarray, local: np.ndarray,
+    ) -> np.ndarray:
+        """Entries that state a block of failing rows (or columns) too large to cross.
+
+        Where every row was probed and only some fail, one entry in each row and a second in
+        each failing row (in failing columns, taken in turn) show which rows are wrong and that
+        the others are right, entry by entry: at most ``2 * rows`` entries, and none when that
+        exceeds ``budget``. The same for columns.
+        """
+        probed = {m.probes.kind: m.probes.labels.size for m in measured}
+        for kind, wrong, across, lines in (
+            ("row", rows, columns, local), ("column", columns, rows, local.T)
+        ):
+            count = lines.shape[0]
+            complete = probed.get(kind) == count
+            if not (complete and len(wrong) < count):
+                continue
+            if count + len(wrong) > self.budget:
+                return np.zeros(0, dtype=int)
+            index = np.arange(count)
+            first = lines[index, across[index % len(across)]]
+            second = lines[wrong, across[(wrong + 1) % len(across)]]
+            return spec.offset + np.unique(np.concatenate((first, second)))
+        return np.zeros(0, dtype=int)
 
     def _probe_taylor(self) -> None:
         for spec in self.layout.specs:
