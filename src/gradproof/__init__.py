@@ -7,6 +7,7 @@ The public API (see the README)::
     params = model.init_params(seed=0)
     report = gp.check_gradient(loss, grad, params)
     report = gp.check_model(model, params, x)
+    report = gp.check_network(loss, grad, params, x, y)
 
 Names are imported lazily so that ``import gradproof`` stays cheap and never imports torch.
 """
@@ -26,6 +27,9 @@ _EXPORTS = {
     "read_idx": "gradproof.data.idx",
     "check_gradient": "gradproof.check",
     "check_model": "gradproof.check",
+    "check_network": "gradproof.network_check",
+    "identify": "gradproof.identify",
+    "Layout": "gradproof.layouts",
     "GradReport": "gradproof.report",
     "TensorResult": "gradproof.report",
     "Finding": "gradproof.report",

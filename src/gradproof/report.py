@@ -30,11 +30,14 @@ FINDING_KINDS: dict[str, str] = {
     "kink": "a finite-difference step crossed a non-differentiable point: not a bug",
     "nondeterministic": "the loss gives different values for the same parameters",
     "precision": "the arithmetic precision, not the math, explains the difference",
+    "missing_term": "a whole additive term of the loss is absent from the gradient",
+    "convention": "not a bug claim: the gradient is right under another convention that the "
+    "evidence cannot rule out",
     "mismatch": "wrong, with no recognised pattern",
 }
 
 # Kinds that describe the check's circumstances rather than a bug in the gradient.
-NOTE_KINDS = frozenset({"kink", "precision", "nondeterministic"})
+NOTE_KINDS = frozenset({"kink", "precision", "nondeterministic", "convention"})
 
 
 @dataclass(frozen=True)
@@ -194,6 +197,10 @@ class GradReport:
         How many times the loss was evaluated.
     rule : str
         The tolerance rule the comparisons used, in words.
+    model : dict or None
+        For ``check_network``: the member of the network family identified from the user's
+        loss (``"identified"``, ``"description"``, its options and layout), or which came
+        closest and why it was rejected.
     """
 
     tensors: list[TensorResult]
@@ -203,6 +210,7 @@ class GradReport:
     seconds: float = 0.0
     loss_evaluations: int = 0
     rule: str = ""
+    model: dict[str, Any] | None = None
 
     @property
     def passed(self) -> bool:
@@ -226,7 +234,7 @@ class GradReport:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict: ``passed``, ``tensors``, ``findings`` and a few more keys."""
-        return {
+        out = {
             "passed": self.passed,
             "tensors": [t.to_dict() for t in self.tensors],
             "findings": [f.to_dict() for f in self.findings],
@@ -236,6 +244,9 @@ class GradReport:
             "loss_evaluations": int(self.loss_evaluations),
             "rule": self.rule,
         }
+        if self.model is not None:
+            out["model"] = self.model
+        return out
 
     def __str__(self) -> str:
         return format_report(self)
@@ -270,6 +281,8 @@ def format_report(report: GradReport) -> str:
     else:
         verdict = "PASSED" if report.passed else "FAILED"
     lines.insert(0, f"gradient check ({report.mode}): {verdict}")
+    if report.model is not None:
+        lines.insert(1, _model_text(report.model))
     took = f"{report.seconds:.2f} s"
     if report.loss_evaluations:
         took = f"{report.loss_evaluations} loss evaluations in {took}"
@@ -282,6 +295,12 @@ def format_report(report: GradReport) -> str:
         if finding.fix:
             lines.append(f"    fix: {finding.fix}")
     return "\n".join(lines)
+
+
+def _model_text(model: dict[str, Any]) -> str:
+    if model.get("identified"):
+        return f"model: {model['description']}"
+    return f"model: not identified; {model.get('closest', '')}"
 
 
 def _checked_text(result: TensorResult) -> str:
