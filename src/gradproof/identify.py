@@ -35,7 +35,9 @@ from gradproof.errors import InputError
 from gradproof.layouts import Fit, Layout, examples_as_rows, fit_layouts, from_canonical, to_canonical
 from gradproof.nn.activations import ACTIVATIONS
 from gradproof.nn.losses import kl_divergence
-from gradproof.nn.network import Network
+from gradproof.nn.autoencoder import ForwardCache
+from gradproof.nn.network import DATA_TERMS, Network
+from gradproof.nn.softmax import softmax_cross_entropy
 from gradproof.params import ParamLayout, parse_params
 
 Params = dict[str, np.ndarray]
@@ -367,19 +369,52 @@ def _fit_penalty(residual: np.ndarray, values: _Values, form: _Penalty, tol: np.
     return replace(form, kappa=float(kappa), beta=float(beta), rho=rho), score
 
 
-def _values(candidate: _DataCandidate, fit: Fit, canonical: list[Params], x: np.ndarray,
+class _Forwards:
+    """The hidden layers' forward pass at each point, once per hidden activation: every
+    output and loss of a candidate reads the same output pre-activation."""
+
+    def __init__(self, fit: Fit, canonical: list[Params], x: np.ndarray) -> None:
+        self._options = fit.network_options()
+        self._canonical = canonical
+        self._x = Network(**self._options, target="one_hot").validate_input(x)
+        self._cache: dict[tuple[tuple[str, ...], int], ForwardCache] = {}
+
+    @property
+    def x(self) -> np.ndarray:
+        return self._x
+
+    def at(self, net: Network, point: int) -> ForwardCache:
+        key = (net.activation, point)
+        if key not in self._cache:
+            linear = Network(**self._options, activation=net.activation, output="identity",
+                             target="one_hot")
+            self._cache[key] = linear.forward(self._canonical[point], self._x)[1]
+        return self._cache[key]
+
+
+def _data_term(net: Network, cache: ForwardCache, t: np.ndarray) -> float:
+    """``net``'s data term (squared error with its 1/2, summed) from the shared forward pass."""
+    s = cache.pre_activations[-1]  # (m, layers[-1]), the output's pre-activation
+    if net.output == "softmax":
+        return softmax_cross_entropy(t, s)[0]
+    activation = ACTIVATIONS[net.output]
+    return DATA_TERMS[net.loss_name](t, activation.forward(s), s, activation)[0]
+
+
+def _values(candidate: _DataCandidate, forwards: _Forwards, canonical: list[Params],
             first_only: bool = False) -> _Values:
     net = candidate.net
-    points = canonical[:1] if first_only else canonical
-    data = np.array([net.loss(p, x, candidate.y) for p in points])
-    weights = np.array([sum(float(np.vdot(v, v)) for k, v in p.items() if k.startswith("W"))
-                        for p in points])
-    biases = np.array([sum(float(np.vdot(v, v)) for k, v in p.items() if k.startswith("b"))
-                       for p in points])
+    t = net.targets(forwards.x, candidate.y)  # InputError for labels this reading cannot hold
+    points = range(1 if first_only else len(canonical))
+    caches = [forwards.at(net, i) for i in points]
+    data = np.array([_data_term(net, cache, t) for cache in caches])
+    weights = np.array([sum(float(np.vdot(v, v)) for k, v in canonical[i].items()
+                            if k.startswith("W")) for i in points])
+    biases = np.array([sum(float(np.vdot(v, v)) for k, v in canonical[i].items()
+                           if k.startswith("b")) for i in points])
     code_means = None
     if net.code_layer and net.activation[net.code_layer - 1] == "sigmoid":
-        code_means = [net.forward(p, x)[1].activations[net.code_layer].mean(axis=0)
-                      for p in points]
+        code_means = [cache.activations[net.code_layer].mean(axis=0) for cache in caches]
     return _Values(data, weights, biases, code_means)
 
 
@@ -511,13 +546,14 @@ def _identify_fit(problem: UserProblem, fit: Fit, best: _Best
     m = x_rows.shape[0]
     structural = Network(**fit.network_options(), target="one_hot")
     canonical = [to_canonical(fit.layout, structural, p.params) for p in problem.points]
+    forwards = _Forwards(fit, canonical, x_rows)
     user = np.array([p.value for p in problem.points])
     rtol = RTOL[problem.dtype]
     tried = 0
     for candidate in _data_candidates(fit, problem.y, m):
         tried += 1
         try:
-            first = _values(candidate, fit, canonical, x_rows, first_only=True)
+            first = _values(candidate, forwards, canonical, first_only=True)
         except InputError:
             continue  # labels this reading cannot hold: checked for the user in _check_labels
         scales = [s for s in _scales(candidate.net.loss_name)
@@ -525,7 +561,7 @@ def _identify_fit(problem: UserProblem, fit: Fit, best: _Best
                   >= -rtol * (abs(user[0]) + 1e-300)]
         if not scales:
             continue  # its data term alone exceeds the user's loss
-        values = _values(candidate, fit, canonical, x_rows)
+        values = _values(candidate, forwards, canonical)
         for scale in scales:
             data = scale.factor(candidate.net.loss_name, m) * values.data
             tol = rtol * (np.abs(user) + np.abs(data)) + 1e-300
