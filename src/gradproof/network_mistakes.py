@@ -282,8 +282,9 @@ _HIDDEN_FIX = (
     "a{k}",
     "d{k} = (d{k1} * {back}) .* sigmoidGradient(z{k});  % not sigmoidGradient(a{k})",
 )
-_OUTPUT_FIX = ("d{k} = (a{k} - y) / m  # the cross-entropy's delta: the slope cancels",
-               "d{k} = (a{k} - y) / m;")
+_OUTPUT_FIX = ("d{out} = (a{out} - Y) / m  # the output delta of the cross-entropy: no slope "
+               "factor, the one-hot Y subtracted",
+               "d{out} = (a{out} - Y) / m;")
 _MEAN_FIX = ("grad_{W} = {outer} / m + decay  # 1/m once, on the data term",
              "grad_{W} = {outer} / m + decay;")
 _DECAY_FIX = ("grad_{W}{cut} += {decay} * {W}{cut}  # the weights themselves, biases excluded",
@@ -411,7 +412,8 @@ def fix_fields(net: Network, layout: Any, names: Mapping[str, str], tensor: str
         if augmented:
             back = f"{following}{cut}" if out_in else f"{following}{cut}{t}"
         outer = f"d{j + 1}{t}{times}a{j}" if out_in else f"a{j}{t}{times}d{j + 1}"
-        fields.append({"W": weight, "k": j + 1, "k1": j + 2, "kp": j, "back": back,
+        fields.append({"W": weight, "k": j + 1, "k1": j + 2, "kp": j, "out": net.n_layers + 1,
+                       "back": back,
                        "outer": outer, "cut": cut if augmented else "",
                        "decay": decay.replace("lam", "lambda") if matlab else decay})
     return fields[0], fields[1]
