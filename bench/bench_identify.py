@@ -9,6 +9,9 @@
    image of the bundled MNIST sample: ``check_network`` on the user's own loss and gradient
    beside ``check_model`` on the same network (target: within 20 %).
 
+3. Members of the family, each as a user would store it (``gradproof.layouts``), its loss the
+   network's own: the model identified and the identification's time.
+
 Each time is the median of ``--repeats`` runs after one warm-up (wall and CPU seconds; the load
 average is printed, as the cores may be shared). ``--blas-threads 1`` runs everything (the
 user's code too) with one BLAS thread: on shared cores numpy's spinning BLAS workers slow the
@@ -28,6 +31,7 @@ from threadpoolctl import threadpool_limits
 
 import gradproof as gp
 from gradproof.identify import identify
+from gradproof.layouts import Layout, from_canonical, to_canonical
 
 
 def sigmoid(z: np.ndarray) -> np.ndarray:
@@ -80,6 +84,55 @@ def seed_network():
     return model, params, x, loss, grad
 
 
+# name -> (Network options, Layout, batch): one per kind of member.
+MEMBERS = {
+    "logistic regression": (dict(layers=[20, 1], output="sigmoid", loss_name="cross_entropy",
+                                 target="labels", reduction="mean"), Layout(), 200),
+    "softmax regression, MATLAB layout": (
+        dict(layers=[20, 5], output="softmax", loss_name="softmax_cross_entropy",
+             target="labels", label_base=1, reduction="mean", weight_decay=0.5,
+             decay_mean=True),
+        Layout(weights="out_in", biases="augmented"), 200),
+    "deep relu/tanh, one-hot, list": (
+        dict(layers=[30, 16, 8, 4], activation="relu", output="softmax",
+             loss_name="softmax_cross_entropy", target="one_hot", bias=False),
+        Layout(biases="absent", container="list"), 100),
+    "tied sparse autoencoder": (
+        dict(layers=[64, 16, 64], tied=True, bias=False, weight_decay=1e-3,
+             sparsity_weight=3.0, sparsity_target=0.1),
+        Layout(biases="absent"), 100),
+    "squared-error regression, examples as columns": (
+        dict(layers=[10, 6, 3], activation="tanh", output="identity", squared_half=False,
+             target="one_hot"),
+        Layout(examples="columns", weights="out_in", biases="column"), 100),
+}
+
+
+def member_problem(options: dict, layout: Layout, batch: int):
+    net = gp.Network(**options)
+    rng = np.random.default_rng(0)
+    x = rng.random((batch, net.layers[0]))
+    if net.target == "labels":
+        y = rng.integers(0, max(net.layers[-1], 2), batch) + net.label_base
+    elif net.target == "one_hot":
+        y = (np.eye(net.layers[-1])[rng.integers(0, net.layers[-1], batch)]
+             if net.output == "softmax" else rng.normal(size=(batch, net.layers[-1])))
+    else:
+        y = None
+    params = net.init_params(seed=0)
+    for name in params:
+        if name.startswith("b"):
+            params[name] = rng.normal(size=params[name].shape) * 0.1
+    user = from_canonical(layout, net, params)
+    user_x = x if layout.examples == "rows" else x.T
+    user_y = y if y is None or layout.examples == "rows" or net.target != "one_hot" else y.T
+
+    def loss(p):
+        return net.loss(to_canonical(layout, net, p), x, y)
+
+    return loss, user, user_x, user_y
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
@@ -110,6 +163,12 @@ def run(repeats: int) -> None:
           f"passed={exact.result.passed}")
     print(f"  ratio network/model {network.wall / exact.wall:6.2f} wall  "
           f"{network.cpu / exact.cpu:6.2f} CPU")
+
+    for name, (options, layout, batch) in MEMBERS.items():
+        loss, user, user_x, user_y = member_problem(options, layout, batch)
+        found = timed(lambda: identify(loss, user, user_x, user_y), repeats)
+        print(f"{name}: {found.wall:.3f} s wall, {found.result.tried} candidates; "
+              f"{found.result.summary()}")
 
 
 if __name__ == "__main__":

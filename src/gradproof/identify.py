@@ -672,7 +672,7 @@ def user_names(layout: Layout, net: Network) -> dict[str, str]:
     return names
 
 
-def _decay_text(net: Network, layout: Layout, m: int) -> str:
+def _decay_text(net: Network, layout: Layout) -> str:
     if not net.weight_decay:
         return "no weight decay"
     names = user_names(layout, net)
@@ -708,7 +708,7 @@ def _describe(net: Network, layout: Layout, problem: UserProblem | None) -> str:
               "labels": f"labels {net.label_base}..{net.label_base + max(k, 2) - 1}",
               "one_hot": "targets as rows of y"}[net.target]
     text = (f"{layers}, {hidden}{net.output} output, {data}, {target}, "
-            f"{_decay_text(net, layout, 0)}")
+            f"{_decay_text(net, layout)}")
     if net.sparsity_weight:
         text += (f", KL sparsity beta = {net.sparsity_weight:.6g} with rho = "
                  f"{net.sparsity_target:.6g}")
