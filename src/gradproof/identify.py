@@ -378,10 +378,20 @@ class _Forwards:
         self._canonical = canonical
         self._x = Network(**self._options, target="one_hot").validate_input(x)
         self._cache: dict[tuple[tuple[str, ...], int], ForwardCache] = {}
+        self._squares: dict[str, np.ndarray] = {}
 
     @property
     def x(self) -> np.ndarray:
         return self._x
+
+    def squares(self, prefix: str) -> np.ndarray:
+        """sum(P**2) over the weights ("W") or the biases ("b") at each point, once."""
+        if prefix not in self._squares:
+            self._squares[prefix] = np.array([
+                sum(float(np.vdot(v, v)) for k, v in params.items() if k.startswith(prefix))
+                for params in self._canonical
+            ])
+        return self._squares[prefix]
 
     def at(self, net: Network, point: int) -> ForwardCache:
         key = (net.activation, point)
@@ -408,10 +418,8 @@ def _values(candidate: _DataCandidate, forwards: _Forwards, canonical: list[Para
     points = range(1 if first_only else len(canonical))
     caches = [forwards.at(net, i) for i in points]
     data = np.array([_data_term(net, cache, t) for cache in caches])
-    weights = np.array([sum(float(np.vdot(v, v)) for k, v in canonical[i].items()
-                            if k.startswith("W")) for i in points])
-    biases = np.array([sum(float(np.vdot(v, v)) for k, v in canonical[i].items()
-                           if k.startswith("b")) for i in points])
+    weights = forwards.squares("W")[: len(points)]
+    biases = forwards.squares("b")[: len(points)]
     code_means = None
     if net.code_layer and net.activation[net.code_layer - 1] == "sigmoid":
         code_means = [cache.activations[net.code_layer].mean(axis=0) for cache in caches]
