@@ -8,6 +8,7 @@ The public API (see the README)::
     report = gp.check_gradient(loss, grad, params)
     report = gp.check_model(model, params, x)
     report = gp.check_vjp(affine_forward, affine_backward, (x, w, b))
+    report = gp.check_network(loss, grad, params, x, y)
 
 Names are imported lazily so that ``import gradproof`` stays cheap and never imports torch.
 """
@@ -28,6 +29,9 @@ _EXPORTS = {
     "check_gradient": "gradproof.check",
     "check_model": "gradproof.check",
     "check_vjp": "gradproof.vjp",
+    "check_network": "gradproof.network_check",
+    "identify": "gradproof.identify",
+    "Layout": "gradproof.layouts",
     "GradReport": "gradproof.report",
     "TensorResult": "gradproof.report",
     "Finding": "gradproof.report",

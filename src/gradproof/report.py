@@ -38,7 +38,8 @@ FINDING_KINDS: dict[str, str] = {
     "nondeterministic": "the loss gives different values for the same parameters",
     "precision": "the arithmetic precision, not the math, explains the difference",
     "missing_term": "a whole additive term of the loss is absent from the gradient",
-    "convention": "not a bug claim: the gradient is right under another convention",
+    "convention": "not a bug claim: the gradient is right under another convention that the "
+    "evidence cannot rule out",
     "mismatch": "wrong, with no recognised pattern",
 }
 
@@ -250,6 +251,10 @@ class GradReport:
         How many times the loss was evaluated.
     rule : str
         The tolerance rule the comparisons used, in words.
+    model : dict or None
+        For ``check_network``: the member of the network family identified from the user's
+        loss (``"identified"``, ``"description"``, its options and layout), or which came
+        closest and why it was rejected.
 
     A ``transposed`` finding whose ``details["gradient_shape"]`` is not its tensor's shape
     fails that tensor (see ``TensorResult.reason``), whoever made the report: a table that
@@ -263,6 +268,7 @@ class GradReport:
     seconds: float = 0.0
     loss_evaluations: int = 0
     rule: str = ""
+    model: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         shapes = {
@@ -312,7 +318,7 @@ class GradReport:
             {**f.to_dict(), "group": group_of[id(f)]} if id(f) in group_of else f.to_dict()
             for f in self.findings
         ]
-        return {
+        out = {
             "passed": self.passed,
             "tensors": [t.to_dict() for t in self.tensors],
             "findings": findings,
@@ -322,6 +328,9 @@ class GradReport:
             "loss_evaluations": int(self.loss_evaluations),
             "rule": self.rule,
         }
+        if self.model is not None:
+            out["model"] = self.model
+        return out
 
     def __str__(self) -> str:
         return format_report(self)
@@ -502,6 +511,8 @@ def format_report(report: GradReport) -> str:
         for line in [_HEADER, *rows]
     ]
     lines.insert(0, _headline(report))
+    if report.model is not None:
+        lines.insert(1, _model_text(report.model))
     lines.append(_footer(report))
     for group in _groups(report):
         lines.append(f"- [{group.kind}] {group.label()}: {group.message}")
@@ -523,6 +534,7 @@ def format_html(report: GradReport) -> str:
     )
     parts = [
         f"<p><b>{e(_headline(report))}</b></p>",
+        *([] if report.model is None else [f"<p>{e(_model_text(report.model))}</p>"]),
         f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>",
         f"<p>{e(_footer(report))}</p>",
     ]
@@ -540,6 +552,12 @@ def format_html(report: GradReport) -> str:
 
 def _shape_text(shape: tuple[int, ...]) -> str:
     return "x".join(str(n) for n in shape) or "scalar"
+
+
+def _model_text(model: dict[str, Any]) -> str:
+    if model.get("identified"):
+        return f"model: {model['description']}"
+    return f"model: not identified; {model.get('closest', '')}"
 
 
 def _checked_text(result: TensorResult) -> str:

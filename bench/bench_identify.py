@@ -1,0 +1,175 @@
+"""check_network: identification plus check, on the networks people write.
+
+1. A 400-25-10 sigmoid classifier in the MATLAB course's layout (``Theta1`` 25x401 and
+   ``Theta2`` 10x26 with the biases as column 1, 1-based labels, cross-entropy averaged over
+   the examples, ``lambda/(2m)`` decay skipping the bias column) on 5000 synthetic examples of
+   MNIST-like shape (20x20 pixels in [0, 1], about 80% exactly zero): identification alone,
+   and identification plus check (target: <= 2 s).
+2. The seed network (784-200-784, sigmoid, ``sum(0.5 * (z - x)**2)``, numpy layout) on one
+   image of the bundled MNIST sample: ``check_network`` on the user's own loss and gradient
+   beside ``check_model`` on the same network (target: within 20 %).
+
+3. Members of the family, each as a user would store it (``gradproof.layouts``), its loss the
+   network's own: the model identified and the identification's time.
+
+Each time is the median of ``--repeats`` runs after one warm-up (wall and CPU seconds; the load
+average is printed, as the cores may be shared). ``--blas-threads 1`` runs everything (the
+user's code too) with one BLAS thread: on shared cores numpy's spinning BLAS workers slow the
+classifier's own cost function about tenfold (see DESIGN's measured facts).
+
+Run: python bench/bench_identify.py [--repeats 5] [--blas-threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import numpy as np
+from _timing import timed
+from threadpoolctl import threadpool_limits
+
+import gradproof as gp
+from gradproof.identify import identify
+from gradproof.layouts import Layout, from_canonical, to_canonical
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def course_classifier(m: int = 5000, seed: int = 0):
+    """The user's loss and gradient, written from the course's formulas."""
+    rng = np.random.default_rng(seed)
+    x = rng.random((m, 400)) * (rng.random((m, 400)) > 0.8)  # (m, 400), ~80% zeros
+    y = rng.integers(1, 11, size=(m, 1))
+    params = {"Theta1": rng.uniform(-0.12, 0.12, (25, 401)),
+              "Theta2": rng.uniform(-0.12, 0.12, (10, 26))}
+    Y = np.eye(10)[y.ravel() - 1]
+    a1 = np.hstack([np.ones((m, 1)), x])  # (m, 401)
+    lam = 1.0
+
+    def cost_and_grad(p):
+        z2 = a1 @ p["Theta1"].T  # (m, 25)
+        a2 = np.hstack([np.ones((m, 1)), sigmoid(z2)])  # (m, 26)
+        h = sigmoid(a2 @ p["Theta2"].T)  # (m, 10)
+        reg = lam / (2 * m) * (np.sum(p["Theta1"][:, 1:] ** 2) + np.sum(p["Theta2"][:, 1:] ** 2))
+        cost = -np.sum(Y * np.log(h) + (1 - Y) * np.log(1 - h)) / m + reg
+        d3 = h - Y
+        d2 = (d3 @ p["Theta2"][:, 1:]) * sigmoid(z2) * (1 - sigmoid(z2))
+        g1, g2 = d2.T @ a1 / m, d3.T @ a2 / m
+        g1[:, 1:] += lam / m * p["Theta1"][:, 1:]
+        g2[:, 1:] += lam / m * p["Theta2"][:, 1:]
+        return float(cost), {"Theta1": g1, "Theta2": g2}
+
+    return params, x, y, cost_and_grad
+
+
+def seed_network():
+    x = gp.load_mnist()[0][:1].astype(np.float64)  # (1, 784)
+    model = gp.Autoencoder(n_visible=784, n_hidden=200)
+    params = model.init_params(seed=0)
+
+    def loss(p):
+        z = sigmoid(sigmoid(x @ p["W1"] + p["b1"]) @ p["W2"] + p["b2"])
+        return float(np.sum(0.5 * (z - x) ** 2))
+
+    def grad(p):
+        a = sigmoid(x @ p["W1"] + p["b1"])
+        z = sigmoid(a @ p["W2"] + p["b2"])
+        d2 = (z - x) * z * (1 - z)
+        d1 = d2 @ p["W2"].T * a * (1 - a)
+        return {"W1": x.T @ d1, "b1": d1.sum(axis=0), "W2": a.T @ d2, "b2": d2.sum(axis=0)}
+
+    return model, params, x, loss, grad
+
+
+# name -> (Network options, Layout, batch): one per kind of member.
+MEMBERS = {
+    "logistic regression": (dict(layers=[20, 1], output="sigmoid", loss_name="cross_entropy",
+                                 target="labels", reduction="mean"), Layout(), 200),
+    "softmax regression, MATLAB layout": (
+        dict(layers=[20, 5], output="softmax", loss_name="softmax_cross_entropy",
+             target="labels", label_base=1, reduction="mean", weight_decay=0.5,
+             decay_mean=True),
+        Layout(weights="out_in", biases="augmented"), 200),
+    "deep relu/tanh, one-hot, list": (
+        dict(layers=[30, 16, 8, 4], activation="relu", output="softmax",
+             loss_name="softmax_cross_entropy", target="one_hot", bias=False),
+        Layout(biases="absent", container="list"), 100),
+    "tied sparse autoencoder": (
+        dict(layers=[64, 16, 64], tied=True, bias=False, weight_decay=1e-3,
+             sparsity_weight=3.0, sparsity_target=0.1),
+        Layout(biases="absent"), 100),
+    "squared-error regression, examples as columns": (
+        dict(layers=[10, 6, 3], activation="tanh", output="identity", squared_half=False,
+             target="one_hot"),
+        Layout(examples="columns", weights="out_in", biases="column"), 100),
+}
+
+
+def member_problem(options: dict, layout: Layout, batch: int):
+    net = gp.Network(**options)
+    rng = np.random.default_rng(0)
+    x = rng.random((batch, net.layers[0]))
+    if net.target == "labels":
+        y = rng.integers(0, max(net.layers[-1], 2), batch) + net.label_base
+    elif net.target == "one_hot":
+        y = (np.eye(net.layers[-1])[rng.integers(0, net.layers[-1], batch)]
+             if net.output == "softmax" else rng.normal(size=(batch, net.layers[-1])))
+    else:
+        y = None
+    params = net.init_params(seed=0)
+    for name in params:
+        if name.startswith("b"):
+            params[name] = rng.normal(size=params[name].shape) * 0.1
+    user = from_canonical(layout, net, params)
+    user_x = x if layout.examples == "rows" else x.T
+    user_y = y if y is None or layout.examples == "rows" or net.target != "one_hot" else y.T
+
+    def loss(p):
+        return net.loss(to_canonical(layout, net, p), x, y)
+
+    return loss, user, user_x, user_y
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--blas-threads", type=int, default=None)
+    args = parser.parse_args()
+    print(f"load average: {os.getloadavg()[0]:.2f}; BLAS threads: {args.blas_threads or 'default'}")
+    with threadpool_limits(args.blas_threads):
+        run(args.repeats)
+
+
+def run(repeats: int) -> None:
+
+    params, x, y, cost_and_grad = course_classifier()
+    found = timed(lambda: identify(lambda p: cost_and_grad(p)[0], params, x, y), repeats)
+    checked = timed(lambda: gp.check_network(cost_and_grad, None, params, x, y), repeats)
+    print(f"400-25-10 classifier, 5000 examples: {found.result.summary()}")
+    print(f"  identify            {found.wall:6.2f} s wall  {found.cpu:6.2f} s CPU")
+    print(f"  check_network       {checked.wall:6.2f} s wall  {checked.cpu:6.2f} s CPU  "
+          f"passed={checked.result.passed}")
+
+    model, params, x, loss, grad = seed_network()
+    network = timed(lambda: gp.check_network(loss, grad, params, x), repeats)
+    exact = timed(lambda: gp.check_model(model, params, x), repeats)
+    print(f"seed network, one image: {network.result.model['description']}")
+    print(f"  check_network       {network.wall:6.2f} s wall  {network.cpu:6.2f} s CPU  "
+          f"passed={network.result.passed}")
+    print(f"  check_model         {exact.wall:6.2f} s wall  {exact.cpu:6.2f} s CPU  "
+          f"passed={exact.result.passed}")
+    print(f"  ratio network/model {network.wall / exact.wall:6.2f} wall  "
+          f"{network.cpu / exact.cpu:6.2f} CPU")
+
+    for name, (options, layout, batch) in MEMBERS.items():
+        loss, user, user_x, user_y = member_problem(options, layout, batch)
+        found = timed(lambda: identify(loss, user, user_x, user_y), repeats)
+        print(f"{name}: {found.wall:.3f} s wall, {found.result.tried} candidates; "
+              f"{found.result.summary()}")
+
+
+if __name__ == "__main__":
+    main()

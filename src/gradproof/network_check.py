@@ -1,0 +1,265 @@
+"""``check_network``: the user's own loss and gradient, checked against the network they compute.
+
+Contract: ``check_network(loss, grad, params, x, y) -> GradReport``. The member of the
+``Network`` family that computes the user's loss is identified from its values
+(``gradproof.identify``), or given as ``model=`` (and ``layout=``). Its own hand-written
+backprop, mapped into the user's layout, is the reference: every entry of the user's gradient
+is compared with it to rounding (``mistakes.rounding_tolerance``), and a cheap finite-difference
+check of the user's loss (``check_gradient``: every entry for small networks, random
+directions for large ones) runs beside it, so that the verdict is never better than the
+finite differences allow. The failing tensors are diagnosed in the user's names against the
+reference: the structural hypotheses of ``gradproof.diagnose`` and the family's catalogue of
+mistakes (``gradproof.network_mistakes``). When no member matches, the report is
+``check_gradient``'s on the same call, with the closest member and why it was rejected.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from gradproof.check import check_gradient
+from gradproof.diagnose import HYPOTHESES, Hypothesis, TensorCase, diagnose
+from gradproof.errors import InputError
+from gradproof.identify import (
+    Identification,
+    Identified,
+    UserProblem,
+    canonical_point,
+    given_model,
+    identify_problem,
+    read_problem,
+    user_gradient,
+    user_names,
+)
+from gradproof.layouts import Layout
+from gradproof.mistakes import order_findings, rounding_tolerance
+from gradproof.network_mistakes import NetworkMistake, applicable, fix_fields
+from gradproof.nn.network import Network
+from gradproof.params import ParamLayout
+from gradproof.report import Finding, GradReport, TensorResult
+
+# Up to this many entries the finite differences check every entry; beyond, random directions.
+FULL_CHECK_ENTRIES = 2000
+
+# Random directions per tensor for the finite-difference evidence of a large network.
+DIRECTIONS = 2
+
+
+def check_network(
+    loss: Callable[..., Any],
+    grad: Any,
+    params: Any,
+    x: Any,
+    y: Any = None,
+    *,
+    model: Network | None = None,
+    layout: Layout | None = None,
+    shapes: Any = None,
+    order: str = "C",
+    rtol: float | None = None,
+    atol: float | None = None,
+    safety: float = 10.0,
+    seed: int = 0,
+) -> GradReport:
+    """Check the user's gradient of their own network's loss, and name the mistake.
+
+    Parameters
+    ----------
+    loss : callable
+        ``loss(params) -> float`` (or ``(float, gradient)`` with ``grad=None``): the user's
+        own, closing over ``x`` and ``y``.
+    grad : callable, gradient or None
+        As for ``check_gradient``.
+    params : dict of arrays (any names), list of arrays, or flat vector with ``shapes``
+        The point, in the user's structure (``Theta1`` 25x401 with the bias as column 0,
+        ``W1`` (n_in, n_out) with a vector ``b1`` ...).
+    x : ndarray, 2-D
+        The data the loss closes over, examples as rows or as columns.
+    y : ndarray, optional
+        Class labels (0- or 1-based), one-hot targets, or None for an autoencoder.
+    model : Network, optional
+        Skip the identification: the network the loss computes.
+    layout : Layout, optional
+        With ``model``: how the user stores it (needed only when several layouts fit).
+    shapes, order
+        For a flat parameter vector, as for ``check_gradient``.
+    rtol, atol, safety, seed
+        The finite-difference check's options, as for ``check_gradient``.
+
+    Returns
+    -------
+    GradReport
+        ``mode="network"`` with ``model`` holding the identified member, its table and
+        findings in the user's names; or, when no member matches, ``check_gradient``'s report
+        with ``model`` saying which came closest and why it was rejected.
+
+    Raises
+    ------
+    InputError
+        Everything ``check_gradient`` rejects; data whose shape fits no layout of the
+        parameters; a loss that is not finite at the given point or nondeterministic;
+        labels that are not integers or lie outside the classes; several layouts that
+        compute the loss equally well (pass ``model=`` and ``layout=``); a ``model`` whose
+        loss is not the user's.
+    """
+    started = time.perf_counter()
+    value = _loss_value(loss, grad)
+    problem = read_problem(value, params, x, y, shapes, order)
+    if model is None:
+        identification = identify_problem(problem)
+    else:
+        identification = Identification(_given(problem, model, layout), tried=1)
+    options = {"shapes": shapes, "order": order, "rtol": rtol, "atol": atol,
+               "safety": safety, "seed": seed}
+    if identification.model is None:
+        report = check_gradient(loss, grad, params, **options)
+        report.model = identification.to_dict()
+        report.seconds = time.perf_counter() - started
+        return report
+    small = problem.layout.size <= FULL_CHECK_ENTRIES
+    evidence = check_gradient(loss, grad, params, mode="full" if small else "directional",
+                              directions=None if small else DIRECTIONS, **options)
+    report = _exact_report(problem, identification.model, loss, grad, params, evidence)
+    report.model = identification.to_dict()
+    report.loss_evaluations += len(problem.points) + 1
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _loss_value(loss: Callable[..., Any], grad: Any) -> Callable[[Any], float]:
+    if not callable(loss):
+        raise InputError(f"loss must be callable, loss(params) -> float; got "
+                         f"{type(loss).__name__}")
+    if grad is not None:
+        return loss
+
+    def value(params: Any) -> float:
+        out = loss(params)
+        if not isinstance(out, tuple) or len(out) != 2:
+            raise InputError("with grad=None, loss(params) must return (value, gradient); got "
+                             f"{type(out).__name__}")
+        return out[0]
+
+    return value
+
+
+def _given(problem: UserProblem, model: Network, layout: Layout | None) -> Identified:
+    """The user's ``model=`` (and ``layout=``), checked against the user's loss at the point."""
+    if not isinstance(model, Network):
+        raise InputError(f"model must be a gradproof Network; got {type(model).__name__}")
+    return given_model(problem, model, layout)
+
+
+def _user_grad(loss: Callable[..., Any], grad: Any, params: Any) -> Any:
+    if grad is None:
+        return loss(params)[1]
+    return grad(params) if callable(grad) else grad
+
+
+def _exact_report(problem: UserProblem, identified: Identified, loss: Callable[..., Any],
+                  grad: Any, params: Any, evidence: GradReport) -> GradReport:
+    """Every entry against the identified network's gradient; the evidence's verdicts kept."""
+    net = identified.network
+    canonical, x_rows, y = canonical_point(identified, problem, params)
+    reference_grads = net.loss_and_grad(canonical, x_rows, y)[1]
+    layout = problem.layout
+    reference = layout.match_gradient(user_gradient(identified, reference_grads))[0]
+    # match_gradient's notes (shape conventions) are already among the evidence's findings.
+    analytic, transposed, dtypes, _ = layout.match_gradient(_user_grad(loss, grad, params))
+    named = layout.named(problem.flat)
+    tolerance = {name: rounding_tolerance(reference[name], analytic[name].astype(dtypes[name]))
+                 for name in layout.names}
+    results, failing = [], []
+    for spec in layout.specs:
+        result = _tensor_result(spec.name, spec.shape, analytic[spec.name],
+                                reference[spec.name], tolerance[spec.name],
+                                evidence.tensor(spec.name))
+        results.append(result)
+        if not result.passed:
+            failing.append(spec.name)
+    exact_failing = [name for name in failing
+                     if np.any(np.abs(analytic[name] - reference[name]) > tolerance[name])]
+    kept = [f for f in evidence.findings
+            if not f.is_bug or f.kind == "transposed" or not set(f.tensors) & set(exact_failing)]
+    hypotheses: dict[str, Hypothesis] = dict(HYPOTHESES)
+    hypotheses.update(_mistake_hypotheses(problem, identified, canonical, x_rows, y, layout))
+    explained = diagnose({n: analytic[n] for n in exact_failing},
+                         {n: reference[n] for n in exact_failing}, named,
+                         {n: tolerance[n] for n in exact_failing}, hypotheses=hypotheses)
+    findings = order_findings(_one_per_kind(kept + explained), layout.names)
+    return GradReport(
+        results, findings, mode="network", seconds=evidence.seconds,
+        loss_evaluations=evidence.loss_evaluations,
+        rule="every entry against the identified network's own backprop within sqrt(eps) "
+        f"relative; finite differences ({evidence.mode}): {evidence.rule}",
+    )
+
+
+def _tensor_result(name: str, shape: tuple[int, ...], analytic: np.ndarray,
+                   reference: np.ndarray, tolerance: np.ndarray, evidence: TensorResult
+                   ) -> TensorResult:
+    diff = np.abs(analytic - reference)
+    scale = np.maximum(np.abs(analytic), np.abs(reference))
+    rel = np.divide(diff, scale, out=np.zeros_like(diff), where=scale > 0)
+    worst = np.unravel_index(int(np.argmax(diff / tolerance)), shape) if diff.size else None
+    return TensorResult(
+        name=name, shape=shape, checked=int(diff.size),
+        max_abs_error=float(diff.max(initial=0.0)), max_rel_error=float(rel.max(initial=0.0)),
+        passed=bool(np.all(diff <= tolerance)) and evidence.passed,
+        worst_index=None if worst is None else tuple(int(i) for i in worst),
+        step=evidence.step, error_estimate=evidence.error_estimate,
+        tolerance=None if worst is None else float(tolerance[worst]),
+        probes=evidence.probes, excluded=evidence.excluded,
+    )
+
+
+def _mistake_hypotheses(problem: UserProblem, identified: Identified, canonical: dict,
+                        x_rows: np.ndarray, y: Any, layout: ParamLayout
+                        ) -> dict[str, Hypothesis]:
+    """One hypothesis per applicable mistake, its gradient in the user's layout, computed
+    once when a failing tensor first asks for it."""
+    net = identified.network
+    computed: dict[str, dict[str, np.ndarray]] = {}
+    names = user_names(identified.layout, net)
+
+    def hypothesis(mistake: NetworkMistake) -> Hypothesis:
+        def test(case: TensorCase, failing: Mapping[str, TensorCase]) -> Finding | None:
+            if mistake.id not in computed:
+                wrong = mistake.gradient(net, canonical, x_rows, y)
+                computed[mistake.id] = layout.match_gradient(user_gradient(identified, wrong))[0]
+            corrected = case.numeric + (case.analytic - computed[mistake.id][case.name])
+            if not case.explains(corrected):
+                return None
+            return _mistake_finding(mistake, case, case.residual(corrected), names, net,
+                                    identified.layout)
+
+        return test
+
+    return {f"mistake:{key}": hypothesis(m) for key, m in applicable(net).items()}
+
+
+def _mistake_finding(mistake: NetworkMistake, case: TensorCase, residual: float,
+                     names: Mapping[str, str], net: Network, layout: Layout) -> Finding:
+    numpy_line, matlab_line = mistake.fix_lines(fix_fields(net, layout, names, case.name))
+    return Finding(
+        kind=mistake.kind, tensors=(case.name,),
+        message=(f"the gradient of {case.name} is exactly what this mistake gives (residual "
+                 f"{residual:.1g}): {mistake.description}"),
+        evidence=residual, fix=f"numpy: {numpy_line}  |  MATLAB: {matlab_line}",
+        details={"mistake": mistake.id, "numpy": numpy_line, "matlab": matlab_line},
+    )
+
+
+def _one_per_kind(findings: list[Finding]) -> list[Finding]:
+    """One finding per (kind, tensors): a catalogued mistake before a structural finding."""
+    kept: dict[tuple[str, tuple[str, ...]], Finding] = {}
+    for finding in findings:
+        key = (finding.kind, finding.tensors)
+        if key not in kept or ("mistake" in finding.details
+                               and "mistake" not in kept[key].details):
+            kept[key] = finding
+    return list(kept.values())

@@ -1,0 +1,419 @@
+"""The backprop mistakes of the ``Network`` family, each a variant backward pass.
+
+Contract: ``NETWORK_MISTAKES`` maps a mistake id to a ``NetworkMistake``;
+``mistake.gradient(net, params, x, y) -> grads`` is the gradient a backward pass with that
+mistake gives, keyed like ``net.param_shapes()`` (float64), and ``mistake.applies(net)`` says
+whether it can change this network's gradient at all. ``check_network`` maps each variant
+into the user's layout and tests it against the user's gradient next to the structural
+hypotheses (``gradproof.diagnose``): a mistake explains a tensor when the user's gradient
+equals the variant's to rounding while the variant differs from the right one.
+
+The variants come from ``variant_backprop``, a backward pass written here apart from
+``Network``'s own (the tests hold both to ``autograd``), with one deviation switched on per
+mistake, or from the network's own gradient with one of its terms changed (the penalties and
+the 1/m enter additively or as a factor).
+
+Notation of the fix lines: the course's names, row-vector convention: ``a1 = x``, ``z{k}`` the
+pre-activation and ``a{k}`` the activation of layer k (1 the input), ``d{k}`` dJ/dz{k}, ``m`` the
+number of examples, and the user's own names for the weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from gradproof.errors import InputError
+from gradproof.nn.activations import ACTIVATIONS
+from gradproof.nn.losses import LOSSES, REDUCTIONS
+from gradproof.nn.network import Network
+from gradproof.nn.softmax import softmax_cross_entropy
+
+Params = dict[str, np.ndarray]
+
+OUTPUT_DELTAS = ("right", "slope_again", "no_target")
+HIDDEN_SLOPES = ("right", "of_activation")
+
+
+@dataclass(frozen=True)
+class Deviation:
+    """Where ``variant_backprop`` departs from the right pass; the defaults make none.
+
+    Attributes
+    ----------
+    output_delta : {"right", "slope_again", "no_target"}
+        The output delta: right; multiplied by the output activation's slope again (the
+        squared-error habit kept under a cross-entropy, whose delta is ``a - y``); or the
+        output itself, the target never subtracted.
+    hidden_slope : {"right", "of_activation"}
+        The hidden layers' slope taken at the right point, or its formula applied to the
+        activation instead of the pre-activation (``sigmoidGradient(a2)`` for
+        ``sigmoidGradient(z2)``).
+    """
+
+    output_delta: str = "right"
+    hidden_slope: str = "right"
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("output_delta", OUTPUT_DELTAS), ("hidden_slope", HIDDEN_SLOPES)):
+            if getattr(self, name) not in allowed:
+                raise InputError(f"Deviation.{name} must be one of {allowed}; got "
+                                 f"{getattr(self, name)!r}")
+
+
+def _effective_weight(net: Network, params: Params, k: int) -> tuple[np.ndarray, str, bool]:
+    """Layer k's weight (layers[k-1], layers[k]), the parameter it reads, and whether it is
+    that parameter transposed (the second half of a tied stack)."""
+    n = net.n_layers
+    if net.tied and k > n // 2:
+        name = f"W{n + 1 - k}"
+        return params[name].T, name, True
+    return params[f"W{k}"], f"W{k}", False
+
+
+def variant_backprop(net: Network, params: Mapping[str, Any], x: Any, y: Any,
+                     deviation: Deviation) -> Params:
+    """The gradient of ``net.loss`` by a backward pass with ``deviation`` (float64).
+
+    Parameters
+    ----------
+    net : Network
+    params : dict of str to ndarray
+        Keyed like ``net.param_shapes()``.
+    x : ndarray, shape (m, layers[0])
+    y : targets as ``net.loss`` reads them
+    deviation : Deviation
+
+    Returns
+    -------
+    dict of str to ndarray
+        Keyed and shaped like ``net.param_shapes()``.
+    """
+    net = replace(net, dtype="float64")
+    params = net.validate_params(params)
+    x = net.validate_input(x)
+    t = net.targets(x, y)  # (m, layers[-1])
+    z, cache = net.forward(params, x)
+    acts, pres = cache.activations, cache.pre_activations  # a0..an, s1..sn
+    n, m = net.n_layers, x.shape[0]
+    if net.loss_name == "softmax_cross_entropy":
+        d_s = softmax_cross_entropy(t, pres[-1])[1]  # z - t
+    else:
+        d_s = LOSSES[net.loss_name].value_and_delta(t, z, pres[-1], ACTIVATIONS[net.output])[1]
+        if net.loss_name == "squared" and not net.squared_half:
+            d_s = 2.0 * d_s
+    if deviation.output_delta == "slope_again":
+        d_s = d_s * ACTIVATIONS[net.output if net.output != "softmax" else "sigmoid"].derivative(z)
+    elif deviation.output_delta == "no_target":
+        d_s = d_s + t  # (z - t) + t: the output alone
+    d_s = d_s * REDUCTIONS[net.reduction](m)  # (m, layers[n])
+    grads: Params = {}
+    for k in range(n, 0, -1):
+        w, name, transposed = _effective_weight(net, params, k)
+        d_w = acts[k - 1].T @ d_s  # (layers[k-1], layers[k]), like layer k's weight
+        grads[name] = grads.get(name, 0.0) + (d_w.T if transposed else d_w)
+        if net.bias:
+            grads[f"b{k}"] = d_s.sum(axis=0)  # (layers[k],)
+        if k == 1:
+            break
+        d_a = d_s @ w.T  # (m, layers[k-1])
+        if k - 1 == net.code_layer and net.sparsity_weight:
+            rho, rho_hat = net.sparsity_target, acts[k - 1].mean(axis=0)
+            d_a = d_a + net.sparsity_weight / m * ((1 - rho) / (1 - rho_hat) - rho / rho_hat)
+        activation = ACTIVATIONS[net.activation[k - 2]]
+        a = acts[k - 1]
+        # the derivative from the output a = f(s) (right), or the formula fed a itself: f'(a)
+        at = a if deviation.hidden_slope == "right" else activation.forward(a)
+        d_s = d_a * activation.derivative(at)  # (m, layers[k-1])
+    decay = decay_slope(net, m)
+    for name in net.param_shapes():
+        if decay and (name.startswith("W") or net.decay_biases):
+            grads[name] = grads[name] + decay * params[name]
+    return {name: np.asarray(grads[name]) for name in net.param_shapes()}
+
+
+# ---------------------------------------------------------------- the gradient's terms
+
+
+def decay_slope(net: Network, m: int) -> float:
+    """2 d(m): the weight decay's gradient is this times the decayed parameter."""
+    factor = net.weight_decay * (0.5 if net.decay_half else 1.0)
+    return 2.0 * (factor / m if net.decay_mean else factor)
+
+
+@dataclass(frozen=True)
+class Terms:
+    """The right gradient split into its additive terms, keyed like the parameters."""
+
+    data: Params
+    decay: Params
+    sparsity: Params
+
+
+def gradient_terms(net: Network, params: Mapping[str, Any], x: Any, y: Any) -> Terms:
+    """The data term's, the weight decay's and the sparsity penalty's gradients."""
+    net = replace(net, dtype="float64")
+    bare = replace(net, weight_decay=0.0, sparsity_weight=0.0)
+    data = bare.loss_and_grad(params, x, y)[1]
+    sparse = replace(net, weight_decay=0.0).loss_and_grad(params, x, y)[1]
+    full = net.loss_and_grad(params, x, y)[1]
+    return Terms(data, {k: full[k] - sparse[k] for k in full},
+                 {k: sparse[k] - data[k] for k in full})
+
+
+def _sum(*parts: Params) -> Params:
+    return {name: sum(part[name] for part in parts) for name in parts[0]}
+
+
+def _scaled(part: Params, factor: float) -> Params:
+    return {name: factor * value for name, value in part.items()}
+
+
+# -------------------------------------------------------------------------- the catalogue
+
+Gradient = Callable[[Network, Params, np.ndarray, Any], Params]
+
+
+@dataclass(frozen=True)
+class NetworkMistake:
+    """One backprop mistake of the family.
+
+    Attributes
+    ----------
+    id : str
+    kind : str
+        The finding kind it is reported as.
+    description : str
+        What the mistake is, with the line people write.
+    fix_numpy, fix_matlab : str
+        The corrected line, a template of the fields of ``fix_fields``.
+    gradient : callable
+        ``gradient(net, params, x, y) -> grads``, the variant's gradient.
+    applies : callable
+        ``applies(net) -> bool``.
+    """
+
+    id: str
+    kind: str
+    description: str
+    fix_numpy: str
+    fix_matlab: str
+    gradient: Gradient
+    applies: Callable[[Network], bool]
+
+    def fix_lines(self, fields: Mapping[str, Any]) -> tuple[str, str]:
+        """The corrected line in numpy and in MATLAB, from ``fix_fields``."""
+        return self.fix_numpy.format(**fields[0]), self.fix_matlab.format(**fields[1])
+
+
+def _variant(deviation: Deviation) -> Gradient:
+    def gradient(net: Network, params: Params, x: np.ndarray, y: Any) -> Params:
+        return variant_backprop(net, params, x, y, deviation)
+
+    return gradient
+
+
+def _mean_applied(times: int) -> Gradient:
+    def gradient(net: Network, params: Params, x: np.ndarray, y: Any) -> Params:
+        terms = gradient_terms(net, params, x, y)
+        m = x.shape[0]
+        return _sum(_scaled(terms.data, float(m) ** (1 - times)), terms.decay, terms.sparsity)
+
+    return gradient
+
+
+def _biases_decayed(net: Network, params: Params, x: np.ndarray, y: Any) -> Params:
+    return replace(net, decay_biases=True).loss_and_grad(params, x, y)[1]
+
+
+def _decay_of_gradient(net: Network, params: Params, x: np.ndarray, y: Any) -> Params:
+    terms = gradient_terms(net, params, x, y)
+    slope = decay_slope(net, x.shape[0])
+    decayed = {name: slope * terms.data[name] if name.startswith("W") or net.decay_biases
+               else 0.0 * terms.data[name] for name in terms.data}
+    return _sum(terms.data, decayed, terms.sparsity)
+
+
+def _without_sparsity(net: Network, params: Params, x: np.ndarray, y: Any) -> Params:
+    terms = gradient_terms(net, params, x, y)
+    return _sum(terms.data, terms.decay)
+
+
+def _one_tied_use(use: str) -> Gradient:
+    def gradient(net: Network, params: Params, x: np.ndarray, y: Any) -> Params:
+        # The untied twin with W_{n+1-k} = W_k.T computes the same loss and files each use
+        # of a tied weight apart; the penalties' decay is added once, as the tied net has it.
+        n = net.n_layers
+        twin = replace(net, tied=False, weight_decay=0.0)
+        untied = dict(params)
+        for k in range(1, n // 2 + 1):
+            untied[f"W{n + 1 - k}"] = params[f"W{k}"].T
+        uses = twin.loss_and_grad(untied, x, y)[1]
+        decay = gradient_terms(net, params, x, y).decay
+        out = {}
+        for name in net.param_shapes():
+            kept = uses[name]
+            if name.startswith("W") and use == "decoder":
+                kept = uses[f"W{n + 1 - int(name[1:])}"].T
+            out[name] = kept + decay[name]
+        return out
+
+    return gradient
+
+
+def _labels_shifted(shift: int) -> Gradient:
+    def gradient(net: Network, params: Params, x: np.ndarray, y: Any) -> Params:
+        t = net.targets(net.validate_input(x), y)
+        shifted = np.roll(t, shift, axis=1)  # each one-hot row's 1 moved to the next class
+        return replace(net, target="one_hot").loss_and_grad(params, x, shifted)[1]
+
+    return gradient
+
+
+def _hidden_slope_changes(net: Network) -> bool:
+    return any(name != "identity" for name in net.activation)
+
+
+_HIDDEN_FIX = (
+    "d{k} = (d{k1} @ {back}) * sigmoid_gradient(z{k})  # at the pre-activation z{k}, not at "
+    "a{k}",
+    "d{k} = (d{k1} * {back}) .* sigmoidGradient(z{k});  % not sigmoidGradient(a{k})",
+)
+_OUTPUT_FIX = ("d{out} = (a{out} - Y) / m  # the output delta of the cross-entropy: no slope "
+               "factor, the one-hot Y subtracted",
+               "d{out} = (a{out} - Y) / m;")
+_MEAN_FIX = ("grad_{W} = {outer} / m + decay  # 1/m once, on the data term",
+             "grad_{W} = {outer} / m + decay;")
+_DECAY_FIX = ("grad_{W}{cut} += {decay} * {W}{cut}  # the weights themselves, biases excluded",
+              "grad_{W}{cut} = grad_{W}{cut} + {decay} * {W}{cut};")
+_SPARSE_FIX = ("d{k} = (d{k1} @ {back} + beta * (-rho / rho_hat + (1 - rho) / (1 - rho_hat)) / m)"
+               " * a{k} * (1 - a{k})",
+               "d{k} = (d{k1} * {back} + beta * (-rho ./ rho_hat + (1 - rho) ./ (1 - rho_hat)) / m)"
+               " .* a{k} .* (1 - a{k});")
+_TIED_FIX = ("grad_{W} = {outer} + (mirror use's outer product).T  # both uses of {W}",
+             "grad_{W} = {outer} + (mirror use's outer product)';")
+_LABEL_FIX = ("Y = np.eye(K)[y - base]  # row i one-hot at class y[i]; base 1 for MATLAB labels",
+              "Y = eye(K)(y, :);")
+
+NETWORK_MISTAKES: dict[str, NetworkMistake] = {
+    m.id: m for m in (
+        NetworkMistake(
+            "slope_of_activation", "wrong_activation_derivative",
+            "the hidden activation's derivative evaluated on the activation instead of the "
+            "pre-activation (`sigmoidGradient(a2)` for `sigmoidGradient(z2)`)",
+            *_HIDDEN_FIX, _variant(Deviation(hidden_slope="of_activation")),
+            _hidden_slope_changes,
+        ),
+        NetworkMistake(
+            "cross_entropy_slope_again", "wrong_activation_derivative",
+            "the output delta multiplied by the output activation's derivative again under "
+            "the cross-entropy, whose delta is `a - y` (the slope cancels against the log)",
+            *_OUTPUT_FIX, _variant(Deviation(output_delta="slope_again")),
+            lambda net: net.loss_name != "squared",
+        ),
+        NetworkMistake(
+            "softmax_without_target", "mismatch",
+            "the softmax gradient without subtracting the one-hot target (`d = a` for "
+            "`d = a - Y`)",
+            *_OUTPUT_FIX, _variant(Deviation(output_delta="no_target")),
+            lambda net: net.loss_name == "softmax_cross_entropy",
+        ),
+        NetworkMistake(
+            "mean_twice", "scaled", "the 1/m of the averaged loss applied twice",
+            *_MEAN_FIX, _mean_applied(2), lambda net: net.reduction == "mean",
+        ),
+        NetworkMistake(
+            "mean_never", "scaled", "the 1/m of the averaged loss never applied to the gradient",
+            *_MEAN_FIX, _mean_applied(0), lambda net: net.reduction == "mean",
+        ),
+        NetworkMistake(
+            "decay_on_biases", "missing_l2",
+            "weight decay applied to the biases too (the bias column regularised, not "
+            "skipped); the loss leaves them out",
+            *_DECAY_FIX, _biases_decayed,
+            lambda net: net.bias and net.weight_decay > 0 and not net.decay_biases,
+        ),
+        NetworkMistake(
+            "decay_of_gradient", "missing_l2",
+            "the regularisation term built from the gradient instead of the weights "
+            "(`lambda/m * grad` for `lambda/m * Theta`)",
+            *_DECAY_FIX, _decay_of_gradient, lambda net: net.weight_decay > 0,
+        ),
+        NetworkMistake(
+            "sparsity_missing", "missing_term",
+            "the sparsity penalty's term missing from the hidden delta",
+            *_SPARSE_FIX, _without_sparsity, lambda net: net.sparsity_weight > 0,
+        ),
+        NetworkMistake(
+            "tied_decoder_path_missing", "missing_term",
+            "only the encoder's use of a tied weight in its gradient; the decoder's use "
+            "(transposed) adds a second term",
+            *_TIED_FIX, _one_tied_use("encoder"), lambda net: net.tied,
+        ),
+        NetworkMistake(
+            "tied_encoder_path_missing", "missing_term",
+            "only the decoder's use of a tied weight in its gradient; the encoder's use adds "
+            "a second term",
+            *_TIED_FIX, _one_tied_use("decoder"), lambda net: net.tied,
+        ),
+        NetworkMistake(
+            "labels_off_by_one", "mismatch",
+            "the labels off by one in the gradient's one-hot targets (1-based labels read as "
+            "0-based, or the reverse): each example's target is the next class",
+            *_LABEL_FIX, _labels_shifted(1),
+            lambda net: net.target == "labels" and net.layers[-1] > 1,
+        ),
+        NetworkMistake(
+            "labels_off_by_one_down", "mismatch",
+            "the labels off by one in the gradient's one-hot targets: each example's target "
+            "is the previous class",
+            *_LABEL_FIX, _labels_shifted(-1),
+            lambda net: net.target == "labels" and net.layers[-1] > 1,
+        ),
+    )
+}
+
+
+def applicable(net: Network) -> dict[str, NetworkMistake]:
+    """The mistakes that can change this network's gradient, in catalogue order."""
+    return {key: m for key, m in NETWORK_MISTAKES.items() if m.applies(net)}
+
+
+# ------------------------------------------------------------------------- fix-line text
+
+
+def fix_fields(net: Network, layout: Any, names: Mapping[str, str], tensor: str
+               ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The template fields for the user's ``tensor``, in numpy and in MATLAB notation.
+
+    ``names`` maps the network's tensor names to the user's; ``layout`` is the user's
+    ``Layout``. Layers are numbered as in the course (the input is layer 1), so the weight
+    ``W{j}`` of the network maps ``a{j}`` to ``z{j+1}``.
+    """
+    owner = next((name for name, user in names.items() if user == tensor), f"W{net.n_layers}")
+    j = int(owner[1:])
+    weight = names.get(f"W{j}", tensor)
+    following = names.get(f"W{j + 1}", weight)
+    out_in = layout.weights == "out_in"
+    augmented = layout.biases == "augmented"
+    m = "m" if net.decay_mean else "1"
+    decay = f"lam / {m}" if net.decay_half else f"2 * lam / {m}"
+    fields = []
+    for matlab in (False, True):
+        t = "'" if matlab else ".T"
+        times = " * " if matlab else " @ "
+        cut = ("(:, 2:end)" if matlab else "[:, 1:]") if out_in else ("(2:end, :)" if matlab
+                                                                     else "[1:, :]")
+        # dJ/da{k} = d{k1} times layer k+1's weight, (n_out, n_in) as the user holds it
+        back = following if out_in else following + t
+        if augmented:
+            back = f"{following}{cut}" if out_in else f"{following}{cut}{t}"
+        outer = f"d{j + 1}{t}{times}a{j}" if out_in else f"a{j}{t}{times}d{j + 1}"
+        fields.append({"W": weight, "k": j + 1, "k1": j + 2, "kp": j, "out": net.n_layers + 1,
+                       "back": back,
+                       "outer": outer, "cut": cut if augmented else "",
+                       "decay": decay.replace("lam", "lambda") if matlab else decay})
+    return fields[0], fields[1]
