@@ -38,9 +38,11 @@ from gradproof.probes import (
 from gradproof.report import Finding, GradReport, TensorResult
 from gradproof.taylor import TaylorResult, taylor
 from gradproof.verdict import (
+    SHARPER_CALLS,
     diagnose_failing,
     gradient_precision_finding,
     kink_findings,
+    limits_findings,
     measured_result,
     mismatch_finding,
     noisy_loss_finding,
@@ -436,6 +438,7 @@ class _Check:
         findings = list(self.findings)
         for spec in self.layout.specs:
             findings += kink_findings(spec, self.measured[spec.name], self.taylor[spec.name])
+        findings += limits_findings(tensors, self.mode, SHARPER_CALLS)
         findings += self._diagnosis(tensors)
         objective = self.objective
         return GradReport(
@@ -449,9 +452,10 @@ class _Check:
         )
 
     def _result(self, spec: TensorSpec) -> TensorResult:
+        largest = self.context.gmax[spec.name] if self.context else 0.0
         if self.taylor[spec.name]:
-            return taylor_result(spec, self.taylor[spec.name])
-        return measured_result(spec, self.measured[spec.name])
+            return taylor_result(spec, self.taylor[spec.name], largest)
+        return measured_result(spec, self.measured[spec.name], largest)
 
     def _diagnosis(self, tensors: list[TensorResult]) -> list[Finding]:
         failing = [t.name for t in tensors if not t.passed]

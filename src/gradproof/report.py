@@ -118,6 +118,15 @@ class TensorResult:
     taylor_order : float or None
         In a Taylor test: the fitted order of the remainder (2 when right, 1 when wrong; None
         when the remainder stayed at rounding level).
+    detectable : float or None
+        The smallest error in one entry that the comparisons made are sure to catch, wherever
+        it lies among the entries they cover (in the gradient's units): each comparison's
+        tolerance over that entry's weight in it, the best comparison per entry, the worst
+        entry. Entries no comparison covers (not sampled, excluded at a kink) are not counted
+        and can hide an error of any size. None when nothing was compared.
+    detectable_relative : float or None
+        ``detectable`` over the tensor's largest |gradient| entry: above about 1e-3 the check
+        is coarse (a float32 loss, a Taylor direction over many entries).
     """
 
     name: str
@@ -133,6 +142,8 @@ class TensorResult:
     probes: int = 0
     excluded: int = 0
     taylor_order: float | None = None
+    detectable: float | None = None
+    detectable_relative: float | None = None
 
     @property
     def size(self) -> int:
@@ -153,6 +164,8 @@ class TensorResult:
             "probes": int(self.probes),
             "excluded": int(self.excluded),
             "taylor_order": _json_float(self.taylor_order),
+            "detectable": _json_float(self.detectable),
+            "detectable_relative": _json_float(self.detectable_relative),
         }
 
 

@@ -96,12 +96,15 @@ from gradproof.finite_diff import (
 from gradproof.nn.autoencoder import Autoencoder
 from gradproof.nn.local_delta import EPS, LocalChanges, LocalDifferences
 from gradproof.params import ParamLayout, TensorSpec, parse_params
-from gradproof.probes import CONFIRM_SAMPLE, EXCLUDED, FAILED, PASSED, UNKNOWN, Measured, ProbeSet
+from gradproof.probes import (
+    CONFIRM_SAMPLE, EXCLUDED, FAILED, KINK_ROUNDS, PASSED, UNKNOWN, Measured, ProbeSet,
+)
 from gradproof.report import Finding, GradReport, TensorResult
 from gradproof.verdict import (
     diagnose_failing,
     gradient_precision_finding,
     kink_findings,
+    limits_findings,
     measured_result,
     mismatch_finding,
     params_precision_finding,
@@ -364,22 +367,35 @@ class _ExactCheck:
         return np.concatenate(kinked) if kinked else np.zeros(0, dtype=np.intp)
 
     def _kink_step(self, name: str, which: np.ndarray) -> None:
-        """Entries whose step crossed a kink, again with a step KINK_SHRINK times smaller."""
+        """Entries whose step crossed a kink, again with steps KINK_SHRINK, KINK_SHRINK², ...
+        times smaller (up to KINK_ROUNDS) while they disagree and their step still crosses
+        one: a kink a little off the point (a pre-activation 1e-9 from 0) is crossed by the
+        first smaller steps and not by a later one, which then measures the slope on the
+        point's side. One that still disagrees with its smallest step across a kink is
+        excluded as unresolved: the kink, not the gradient, explains it."""
         measured = self.measured[name]
-        for part, local, h in self._evaluate(name, which, 1.0 / KINK_SHRINK):
-            small = _finite_differences(local, self.analytic[name].ravel()[part], h)
-            tolerance = self.rule.tolerance(
-                small.rounding, measured.rounding_g[part], small.analytic, small.numeric
-            )
-            ok = np.abs(small.error) <= tolerance
-            excluded = ~ok & between_slopes(small, tolerance)
-            status = np.where(ok, PASSED, np.where(excluded, EXCLUDED, FAILED))
-            measured.record(part, small.analytic, small.error, small.rounding, tolerance,
-                            small.half_width, status)
-            measured.kink[part] = True
-            measured.slopes[part] = np.column_stack(
-                (small.analytic + small.backward, small.analytic + small.forward)
-            )
+        for round_ in range(1, KINK_ROUNDS + 1):
+            crossing = []
+            for part, local, h in self._evaluate(name, which, KINK_SHRINK**-round_):
+                small = _finite_differences(local, self.analytic[name].ravel()[part], h)
+                tolerance = self.rule.tolerance(
+                    small.rounding, measured.rounding_g[part], small.analytic, small.numeric
+                )
+                ok = np.abs(small.error) <= tolerance
+                excluded = ~ok & between_slopes(small, tolerance)
+                status = np.where(ok, PASSED, np.where(excluded, EXCLUDED, FAILED))
+                measured.record(part, small.analytic, small.error, small.rounding, tolerance,
+                                small.half_width, status)
+                measured.kink[part] = True
+                measured.slopes[part] = np.column_stack(
+                    (small.analytic + small.backward, small.analytic + small.forward)
+                )
+                crossing.append(part[local.kink & (status == FAILED)])
+            which = np.concatenate(crossing) if crossing else np.zeros(0, dtype=np.intp)
+            if not which.size:
+                return
+        measured.status[which] = EXCLUDED
+        measured.unresolved[which] = True
 
     def _evaluate(self, name: str, which: np.ndarray, factor: float):
         """Yield ``(entries, local differences, steps)`` for chunks of ``which``, at steps
@@ -408,10 +424,12 @@ class _ExactCheck:
     def report(self) -> GradReport:
         specs = self.layout.specs if self.layout is not None else ()
         measured = [self.measured[spec.name] for spec in specs if spec.name in self.measured]
-        tensors = [measured_result(m.probes.spec, [m]) for m in measured]
+        largest = {name: float(np.max(np.abs(g), initial=0.0)) for name, g in self.analytic.items()}
+        tensors = [measured_result(m.probes.spec, [m], largest[m.probes.spec.name]) for m in measured]
         findings = list(self.findings)
         for m in measured:
             findings += kink_findings(m.probes.spec, [m], [])
+        findings += limits_findings(tensors, "exact", None)
         findings += self._diagnosis(tensors)
         return GradReport(
             tensors=tensors,

@@ -1,0 +1,123 @@
+"""Spec: the quick version of bench/stress.py, and what its long runs found.
+
+Seeded random correct networks of the whole Autoencoder family (small ones: every activation,
+both losses and reductions, weight decay, sparsity, tied weights, 1-3 hidden layers, float64
+and float32, MNIST-like inputs, saturated networks, relu pre-activations at and near 0), each
+gradient confirmed by the autograd oracle of the harness, go through ``check_model`` and every
+``check_gradient`` mode: none may fail. The checks that still fail are listed in
+``KNOWN_ALARMS``, each a strict xfail: black-box steps across relu kinks are not yet
+re-measured or re-split (see bench/README.md); once one passes, its entry must go.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import gradproof as gp
+
+
+def _load_harness():
+    path = Path(__file__).resolve().parents[1] / "bench" / "stress.py"
+    spec = importlib.util.spec_from_file_location("stress", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["stress"] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+stress = _load_harness()
+
+QUICK_SEEDS = range(1000, 1008)
+
+# (seed, checker) pairs that raise a false alarm today, all black-box checks of relu networks
+# with pre-activations at or near their kink.
+KNOWN_ALARMS = {(1000, "auto"), (1000, "full"), (1000, "sample"), (1000, "directional")}
+
+
+@pytest.fixture(scope="module", params=QUICK_SEEDS, ids=lambda s: f"case{s}")
+def case(request):
+    case = stress.random_case(request.param, small=True)
+    confirmed, error = stress.confirmed(case)
+    assert confirmed, f"the oracle does not confirm {case.describe()} (error {error:.1e})"
+    return case
+
+
+@pytest.mark.parametrize("checker", stress.CHECKERS)
+def test_a_correct_gradient_raises_no_false_alarm(case, checker, request):
+    if (case.seed, checker) in KNOWN_ALARMS:
+        request.applymarker(pytest.mark.xfail(strict=True, reason="a black-box step across a kink"))
+    _, grads = case.model.loss_and_grad(case.params, case.x)
+    report = stress.run_checker(checker, case, grads, case.seed)
+    assert report.passed, f"{case.describe()}\n{report}"
+
+
+@pytest.mark.parametrize("checker", ["exact", "full", "auto"])
+def test_an_error_above_the_detectable_threshold_is_caught(case, checker):
+    # The threshold a report gives is a promise: an error a little above it in any one
+    # compared entry fails the check. Kink cases are left out: there an entry may be excluded.
+    if case.kind == "kink":
+        pytest.skip("entries at a kink may be excluded")
+    _, grads = case.model.loss_and_grad(case.params, case.x)
+    report = stress.run_checker(checker, case, grads, case.seed)
+    rng = np.random.default_rng(case.seed)
+    for result in report.tensors:
+        if result.detectable is None:
+            continue  # nothing compared (every entry excluded at a kink): no promise
+        wrong = {k: v.copy() for k, v in grads.items()}
+        entry = rng.integers(result.size)
+        wrong[result.name].flat[entry] += 1.2 * result.detectable
+        caught = stress.run_checker(checker, case, wrong, case.seed)
+        assert not caught.passed, f"{result.name}.flat[{entry}] +{1.2 * result.detectable:.1e}"
+
+
+def test_a_kink_note_counts_add_up():
+    # A float32 relu network whose loss is evaluated in float32: steps at 2h reveal kinks,
+    # and a step 64x smaller cannot resolve them in float32 (the note said "0 steps ...: ."
+    # with slopes nan, before its parts were counted from every probe it notes).
+    case = stress.random_case(26)
+    _, grads = case.model.loss_and_grad(case.params, case.x)
+    report = stress.run_checker("full", case, grads, case.seed)
+    notes = report.findings_of("kink")
+    assert notes
+    for note in notes:
+        d = note.details
+        parts = ("agreed", "excluded", "failed", "kept_passed", "kept_failed", "undecided")
+        assert d["rechecked"] > 0 and not note.message.startswith("0 ")
+        assert d["rechecked"] == sum(d[part] for part in parts)
+        assert "nan" not in note.message
+
+
+def test_sample_and_taylor_say_what_they_cannot_see():
+    model = gp.Autoencoder(layers=[12, 6, 12])
+    params = model.init_params(0)
+    x = np.random.default_rng(0).random((3, 12))
+    for mode in ("sample", "taylor"):
+        report = gp.check_gradient(
+            lambda p: model.loss(p, x), lambda p: model.loss_and_grad(p, x)[1], params,
+            mode=mode, samples=8,
+        )
+        [note] = [f for f in report.findings_of("precision") if "cannot see" in f.message]
+        assert mode in note.message and "mode='full'" in note.fix
+
+
+def test_a_float32_loss_says_its_check_is_coarse_and_names_the_sharper_call():
+    model = gp.Autoencoder(layers=[12, 6, 12], dtype="float32")
+    params = model.init_params(0)
+    x = np.random.default_rng(0).random((3, 12)).astype(np.float32)
+    report = gp.check_gradient(
+        lambda p: model.loss(p, x), lambda p: model.loss_and_grad(p, x)[1], params, mode="full"
+    )
+    assert report.passed
+    assert all(t.detectable_relative > 1e-3 for t in report.tensors)
+    [note] = [f for f in report.findings_of("precision") if "cannot see" in f.message]
+    assert "gradproof.check_model(model, params, x)" in note.fix
+    assert report.to_dict()["tensors"][0]["detectable_relative"] > 1e-3
+    # The exact engine differences in float64: fine whatever the model's dtype.
+    exact = gp.check_model(model, params, x)
+    assert all(t.detectable_relative < 1e-4 for t in exact.tensors)
+    assert not [f for f in exact.findings if "cannot see" in f.message]
