@@ -22,6 +22,11 @@ per error size, dtype and checker. Progress goes to stderr, one line per case.
 
 Run: python bench/stress.py [--count 250] [--seed 0] [--minutes 60] [--json results.json]
      python bench/stress.py --case SEED [--checker auto]   (one case's reports, for analysis)
+     python bench/stress.py --explain results.json   (why each false alarm failed, see below)
+
+``--explain`` re-runs each recorded false alarm through the checkers' internals and counts its
+failing comparisons by probe kind, by the staging decision that left each one failed, and by
+whether its step really moves a relu pre-activation across 0.
 """
 
 from __future__ import annotations
@@ -38,7 +43,12 @@ import numpy as np
 from autograd import grad as autograd_grad
 
 import gradproof as gp
+from gradproof.check import _Check, tolerance_rule
+from gradproof.finite_diff import first_verdict
 from gradproof.nn import ACTIVATIONS, LOSSES, REDUCTIONS, Autoencoder
+from gradproof.nn.exact_check import DEFAULT_CHUNK_BYTES, _ExactCheck
+from gradproof.params import parse_params
+from gradproof.probes import FAILED
 
 CHECKERS = ("exact", "auto", "full", "sample", "directional", "taylor")
 
@@ -51,7 +61,7 @@ CONFIRM_TOLERANCE = {"float64": 1e-9, "float32": 1e-3}
 # ----- the independent oracle (autograd, float64) -------------------------------------------
 
 ORACLE_ACTIVATIONS = {
-    "sigmoid": lambda s: 1.0 / (1.0 + anp.exp(-s)),
+    "sigmoid": lambda s: anp.exp(-anp.logaddexp(0.0, -s)),  # no overflow, accurate at both ends
     "tanh": anp.tanh,
     # slope 0 at the kink, as the model's relu derivative read from its output
     "relu": lambda s: anp.where(s > 0, s, 0.0),
@@ -92,10 +102,16 @@ def oracle_gradient(model: Autoencoder, params: dict, x: np.ndarray) -> dict[str
 
 
 def oracle_error(grads: dict, truth: dict) -> float:
-    """The largest error of any tensor, relative to that tensor's largest true entry."""
+    """The largest error of any tensor, relative to that tensor's largest true entry, or to
+    1e-12 of the largest entry of all where a whole tensor's gradient is smaller (the
+    backprop flushes dJ/ds below about 1e-30 to 0 on purpose); inf where the oracle itself
+    is not finite: it confirms nothing there."""
     worst = 0.0
+    overall = max(float(np.max(np.abs(t), initial=0.0)) for t in truth.values())
     for name, g in grads.items():
-        scale = float(np.max(np.abs(truth[name]))) if truth[name].size else 0.0
+        if not np.all(np.isfinite(truth[name])):
+            return float("inf")
+        scale = max(float(np.max(np.abs(truth[name]), initial=0.0)), 1e-12 * overall)
         err = float(np.max(np.abs(np.asarray(g, np.float64) - truth[name]), initial=0.0))
         worst = max(worst, err / scale if scale > 0 else err)
     return worst
@@ -336,6 +352,98 @@ def miss_table(outcomes: list[Outcome]) -> str:
     return "\n".join(lines)
 
 
+# ----- why a check failed (the analysis in bench/README.md) ------------------------------------
+
+
+def explain(case: Case, checker: str) -> list[dict]:
+    """Every failing comparison of a check of the case's correct gradient: its probe kind,
+    the staging decision that left it failed, the evidence the first step had (the one-sided
+    slope gap against the rounding tolerance), and whether its first step really moves a relu
+    pre-activation across 0 (the truth, from the model's forward passes)."""
+    _, grads = case.model.loss_and_grad(case.params, case.x)
+    rule = tolerance_rule(None, None, 10.0)
+    if checker == "exact":
+        run = _ExactCheck(case.model, rule, DEFAULT_CHUNK_BYTES, 1, True, None)
+        run.setup(case.params, case.x, grads)
+        run.measure()
+        measured = list(run.measured.values())
+        layout, center = run.layout, run.layout.unroll(run.params)
+    else:
+        layout, flat = parse_params(case.params)
+        run = _Check(layout, checker, 32, None, 2000, rule, np.random.default_rng(case.seed))
+        run.setup(lambda p: case.model.loss(p, case.x), grads, flat, None)
+        if checker == "taylor":
+            return []  # one direction per tensor: no staging to explain
+        run.probe()
+        measured = [m for sets in run.measured.values() for m in sets]
+        center = run.context.center
+    rows = []
+    for m in measured:
+        for k in np.flatnonzero(m.status == FAILED):
+            rows.append(_failure(case, layout, center, m, int(k), rule))
+    return rows
+
+
+def _failure(case: Case, layout, center: np.ndarray, m, k: int, rule) -> dict:
+    probes = m.probes
+    h = float(probes.step[k])
+    sloped = bool(np.isfinite(m.slopes[k, 0]))
+    if sloped:
+        stage = f"failed at h/64^{round(np.log(h / m.step[k]) / np.log(64))}"
+        stage += ", kink seen before" if m.kink[k] else ""
+    elif m.kink[k]:
+        stage = "kink seen at 2h, smaller steps blind: the 2h failure kept"
+    elif m.first is not None and first_verdict(m.first, m.rounding_g, rule)[1][k]:
+        stage = "clear failure at h, not measured again"
+    else:
+        stage = "failed at h or 2h, no kink seen"
+    gap = tolerance = float("nan")
+    if m.first is not None:
+        gap = float(m.first.curvature[k])
+        tolerance = float(rule.tolerance(m.first.rounding, m.rounding_g, m.first.analytic,
+                                         m.first.numeric)[k])
+    support = slice(probes.start[k], probes.start[k + 1])
+    move = np.zeros_like(center)
+    move[probes.positions[support]] = h * probes.values[support]
+    return {
+        "kind": probes.kind,
+        "tensor": probes.spec.name,
+        "stage": stage,
+        "crosses": _crosses(case, layout, center, move),
+        "gap_over_tolerance": gap / tolerance if tolerance > 0 else float("inf"),
+        "error_over_tolerance": abs(float(m.error[k])) / float(m.tolerance[k]),
+    }
+
+
+def _crosses(case: Case, layout, center: np.ndarray, move: np.ndarray) -> bool:
+    """Whether the points center ± move put some relu pre-activation on another side of 0."""
+    model = case.model
+    relu = [k for k, name in enumerate(model.activations) if name == "relu"]
+    if not relu:
+        return False
+    signs = []
+    for point in (center - move, center, center + move):
+        _, cache = model.forward(layout.named(point.astype(model.dtype)), case.x)
+        signs.append([cache.pre_activations[k] > 0 for k in relu])
+    return any(
+        not np.array_equal(a, b) for side in (signs[0], signs[2]) for a, b in zip(side, signs[1])
+    )
+
+
+def explain_table(rows: list[dict]) -> str:
+    """Failing comparisons counted by checker, dtype, probe kind, stage and truth."""
+    keys = ("checker", "dtype", "kind", "stage", "crosses")
+    counted: dict[tuple, int] = {}
+    for row in rows:
+        key = tuple(row[k] for k in keys)
+        counted[key] = counted.get(key, 0) + 1
+    lines = ["| checker | dtype | probe | staging decision | step crosses a relu kink | "
+             "failing comparisons |", "|---|---|---|---|---|---:|"]
+    for key, n in sorted(counted.items(), key=lambda item: (item[0][0], -item[1])):
+        lines.append("| " + " | ".join(str(v) for v in key) + f" | {n} |")
+    return "\n".join(lines)
+
+
 # ----- command line ---------------------------------------------------------------------------
 
 
@@ -348,10 +456,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="write every outcome to this file")
     parser.add_argument("--case", type=int, help="print every report of one case")
     parser.add_argument("--checker", choices=CHECKERS, action="append", help="only these")
+    parser.add_argument("--explain", metavar="JSON",
+                        help="explain every false alarm recorded in JSON (from --json)")
     args = parser.parse_args(argv)
     checkers = args.checker or CHECKERS
     if args.case is not None:
         return show_case(args.case, checkers)
+    if args.explain:
+        return explain_alarms(args.explain)
     started = time.perf_counter()
     outcomes: list[Outcome] = []
     skipped = []
@@ -387,6 +499,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"outcomes": [asdict(o) for o in outcomes], "skipped": skipped}, f)
+    return 0
+
+
+def explain_alarms(path: str) -> int:
+    """Re-run every false alarm of a recorded run and count its failing comparisons."""
+    with open(path) as f:
+        alarms = [o for o in json.load(f)["outcomes"] if o["planted"] == 0 and not o["passed"]]
+    rows = []
+    for i, alarm in enumerate(alarms):
+        case = random_case(alarm["seed"])
+        found = explain(case, alarm["checker"])
+        print(f"[{i + 1}/{len(alarms)}] seed {alarm['seed']} {alarm['checker']}: "
+              f"{len(found)} failing comparisons", file=sys.stderr)
+        rows += [{"checker": alarm["checker"], "dtype": case.dtype, **row} for row in found]
+    print(explain_table(rows))
     return 0
 
 

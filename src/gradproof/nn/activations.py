@@ -37,12 +37,19 @@ class Activation:
     init_scale : float
         Factor on the Glorot-uniform range sqrt(6/(fan_in+fan_out)) for weights feeding this
         activation (4 for the sigmoid, whose slope at 0 is 1/4).
+    derivative_rounding : float
+        How far ``derivative(a)`` can be off, in units of the arithmetic's eps, absolute, when
+        ``a`` itself was rounded: about 1 for the sigmoid (a(1 - a)) and 2 for tanh (1 - a²),
+        0 for exact derivatives. Where a unit saturates the derivative is tiny and this error
+        is not, so a low-precision backprop's error there scales with dJ/da, not with the
+        gradient (``check_model`` bounds it so).
     """
 
     name: str
     forward: ArrayFn
     derivative: ArrayFn
     init_scale: float = 1.0
+    derivative_rounding: float = 0.0
 
 
 def _sigmoid(s: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -101,8 +108,10 @@ def _identity_derivative(a: np.ndarray, out: np.ndarray | None = None) -> np.nda
 
 
 ACTIVATIONS: dict[str, Activation] = {
-    "sigmoid": Activation("sigmoid", _sigmoid, _sigmoid_derivative, init_scale=4.0),
-    "tanh": Activation("tanh", _tanh, _tanh_derivative),
+    "sigmoid": Activation(
+        "sigmoid", _sigmoid, _sigmoid_derivative, init_scale=4.0, derivative_rounding=1.0
+    ),
+    "tanh": Activation("tanh", _tanh, _tanh_derivative, derivative_rounding=2.0),
     "relu": Activation("relu", _relu, _relu_derivative),
     "identity": Activation("identity", _identity, _identity_derivative),
 }

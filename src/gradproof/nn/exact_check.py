@@ -93,7 +93,9 @@ from gradproof.finite_diff import (
     richardson,
     step_sizes,
 )
+from gradproof.nn.activations import ACTIVATIONS
 from gradproof.nn.autoencoder import Autoencoder
+from gradproof.nn.losses import LOSSES, REDUCTIONS
 from gradproof.nn.local_delta import EPS, LocalChanges, LocalDifferences
 from gradproof.params import ParamLayout, TensorSpec, parse_params
 from gradproof.probes import (
@@ -264,13 +266,14 @@ class _ExactCheck:
         self.engine = engine = LocalDifferences(twin, self.params, x64, workers=self.workers,
                                                      series=self.series)
         _confirm_objective(engine.objective(), reference)
-        self.findings += _precision_findings(model, dtypes, self.analytic)
+        derivatives = _derivative_rounding(twin, self.params, x64)
+        self.findings += _precision_findings(model, dtypes, self.analytic, derivatives)
         for spec in layout.specs:
             name = spec.name
             self.steps[name] = entry_steps(engine, name)
             self.measured[name] = Measured.empty(
                 _entry_set(spec, self.steps[name]),
-                _gradient_rounding(self.analytic[name], dtypes[name]),
+                _gradient_rounding(self.analytic[name], dtypes[name], derivatives[name]),
             )
         self.total = 2 * layout.size
 
@@ -530,15 +533,79 @@ def _entry_set(spec: TensorSpec, steps: np.ndarray) -> ProbeSet:
                     np.arange(spec.size + 1), steps)
 
 
-def _gradient_rounding(analytic: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """The analytic gradient's own rounding per entry, as ``probes.Context.rounding_g``."""
+def _gradient_rounding(analytic: np.ndarray, dtype: np.dtype,
+                       derivatives: np.ndarray) -> np.ndarray:
+    """The analytic gradient's own rounding per entry: as ``probes.Context.rounding_g``, plus
+    the error of activation derivatives taken from rounded outputs (``derivatives``, in units
+    of eps, from ``_derivative_rounding``)."""
     eps = float(np.finfo(dtype).eps) if dtype.kind == "f" else EPS
     g = np.abs(analytic.ravel())
-    return ROUNDING_GROWTH * eps * (g + (g.max() if g.size else 0.0))
+    return eps * (ROUNDING_GROWTH * (g + (g.max() if g.size else 0.0)) + derivatives.ravel())
+
+
+def _derivative_rounding(model: Autoencoder, params: dict[str, np.ndarray],
+                         x: np.ndarray) -> dict[str, np.ndarray]:
+    """Per gradient entry, in units of eps: the error a backprop gets from its rounded forward
+    values and from activation derivatives computed from rounded outputs.
+
+    Forward, each pre-activation sum carries rounding of about eps times the magnitudes summed
+    (|a| @ |W| + |b|) and each activation eps |a|, passed on through |f'| and |W|. Backward,
+    f'(a) is off by up to ``Activation.derivative_rounding`` eps (absolute), so dJ/ds =
+    dJ/da f'(a) is off by that times |dJ/da|; these errors travel back like dJ/ds itself,
+    and a weight's gradient a.T @ dJ/ds also gets its input's error times dJ/ds. The
+    roundings are independent, so they are added in quadrature, as ``local_delta`` adds the
+    rounding of its terms. Where units saturate, f' is tiny and |dJ/da| is not: a float32
+    backprop was measured off by up to 2e2 times ``ROUNDING_GROWTH`` eps (|g| + max|g|)
+    there (a saturated tanh's 1 - a² is exactly 0 in float32); see bench/README.md for how
+    this bound covers it. ``model`` is the float64 twin, ``params`` and ``x`` its float64 point.
+    """
+    _, cache = model.forward(params, x)
+    acts = cache.activations
+    n, batch = model.n_layers, x.shape[0]
+    weights = model.weights(params)
+    records = [ACTIVATIONS[name] for name in model.activations]
+    # Squared forward errors of each layer's output, (batch, n_k); the input is exact.
+    forward = [np.zeros_like(x)]
+    for k in range(1, n + 1):
+        w = weights[k - 1]
+        size = np.abs(acts[k - 1]) @ np.abs(w) + (np.abs(params[f"b{k}"]) if model.bias else 0)
+        slope = records[k - 1].derivative(acts[k])
+        forward.append((forward[k - 1] @ w**2 + size**2) * slope**2 + acts[k] ** 2)
+    factor = REDUCTIONS[model.reduction](batch)
+    # The squared error's dJ/dz is z - x, then times f'(z); a loss tied to its output
+    # activation (the cross-entropy of a sigmoid) has dJ/ds = z - x and no f' at all.
+    own = LOSSES[model.loss_name].output_activation is None
+    d_a = factor * (acts[n] - x)  # (batch, n_L) dJ/da_L
+    slope = records[-1].derivative(acts[n]) if own else np.ones_like(d_a)
+    d_s = d_a * slope
+    square = factor**2 * forward[n] * slope**2  # squared errors of dJ/ds_k, (batch, n_k)
+    if own:
+        square += (records[-1].derivative_rounding * d_a) ** 2
+    squares: dict[str, np.ndarray] = {}
+    for k in range(n, 0, -1):
+        name, transposed = model._weight_of[k - 1]
+        # (n_{k-1}, n_k), like layer k's weight: a.T @ dJ/ds with both factors' errors
+        w_square = (acts[k - 1] ** 2).T @ square + forward[k - 1].T @ d_s**2
+        squares[name] = squares.get(name, 0.0) + (w_square.T if transposed else w_square)
+        if model.bias:
+            squares[f"b{k}"] = square.sum(axis=0)
+        if k == 1:
+            break
+        d_a = d_s @ weights[k - 1].T  # (batch, n_{k-1}) dJ/da_{k-1}
+        if k - 1 == model.code_layer and model.sparsity_weight:
+            d_a = d_a + model._sparsity_grad(cache, batch)
+        record = records[k - 2]
+        slope = record.derivative(acts[k - 1])
+        square = (square @ (weights[k - 1] ** 2).T) * slope**2 + (
+            record.derivative_rounding * d_a
+        ) ** 2
+        d_s = d_a * slope
+    return {name: np.sqrt(squares[name]) for name in model.param_shapes()}
 
 
 def _precision_findings(model: Autoencoder, dtypes: dict[str, np.dtype],
-                        analytic: dict[str, np.ndarray]) -> list[Finding]:
+                        analytic: dict[str, np.ndarray],
+                        derivatives: dict[str, np.ndarray]) -> list[Finding]:
     """The notes ``check_gradient`` makes about float32 parameters and gradients."""
     findings = []
     if model.dtype.itemsize < 8:
@@ -548,7 +615,9 @@ def _precision_findings(model: Autoencoder, dtypes: dict[str, np.dtype],
         )
     for name, dtype in dtypes.items():
         if dtype.kind == "f" and dtype.itemsize < 8:
-            rounding = float(_gradient_rounding(analytic[name], dtype).max(initial=0.0))
+            rounding = float(
+                _gradient_rounding(analytic[name], dtype, derivatives[name]).max(initial=0.0)
+            )
             findings.append(gradient_precision_finding(name, dtype, rounding))
     return findings
 
