@@ -296,7 +296,10 @@ def stress_case(case: Case, checkers: Iterable[str], planted: float | None) -> l
 def confirmed(case: Case) -> tuple[bool, float]:
     """Whether the oracle confirms the model's gradient at the case, and the error."""
     with np.errstate(all="ignore"):
-        loss, grads = case.model.loss_and_grad(case.params, case.x)
+        try:
+            loss, grads = case.model.loss_and_grad(case.params, case.x)
+        except gp.InputError:  # an infinite sparsity penalty: nothing to confirm
+            return False, float("inf")
         if not np.isfinite(loss):
             return False, float("inf")
         error = oracle_error(grads, oracle_gradient(case.model, case.params, case.x))
