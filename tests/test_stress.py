@@ -5,8 +5,8 @@ both losses and reductions, weight decay, sparsity, tied weights, 1-3 hidden lay
 and float32, MNIST-like inputs, saturated networks, relu pre-activations at and near 0), each
 gradient confirmed by the autograd oracle of the harness, go through ``check_model`` and every
 ``check_gradient`` mode: none may fail. The checks that still fail are listed in
-``KNOWN_ALARMS``, each a strict xfail: black-box steps across relu kinks are not yet
-re-measured or re-split (see bench/README.md); once one passes, its entry must go.
+``KNOWN_ALARMS``, each a strict xfail: black-box probes across relu kinks are not yet
+re-split (see bench/README.md); once one passes, its entry must go.
 """
 
 from __future__ import annotations
@@ -34,9 +34,11 @@ stress = _load_harness()
 
 QUICK_SEEDS = range(1000, 1008)
 
-# (seed, checker) pairs that raise a false alarm today, all black-box checks of relu networks
-# with pre-activations at or near their kink.
-KNOWN_ALARMS = {(1000, "auto"), (1000, "full"), (1000, "sample"), (1000, "directional")}
+# (seed, checker) pairs that raise a false alarm today: a random direction through a relu
+# network with pre-activations at and near their kink, which no smaller step resolves (until
+# a direction is re-split, see bench/README.md). Before smaller steps settled kink-flagged
+# probes only at the smallest step, auto, full and sample failed this case too.
+KNOWN_ALARMS = {(1000, "directional")}
 
 
 @pytest.fixture(scope="module", params=QUICK_SEEDS, ids=lambda s: f"case{s}")
