@@ -22,7 +22,10 @@ after up to three stages:
    differences that change with it); they pass if they agree at a smaller step; they are
    excluded with a note when the loss has a kink at the point itself (the one-sided slopes
    keep their gap as the step shrinks and the analytic value lies between them); one whose
-   numeric derivative still changes at the last step is excluded as unresolved.
+   numeric derivative still changes at the last step is excluded as unresolved. A probe whose
+   2h step crossed a kink fails on a settled difference only at the smallest step (across a
+   kink a little off the point the difference looks settled while steps still cross it), and
+   is excluded as unresolved, not failed, when no smaller step can resolve its error.
 
 A KeyboardInterrupt stops the evaluations: what was decided is kept (a failure still waiting
 for its confirmation counts as failed), the rest stays unknown, and ``measure`` says it was
@@ -488,7 +491,9 @@ def _smaller_steps(results: list[Measured], unsure: list[np.ndarray], context: C
       (sub)gradient does;
     * fails if its numeric derivative agrees with the previous step's within both tolerances
       and the gap did not grow (the finite difference has settled, and a wrong derivative is
-      wrong at every step small enough to follow the loss). Numeric derivatives, not errors:
+      wrong at every step small enough to follow the loss); a probe whose 2h step crossed a
+      kink only at the smallest step, and it is excluded when its analytic value lies between
+      the one-sided slopes whatever the gap did. Numeric derivatives, not errors:
       the stored direction differs from step to step by rounding, and a wrong gradient's error
       along it moves with it in proportion to the gradient's error (a wrong gradient of a
       smooth loss, N times too large, was once excluded as unresolved that way);
