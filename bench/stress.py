@@ -23,6 +23,7 @@ per error size, dtype and checker. Progress goes to stderr, one line per case.
 Run: python bench/stress.py [--count 250] [--seed 0] [--minutes 60] [--json results.json]
      python bench/stress.py --case SEED [--checker auto]   (one case's reports, for analysis)
      python bench/stress.py --explain results.json   (why each false alarm failed, see below)
+     python bench/stress.py --rounding --count 800 --seed 5000   (float32 backprop rounding)
 
 ``--explain`` re-runs each recorded false alarm through the checkers' internals and counts its
 failing comparisons by probe kind, by the staging decision that left each one failed, and by
@@ -44,9 +45,14 @@ import numpy as np
 
 import gradproof as gp
 from gradproof.check import _Check, tolerance_rule
-from gradproof.finite_diff import first_verdict
+from gradproof.finite_diff import ROUNDING_GROWTH, first_verdict
 from gradproof.nn import ACTIVATIONS, LOSSES, REDUCTIONS, Autoencoder
-from gradproof.nn.exact_check import DEFAULT_CHUNK_BYTES, _ExactCheck
+from gradproof.nn.exact_check import (
+    DEFAULT_CHUNK_BYTES,
+    _derivative_rounding,
+    _ExactCheck,
+    _gradient_rounding,
+)
 from gradproof.params import parse_params
 from gradproof.probes import FAILED
 
@@ -401,6 +407,52 @@ def explain_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+# ----- the float32 backprop's own rounding (check_model's allowance) ----------------------------
+
+
+def rounding_table(seeds: range) -> str:
+    """How far the model's own float32 gradient is from the float64 oracle, per tensor of the
+    oracle-confirmed float32 cases not at kinks, against the allowance ``check_model`` makes
+    for it (``_gradient_rounding``) and against the one it made before the derivative term
+    (``ROUNDING_GROWTH`` eps (|g| + max|g|)). A comparison fails beyond ``safety`` (10) times
+    its allowance plus the finite-difference estimate."""
+    eps = float(np.finfo(np.float32).eps)
+    ratios = []
+    for seed in seeds:
+        case = random_case(seed)
+        if case.dtype != "float32" or case.kind == "kink" or not confirmed(case)[0]:
+            continue
+        _, grads = case.model.loss_and_grad(case.params, case.x)
+        twin = Autoencoder.from_config({**case.model.config(), "dtype": "float64"})
+        p64 = {k: v.astype(np.float64) for k, v in case.params.items()}
+        x64 = case.x.astype(np.float64)
+        with np.errstate(all="ignore"):
+            truth = oracle.oracle_gradient(case.model, case.params, case.x)
+        derivatives = _derivative_rounding(twin, p64, x64)
+        overall = max(float(np.max(np.abs(t), initial=0.0)) for t in truth.values())
+        for name, g in grads.items():
+            largest = float(np.max(np.abs(truth[name]), initial=0.0))
+            if largest <= 1e-12 * overall:
+                continue  # a vanishing tensor (dJ/ds flushed below 1e-30): no scale of its own
+            error = np.abs(g.astype(np.float64) - truth[name]).ravel()
+            before = ROUNDING_GROWTH * eps * (np.abs(truth[name]).ravel() + largest)
+            now = _gradient_rounding(truth[name], np.dtype(np.float32), derivatives[name])
+            ratios.append((error.max() / largest, np.max(error / before), np.max(error / now),
+                           now.max() / largest))
+    table = np.array(ratios)
+    lines = [f"{len(ratios)} tensors of the float32 cases among seeds {seeds.start}-"
+             f"{seeds.stop - 1} (oracle-confirmed, not at kinks, not vanishing)", "",
+             "| ratio | median | 99th percentile | max | above 1 | above 10 |",
+             "|---|---:|---:|---:|---:|---:|"]
+    names = ("error / tensor's largest entry", "error / allowance before",
+             "error / allowance now", "allowance now / tensor's largest entry")
+    for name, column in zip(names, table.T):
+        lines.append(f"| {name} | {np.median(column):.2g} | {np.quantile(column, 0.99):.2g} | "
+                     f"{column.max():.2g} | {int((column > 1).sum())} | "
+                     f"{int((column > 10).sum())} |")
+    return "\n".join(lines)
+
+
 # ----- command line ---------------------------------------------------------------------------
 
 
@@ -415,12 +467,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checker", choices=CHECKERS, action="append", help="only these")
     parser.add_argument("--explain", metavar="JSON",
                         help="explain every false alarm recorded in JSON (from --json)")
+    parser.add_argument("--rounding", action="store_true",
+                        help="the float32 backprop's error against check_model's allowance, "
+                        "over --count cases from --seed")
     args = parser.parse_args(argv)
     checkers = args.checker or CHECKERS
     if args.case is not None:
         return show_case(args.case, checkers)
     if args.explain:
         return explain_alarms(args.explain)
+    if args.rounding:
+        print(rounding_table(range(args.seed, args.seed + args.count)))
+        return 0
     started = time.perf_counter()
     outcomes: list[Outcome] = []
     skipped = []
