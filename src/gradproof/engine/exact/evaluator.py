@@ -27,6 +27,10 @@ themselves, ``s ± d`` off by ``eps |s| / 2``, a relative ``eps |s| / d`` of eac
 no arrangement of the sums removes it (bench/README.md has the accuracy measured against
 autograd, and how the estimates compare with the actual errors). Truncation
 ``h² J''' / 6`` is estimated by Richardson from a second step where one step does not decide.
+The gradient checked is allowed its own rounding: a few of its eps times the magnitudes summed
+into each entry, plus what a backprop in that precision loses to its rounded forward values
+and to derivatives taken from rounded outputs (``derivative_rounding``), which dominates where
+units saturate.
 
 Cost. With ``B`` the batch, ``n_k`` the widths, ``K = SERIES_ORDER`` and ``u_b`` the distinct
 nonzero shifts one hidden unit gets from example b (its distinct nonzero pixel values on an
