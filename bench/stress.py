@@ -429,8 +429,8 @@ def explain_table(rows: list[dict]) -> str:
 def rounding_table(seeds: range) -> str:
     """How far the model's own float32 gradient is from the float64 oracle, per tensor of the
     oracle-confirmed float32 cases not at kinks, against the allowance ``check_model`` makes
-    for it (the one before plus ``derivative_rounding``'s term) and against the one it made before the derivative term
-    (``ROUNDING_GROWTH`` eps (|g| + max|g|)). A comparison fails beyond ``safety`` (10) times
+    for it and against the one it made before the derivative term (``ROUNDING_GROWTH`` eps
+    (|g| + max|g|); now that plus eps times ``derivative_rounding``). A comparison fails beyond ``safety`` (10) times
     its allowance plus the finite-difference estimate."""
     eps = float(np.finfo(np.float32).eps)
     ratios = []
