@@ -568,3 +568,19 @@ def test_backward_rejects_a_foreign_cache(seed_model):
 def test_bad_seed_raises_input_error(seed_model):
     with pytest.raises(InputError, match="seed"):
         seed_model.init_params(seed=-1)
+
+
+def test_an_infinite_sparsity_penalty_is_refused_where_it_is_computed():
+    # float32 sigmoid units with s = 40 on every example have a mean activation of exactly 1.
+    model = Autoencoder(layers=[4, 2, 4], sparsity_weight=1.0, dtype="float32")
+    params = model.init_params(0)
+    params["b1"][:] = 40
+    x = np.ones((3, 4), dtype=np.float32)
+    with pytest.raises(InputError, match=r"sparsity penalty is infinite: code unit\(s\) 0, 1"):
+        model.loss(params, x)
+    with pytest.raises(InputError, match="mean activation of exactly 1 in float32"):
+        model.loss_and_grad(params, x)
+    # A train loop that checks the loss itself gets inf, and stops as diverged.
+    with np.errstate(all="ignore"):
+        loss, _ = model.loss_and_grad(params, x, check_finite=False)
+    assert loss == np.inf

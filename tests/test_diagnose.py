@@ -311,6 +311,20 @@ def test_partial_names_scattered_entries():
     assert "3 scattered entries of W (e.g. [3, 7], [5, 1], [9, 10])" in findings[0].message
 
 
+def test_partial_counts_add_up_to_the_known_entries():
+    # 48 known entries: 3 wrong (in row 0), 20 zero in both gradients (a sparse input's
+    # weights), 25 right, 3 of those in row 0 itself.
+    g, numeric, tol, _ = make_problem((8, 6))
+    g[4:, 1:] = 0.0
+    numeric[4:, 1:] = 0.0
+    analytic = g.copy()
+    analytic[0, :3] += 1.0
+    [finding] = run_one(analytic, numeric, tol)
+    assert finding.kind == "partial"
+    assert "3 of 48 known entries differ" in finding.message
+    assert "the other 45 known entries match, 22 of them nonzero and outside" in finding.message
+
+
 def test_most_rows_wrong_is_not_called_partial():
     g, numeric, tol, _ = make_problem((7, 4))
     analytic = g.copy()

@@ -21,12 +21,12 @@ import warnings
 from dataclasses import replace
 from fractions import Fraction
 
-import autograd.numpy as anp
 import numpy as np
 import pytest
 from autograd import grad as autograd_grad
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from oracle import oracle_objective
 
 import gradproof as gp
 from gradproof.errors import InputError
@@ -108,40 +108,6 @@ def black_box(model, params, x, name, index, steps) -> np.ndarray:
 
 def random_entries(size: int, rng: np.random.Generator, count: int = 12) -> np.ndarray:
     return np.sort(rng.choice(size, size=min(size, count), replace=False))
-
-
-# ----- the independent oracle (autograd) ----------------------------------------------------
-
-ORACLE_ACTIVATIONS = {
-    "sigmoid": lambda s: 1.0 / (1.0 + anp.exp(-s)),
-    "tanh": anp.tanh,
-    "relu": lambda s: anp.where(s > 0, s, 0.0),
-    "identity": lambda s: s,
-}
-
-
-def oracle_objective(model: Autoencoder, params: dict, x: np.ndarray):
-    n = model.n_layers
-    a, code, s = x, None, None
-    for k in range(1, n + 1):
-        w = params[f"W{n + 1 - k}"].T if model.tied and k > n // 2 else params[f"W{k}"]
-        s = anp.dot(a, w) + (params[f"b{k}"] if model.bias else 0.0)
-        a = ORACLE_ACTIVATIONS[model.activations[k - 1]](s)
-        if k == model.code_layer:
-            code = a
-    if model.loss_name == "squared":
-        data = 0.5 * anp.sum((a - x) ** 2)
-    else:
-        data = anp.sum(anp.logaddexp(0.0, s) - x * s)
-    total = data / x.shape[0] if model.reduction == "mean" else data
-    total = total + 0.5 * model.weight_decay * sum(
-        anp.sum(params[k] ** 2) for k in params if k.startswith("W")
-    )
-    if model.sparsity_weight:
-        rho, rho_hat = model.sparsity_target, anp.mean(code, axis=0)
-        kl = rho * anp.log(rho / rho_hat) + (1 - rho) * anp.log((1 - rho) / (1 - rho_hat))
-        total = total + model.sparsity_weight * anp.sum(kl)
-    return total
 
 
 # ----- the engine: true central differences ---------------------------------------------------

@@ -23,7 +23,8 @@ from gradproof.nn import ACTIVATIONS, LOSSES, Activation, Loss
 from gradproof.nn.activations import ShiftSeries
 
 # The facts each record must state itself: what the checker and the diagnosis read.
-ACTIVATION_FACTS = {"forward", "derivative", "kink", "series", "negated_forward", "slope_text"}
+ACTIVATION_FACTS = {"forward", "derivative", "kink", "series", "negated_forward", "slope_text",
+                    "derivative_rounding"}
 LOSS_FACTS = {"value", "value_and_delta", "output_activation", "entries", "magnitude",
               "row_change", "series"}
 
@@ -159,6 +160,21 @@ def test_slope_words_compute_the_derivative(name):
     as_numpy = matlab_text.replace(".*", "*").replace(".^", "**")
     np.testing.assert_array_equal(evaluate_slope_text(as_numpy, a),
                                   evaluate_slope_text(numpy_text, a))
+
+
+
+@pytest.mark.parametrize("name", list(ACTIVATIONS), ids=str)
+def test_derivative_rounding_bounds_the_derivative_of_a_rounded_output(name):
+    # The derivative a float32 backprop takes from its float32 output, against the float64
+    # derivative of the float64 output, in float32 eps (absolute), out into saturation.
+    act = ACTIVATIONS[name]
+    s = np.linspace(-20.0, 20.0, 200_001)
+    a = act.forward(s)
+    low = act.derivative(a.astype(np.float32)).astype(np.float64)
+    error = float(np.max(np.abs(low - act.derivative(a)))) / float(np.finfo(np.float32).eps)
+    assert error <= act.derivative_rounding
+    # A derivative that rounding moves states so; an exact one states 0.
+    assert (act.derivative_rounding > 0) == (error > 0)
 
 
 # ----------------------------------------------------------------------------------- losses

@@ -17,7 +17,7 @@ import pytest
 from autograd import grad as autograd_grad
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_exact_check import oracle_objective  # the autograd oracle of every configuration
+from oracle import oracle_objective  # the autograd oracle of every configuration
 
 from gradproof.nn import ACTIVATIONS, LOSSES, Autoencoder
 from gradproof.check import check_model

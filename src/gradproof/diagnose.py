@@ -612,12 +612,13 @@ def _partial(case: TensorCase) -> Finding | None:
         zero_note = "; they are all 0" if np.count_nonzero(wrong) > 1 else "; it is 0"
         zero_note += " in the analytic gradient"
     verb = "are" if plural else "is"
+    others = int(np.count_nonzero(case.known & ~wrong))
     return Finding(
         kind="partial",
         tensors=(name,),
         message=(
-            f"only {where} {verb} wrong: {_wrong_text(case)}{zero_note}; {right} other "
-            "entries match"
+            f"only {where} {verb} wrong: {_wrong_text(case)}{zero_note}; the other {others} "
+            f"known entries match, {right} of them nonzero and outside the wrong region"
         ),
         evidence=case.residual(np.where(outside, case.analytic, case.numeric)),
         fix=(

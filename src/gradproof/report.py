@@ -154,6 +154,15 @@ class TensorResult:
     values_passed : bool or None
         For a gradient of the wrong shape: whether its values agree with the numerical ones
         once transposed back (``passed`` as the comparison gave it); None otherwise.
+    detectable : float or None
+        The smallest error in one entry that the comparisons made are sure to catch, wherever
+        it lies among the entries they cover (in the gradient's units): each comparison's
+        tolerance over that entry's weight in it, the best comparison per entry, the worst
+        entry. Entries no comparison covers (not sampled, excluded at a kink) are not counted
+        and can hide an error of any size. None when nothing was compared.
+    detectable_relative : float or None
+        ``detectable`` over the tensor's largest |gradient| entry: above about 1e-3 the check
+        is coarse (a float32 loss, a Taylor direction over many entries).
     """
 
     name: str
@@ -172,7 +181,8 @@ class TensorResult:
     gradient_shape: tuple[int, ...] | None = None
     reason: str | None = None
     values_passed: bool | None = None
-
+    detectable: float | None = None
+    detectable_relative: float | None = None
     def __post_init__(self) -> None:
         if self.gradient_shape is not None and tuple(self.gradient_shape) == tuple(self.shape):
             self.gradient_shape = None  # the parameter's own shape: nothing to say
@@ -226,6 +236,8 @@ class TensorResult:
             "gradient_shape": None if self.gradient_shape is None else list(self.gradient_shape),
             "reason": self.reason,
             "values_passed": self.values_passed,
+            "detectable": _json_float(self.detectable),
+            "detectable_relative": _json_float(self.detectable_relative),
         }
 
 

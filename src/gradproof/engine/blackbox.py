@@ -21,7 +21,14 @@ import numpy as np
 
 from gradproof.engine.run import Run, gradient_eps, gradient_precision_findings, is_low
 from gradproof.engine.staging import Evaluated, Request, measure
-from gradproof.finite_diff import NOISE_POINTS, Differences, Rule, central, noise_level
+from gradproof.finite_diff import (
+    NOISE_POINTS,
+    ROUNDING_GROWTH,
+    Differences,
+    Rule,
+    central,
+    noise_level,
+)
 from gradproof.engine.objective import Objective
 from gradproof.params import ParamLayout, TensorSpec
 from gradproof.engine.probes import (
@@ -39,6 +46,7 @@ from gradproof.engine.probes import (
 from gradproof.report import Finding
 from gradproof.engine.taylor import taylor
 from gradproof.engine.verdict import (
+    SHARPER_CALLS,
     noisy_loss_finding,
     nondeterministic_finding,
     params_precision_finding,
@@ -58,6 +66,8 @@ CROSSING_BUDGET = 256
 
 class BlackBoxRun(Run):
     """One ``check_gradient``, filled step by step so that an interrupt leaves a report."""
+
+    sharper = SHARPER_CALLS
 
     def __init__(
         self,
@@ -169,7 +179,12 @@ class BlackBoxRun(Run):
         # The note above already names the precision the loss was evaluated in.
         if noisy and not (low or objective.fallback):
             findings.append(noisy_loss_finding(relative))
-        return findings + gradient_precision_findings(dtypes, context.gmax)
+        # An entry's allowance, ROUNDING_GROWTH eps (|g| + max|g|), at its largest.
+        rounding = {
+            name: ROUNDING_GROWTH * gradient_eps(dtype) * 2 * context.gmax[name]
+            for name, dtype in dtypes.items()
+        }
+        return findings + gradient_precision_findings(dtypes, rounding)
 
     # ---------------------------------------------------------------- probing
 

@@ -3,8 +3,9 @@
 Contract: a front door makes a ``Run`` (``BlackBoxRun`` or ``ExactRun``), whose setup fills
 the layout, the analytic gradient, one list of ``probes.Measured`` per tensor and the notes
 found on the way; ``run.report()`` turns whatever is there into a ``GradReport`` (one verdict
-per tensor, the kink notes, then the one diagnosis step of ``engine.diagnosis``), also after an
-interrupt, when ``partial`` is set.
+per tensor with the smallest error its comparisons are sure to catch, the kink notes, what the
+check cannot see (``verdict.limits_findings``), then the one diagnosis step of
+``engine.diagnosis``), also after an interrupt, when ``partial`` is set.
 """
 
 from __future__ import annotations
@@ -14,18 +15,25 @@ import time
 import numpy as np
 
 from gradproof.engine.diagnosis import KnownModel, diagnosis
-from gradproof.finite_diff import ROUNDING_GROWTH, Rule
+from gradproof.finite_diff import Rule
 from gradproof.params import ParamLayout, TensorSpec
 from gradproof.engine.probes import Measured
 from gradproof.report import Finding, GradReport, TensorResult
 from gradproof.engine.taylor import TaylorResult
-from gradproof.engine.verdict import gradient_precision_finding, kink_findings, measured_result, taylor_result
+from gradproof.engine.verdict import (
+    gradient_precision_finding,
+    kink_findings,
+    limits_findings,
+    measured_result,
+    taylor_result,
+)
 
 
 class Run:
     """The state of one check, filled step by step so that an interrupt leaves a report."""
 
     mode = ""
+    sharper: str | None = None  # a call that checks more finely when this one is coarse
 
     def __init__(self, rule: Rule) -> None:
         self.rule = rule
@@ -54,6 +62,7 @@ class Run:
         findings = list(self.findings)
         for spec in specs:
             findings += kink_findings(spec, self.measured[spec.name], self.taylor.get(spec.name, []))
+        findings += limits_findings(tensors, self.mode, self.sharper)
         failing = [t.name for t in tensors if not t.passed]
         if failing or self.transposed:
             findings = diagnosis(
@@ -71,9 +80,12 @@ class Run:
         )
 
     def _result(self, spec: TensorSpec) -> TensorResult:
+        # The scale of TensorResult.detectable_relative.
+        analytic = self.analytic.get(spec.name)
+        largest = float(np.max(np.abs(analytic), initial=0.0)) if analytic is not None else 0.0
         if self.taylor.get(spec.name):
-            return taylor_result(spec, self.taylor[spec.name])
-        return measured_result(spec, self.measured[spec.name])
+            return taylor_result(spec, self.taylor[spec.name], largest)
+        return measured_result(spec, self.measured[spec.name], largest)
 
 
 def gradient_eps(dtype: np.dtype) -> float:
@@ -87,13 +99,12 @@ def is_low(dtype: np.dtype) -> bool:
 
 
 def gradient_precision_findings(
-    dtypes: dict[str, np.dtype], largest: dict[str, float]
+    dtypes: dict[str, np.dtype], rounding: dict[str, float]
 ) -> list[Finding]:
-    """A ``precision`` note for each gradient given in a low precision, with its rounding."""
+    """A ``precision`` note for each gradient given in a low precision, with ``rounding``,
+    its largest entry's rounding allowance."""
     return [
-        gradient_precision_finding(
-            name, dtype, ROUNDING_GROWTH * gradient_eps(dtype) * 2 * largest[name]
-        )
+        gradient_precision_finding(name, dtype, rounding[name])
         for name, dtype in dtypes.items()
         if is_low(dtype)
     ]

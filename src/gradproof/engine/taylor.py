@@ -30,6 +30,7 @@ class TaylorResult:
     kink: bool  # order 1 on this side, order 2 on the other: g is the other side's slope
     passed: bool
     steps: int  # loss evaluations spent
+    direction: np.ndarray  # v, over the tensor's entries in their unrolling order
 
 
 def taylor(spec: TensorSpec, context: Context, rng: np.random.Generator) -> TaylorResult:
@@ -56,7 +57,7 @@ def taylor(spec: TensorSpec, context: Context, rng: np.random.Generator) -> Tayl
         even = bool(np.sign(remainders[k]) == np.sign(mirrored[k]))
         kink = other.order is None or other.order >= 1.5 or even
         passed = kink
-    return TaylorResult(fit, analytic, kink, passed, used)
+    return TaylorResult(fit, analytic, kink, passed, used, v)
 
 
 def _taylor_side(

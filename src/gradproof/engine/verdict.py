@@ -9,6 +9,7 @@ indices and the tolerance, never whole columns of numbers.
 from __future__ import annotations
 
 from collections.abc import Callable
+import math
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,7 @@ import numpy as np
 from gradproof.diagnose import diagnose
 from gradproof.finite_diff import KINK_SHRINK, ROUNDING_GROWTH, relative_error
 from gradproof.params import TensorSpec
-from gradproof.engine.probes import EXCLUDED, FAILED, PASSED, Measured
+from gradproof.engine.probes import EXCLUDED, FAILED, PASSED, UNKNOWN, Measured
 from gradproof.report import Finding, TensorResult
 from gradproof.engine.taylor import TaylorResult
 
@@ -25,9 +26,10 @@ _SHOWN = 5
 _DETAILED = 100
 
 
-def measured_result(spec: TensorSpec, measured: list[Measured]) -> TensorResult:
+def measured_result(spec: TensorSpec, measured: list[Measured], largest: float) -> TensorResult:
     """One tensor's verdict from all its probes; the worst comparison is the one furthest
-    beyond its tolerance."""
+    beyond its tolerance. ``largest`` is the tensor's largest |analytic gradient| entry, the
+    scale of ``TensorResult.detectable_relative``."""
     excluded = sum(int(np.count_nonzero(m.status == EXCLUDED)) for m in measured)
     kept = [(m, mask) for m, mask in ((m, m.compared) for m in measured) if mask.any()]
     compared, pick = [m for m, _ in kept], [mask for _, mask in kept]
@@ -66,7 +68,56 @@ def measured_result(spec: TensorSpec, measured: list[Measured]) -> TensorResult:
         tolerance=float(owner.tolerance[k]),
         probes=probes,
         excluded=excluded,
+        **_detectable(_entry_thresholds(spec, measured), largest),
     )
+
+
+def _entry_thresholds(spec: TensorSpec, measured: list[Measured]) -> np.ndarray:
+    """Per entry of the tensor (flat, in its unrolling order), the smallest error in that entry
+    alone that some comparison catches: an error e in entry i moves probe k's directional
+    derivative by e·v_ik, so it shows once |e| > tolerance_k / |v_ik| (inf: no comparison
+    covers the entry)."""
+    best = np.full(spec.size, np.inf)
+    for m in measured:
+        keep = m.compared
+        if not keep.any():
+            continue
+        probes = m.probes
+        if probes.is_entries:
+            local = probes.labels[keep] - spec.offset
+            best[local] = np.minimum(best[local], m.tolerance[keep])
+            continue
+        # Random directions share their support, rows (or columns) of one set do not.
+        groups = [[k] for k in np.flatnonzero(keep)] if probes.kind == "direction" else [
+            np.flatnonzero(keep)
+        ]
+        for which in groups:
+            lengths = np.diff(probes.start)[which]
+            pick = np.concatenate(
+                [np.arange(probes.start[k], probes.start[k + 1]) for k in which]
+            )
+            with np.errstate(divide="ignore"):
+                threshold = np.repeat(m.tolerance[which], lengths) / np.abs(probes.values[pick])
+            local = probes.positions[pick] - spec.offset
+            best[local] = np.minimum(best[local], threshold)
+    return best
+
+
+# A wrong entry that fails its first step is judged again after a second one, whose tolerance
+# adds the truncation estimate |e(h) - e(2h)| / 3 (about half the rounding tolerance) to 1.5
+# times the rounding: up to about twice the first step's tolerance, with margin.
+DETECTION_MARGIN = 3.0
+
+
+def _detectable(thresholds: np.ndarray, largest: float) -> dict[str, float | None]:
+    """``TensorResult.detectable`` and ``detectable_relative`` from the entries' thresholds:
+    the worst covered entry's, times ``DETECTION_MARGIN``."""
+    covered = thresholds[np.isfinite(thresholds)]
+    if not covered.size:
+        return {"detectable": None, "detectable_relative": None}
+    detectable = DETECTION_MARGIN * float(covered.max())
+    relative = detectable / largest if largest > 0 else math.inf
+    return {"detectable": detectable, "detectable_relative": relative}
 
 
 def _joined(arrays: list[np.ndarray], pick: list[np.ndarray]) -> np.ndarray:
@@ -90,7 +141,14 @@ def _locate(compared: list[Measured], pick: list[np.ndarray], flat: int) -> tupl
     raise IndexError(flat)
 
 
-def taylor_result(spec: TensorSpec, results: list[TaylorResult]) -> TensorResult:
+def taylor_result(spec: TensorSpec, results: list[TaylorResult], largest: float) -> TensorResult:
+    """One tensor's verdict from its Taylor directions. An error e in one entry changes the
+    directional derivative along v by e·v_i only: the entry with the smallest weights sets
+    ``detectable``, and in a large tensor that is coarse. The rounding bound of the fit stands
+    for each direction's resolution; where curvature dominates the smallest usable step, the
+    resolution is coarser still."""
+    with np.errstate(divide="ignore"):
+        thresholds = np.min([r.fit.bound / np.abs(r.direction) for r in results], axis=0)
     orders = [r.fit.order for r in results if r.fit.order is not None and not r.kink]
     errors = [abs(r.fit.derivative_error) for r in results]
     relative = [
@@ -111,6 +169,7 @@ def taylor_result(spec: TensorSpec, results: list[TaylorResult]) -> TensorResult
         tolerance=bound,
         probes=len(results),
         taylor_order=min(orders) if orders else None,
+        **_detectable(thresholds, largest),
     )
 
 
@@ -150,6 +209,69 @@ def params_precision_finding(
         prefix + how,
         details={"tensors": low, "evaluated_in": str(evaluated_in)},
     )
+
+
+# A tensor whose worst covered entry resolves errors only above this share of its largest
+# gradient entry is checked coarsely, and the report says so (a float32 loss resolves about
+# 1e-2; a float64 one 1e-9 to 1e-6).
+COARSE = 1e-3
+
+# With a coarse black-box check: the sharper checks, as calls.
+SHARPER_CALLS = (
+    "evaluate the loss in float64 (float64 params, and no float32 arithmetic inside it): "
+    "gradproof.check_gradient(loss, grad, {name: numpy.asarray(p, numpy.float64) for name, p in "
+    "params.items()}); for gradproof's own networks, gradproof.check_model(model, params, x) "
+    "checks every entry with float64 differences whatever the model's dtype"
+)
+
+
+def limits_findings(tensors: list[TensorResult], mode: str, sharper: str | None) -> list[Finding]:
+    """What the check could not see: a ``precision`` note when some tensor's ``detectable``
+    error is coarse (above ``COARSE`` of its largest entry), and in ``sample`` and ``taylor``
+    mode what those modes leave out, whatever the precision. ``sharper`` is the call that
+    checks more finely (None: none to suggest)."""
+    coarse = [t for t in tensors if t.detectable_relative is not None
+              and t.detectable_relative > COARSE]
+    parts = []
+    if mode == "sample":
+        unseen = [t for t in tensors if 0 < t.checked < t.size]
+        if unseen:
+            parts.append(
+                "sample mode compared only some entries ("
+                + ", ".join(f"{t.checked} of {t.size} of {t.name}" for t in unseen)
+                + "): an error in an entry it did not sample cannot be seen, whatever its size"
+            )
+    if mode == "taylor":
+        parts.append(
+            "taylor mode follows one random direction per tensor: an error in one entry shows "
+            "only through that entry's weight in the direction, small in a large tensor"
+        )
+    if coarse:
+        listed = ", ".join(
+            f"{t.name} {t.detectable:.1e} ({t.detectable_relative:.0e} of its largest entry)"
+            for t in coarse
+        )
+        parts.append(
+            f"an error in one entry is sure to be caught only above {listed}; smaller errors "
+            "can pass unseen"
+        )
+    if not parts or not tensors:
+        return []
+    concerned = coarse or [t for t in tensors if mode != "sample" or 0 < t.checked < t.size]
+    fixes = []
+    if mode in ("sample", "taylor"):
+        fixes.append("mode='full' (or 'auto') compares every entry, or a probe through each")
+    if coarse and sharper:
+        fixes.append(sharper)
+    return [
+        Finding(
+            "precision",
+            (concerned[0].name,),
+            "what this check cannot see: " + "; ".join(parts),
+            fix="; ".join(fixes) or None,
+            details={"coarse": {t.name: t.detectable_relative for t in coarse}},
+        )
+    ]
 
 
 def noisy_loss_finding(relative: float) -> Finding:
@@ -205,57 +327,25 @@ def kink_findings(
     spec: TensorSpec, measured: list[Measured], taylor: list[TaylorResult]
 ) -> list[Finding]:
     findings = []
-    noted = [m for m in measured if (m.kink | (m.status == EXCLUDED)).any()]
+    # Only the probes that showed a kink or were excluded: clear failures that were merely
+    # confirmed at smaller steps crossed nothing.
+    noted = [(m, m.kink | (m.status == EXCLUDED)) for m in measured]
+    noted = [(m, mask) for m, mask in noted if mask.any()]
     if noted:
-
-        # Only the probes that showed a kink or were excluded: clear failures that were merely
-        # confirmed at smaller steps crossed nothing.
-        def count(condition: Callable[[Measured], np.ndarray]) -> int:
-            return sum(
-                int(np.count_nonzero(condition(m) & (m.kink | (m.status == EXCLUDED))))
-                for m in measured
-            )
-
-        rechecked = count(lambda m: np.isfinite(m.slopes[:, 0]))
-        agreed = count(lambda m: np.isfinite(m.slopes[:, 0]) & (m.status == PASSED))
-        unresolved = count(lambda m: m.unresolved)
-        at_point = count(lambda m: (m.status == EXCLUDED) & ~m.unresolved)
-        failed = count(lambda m: np.isfinite(m.slopes[:, 0]) & (m.status == FAILED))
-        parts = []
-        if agreed:
-            parts.append(
-                f"{agreed} agree when checked again with a step {KINK_SHRINK:g}x (or more) smaller"
-            )
-        if at_point:
-            parts.append(
-                f"{at_point} excluded (the kink is at the point itself and the analytic value lies "
-                "between the one-sided slopes)"
-            )
-        if unresolved:
-            parts.append(
-                f"{unresolved} excluded as unresolved (the difference kept changing down to a step "
-                f"{KINK_SHRINK**3:g}x smaller: the loss varies faster than any step tried)"
-            )
-        if failed:
-            parts.append(f"{failed} disagree at every step and count as failures")
-        example_set = noted[0]
-        k = int(np.flatnonzero(example_set.kink | (example_set.status == EXCLUDED))[0])
-        left, right = example_set.slopes[k]
+        counts = _kink_counts(noted)
+        parts = [text.format(n=n) for n, text in zip(counts.values(), _KINK_PARTS) if n]
+        total = sum(counts.values())
         findings.append(
             Finding(
                 "kink",
                 (spec.name,),
-                f"{rechecked} finite-difference step(s) of {spec.name} crossed a kink of the "
+                f"{total} finite-difference step(s) of {spec.name} crossed a kink of the "
                 "loss (one-sided slopes disagree, as at a ReLU or abs at 0) or a feature "
-                f"narrower than the step: {'; '.join(parts)}. E.g. "
-                f"{_probe_text(example_set, k)}: slopes {left:.3g} (left) and {right:.3g} "
-                f"(right), analytic {example_set.analytic[k]:.3g}",
+                f"narrower than the step: {'; '.join(parts)}. E.g. {_kink_example(noted)}",
                 details={
-                    "rechecked": rechecked,
-                    "agreed": agreed,
-                    "excluded": at_point + unresolved,
-                    "unresolved": unresolved,
-                    "failed": failed,
+                    "rechecked": total,
+                    "excluded": counts["at_point"] + counts["unresolved"],
+                    **counts,
                 },
             )
         )
@@ -273,6 +363,66 @@ def kink_findings(
             )
         )
     return findings
+
+
+# What became of the probes whose step crossed a kink, in the order the note names them; each
+# probe falls in exactly one, so that the parts add up to the count the note starts with.
+_KINK_PARTS = (
+    "{n} agree when checked again with a step " + f"{KINK_SHRINK:g}" + "x (or more) smaller",
+    "{n} excluded (the kink is at the point itself and the analytic value lies between the "
+    "one-sided slopes)",
+    "{n} excluded as unresolved (the difference kept changing down to a step "
+    + f"{KINK_SHRINK**3:g}" + "x smaller: the loss varies faster than any step tried)",
+    "{n} disagree at every step and count as failures",
+    "{n} pass on the larger step's verdict (a smaller step's rounding could not resolve "
+    "their error)",
+    "{n} fail on the larger step's verdict (a smaller step's rounding could not resolve "
+    "their error)",
+    "{n} left undecided (the check was interrupted)",
+)
+
+
+def _kink_counts(noted: list[tuple[Measured, np.ndarray]]) -> dict[str, int]:
+    """How many noted probes fall in each part of ``_KINK_PARTS``."""
+    counts = dict.fromkeys(
+        ("agreed", "at_point", "unresolved", "failed", "kept_passed", "kept_failed", "undecided"),
+        0,
+    )
+    for m, mask in noted:
+        rechecked = np.isfinite(m.slopes[:, 0])
+        excluded = m.status == EXCLUDED
+        parts = {
+            "agreed": rechecked & (m.status == PASSED),
+            "at_point": excluded & ~m.unresolved,
+            "unresolved": excluded & m.unresolved,
+            "failed": rechecked & (m.status == FAILED),
+            "kept_passed": ~rechecked & (m.status == PASSED),
+            "kept_failed": ~rechecked & (m.status == FAILED),
+            "undecided": m.status == UNKNOWN,
+        }
+        for key, part in parts.items():
+            counts[key] += int(np.count_nonzero(part & mask))
+    return counts
+
+
+def _kink_example(noted: list[tuple[Measured, np.ndarray]]) -> str:
+    """One noted probe in words: its one-sided slopes at the smallest step where a smaller
+    step measured it, else the values the larger steps measured."""
+    for m, mask in noted:
+        sloped = np.flatnonzero(mask & np.isfinite(m.slopes[:, 0]))
+        if sloped.size:
+            k = int(sloped[0])
+            left, right = m.slopes[k]
+            return (
+                f"{_probe_text(m, k)}: slopes {left:.3g} (left) and {right:.3g} (right), "
+                f"analytic {m.analytic[k]:.3g}"
+            )
+    m, mask = noted[0]
+    k = int(np.flatnonzero(mask)[0])
+    return (
+        f"{_probe_text(m, k)}: numeric {m.numeric[k]:.3g} at step {m.step[k]:.2g}, analytic "
+        f"{m.analytic[k]:.3g}"
+    )
 
 
 def diagnose_failing(

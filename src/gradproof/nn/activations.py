@@ -12,7 +12,9 @@ sqrt(6/(fan_in+fan_out)).
 The other fields are what the exact check and the diagnosis read: where the slope jumps
 (``kink``), the change ``g(s + v) - g(s)`` as a power series with the bound of its remainder
 (``series``), an in-place evaluation from the negated pre-activation (``negated_forward``) and
-the slope as a fix line writes it (``slope_text``). Each is stated in every record, ``None``
+the slope as a fix line writes it (``slope_text``), and how far the derivative taken from a
+rounded output can be off (``derivative_rounding``, which ``check_model`` allows a float32
+backprop). Each is stated in every record, ``None``
 where the activation has no such thing, so that adding an activation is one edit here and a
 forgotten fact is an error, not a silently skipped kink.
 
@@ -97,6 +99,12 @@ class Activation:
     init_scale : float
         Factor on the Glorot-uniform range sqrt(6/(fan_in+fan_out)) for weights feeding this
         activation (4 for the sigmoid, whose slope at 0 is 1/4).
+    derivative_rounding : float
+        How far ``derivative(a)`` can be off, in units of the arithmetic's eps, absolute, when
+        ``a`` itself was rounded: about 1 for the sigmoid (a(1 - a)) and 2 for tanh (1 - a²),
+        0 for exact derivatives. Where a unit saturates the derivative is tiny and this error
+        is not, so a low-precision backprop's error there scales with dJ/da, not with the
+        gradient (``check_model`` bounds it so).
     """
 
     name: str
@@ -106,6 +114,7 @@ class Activation:
     series: ShiftSeries | None
     negated_forward: Callable[[np.ndarray], np.ndarray] | None
     slope_text: tuple[str, str]
+    derivative_rounding: float
     init_scale: float = 1.0
 
 
@@ -196,20 +205,22 @@ ACTIVATIONS: dict[str, Activation] = {
     "sigmoid": Activation(
         name="sigmoid", forward=_sigmoid, derivative=_sigmoid_derivative, kink=None,
         series=ShiftSeries(_sigmoid_shift, lipschitz=1.0), negated_forward=_sigmoid_of_negated,
-        slope_text=("{a} * (1 - {a})", "{a} .* (1 - {a})"), init_scale=4.0,
+        slope_text=("{a} * (1 - {a})", "{a} .* (1 - {a})"), derivative_rounding=1.0,
+        init_scale=4.0,
     ),
     "tanh": Activation(
         name="tanh", forward=_tanh, derivative=_tanh_derivative, kink=None,
         series=ShiftSeries(_tanh_shift, lipschitz=3.5), negated_forward=None,
-        slope_text=("(1 - {a} ** 2)", "(1 - {a} .^ 2)"),
+        slope_text=("(1 - {a} ** 2)", "(1 - {a} .^ 2)"), derivative_rounding=2.0,
     ),
     "relu": Activation(
         name="relu", forward=_relu, derivative=_relu_derivative, kink=0.0,
         series=None, negated_forward=None, slope_text=("({a} > 0)", "({a} > 0)"),
+        derivative_rounding=0.0,
     ),
     "identity": Activation(
         name="identity", forward=_identity, derivative=_identity_derivative, kink=None,
         series=ShiftSeries(_identity_shift, lipschitz=1.0), negated_forward=None,
-        slope_text=("", ""),
+        slope_text=("", ""), derivative_rounding=0.0,
     ),
 }

@@ -383,6 +383,26 @@ class Autoencoder:
             total += self.sparsity_weight * float(np.sum(kl))
         return float(total)
 
+    def _check_code_mean(self, cache: ForwardCache) -> None:
+        """Refuse code units whose mean activation is exactly 0 or 1, where KL(rho || rho_hat)
+        is infinite: every example saturates their sigmoid (in float32 from |s| of about 17
+        on), and an infinite objective would otherwise pass on unexplained. A train loop that
+        checks the loss itself skips this (``check_finite=False``) and gets inf."""
+        if not self.sparsity_weight:
+            return
+        rho_hat = self._code_mean(cache)
+        for value in (0.0, 1.0):
+            stuck = [str(int(u)) for u in np.flatnonzero(rho_hat == value)]
+            if stuck:
+                raise InputError(
+                    f"the sparsity penalty is infinite: code unit(s) {_names(stuck)} of layer "
+                    f"{self.code_layer} have a mean activation of exactly {value:g} in "
+                    f"{self.dtype.name} (every example saturates their sigmoid), where "
+                    "KL(rho || rho_hat) takes the log of 0; the network is saturated: use "
+                    "parameters of a smaller scale, or float64 (where a mean reaches 0 or 1 "
+                    "only much further out)"
+                )
+
     def _weight_names(self) -> list[str]:
         return [name for name in self._shapes if name.startswith("W")]
 
@@ -390,6 +410,7 @@ class Autoencoder:
         """The objective J for a batch ``x`` of shape (batch, n_visible)."""
         checked = self._checked_params(params)
         _, cache = self._forward(checked, self.validate_input(x))
+        self._check_code_mean(cache)
         return self._objective(checked, cache)
 
     def loss_and_grad(
@@ -409,7 +430,8 @@ class Autoencoder:
             False skips the scans of ``params`` and ``x`` for NaN and Inf (names, shapes and
             dtypes are still checked), for a caller that checks them itself, like a train
             loop. Non-finite values then give a non-finite loss or gradient instead of an
-            ``InputError``.
+            ``InputError``, and so does a sparsity penalty made infinite by a code unit whose
+            mean activation is exactly 0 or 1 (refused otherwise, as ``loss`` refuses it).
         grad_scale : float
             Return ``grad_scale`` times the gradient. It scales the error that the backward
             pass starts from, so it costs nothing; a train loop passes its step size.
@@ -425,6 +447,8 @@ class Autoencoder:
         buffers = None if out is None else self._check_workspace(out, x)
         scale = _real_number(grad_scale, "grad_scale")
         _, cache = self._forward(checked, x, buffers=buffers)
+        if check_finite:
+            self._check_code_mean(cache)
         data, d_s = self._data_term(cache, FRESH if buffers is None else buffers[-1])
         grads = self._backward(checked, cache, d_s, buffers, scale)
         return self._total(checked, cache, data), grads

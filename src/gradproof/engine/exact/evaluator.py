@@ -27,6 +27,10 @@ themselves, ``s ± d`` off by ``eps |s| / 2``, a relative ``eps |s| / d`` of eac
 no arrangement of the sums removes it (bench/README.md has the accuracy measured against
 autograd, and how the estimates compare with the actual errors). Truncation
 ``h² J''' / 6`` is estimated by Richardson from a second step where one step does not decide.
+The gradient checked is allowed its own rounding: a few of its eps times the magnitudes summed
+into each entry, plus what a backprop in that precision loses to its rounded forward values
+and to derivatives taken from rounded outputs (``derivative_rounding``), which dominates where
+units saturate.
 
 Cost. With ``B`` the batch, ``n_k`` the widths, ``K = SERIES_ORDER`` and ``u_b`` the distinct
 nonzero shifts one hidden unit gets from example b (its distinct nonzero pixel values on an
@@ -67,6 +71,7 @@ from typing import Any
 import numpy as np
 
 from gradproof.engine.diagnosis import KnownModel
+from gradproof.engine.exact.derivative_rounding import derivative_rounding
 from gradproof.engine.exact.local_delta import EPS, LocalChanges, LocalDifferences
 from gradproof.engine.run import Run, gradient_eps, gradient_precision_findings, is_low
 from gradproof.engine.staging import Evaluated, Request, measure
@@ -149,7 +154,9 @@ class ExactRun(Run):
             self.findings.append(
                 params_precision_finding(names, model.dtype, np.dtype(np.float64), None, 0.0, 0.0)
             )
-        steps, largest = {}, {}
+        # A low-precision backprop also rounds its forward values and derivatives.
+        derivatives = derivative_rounding(twin, self.params, x64)
+        steps, allowance = {}, {}
         for spec in layout.specs:
             name = spec.name
             steps[name] = entry_steps(engine, name)
@@ -157,11 +164,12 @@ class ExactRun(Run):
             probes = ProbeSet(spec, "entry", positions, positions, np.ones(spec.size),
                               np.arange(spec.size + 1), steps[name])
             magnitude = np.abs(self.analytic[name].ravel())
-            largest[name] = float(magnitude.max(initial=0.0))
-            rounding_g = gradient_rounding(probes, magnitude, largest[name],
-                                           gradient_eps(dtypes[name]))
+            eps = gradient_eps(dtypes[name])
+            rounding_g = gradient_rounding(probes, magnitude, float(magnitude.max(initial=0.0)),
+                                           eps) + eps * derivatives[name].ravel()
+            allowance[name] = float(rounding_g.max(initial=0.0))
             self.measured[name] = [Measured.empty(probes, rounding_g)]
-        self.findings += gradient_precision_findings(dtypes, largest)
+        self.findings += gradient_precision_findings(dtypes, allowance)
         self.evaluator = ExactEvaluator(engine, self.analytic, steps, self.max_chunk_bytes,
                                         self.progress)
 

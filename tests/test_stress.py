@@ -1,0 +1,159 @@
+"""Spec: the quick version of bench/stress.py, and what its long runs found.
+
+Seeded random correct networks of the whole Autoencoder family (small ones: every activation,
+both losses and reductions, weight decay, sparsity, tied weights, 1-3 hidden layers, float64
+and float32, MNIST-like inputs, saturated networks, relu pre-activations at and near 0), each
+gradient confirmed by the autograd oracle of the harness, go through ``check_model`` and every
+``check_gradient`` mode: none may fail. The checks that still fail are listed in
+``KNOWN_ALARMS``, each a strict xfail: black-box probes across relu kinks are not yet
+re-split (see bench/README.md); once one passes, its entry must go.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import gradproof as gp
+
+
+def _load_harness():
+    path = Path(__file__).resolve().parents[1] / "bench" / "stress.py"
+    spec = importlib.util.spec_from_file_location("stress", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["stress"] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+stress = _load_harness()
+
+QUICK_SEEDS = range(1000, 1008)
+
+# (seed, checker) pairs that raise a false alarm today: a random direction through a relu
+# network with pre-activations at and near their kink, which no smaller step resolves (until
+# a direction is re-split, see bench/README.md). Before smaller steps settled kink-flagged
+# probes only at the smallest step, auto, full and sample failed this case too.
+KNOWN_ALARMS = {(1000, "directional")}
+
+
+@pytest.fixture(scope="module", params=QUICK_SEEDS, ids=lambda s: f"case{s}")
+def case(request):
+    case = stress.random_case(request.param, small=True)
+    confirmed, error = stress.confirmed(case)
+    assert confirmed, f"the oracle does not confirm {case.describe()} (error {error:.1e})"
+    return case
+
+
+@pytest.mark.parametrize("checker", stress.CHECKERS)
+def test_a_correct_gradient_raises_no_false_alarm(case, checker, request):
+    if (case.seed, checker) in KNOWN_ALARMS:
+        request.applymarker(pytest.mark.xfail(strict=True, reason="a black-box step across a kink"))
+    _, grads = case.model.loss_and_grad(case.params, case.x)
+    report = stress.run_checker(checker, case, grads, case.seed)
+    assert report.passed, f"{case.describe()}\n{report}"
+
+
+@pytest.mark.parametrize("checker", ["exact", "full", "auto"])
+def test_an_error_above_the_detectable_threshold_is_caught(case, checker):
+    # The threshold a report gives is a promise: an error a little above it in any one
+    # compared entry fails the check. Kink cases are left out: there an entry may be excluded.
+    if case.kind == "kink":
+        pytest.skip("entries at a kink may be excluded")
+    _, grads = case.model.loss_and_grad(case.params, case.x)
+    report = stress.run_checker(checker, case, grads, case.seed)
+    rng = np.random.default_rng(case.seed)
+    for result in report.tensors:
+        if result.detectable is None:
+            continue  # nothing compared (every entry excluded at a kink): no promise
+        wrong = {k: v.copy() for k, v in grads.items()}
+        entry = rng.integers(result.size)
+        wrong[result.name].flat[entry] += 1.2 * result.detectable
+        caught = stress.run_checker(checker, case, wrong, case.seed)
+        assert not caught.passed, f"{result.name}.flat[{entry}] +{1.2 * result.detectable:.1e}"
+
+
+def test_a_kink_note_counts_add_up():
+    # A float32 relu network whose loss is evaluated in float32: steps at 2h reveal kinks,
+    # and a step 64x smaller cannot resolve them in float32 (the note said "0 steps ...: ."
+    # with slopes nan, before its parts were counted from every probe it notes).
+    case = stress.random_case(26)
+    _, grads = case.model.loss_and_grad(case.params, case.x)
+    report = stress.run_checker("full", case, grads, case.seed)
+    notes = report.findings_of("kink")
+    assert notes
+    for note in notes:
+        d = note.details
+        parts = ("agreed", "excluded", "failed", "kept_passed", "kept_failed", "undecided")
+        assert d["rechecked"] > 0 and not note.message.startswith("0 ")
+        assert d["rechecked"] == sum(d[part] for part in parts)
+        assert "nan" not in note.message
+
+
+def test_sample_and_taylor_say_what_they_cannot_see():
+    model = gp.Autoencoder(layers=[12, 6, 12])
+    params = model.init_params(0)
+    x = np.random.default_rng(0).random((3, 12))
+    for mode in ("sample", "taylor"):
+        report = gp.check_gradient(
+            lambda p: model.loss(p, x), lambda p: model.loss_and_grad(p, x)[1], params,
+            mode=mode, samples=8,
+        )
+        [note] = [f for f in report.findings_of("precision") if "cannot see" in f.message]
+        assert mode in note.message and "mode='full'" in note.fix
+
+
+def test_a_float32_loss_says_its_check_is_coarse_and_names_the_sharper_call():
+    model = gp.Autoencoder(layers=[12, 6, 12], dtype="float32")
+    params = model.init_params(0)
+    x = np.random.default_rng(0).random((3, 12)).astype(np.float32)
+    report = gp.check_gradient(
+        lambda p: model.loss(p, x), lambda p: model.loss_and_grad(p, x)[1], params, mode="full"
+    )
+    assert report.passed
+    assert all(t.detectable_relative > 1e-3 for t in report.tensors)
+    [note] = [f for f in report.findings_of("precision") if "cannot see" in f.message]
+    assert "gradproof.check_model(model, params, x)" in note.fix
+    assert report.to_dict()["tensors"][0]["detectable_relative"] > 1e-3
+    # The exact engine differences in float64: fine whatever the model's dtype.
+    exact = gp.check_model(model, params, x)
+    assert all(t.detectable_relative < 1e-4 for t in exact.tensors)
+    assert not [f for f in exact.findings if "cannot see" in f.message]
+
+
+# Cases of the long run (bench/stress.py, seeds 0-699) that check_model failed before:
+# float32 networks whose saturated units make their own float32 backprop err by 4e-5 to 9e-5
+# of a tensor's largest entry (up to 95 times the allowance then), float64 relu networks whose
+# pre-activations sit 1e-9 to 1e-6 from 0 (crossed by the first smaller step too), and a
+# weight whose input is 1e-14, so that its scaled step is 4e8 and the weight decay's h² term
+# left rounding that the estimate did not count.
+EXACT_REGRESSIONS = {96: "float32", 159: "float32", 282: "float32", 95: "kink", 108: "kink",
+                     119: "kink", 49: "decay"}
+
+
+@pytest.mark.parametrize("seed", sorted(EXACT_REGRESSIONS), ids=lambda s: f"seed{s}")
+def test_check_model_passes_the_correct_gradients_it_once_failed(seed):
+    case = stress.random_case(seed)
+    assert stress.confirmed(case)[0]
+    _, grads = case.model.loss_and_grad(case.params, case.x)
+    report = gp.check_model(case.model, case.params, case.x, grad=grads)
+    assert report.passed, f"{case.describe()}\n{report}"
+
+
+def test_check_model_still_catches_a_small_error_in_a_float32_network():
+    # The float32 allowance grew only where units saturate: here an error of 1e-4 of the
+    # largest entry in one entry still fails.
+    model = gp.Autoencoder(layers=[20, 8, 20], activation="tanh", dtype="float32")
+    params = model.init_params(3)
+    x = stress.mnist_like(np.random.default_rng(3), 10, 20).astype(np.float32)
+    _, grads = model.loss_and_grad(params, x)
+    report = gp.check_model(model, params, x, grad=grads)
+    assert report.passed and max(t.detectable_relative for t in report.tensors) < 1e-4
+    for name, g in grads.items():
+        wrong = {k: v.copy() for k, v in grads.items()}
+        wrong[name].flat[int(np.argmax(np.abs(g)))] += 1e-4 * np.max(np.abs(g))
+        assert not gp.check_model(model, params, x, grad=wrong).passed, name
