@@ -1,0 +1,200 @@
+"""``gradproof.octave.check``: a MATLAB cost function's gradient, checked where it runs.
+
+Contract: ``check(expr, path=..., variables=..., var="theta", shapes=None, ...) -> GradReport``
+runs ``[J, grad] = expr`` once in Octave (``OctaveSession.first``), checks what came back
+(``user_gradient``: a finite scalar J and a finite gradient with one entry per entry of the
+parameter vector), then runs the black-box engine (``check_gradient``) on the session, which
+evaluates the perturbed points in batches inside Octave. The two steps are separate so that a
+model identified from the user's code can take the second one's place with an exact check,
+given the same session and the same ``UserGradient``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gradproof.check import check_gradient
+from gradproof.errors import InputError
+from gradproof.octave.session import DEFAULT_TIMEOUT, OctaveSession
+from gradproof.report import Finding, GradReport
+
+
+@dataclass(frozen=True)
+class UserGradient:
+    """What one call of the user's expression gave, checked.
+
+    Attributes
+    ----------
+    value : float
+        J at the starting vector.
+    gradient : ndarray of shape (n,)
+        grad, flat in MATLAB's order.
+    notes : list of Finding
+        ``convention`` notes (a row vector where the parameters are a column, or the reverse).
+    """
+
+    value: float
+    gradient: np.ndarray
+    notes: list[Finding]
+
+
+# numpy's names for the MATLAB classes that differ.
+_MATLAB_CLASS = {"float64": "double", "float32": "single", "bool": "logical"}
+
+
+def _describe(value: np.ndarray) -> str:
+    """An Octave value as MATLAB would describe it: "a 1x784 double"."""
+    size = "x".join(str(n) for n in value.shape)
+    return f"a {size} {_MATLAB_CLASS.get(value.dtype.name, value.dtype.name)}"
+
+
+def user_gradient(session: OctaveSession, j: np.ndarray, grad: np.ndarray) -> UserGradient:
+    """``(J, grad)`` as Octave returned them, checked against the parameter vector."""
+    expr, var = session.expr, session.var
+    j = np.asarray(j)
+    if j.dtype.kind not in "fiu" or j.size != 1:
+        raise InputError(
+            f"J, the first output of {expr}, must be a real scalar; it is {_describe(j)}"
+        )
+    value = float(j.reshape(-1)[0])
+    if not np.isfinite(value):
+        raise InputError(f"J, the first output of {expr}, is {value}; it must be finite")
+    grad = np.asarray(grad)
+    n = session.theta.size
+    if grad.dtype.kind not in "fiu":
+        raise InputError(
+            f"grad, the second output of {expr}, must be a real numeric vector; it is "
+            f"{_describe(grad)}"
+        )
+    if grad.size != n or (grad.ndim == 2 and min(grad.shape) != 1 and n != 1):
+        raise InputError(
+            f"grad, the second output of {expr}, is {_describe(grad)}; it must be a vector "
+            f"with one entry per entry of {var} ({n:,}, {var} being {_describe_shape(session)})"
+        )
+    flat = grad.astype(np.float64).reshape(-1, order="F")
+    bad = np.flatnonzero(~np.isfinite(flat))
+    if bad.size:
+        raise InputError(
+            f"grad, the second output of {expr}, has {bad.size:,} non-finite entries: "
+            f"grad({bad[0] + 1}) = {flat[bad[0]]} (1-based); it must be finite"
+        )
+    notes = []
+    if grad.shape != session.theta_shape and n > 1:
+        notes.append(
+            Finding(
+                "convention",
+                (var,),
+                f"grad is {_describe(grad)} while {var} is {_describe_shape(session)}: compared "
+                "entry by entry (fminunc and fmincg accept either orientation)",
+            )
+        )
+    return UserGradient(value, flat, notes)
+
+
+def _describe_shape(session: OctaveSession) -> str:
+    return "x".join(str(n) for n in session.theta_shape)
+
+
+def tensor_shapes(
+    shapes: Mapping[str, Sequence[int]] | None, var: str, size: int
+) -> dict[str, tuple[int, ...]]:
+    """The named tensors inside the parameter vector (the whole vector by default), checked
+    to add up to its ``size`` entries."""
+    if shapes is None:
+        return {var: (size,)}
+    named = {name: tuple(int(n) for n in dims) for name, dims in shapes.items()}
+    total = sum(int(np.prod(dims)) for dims in named.values())
+    if total != size:
+        listed = ", ".join(
+            f"{name} {'x'.join(map(str, dims))} ({int(np.prod(dims)):,})" for name, dims in named.items()
+        )
+        raise InputError(
+            f"the shapes hold {total:,} entries ({listed}) but {var} has {size:,}; they must "
+            f"add up to the length of {var}"
+        )
+    return named
+
+
+def check(
+    expr: str,
+    *,
+    path: str | Path | Sequence[str | Path] = (),
+    variables: str | Path | Mapping[str, Any] | None = None,
+    var: str = "theta",
+    shapes: Mapping[str, Sequence[int]] | None = None,
+    order: str = "F",
+    timeout: float = DEFAULT_TIMEOUT,
+    mode: str = "auto",
+    samples: int = 32,
+    directions: int | None = None,
+    budget: int = 2000,
+    rtol: float | None = None,
+    atol: float | None = None,
+    safety: float = 10.0,
+    seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+) -> GradReport:
+    """Check the gradient a MATLAB expression returns, running it in GNU Octave.
+
+    Parameters
+    ----------
+    expr : str
+        The call as written in MATLAB, returning ``[J, grad]``:
+        ``"nnCostFunction(theta, 400, 25, 10, X, y, 1)"``.
+    path : str, Path or sequence of them
+        Folders holding the user's ``.m`` files (added to Octave's path).
+    variables : str, Path or dict of str to array, optional
+        A .mat file, or the variables themselves, that ``expr`` uses by name.
+    var : str
+        The parameter vector's name among the variables.
+    shapes : dict of str to tuple of int, optional
+        The tensors inside the parameter vector, in order (``{"W1": (25, 401), ...}``); by
+        default one tensor named ``var``.
+    order : {"F", "C"}
+        How each tensor is unrolled: column-major (``F``, MATLAB's ``(:)``, the default) or
+        row-major.
+    timeout : float
+        Seconds any one Octave command may run; past it Octave is killed and InputError raised.
+    mode, samples, directions, budget, rtol, atol, safety, seed, progress
+        As for ``gradproof.check_gradient``, which does the check.
+
+    Returns
+    -------
+    GradReport
+        The report of ``check_gradient``, with a ``convention`` note when grad's orientation
+        differs from the parameter vector's.
+
+    Raises
+    ------
+    InputError
+        Octave not installed (the install line given); Octave's error from the user's code (a
+        syntax error, an error raised, one output instead of two, with the file and line);
+        J not a finite scalar; grad of the wrong length or not finite; shapes that do not add
+        up; a command that outlived ``timeout``; and whatever ``check_gradient`` refuses.
+    """
+    with OctaveSession(expr, path=path, variables=variables, var=var, timeout=timeout) as session:
+        named = tensor_shapes(shapes, var, session.theta.size)
+        user = user_gradient(session, *session.first())
+        report = check_gradient(
+            session,
+            user.gradient,
+            session.theta,
+            shapes=named,
+            order=order,
+            mode=mode,
+            samples=samples,
+            directions=directions,
+            budget=budget,
+            rtol=rtol,
+            atol=atol,
+            safety=safety,
+            seed=seed,
+            progress=progress,
+        )
+    report.findings[:0] = user.notes
+    return report
