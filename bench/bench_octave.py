@@ -29,7 +29,7 @@ import numpy as np
 import scipy.io
 
 from gradproof.octave import check
-from gradproof.octave.session import octave_executable
+from gradproof.octave.runner import octave_executable
 
 HERE = Path(__file__).resolve().parent / "octave"
 SIZES = (400, 25, 10)

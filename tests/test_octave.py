@@ -21,7 +21,7 @@ import scipy.io
 
 from gradproof.cli import main
 from gradproof.errors import InputError
-from gradproof.octave import INSTALL_LINE, OctaveSession, check
+from gradproof.octave import INSTALL_LINE, OctaveRunner, check
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -63,7 +63,7 @@ def variables(n: int = 12, seed: int = 0, **extra) -> dict[str, np.ndarray]:
     return {"theta": rng.normal(size=(n, 1)), "A": a + a.T, **extra}
 
 
-# ------------------------------------------------------------- the session
+# ------------------------------------------------------------- the runner
 
 
 def test_batched_moves_are_the_loss_at_each_point(code):
@@ -75,8 +75,8 @@ def test_batched_moves_are_the_loss_at_each_point(code):
     positions = np.array([4, 0, 5, 8])
     start = np.array([0, 1, 4, 4])
     values = rng.normal(size=4)
-    with OctaveSession("quadcost(theta, A)", path=folder, variables=given) as session:
-        got = session.moves(positions, start, values)
+    with OctaveRunner("quadcost(theta, A)", path=folder, variables=given) as runner:
+        got = runner.moves(positions, start, values)
     expected = []
     for k in range(3):
         point = theta.copy()
@@ -88,10 +88,10 @@ def test_batched_moves_are_the_loss_at_each_point(code):
 def test_batches_are_split_to_stay_within_the_timeout(code):
     folder = quadratic(code, "quadsplit")
     given = variables(n=5)
-    with OctaveSession("quadsplit(theta, A)", path=folder, variables=given) as session:
-        session.first()
-        session.seconds_per_call = session.timeout  # one point per Octave command
-        moved = session.moves(np.arange(5), np.arange(6), np.zeros(5))
+    with OctaveRunner("quadsplit(theta, A)", path=folder, variables=given) as runner:
+        runner.first()
+        runner.seconds_per_call = runner.timeout  # one point per Octave command
+        moved = runner.moves(np.arange(5), np.arange(6), np.zeros(5))
     theta, a = given["theta"].ravel(), given["A"]
     for k in range(5):
         point = theta.copy()
@@ -166,10 +166,10 @@ def seed_loss(theta, x):
 
 def test_fixed_seed_example_returns_autograds_gradient(octave):
     given = seed_variables()
-    with OctaveSession(
+    with OctaveRunner(
         "seed_backprop_fixed(theta, x, 4)", path=EXAMPLES, variables=given
-    ) as session:
-        j, grad = session.first()
+    ) as runner:
+        j, grad = runner.first()
     theta, x = given["theta"].ravel(), given["x"]
     assert j.item() == pytest.approx(seed_loss(theta, x), rel=1e-12)
     np.testing.assert_allclose(grad.ravel(), autograd.grad(seed_loss)(theta, x), rtol=1e-10)
@@ -286,11 +286,11 @@ def test_timeout_kills_octave_and_what_it_started(code, monkeypatch, tmp_path):
     # The function starts a child process, then never returns.
     folder = code("spin", "function [J, grad] = spin(theta)\n  system('sleep 300 &');\n  while true\n  end\nend\n")
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    session = OctaveSession("spin(theta)", path=folder, variables={"theta": np.ones((2, 1))}, timeout=3)
-    pid, directory = session.pid, session.directory
+    runner = OctaveRunner("spin(theta)", path=folder, variables={"theta": np.ones((2, 1))}, timeout=3)
+    pid, directory = runner.pid, runner.directory
     with pytest.raises(InputError, match=r"did not finish within 3 s .* Octave was stopped"):
-        session.first()
-    session.close()
+        runner.first()
+    runner.close()
     # SIGKILL reaches the group at once; the kernel takes a moment to end its members.
     deadline = time.monotonic() + 5.0
     while running_in_group(pid) and time.monotonic() < deadline:
@@ -325,3 +325,12 @@ def test_check_leaves_no_temporary_files(code, monkeypatch, tmp_path):
     with pytest.raises(InputError):
         check("quadclean(theta)", path=folder, variables=variables())  # Octave: not enough inputs
     assert list(scratch.iterdir()) == []
+
+
+def test_missing_files_and_folders_are_named(capsys, octave, tmp_path):
+    assert "no such file" in cli_error(capsys, "f(theta)", "--load", str(tmp_path / "none.mat"))
+    assert "not a folder" in cli_error(capsys, "f(theta)", "--path", str(tmp_path / "none"))
+
+
+def test_a_tensor_named_twice_in_shapes(capsys, octave):
+    assert "W is named twice" in cli_error(capsys, "f(theta)", "--shapes", "W=2x2,W=3")

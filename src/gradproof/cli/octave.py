@@ -22,7 +22,7 @@ from gradproof.cli.check import MODE_TEXT, _check_mode_flags, _progress
 from gradproof.cli.options import nonnegative_float, nonnegative_int, positive_float, positive_int
 from gradproof.cli.render import print_json, print_report
 from gradproof.octave import check
-from gradproof.octave.session import DEFAULT_TIMEOUT
+from gradproof.octave.runner import DEFAULT_TIMEOUT
 
 DEFAULT_MODE = "auto"
 
@@ -134,4 +134,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
     else:
         console.print(Text(f"{args.expr} in GNU Octave, {args.mode} mode", style="bold"))
         print_report(console, report)
+        if not report.passed:
+            console.print(
+                Text("subscripts in brackets count from 0: W[0, 3] is W(1, 4) in MATLAB", style="dim")
+            )
     return EXIT_OK if report.passed else EXIT_FAILED

@@ -1,17 +1,17 @@
 """``gradproof.octave.check``: a MATLAB cost function's gradient, checked where it runs.
 
 Contract: ``check(expr, path=..., variables=..., var="theta", shapes=None, ...) -> GradReport``
-runs ``[J, grad] = expr`` once in Octave (``OctaveSession.first``), checks what came back
+runs ``[J, grad] = expr`` once in Octave (``OctaveRunner.first``), checks what came back
 (``user_gradient``: a finite scalar J and a finite gradient with one entry per entry of the
-parameter vector), then runs the black-box engine (``check_gradient``) on the session, which
+parameter vector), then runs the black-box engine (``check_gradient``) on the runner, which
 evaluates the perturbed points in batches inside Octave. The two steps are separate so that a
 model identified from the user's code can take the second one's place with an exact check,
-given the same session and the same ``UserGradient``.
+given the same runner and the same ``UserGradient``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ import numpy as np
 
 from gradproof.check import check_gradient
 from gradproof.errors import InputError
-from gradproof.octave.session import DEFAULT_TIMEOUT, OctaveSession
+from gradproof.octave.runner import DEFAULT_TIMEOUT, OctaveRunner
 from gradproof.report import Finding, GradReport
 
 
@@ -53,9 +53,9 @@ def _describe(value: np.ndarray) -> str:
     return f"a {size} {_MATLAB_CLASS.get(value.dtype.name, value.dtype.name)}"
 
 
-def user_gradient(session: OctaveSession, j: np.ndarray, grad: np.ndarray) -> UserGradient:
+def user_gradient(runner: OctaveRunner, j: np.ndarray, grad: np.ndarray) -> UserGradient:
     """``(J, grad)`` as Octave returned them, checked against the parameter vector."""
-    expr, var = session.expr, session.var
+    expr, var = runner.expr, runner.var
     j = np.asarray(j)
     if j.dtype.kind not in "fiu" or j.size != 1:
         raise InputError(
@@ -65,7 +65,7 @@ def user_gradient(session: OctaveSession, j: np.ndarray, grad: np.ndarray) -> Us
     if not np.isfinite(value):
         raise InputError(f"J, the first output of {expr}, is {value}; it must be finite")
     grad = np.asarray(grad)
-    n = session.theta.size
+    n = runner.theta.size
     if grad.dtype.kind not in "fiu":
         raise InputError(
             f"grad, the second output of {expr}, must be a real numeric vector; it is "
@@ -74,7 +74,7 @@ def user_gradient(session: OctaveSession, j: np.ndarray, grad: np.ndarray) -> Us
     if grad.size != n or (grad.ndim == 2 and min(grad.shape) != 1 and n != 1):
         raise InputError(
             f"grad, the second output of {expr}, is {_describe(grad)}; it must be a vector "
-            f"with one entry per entry of {var} ({n:,}, {var} being {_describe_shape(session)})"
+            f"with one entry per entry of {var} ({n:,}, {var} being {_describe_shape(runner)})"
         )
     flat = grad.astype(np.float64).reshape(-1, order="F")
     bad = np.flatnonzero(~np.isfinite(flat))
@@ -84,20 +84,20 @@ def user_gradient(session: OctaveSession, j: np.ndarray, grad: np.ndarray) -> Us
             f"grad({bad[0] + 1}) = {flat[bad[0]]} (1-based); it must be finite"
         )
     notes = []
-    if grad.shape != session.theta_shape and n > 1:
+    if grad.shape != runner.theta_shape and n > 1:
         notes.append(
             Finding(
                 "convention",
                 (var,),
-                f"grad is {_describe(grad)} while {var} is {_describe_shape(session)}: compared "
+                f"grad is {_describe(grad)} while {var} is {_describe_shape(runner)}: compared "
                 "entry by entry (fminunc and fmincg accept either orientation)",
             )
         )
     return UserGradient(value, flat, notes)
 
 
-def _describe_shape(session: OctaveSession) -> str:
-    return "x".join(str(n) for n in session.theta_shape)
+def _describe_shape(runner: OctaveRunner) -> str:
+    return "x".join(str(n) for n in runner.theta_shape)
 
 
 def tensor_shapes(
@@ -129,15 +129,7 @@ def check(
     shapes: Mapping[str, Sequence[int]] | None = None,
     order: str = "F",
     timeout: float = DEFAULT_TIMEOUT,
-    mode: str = "auto",
-    samples: int = 32,
-    directions: int | None = None,
-    budget: int = 2000,
-    rtol: float | None = None,
-    atol: float | None = None,
-    safety: float = 10.0,
-    seed: int = 0,
-    progress: Callable[[int, int], None] | None = None,
+    **options: Any,
 ) -> GradReport:
     """Check the gradient a MATLAB expression returns, running it in GNU Octave.
 
@@ -160,8 +152,9 @@ def check(
         row-major.
     timeout : float
         Seconds any one Octave command may run; past it Octave is killed and InputError raised.
-    mode, samples, directions, budget, rtol, atol, safety, seed, progress
-        As for ``gradproof.check_gradient``, which does the check.
+    **options
+        ``mode``, ``samples``, ``directions``, ``budget``, ``rtol``, ``atol``, ``safety``,
+        ``seed``, ``progress``: as for ``gradproof.check_gradient``, which does the check.
 
     Returns
     -------
@@ -177,24 +170,11 @@ def check(
         J not a finite scalar; grad of the wrong length or not finite; shapes that do not add
         up; a command that outlived ``timeout``; and whatever ``check_gradient`` refuses.
     """
-    with OctaveSession(expr, path=path, variables=variables, var=var, timeout=timeout) as session:
-        named = tensor_shapes(shapes, var, session.theta.size)
-        user = user_gradient(session, *session.first())
+    with OctaveRunner(expr, path=path, variables=variables, var=var, timeout=timeout) as runner:
+        named = tensor_shapes(shapes, var, runner.theta.size)
+        user = user_gradient(runner, *runner.first())
         report = check_gradient(
-            session,
-            user.gradient,
-            session.theta,
-            shapes=named,
-            order=order,
-            mode=mode,
-            samples=samples,
-            directions=directions,
-            budget=budget,
-            rtol=rtol,
-            atol=atol,
-            safety=safety,
-            seed=seed,
-            progress=progress,
+            runner, user.gradient, runner.theta, shapes=named, order=order, **options
         )
     report.findings[:0] = user.notes
     return report

@@ -1,6 +1,6 @@
 """One running GNU Octave that evaluates the user's MATLAB expression, in batches.
 
-Contract: ``OctaveSession(expr, path=..., variables=..., var=..., timeout=...)`` starts
+Contract: ``OctaveRunner(expr, path=..., variables=..., var=..., timeout=...)`` starts
 ``octave-cli`` with the user's folders on its path, loads the variables and makes the
 expression a function of the parameter vector ``var`` (its value read from the variables);
 ``first()`` returns what one call gives, ``(J, grad)`` as Octave returned them;
@@ -68,7 +68,7 @@ def _quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-class OctaveSession:
+class OctaveRunner:
     """A running Octave with the user's expression ready to evaluate.
 
     Parameters
@@ -305,7 +305,7 @@ class OctaveSession:
         self._kill()
         shutil.rmtree(self._dir, ignore_errors=True)
 
-    def __enter__(self) -> OctaveSession:
+    def __enter__(self) -> OctaveRunner:
         return self
 
     def __exit__(self, *exc: object) -> None:
