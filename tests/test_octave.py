@@ -221,6 +221,12 @@ def test_syntax_error_shows_octaves_message_file_and_line(code, capsys):
     assert "parse error" in err and "broken.m" in err and "line 2" in err
 
 
+def test_syntax_error_in_the_expression_itself(code):
+    folder = quadratic(code, "quadparse")
+    with pytest.raises(InputError, match="making quadparse\\(theta, A a function of theta: parse error"):
+        check("quadparse(theta, A", path=folder, variables=variables())
+
+
 def test_error_raised_in_the_function_names_it_and_its_line(code, capsys):
     folder = code(
         "raises", "function [J, grad] = raises(theta)\n  J = 0;\n  error('lambda must be positive');\nend\n"

@@ -134,7 +134,7 @@ class OctaveRunner:
             self._command(
                 f"[gp_f__, gp_theta__] = gp_make__({_quote(expr)}, {_quote(var)}, "
                 f"{_quote(vars_file)})",
-                "loading the variables",
+                f"loading the variables and making {expr} a function of {var}",
             )
             theta = scipy.io.loadmat(self._exchange("theta"))["gp_theta__"]
             self.theta_shape = theta.shape
