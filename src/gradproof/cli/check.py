@@ -103,20 +103,11 @@ def add_parser(subparsers: Any) -> None:
         help="seeds the fresh network's weights and the sampled entries and directions "
         f"(default: {DEFAULT_SEED})",
     )
-    add_how_options(parser, MODE_TEXT, DEFAULT_MODE)
-    add_model_options(parser)
-    add_data_options(parser)
-    parser.set_defaults(run=run)
-
-
-def add_how_options(parser: argparse.ArgumentParser, modes: dict[str, str], default: str) -> None:
-    """The "how to check" flags of a command that checks through the engine's ``modes``
-    (mode name -> what it verifies), shared by ``check`` and ``octave``."""
     how = parser.add_argument_group("how to check")
     how.add_argument(
-        "--mode", choices=list(modes), default=default, metavar="MODE",
-        help="; ".join(f"{mode}: {text}" for mode, text in modes.items())
-        + f" (default: {default})",
+        "--mode", choices=list(MODE_TEXT), default=DEFAULT_MODE, metavar="MODE",
+        help="; ".join(f"{mode}: {text}" for mode, text in MODE_TEXT.items())
+        + f" (default: {DEFAULT_MODE})",
     )
     how.add_argument(
         "--samples", type=positive_int, metavar="N",
@@ -137,6 +128,9 @@ def add_how_options(parser: argparse.ArgumentParser, modes: dict[str, str], defa
     how.add_argument(
         "--json", action="store_true", help="print the report as JSON, and nothing else"
     )
+    add_model_options(parser)
+    add_data_options(parser)
+    parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
