@@ -1,4 +1,4 @@
-"""The ``gradproof`` command line: ``train``, ``check``, ``compare``, ``demo``.
+"""The ``gradproof`` command line: ``train``, ``check``, ``compare``, ``demo``, ``octave``.
 
 Each subcommand lives in its own module of this package and exposes two functions:
 ``add_parser(subparsers)`` declares its flags, and ``run(args, console) -> int`` does the work.
@@ -26,6 +26,7 @@ COMMANDS = {
     "check": "gradproof.cli.check",
     "compare": "gradproof.cli.compare",
     "demo": "gradproof.cli.demo",
+    "octave": "gradproof.cli.octave",
 }
 
 EXIT_OK = 0

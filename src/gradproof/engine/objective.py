@@ -14,6 +14,12 @@ buffer takes their own dtype), or when ``detect_rounding`` finds that the loss r
 argument to a lower precision (a float32 model that casts its parameters): steps and tolerances
 sized for float64 would vanish in that rounding, so the buffer holds what the loss really sees.
 
+A loss with a ``moves(positions, start, values)`` method (J at many points, point k being the
+base point with ``positions[start[k]:start[k+1]]`` set to those entries of ``values``) is
+evaluated through it in ``entries`` and ``directions``, a chunk of points per call: a loss that
+runs in another process (``gradproof.octave``) then pays the crossing once per chunk, not per
+point. An ``InputError`` it raises passes through unchanged.
+
 Every failure is an ``InputError`` that names the point: the loss raising, returning something
 that is not a finite scalar (described: "an array of shape (784,)"), changing its argument in
 place, or a gradient with missing / extra / misshapen / non-finite tensors.
@@ -35,6 +41,9 @@ Progress = Callable[[int, int], None]
 
 # Calls to `progress` per check, about: often enough for a progress bar, rarely enough to be free.
 _PROGRESS_UPDATES = 200
+
+# Points per call of a batched loss's ``moves``, at least (more when progress is sparser).
+_MIN_CHUNK = 64
 
 # ``detect_rounding`` moves every entry by this fraction of its spacing in a lower precision: a
 # move that rounding to that precision undoes, and float64 arithmetic does not.
@@ -98,6 +107,7 @@ class Objective:
             )
         self.layout = layout
         self._loss = loss
+        self._moves = getattr(loss, "moves", None)
         self._grad = grad
         self._flat64 = flat
         self._progress = progress
@@ -271,6 +281,10 @@ class Objective:
         The tight loop of a full check: two stores and two loss calls per entry. On an interrupt
         the arrays keep what was done (NaN elsewhere) and the buffer is restored.
         """
+        if self._moves is not None:
+            steps = np.arange(positions.size + 1)
+            self._batched(positions, steps, plus, minus, out_plus, out_minus, where)
+            return
         buffer, value, progress = self.buffer, self.value, self._progress is not None
         indices, ups, downs = positions.tolist(), plus.tolist(), minus.tolist()
         originals = self.base[positions].tolist()
@@ -304,6 +318,9 @@ class Objective:
         where: Callable[[int, float], str],
     ) -> None:
         """J with the entries of probe k (``positions[start[k]:start[k+1]]``) moved together."""
+        if self._moves is not None:
+            self._batched(positions, start, plus, minus, out_plus, out_minus, where)
+            return
         buffer, value = self.buffer, self.value
         bounds = start.tolist()
         k, sign = 0, 1.0
@@ -325,6 +342,41 @@ class Objective:
             raise _evaluation_failed(exc, where(k, sign))
         finally:
             buffer[support] = self.base[support]
+        self._finish(out_plus, out_minus, where)
+
+    def _batched(
+        self,
+        positions: np.ndarray,
+        start: np.ndarray,
+        plus: np.ndarray,
+        minus: np.ndarray,
+        out_plus: np.ndarray,
+        out_minus: np.ndarray,
+        where: Callable[[int, float], str],
+    ) -> None:
+        """``entries`` / ``directions`` through the loss's ``moves``, a chunk of probes at a
+        time (both sides of a probe in one call)."""
+        count = out_plus.size
+        chunk = max(self._stride, _MIN_CHUNK)
+        for first in range(0, count, chunk):
+            last = min(first + chunk, count)
+            piece = slice(int(start[first]), int(start[last]))
+            bounds = start[first : last + 1] - start[first]
+            both = np.concatenate((bounds, bounds[1:] + bounds[-1]))
+            try:
+                values = self._moves(
+                    np.concatenate((positions[piece], positions[piece])),
+                    both,
+                    np.concatenate((plus[piece], minus[piece])),
+                )
+            except InputError:
+                raise
+            except Exception as exc:
+                raise _evaluation_failed(exc, where(first, 1.0))
+            out_plus[first:last] = values[: last - first]
+            out_minus[first:last] = values[last - first :]
+            self.evaluations += 2 * (last - first)
+            self.report_progress()
         self._finish(out_plus, out_minus, where)
 
     def at(self, positions: np.ndarray, values: np.ndarray, where: str) -> float:

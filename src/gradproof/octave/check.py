@@ -1,0 +1,180 @@
+"""``gradproof.octave.check``: a MATLAB cost function's gradient, checked where it runs.
+
+Contract: ``check(expr, path=..., variables=..., var="theta", shapes=None, ...) -> GradReport``
+runs ``[J, grad] = expr`` once in Octave (``OctaveRunner.first``), checks what came back
+(``user_gradient``: a finite scalar J and a finite gradient with one entry per entry of the
+parameter vector), then runs the black-box engine (``check_gradient``) on the runner, which
+evaluates the perturbed points in batches inside Octave. The two steps are separate so that a
+model identified from the user's code can take the second one's place with an exact check,
+given the same runner and the same ``UserGradient``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gradproof.check import check_gradient
+from gradproof.errors import InputError
+from gradproof.octave.runner import DEFAULT_TIMEOUT, OctaveRunner
+from gradproof.report import Finding, GradReport
+
+
+@dataclass(frozen=True)
+class UserGradient:
+    """What one call of the user's expression gave, checked.
+
+    Attributes
+    ----------
+    value : float
+        J at the starting vector.
+    gradient : ndarray of shape (n,)
+        grad, flat in MATLAB's order.
+    notes : list of Finding
+        ``convention`` notes (a row vector where the parameters are a column, or the reverse).
+    """
+
+    value: float
+    gradient: np.ndarray
+    notes: list[Finding]
+
+
+# numpy's names for the MATLAB classes that differ.
+_MATLAB_CLASS = {"float64": "double", "float32": "single", "bool": "logical"}
+
+
+def _describe(value: np.ndarray) -> str:
+    """An Octave value as MATLAB would describe it: "a 1x784 double"."""
+    size = "x".join(str(n) for n in value.shape)
+    return f"a {size} {_MATLAB_CLASS.get(value.dtype.name, value.dtype.name)}"
+
+
+def user_gradient(runner: OctaveRunner, j: np.ndarray, grad: np.ndarray) -> UserGradient:
+    """``(J, grad)`` as Octave returned them, checked against the parameter vector."""
+    expr, var = runner.expr, runner.var
+    j = np.asarray(j)
+    if j.dtype.kind not in "fiu" or j.size != 1:
+        raise InputError(
+            f"J, the first output of {expr}, must be a real scalar; it is {_describe(j)}"
+        )
+    value = float(j.reshape(-1)[0])
+    if not np.isfinite(value):
+        raise InputError(f"J, the first output of {expr}, is {value}; it must be finite")
+    grad = np.asarray(grad)
+    n = runner.theta.size
+    if grad.dtype.kind not in "fiu":
+        raise InputError(
+            f"grad, the second output of {expr}, must be a real numeric vector; it is "
+            f"{_describe(grad)}"
+        )
+    if grad.size != n or (grad.ndim == 2 and min(grad.shape) != 1 and n != 1):
+        raise InputError(
+            f"grad, the second output of {expr}, is {_describe(grad)}; it must be a vector "
+            f"with one entry per entry of {var} ({n:,}, {var} being {_describe_shape(runner)})"
+        )
+    flat = grad.astype(np.float64).reshape(-1, order="F")
+    bad = np.flatnonzero(~np.isfinite(flat))
+    if bad.size:
+        raise InputError(
+            f"grad, the second output of {expr}, has {bad.size:,} non-finite entries: "
+            f"grad({bad[0] + 1}) = {flat[bad[0]]} (1-based); it must be finite"
+        )
+    notes = []
+    if grad.shape != runner.theta_shape and n > 1:
+        notes.append(
+            Finding(
+                "convention",
+                (var,),
+                f"grad is {_describe(grad)} while {var} is {_describe_shape(runner)}: compared "
+                "entry by entry (fminunc and fmincg accept either orientation)",
+            )
+        )
+    return UserGradient(value, flat, notes)
+
+
+def _describe_shape(runner: OctaveRunner) -> str:
+    return "x".join(str(n) for n in runner.theta_shape)
+
+
+def tensor_shapes(
+    shapes: Mapping[str, Sequence[int]] | None, var: str, size: int
+) -> dict[str, tuple[int, ...]]:
+    """The named tensors inside the parameter vector (the whole vector by default), checked
+    to add up to its ``size`` entries."""
+    if shapes is None:
+        return {var: (size,)}
+    named = {name: tuple(int(n) for n in dims) for name, dims in shapes.items()}
+    total = sum(int(np.prod(dims)) for dims in named.values())
+    if total != size:
+        listed = ", ".join(
+            f"{name} {'x'.join(map(str, dims))} ({int(np.prod(dims)):,})" for name, dims in named.items()
+        )
+        raise InputError(
+            f"the shapes hold {total:,} entries ({listed}) but {var} has {size:,}; they must "
+            f"add up to the length of {var}"
+        )
+    return named
+
+
+def check(
+    expr: str,
+    *,
+    path: str | Path | Sequence[str | Path] = (),
+    variables: str | Path | Mapping[str, Any] | None = None,
+    var: str = "theta",
+    shapes: Mapping[str, Sequence[int]] | None = None,
+    order: str = "F",
+    timeout: float = DEFAULT_TIMEOUT,
+    **options: Any,
+) -> GradReport:
+    """Check the gradient a MATLAB expression returns, running it in GNU Octave.
+
+    Parameters
+    ----------
+    expr : str
+        The call as written in MATLAB, returning ``[J, grad]``:
+        ``"nnCostFunction(theta, 400, 25, 10, X, y, 1)"``.
+    path : str, Path or sequence of them
+        Folders holding the user's ``.m`` files (added to Octave's path).
+    variables : str, Path or dict of str to array, optional
+        A .mat file, or the variables themselves, that ``expr`` uses by name.
+    var : str
+        The parameter vector's name among the variables.
+    shapes : dict of str to tuple of int, optional
+        The tensors inside the parameter vector, in order (``{"W1": (25, 401), ...}``); by
+        default one tensor named ``var``.
+    order : {"F", "C"}
+        How each tensor is unrolled: column-major (``F``, MATLAB's ``(:)``, the default) or
+        row-major.
+    timeout : float
+        Seconds any one Octave command may run; past it Octave is killed and InputError raised.
+    **options
+        ``mode``, ``samples``, ``directions``, ``budget``, ``rtol``, ``atol``, ``safety``,
+        ``seed``, ``progress``: as for ``gradproof.check_gradient``, which does the check.
+
+    Returns
+    -------
+    GradReport
+        The report of ``check_gradient``, with a ``convention`` note when grad's orientation
+        differs from the parameter vector's.
+
+    Raises
+    ------
+    InputError
+        Octave not installed (the install line given); Octave's error from the user's code (a
+        syntax error, an error raised, one output instead of two, with the file and line);
+        J not a finite scalar; grad of the wrong length or not finite; shapes that do not add
+        up; a command that outlived ``timeout``; and whatever ``check_gradient`` refuses.
+    """
+    with OctaveRunner(expr, path=path, variables=variables, var=var, timeout=timeout) as runner:
+        named = tensor_shapes(shapes, var, runner.theta.size)
+        user = user_gradient(runner, *runner.first())
+        report = check_gradient(
+            runner, user.gradient, runner.theta, shapes=named, order=order, **options
+        )
+    report.findings[:0] = user.notes
+    return report

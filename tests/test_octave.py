@@ -1,0 +1,342 @@
+"""gradproof.octave and `gradproof octave`: MATLAB cost functions run in real GNU Octave.
+
+The tests that need Octave skip where octave-cli is missing, except in CI (CI=true), where a
+missing Octave fails them: CI installs it, so a skip there would hide a broken install.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import autograd
+import autograd.numpy as anp
+import numpy as np
+import pytest
+import scipy.io
+
+from gradproof.cli import main
+from gradproof.errors import InputError
+from gradproof.octave import INSTALL_LINE, OctaveRunner, check
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+@pytest.fixture
+def octave():
+    """Skip without octave-cli, or fail in CI."""
+    if shutil.which("octave-cli") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("octave-cli is missing in CI, which must install it (.ci/run)")
+        pytest.skip("GNU Octave (octave-cli) is not installed")
+
+
+@pytest.fixture
+def code(tmp_path, octave):
+    """A folder for .m files: ``code("name", text)`` writes name.m there; returns the folder."""
+
+    def write(name: str, text: str) -> Path:
+        (tmp_path / f"{name}.m").write_text(text)
+        return tmp_path
+
+    return write
+
+
+QUADRATIC = """function [J, grad] = {name}(theta, A)
+  J = 0.5 * theta' * A * theta + sum(sin(theta));
+  grad = {grad};
+end
+"""
+
+
+def quadratic(code, name: str, grad: str = "A * theta + cos(theta)") -> Path:
+    return code(name, QUADRATIC.format(name=name, grad=grad))
+
+
+def variables(n: int = 12, seed: int = 0, **extra) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=(n, n))
+    return {"theta": rng.normal(size=(n, 1)), "A": a + a.T, **extra}
+
+
+# ------------------------------------------------------------- the runner
+
+
+def test_batched_moves_are_the_loss_at_each_point(code):
+    folder = quadratic(code, "quadcost")
+    given = variables(n=9, seed=1)
+    a, theta = given["A"], given["theta"].ravel()
+    rng = np.random.default_rng(2)
+    # Three points: one entry moved, three entries moved together, nothing moved.
+    positions = np.array([4, 0, 5, 8])
+    start = np.array([0, 1, 4, 4])
+    values = rng.normal(size=4)
+    with OctaveRunner("quadcost(theta, A)", path=folder, variables=given) as runner:
+        got = runner.moves(positions, start, values)
+    expected = []
+    for k in range(3):
+        point = theta.copy()
+        point[positions[start[k] : start[k + 1]]] = values[start[k] : start[k + 1]]
+        expected.append(0.5 * point @ a @ point + np.sum(np.sin(point)))
+    np.testing.assert_allclose(got, expected, rtol=1e-13)
+
+
+def test_batches_are_split_to_stay_within_the_timeout(code):
+    folder = quadratic(code, "quadsplit")
+    given = variables(n=5)
+    with OctaveRunner("quadsplit(theta, A)", path=folder, variables=given) as runner:
+        runner.first()
+        runner.seconds_per_call = runner.timeout  # one point per Octave command
+        moved = runner.moves(np.arange(5), np.arange(6), np.zeros(5))
+    theta, a = given["theta"].ravel(), given["A"]
+    for k in range(5):
+        point = theta.copy()
+        point[k] = 0.0
+        assert moved[k] == pytest.approx(0.5 * point @ a @ point + np.sum(np.sin(point)))
+
+
+# ----------------------------------------------------------------- checks
+
+
+def test_right_gradient_passes_and_wrong_one_fails(code):
+    folder = quadratic(code, "quadright")
+    quadratic(code, "quadwrong", grad="A * theta + 1.01 * cos(theta)")
+    given = variables()
+    assert check("quadright(theta, A)", path=folder, variables=given).passed
+    wrong = check("quadwrong(theta, A)", path=folder, variables=given)
+    assert not wrong.passed
+
+
+@pytest.mark.parametrize("mode", ["full", "sample", "directional", "taylor"])
+def test_every_mode_runs_through_octave(code, mode):
+    folder = quadratic(code, "quadmode")
+    report = check("quadmode(theta, A)", path=folder, variables=variables(), mode=mode)
+    assert report.passed
+    assert report.mode == mode
+
+
+def test_shapes_name_the_tensors_column_major(code):
+    # W is 3x4 inside theta; only W(2, 3) (1-based) has a wrong gradient: theta(8).
+    folder = quadratic(code, "quadone", grad="A * theta + cos(theta) + ((1:12)' == 8)")
+    report = check(
+        "quadone(theta, A)", path=folder, variables=variables(), shapes={"W": (3, 4)}
+    )
+    assert not report.passed
+    (result,) = report.tensors
+    assert result.name == "W" and result.shape == (3, 4)
+    assert "[1, 2]" in " ".join(f.message for f in report.findings)  # 0-based W(2, 3)
+
+
+def test_row_vector_gradient_is_a_note(code):
+    folder = quadratic(code, "quadrow", grad="(A * theta + cos(theta))'")
+    report = check("quadrow(theta, A)", path=folder, variables=variables())
+    assert report.passed
+    assert [f.kind for f in report.findings] == ["convention"]
+
+
+def test_variables_from_a_mat_file(code, tmp_path):
+    folder = quadratic(code, "quadfile")
+    scipy.io.savemat(tmp_path / "vars.mat", variables())
+    assert check("quadfile(theta, A)", path=folder, variables=tmp_path / "vars.mat").passed
+
+
+# --------------------------------------------------------------- examples
+
+SEED_SHAPES = {"encoder": (16, 4), "decoder": (4, 16)}
+
+
+def seed_variables(seed: int = 3) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    r = 4 * np.sqrt(6 / 20)
+    return {"theta": rng.uniform(-r, r, size=(128, 1)), "x": rng.uniform(size=(1, 16))}
+
+
+def seed_loss(theta, x):
+    """seed_backprop.m's loss in numpy (autograd), theta = [encoder(:); decoder(:)]."""
+    encoder = anp.reshape(theta[:64], (4, 16)).T  # column-major (16, 4)
+    decoder = anp.reshape(theta[64:], (16, 4)).T  # column-major (4, 16)
+    a = 1 / (1 + anp.exp(-x @ encoder))
+    z = 1 / (1 + anp.exp(-a @ decoder))
+    return anp.sum(0.5 * (z - x) ** 2)
+
+
+def test_fixed_seed_example_returns_autograds_gradient(octave):
+    given = seed_variables()
+    with OctaveRunner(
+        "seed_backprop_fixed(theta, x, 4)", path=EXAMPLES, variables=given
+    ) as runner:
+        j, grad = runner.first()
+    theta, x = given["theta"].ravel(), given["x"]
+    assert j.item() == pytest.approx(seed_loss(theta, x), rel=1e-12)
+    np.testing.assert_allclose(grad.ravel(), autograd.grad(seed_loss)(theta, x), rtol=1e-10)
+
+
+def test_seed_example_names_the_decoders_layout_and_fails_the_encoder(octave):
+    report = check(
+        "seed_backprop(theta, x, 4)", path=EXAMPLES, variables=seed_variables(), shapes=SEED_SHAPES
+    )
+    verdicts = {t.name: t.verdict for t in report.tensors}
+    assert verdicts["encoder"] != "ok" and verdicts["decoder"] != "ok"
+    kinds = {(f.kind, f.tensor) for f in report.findings}
+    assert ("unroll_order", "decoder") in kinds  # error_0' * a, unrolled (:) as decoder's
+    assert any(tensor == "encoder" for _, tensor in kinds)
+
+
+def test_cli_seed_examples_exit_codes(octave, tmp_path, capsys):
+    scipy.io.savemat(tmp_path / "seed.mat", seed_variables())
+    common = ["--path", str(EXAMPLES), "--load", str(tmp_path / "seed.mat"),
+              "--shapes", "encoder=16x4,decoder=4x16"]
+    assert main(["octave", "seed_backprop(theta, x, 4)", *common]) == 1
+    assert "unroll_order" in capsys.readouterr().out
+    assert main(["octave", "seed_backprop_fixed(theta, x, 4)", *common, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["expr"] == "seed_backprop_fixed(theta, x, 4)"
+    assert [t["name"] for t in data["tensors"]] == ["encoder", "decoder"]
+
+
+# -------------------------------------------------------------- bad input
+
+
+def cli_error(capsys, *argv: str) -> str:
+    """Run ``gradproof octave ARGV``; assert exit 2 and no traceback; return stderr."""
+    assert main(["octave", *argv]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return " ".join(err.split())
+
+
+def test_missing_octave_says_how_to_install(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert INSTALL_LINE in cli_error(capsys, "cost(theta)")
+
+
+def test_syntax_error_shows_octaves_message_file_and_line(code, capsys):
+    folder = code("broken", "function [J, grad] = broken(theta)\n  J = sum(theta;\n  grad = theta;\nend\n")
+    scipy.io.savemat(folder / "v.mat", {"theta": np.ones((3, 1))})
+    err = cli_error(capsys, "broken(theta)", "--path", str(folder), "--load", str(folder / "v.mat"))
+    assert "parse error" in err and "broken.m" in err and "line 2" in err
+
+
+def test_syntax_error_in_the_expression_itself(code):
+    folder = quadratic(code, "quadparse")
+    with pytest.raises(InputError, match="making quadparse\\(theta, A a function of theta: parse error"):
+        check("quadparse(theta, A", path=folder, variables=variables())
+
+
+def test_error_raised_in_the_function_names_it_and_its_line(code, capsys):
+    folder = code(
+        "raises", "function [J, grad] = raises(theta)\n  J = 0;\n  error('lambda must be positive');\nend\n"
+    )
+    scipy.io.savemat(folder / "v.mat", {"theta": np.ones((3, 1))})
+    err = cli_error(capsys, "raises(theta)", "--path", str(folder), "--load", str(folder / "v.mat"))
+    assert "lambda must be positive" in err and "raises at line 3" in err
+
+
+def test_one_output_instead_of_two(code, capsys):
+    folder = code("single", "function J = single(theta)\n  J = sum(theta.^2);\nend\n")
+    scipy.io.savemat(folder / "v.mat", {"theta": np.ones((3, 1))})
+    err = cli_error(capsys, "single(theta)", "--path", str(folder), "--load", str(folder / "v.mat"))
+    assert "must return two outputs, [J, grad]" in err
+
+
+def test_gradient_of_the_wrong_length(code):
+    folder = quadratic(code, "quadshort", grad="A(1:end-1, :) * theta")
+    with pytest.raises(InputError, match=r"grad, the second output .* is a 11x1 double; it must be a vector with one entry per entry of theta \(12"):
+        check("quadshort(theta, A)", path=folder, variables=variables())
+
+
+def test_gradient_as_a_matrix(code):
+    folder = quadratic(code, "quadmatrix", grad="reshape(A * theta, 3, 4)")
+    with pytest.raises(InputError, match="3x4 double"):
+        check("quadmatrix(theta, A)", path=folder, variables=variables())
+
+
+@pytest.mark.parametrize(
+    "name, body, pattern",
+    [
+        ("nanj", "J = NaN; grad = theta;", "J, the first output .* is nan"),
+        ("infgrad", "J = sum(theta); grad = theta; grad(2) = Inf;", r"grad\(2\) = inf \(1-based\)"),
+        ("vecj", "J = theta; grad = theta;", "J, the first output .* must be a real scalar; it is a 3x1 double"),
+    ],
+    ids=["nan-J", "inf-grad", "vector-J"],
+)
+def test_non_finite_or_non_scalar_outputs(code, name, body, pattern):
+    folder = code(name, f"function [J, grad] = {name}(theta)\n  {body}\nend\n")
+    with pytest.raises(InputError, match=pattern):
+        check(f"{name}(theta)", path=folder, variables={"theta": np.ones((3, 1))})
+
+
+def test_shapes_that_do_not_add_up(code, capsys):
+    folder = quadratic(code, "quadshapes")
+    scipy.io.savemat(folder / "v.mat", variables())
+    err = cli_error(capsys, "quadshapes(theta, A)", "--path", str(folder), "--load",
+                    str(folder / "v.mat"), "--shapes", "W1=3x3,b1=2")
+    assert "the shapes hold 11 entries (W1 3x3 (9), b1 2 (2)) but theta has 12" in err
+
+
+def test_malformed_shapes_flag(capsys, octave):
+    assert "NAME=ROWSxCOLS" in cli_error(capsys, "f(theta)", "--shapes", "W1=3by3")
+
+
+def test_missing_parameter_variable_lists_the_loaded_ones(code):
+    folder = quadratic(code, "quadvar")
+    with pytest.raises(InputError, match=r"params is not among the loaded variables \(found: A, theta\)"):
+        check("quadvar(params, A)", path=folder, variables=variables(), var="params")
+
+
+def test_timeout_kills_octave_and_what_it_started(code, monkeypatch, tmp_path):
+    # The function starts a child process, then never returns.
+    folder = code("spin", "function [J, grad] = spin(theta)\n  system('sleep 300 &');\n  while true\n  end\nend\n")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    runner = OctaveRunner("spin(theta)", path=folder, variables={"theta": np.ones((2, 1))}, timeout=3)
+    pid, directory = runner.pid, runner.directory
+    with pytest.raises(InputError, match=r"did not finish within 3 s .* Octave was stopped"):
+        runner.first()
+    runner.close()
+    # SIGKILL reaches the group at once; the kernel takes a moment to end its members.
+    deadline = time.monotonic() + 5.0
+    while running_in_group(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert running_in_group(pid) == []
+    assert not directory.exists()
+
+
+def running_in_group(group: int) -> list[str]:
+    """The commands of the processes of a process group that still run (zombies, which have
+    ended and wait for their parent to read their status, left out)."""
+    running = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # ended while we looked
+        # "pid (comm) state ppid pgrp ...": comm may hold spaces, so split after its ")".
+        name = text[text.index("(") + 1 : text.rindex(")")]
+        state, _, pgrp = text[text.rindex(")") + 2 :].split()[:3]
+        if int(pgrp) == group and state != "Z":
+            running.append(name)
+    return running
+
+
+def test_check_leaves_no_temporary_files(code, monkeypatch, tmp_path):
+    folder = quadratic(code, "quadclean")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    check("quadclean(theta, A)", path=folder, variables=variables())
+    with pytest.raises(InputError):
+        check("quadclean(theta)", path=folder, variables=variables())  # Octave: not enough inputs
+    assert list(scratch.iterdir()) == []
+
+
+def test_missing_files_and_folders_are_named(capsys, octave, tmp_path):
+    assert "no such file" in cli_error(capsys, "f(theta)", "--load", str(tmp_path / "none.mat"))
+    assert "not a folder" in cli_error(capsys, "f(theta)", "--path", str(tmp_path / "none"))
+
+
+def test_a_tensor_named_twice_in_shapes(capsys, octave):
+    assert "W is named twice" in cli_error(capsys, "f(theta)", "--shapes", "W=2x2,W=3")
