@@ -519,3 +519,18 @@ def test_step_moves_every_pre_activation_by_about_cbrt_eps():
     # An entry no input reaches keeps the plain rule of check_gradient.
     plain = np.cbrt(EPS) * np.maximum(1, np.abs(params["W1"][~lit]))
     np.testing.assert_allclose(h[~lit], plain, rtol=1e-15)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_failing_tensor_the_catalogue_cannot_explain_still_gets_a_finding(seed):
+    # A float32 gradient off by 1e-4 of its largest entry in one entry fails the exact check,
+    # but is within the model-aware diagnosis's own float32 tolerance: the structural
+    # diagnosis of the measurements must still say where it fails.
+    model = Autoencoder(n_visible=20, n_hidden=6, dtype="float32")
+    params = model.init_params(seed)
+    x = np.random.default_rng(seed).random((3, 20)).astype(np.float32)
+    grad = {name: g.copy() for name, g in model.loss_and_grad(params, x)[1].items()}
+    grad["W1"][2, 3] += 1e-4 * np.abs(grad["W1"]).max()
+    report = gp.check_model(model, params, x, grad=grad)
+    assert [t.name for t in report.tensors if not t.passed] == ["W1"]
+    assert [f.kind for f in report.findings if f.is_bug and "W1" in f.tensors] == ["partial"]
