@@ -94,7 +94,8 @@ class Finding:
 
     @property
     def is_bug(self) -> bool:
-        """True for findings that describe a wrong gradient (not kink / precision / nondeterminism)."""
+        """True for findings that describe a wrong gradient (not kink / precision /
+        nondeterministic / convention notes)."""
         return self.kind not in NOTE_KINDS
 
     def to_dict(self) -> dict[str, Any]:
