@@ -20,7 +20,8 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-# Public name -> module that defines it.
+# Public name -> module that defines it. No name may be that of a submodule (``diagnose``,
+# ``identify``): importing the submodule sets the package attribute to the module itself.
 _EXPORTS = {
     "Autoencoder": "gradproof.nn.autoencoder",
     "Network": "gradproof.nn.network",
@@ -30,13 +31,11 @@ _EXPORTS = {
     "check_model": "gradproof.check",
     "check_vjp": "gradproof.vjp",
     "check_network": "gradproof.network_check",
-    "identify": "gradproof.identify",
     "Layout": "gradproof.layouts",
     "GradReport": "gradproof.report",
     "TensorResult": "gradproof.report",
     "Finding": "gradproof.report",
     "FINDING_KINDS": "gradproof.report",
-    "diagnose": "gradproof.diagnose",
     "diagnose_model": "gradproof.mistakes",
     "MISTAKES": "gradproof.mistakes",
     "GradproofError": "gradproof.errors",
