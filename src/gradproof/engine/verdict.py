@@ -301,8 +301,8 @@ def transposed_finding(spec: TensorSpec) -> Finding:
         "transposed",
         (spec.name,),
         f"the gradient of {spec.name} has shape {spec.shape[::-1]}, the transpose of the "
-        f"parameter's {spec.shape}; its values were compared after transposing (the table shows "
-        "whether they are right)",
+        f"parameter's {spec.shape}; the tensor fails for its shape, and its values were "
+        "compared after transposing back",
         fix=(
             f"return the gradient in {spec.name}'s own shape {spec.shape}: for a layer "
             f"a @ {spec.name} that is `a.T @ delta` ({rows} x {columns}), not `delta.T @ a`"
