@@ -145,6 +145,15 @@ def test_a_swap_names_both_tensors_as_data_and_one_tensor_findings_one():
     assert flip.to_dict()["tensor"] == "W1" and "tensors" not in flip.to_dict()
 
 
+def test_the_sign_flip_advice_assumes_no_autoencoder():
+    # The structural diagnosis knows nothing of the function checked (a PyTorch Softplus input,
+    # a layer): its fix names no autoencoder variable and holds for any function.
+    g, n, t, _ = make_problem((5, 3), seed=3)
+    [flip] = diagnose({"x": -g}, {"x": n}, {}, {"x": t})
+    assert flip.kind == "sign_flipped"
+    assert "(z - x)" not in flip.fix and "minus sign is lost" in flip.fix
+
+
 @pytest.mark.parametrize("tensors", ["W1", (), ("W1", "W2", "b1"), ("W1", 2)], ids=repr)
 def test_a_finding_holds_a_tuple_of_one_or_two_names(tensors):
     with pytest.raises(ValueError, match="tuple of one or two"):

@@ -300,8 +300,9 @@ def _sign_flipped(case: TensorCase, failing: Mapping[str, TensorCase]) -> Findin
         ),
         evidence=residual,
         fix=(
-            f"negate the gradient of {name}: the output error is `output - target` (z - x), "
-            "not `target - output`, and descent steps `W -= lr * grad`"
+            f"negate the gradient of {name}: somewhere on its path a difference is taken the "
+            "other way round or a minus sign is lost (in a squared-error or cross-entropy "
+            "network, the output error is `output - target`, not `target - output`)"
         ),
     )
 
