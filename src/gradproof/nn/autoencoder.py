@@ -278,28 +278,8 @@ class Autoencoder:
         return arr
 
     def _checked_params(self, params: Mapping[str, Any], check_finite: bool = True) -> Params:
-        if not isinstance(params, Mapping):
-            raise InputError(
-                f"params must be a dict of named arrays ({', '.join(self._shapes)}); "
-                f"got {type(params).__name__}"
-            )
-        missing = [name for name in self._shapes if name not in params]
-        extra = [str(name) for name in params if name not in self._shapes]
-        if missing or extra:
-            raise InputError(
-                f"params do not fit this model (layers {self.layers}, bias={self.bias}, "
-                f"tied={self.tied}): missing {_names(missing)}; extra {_names(extra)}; "
-                f"expected exactly {_names(list(self._shapes))}"
-            )
-        checked: Params = {}
-        for name, shape in self._shapes.items():
-            arr = _real_array(params[name], f"parameter {name}", self.dtype)
-            if arr.shape != shape:
-                raise InputError(f"parameter {name} has shape {arr.shape}; expected {shape}")
-            if check_finite and not all_finite(arr):
-                raise InputError(f"parameter {name} has non-finite values (NaN or Inf)")
-            checked[name] = arr
-        return checked
+        described = f"this model (layers {self.layers}, bias={self.bias}, tied={self.tied})"
+        return checked_params(params, self._shapes, self.dtype, described, check_finite)
 
     def _layer_params(self, params: Params, k: int) -> Params:
         """The layer-local params {"W", "b"} of layer k (1-based), tied weights transposed."""
@@ -602,6 +582,46 @@ _CONFIG_KEYS = (
 
 
 # ----- validation helpers -------------------------------------------------------------------
+
+
+def checked_params(
+    params: Mapping[str, Any],
+    shapes: Mapping[str, tuple[int, ...]],
+    dtype: Any,
+    described: str,
+    check_finite: bool = True,
+) -> Params:
+    """``params`` as arrays of ``dtype``, exactly the names and shapes of ``shapes``.
+
+    ``described`` names the network in the messages ("this model (layers [...], ...)").
+
+    Raises
+    ------
+    InputError
+        Not a dict; missing or extra names (listed); a non-numeric array, a wrong shape or
+        (with ``check_finite``) a NaN or Inf, naming the parameter.
+    """
+    if not isinstance(params, Mapping):
+        raise InputError(
+            f"params must be a dict of named arrays ({', '.join(shapes)}); "
+            f"got {type(params).__name__}"
+        )
+    missing = [name for name in shapes if name not in params]
+    extra = [str(name) for name in params if name not in shapes]
+    if missing or extra:
+        raise InputError(
+            f"params do not fit {described}: missing {_names(missing)}; extra "
+            f"{_names(extra)}; expected exactly {_names(list(shapes))}"
+        )
+    checked: Params = {}
+    for name, shape in shapes.items():
+        arr = _real_array(params[name], f"parameter {name}", np.dtype(dtype))
+        if arr.shape != shape:
+            raise InputError(f"parameter {name} has shape {arr.shape}; expected {shape}")
+        if check_finite and not all_finite(arr):
+            raise InputError(f"parameter {name} has non-finite values (NaN or Inf)")
+        checked[name] = arr
+    return checked
 
 
 def _names(names: Sequence[str]) -> str:

@@ -46,6 +46,7 @@ from gradproof.nn.autoencoder import (
     _is_positive_int,
     _real_array,
     all_finite,
+    checked_params,
 )
 from gradproof.nn.layers import Dense, DenseCache
 from gradproof.nn.losses import LOSSES, REDUCTIONS, kl_divergence
@@ -336,28 +337,10 @@ class Network:
         Checks exactly the names of ``param_shapes()`` (listing the missing and the extra
         ones), real numeric arrays, the right shapes and finite values.
         """
-        if not isinstance(params, Mapping):
-            raise InputError(
-                f"params must be a dict of named arrays ({', '.join(self._shapes)}); "
-                f"got {type(params).__name__}"
-            )
-        missing = [name for name in self._shapes if name not in params]
-        extra = [str(name) for name in params if name not in self._shapes]
-        if missing or extra:
-            raise InputError(
-                f"params do not fit this network (layers {list(self.layers)}, bias={self.bias}, "
-                f"tied={self.tied}): missing {', '.join(missing) or 'none'}; extra "
-                f"{', '.join(extra) or 'none'}; expected exactly {', '.join(self._shapes)}"
-            )
-        checked: Params = {}
-        for name, shape in self._shapes.items():
-            arr = _real_array(params[name], f"parameter {name}", np.dtype(self.dtype))
-            if arr.shape != shape:
-                raise InputError(f"parameter {name} has shape {arr.shape}; expected {shape}")
-            if not all_finite(arr):
-                raise InputError(f"parameter {name} has non-finite values (NaN or Inf)")
-            checked[name] = arr
-        return checked
+        described = (
+            f"this network (layers {list(self.layers)}, bias={self.bias}, tied={self.tied})"
+        )
+        return checked_params(params, self._shapes, self.dtype, described)
 
     def _layer_params(self, params: Params, k: int) -> Params:
         """The layer-local params {"W", "b"} of layer k (1-based), tied weights transposed."""
