@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -231,23 +231,10 @@ class Autoencoder:
         -------
         dict of str to ndarray
         """
-        try:
-            rng = np.random.default_rng(seed)
-        except (TypeError, ValueError) as err:
-            raise InputError(
-                f"seed must be a non-negative integer or a numpy Generator; got {seed!r}"
-            ) from err
-        params: Params = {}
-        for name, shape in self._shapes.items():
-            if name.startswith("W"):
-                k = int(name[1:])
-                fan_in, fan_out = shape
-                scale = ACTIVATIONS[self.activations[k - 1]].init_scale
-                r = scale * math.sqrt(6.0 / (fan_in + fan_out))
-                params[name] = rng.uniform(-r, r, size=shape).astype(self.dtype, copy=False)
-            else:
-                params[name] = np.zeros(shape, dtype=self.dtype)
-        return params
+        return initial_params(
+            self._shapes, lambda k: ACTIVATIONS[self.activations[k - 1]].init_scale,
+            self.dtype, seed,
+        )
 
     def validate_params(self, params: Mapping[str, Any]) -> None:
         """Raise ``InputError`` unless ``params`` fits this model.
@@ -582,6 +569,37 @@ _CONFIG_KEYS = (
 
 
 # ----- validation helpers -------------------------------------------------------------------
+
+
+def initial_params(
+    shapes: Mapping[str, tuple[int, ...]],
+    init_scale: Callable[[int], float],
+    dtype: Any,
+    seed: int | np.random.Generator,
+) -> Params:
+    """Weights ``Wk`` uniform in +-r, ``r = init_scale(k) * sqrt(6 / (fan_in + fan_out))``,
+    drawn in float64 in the order of ``shapes`` and then cast to ``dtype``; biases zero.
+
+    Raises
+    ------
+    InputError
+        A ``seed`` that is neither a non-negative integer nor a numpy Generator.
+    """
+    try:
+        rng = np.random.default_rng(seed)
+    except (TypeError, ValueError) as err:
+        raise InputError(
+            f"seed must be a non-negative integer or a numpy Generator; got {seed!r}"
+        ) from err
+    params: Params = {}
+    for name, shape in shapes.items():
+        if name.startswith("W"):
+            fan_in, fan_out = shape
+            r = init_scale(int(name[1:])) * math.sqrt(6.0 / (fan_in + fan_out))
+            params[name] = rng.uniform(-r, r, size=shape).astype(dtype, copy=False)
+        else:
+            params[name] = np.zeros(shape, dtype=dtype)
+    return params
 
 
 def checked_params(

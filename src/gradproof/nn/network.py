@@ -27,7 +27,6 @@ every violation raises ``InputError`` naming the option and what it allows.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -47,6 +46,7 @@ from gradproof.nn.autoencoder import (
     _real_array,
     all_finite,
     checked_params,
+    initial_params,
 )
 from gradproof.nn.layers import Dense, DenseCache
 from gradproof.nn.losses import LOSSES, REDUCTIONS, kl_divergence
@@ -315,21 +315,9 @@ class Network:
         activation (4 for the sigmoid, 1 for the softmax), drawn in float64 in the order W1,
         W2, ... and then cast, as ``Autoencoder.init_params`` does.
         """
-        try:
-            rng = np.random.default_rng(seed)
-        except (TypeError, ValueError) as err:
-            raise InputError(
-                f"seed must be a non-negative integer or a numpy Generator; got {seed!r}"
-            ) from err
-        params: Params = {}
-        for name, shape in self._shapes.items():
-            if name.startswith("W"):
-                scale = self._dense[int(name[1:]) - 1].activation.init_scale
-                r = scale * math.sqrt(6.0 / sum(shape))
-                params[name] = rng.uniform(-r, r, size=shape).astype(self.dtype, copy=False)
-            else:
-                params[name] = np.zeros(shape, dtype=self.dtype)
-        return params
+        return initial_params(
+            self._shapes, lambda k: self._dense[k - 1].activation.init_scale, self.dtype, seed
+        )
 
     def validate_params(self, params: Mapping[str, Any]) -> Params:
         """``params`` as arrays of the network's dtype; ``InputError`` unless they fit.
