@@ -105,10 +105,20 @@ def add_parser(subparsers: Any) -> None:
         f"(default: {DEFAULT_SEED})",
     )
     how = parser.add_argument_group("how to check")
+    add_how_flags(how, MODE_TEXT, DEFAULT_MODE)
+    add_blas_option(how)
+    add_model_options(parser)
+    add_data_options(parser)
+    parser.set_defaults(run=run)
+
+
+def add_how_flags(how: Any, modes: dict[str, str], default_mode: str) -> None:
+    """Declare the flags that say how to check (``--mode`` among ``modes``, ``--samples``,
+    ``--directions``, ``--rtol``, ``--atol``, ``--json``), shared by ``check`` and ``octave``."""
     how.add_argument(
-        "--mode", choices=list(MODE_TEXT), default=DEFAULT_MODE, metavar="MODE",
-        help="; ".join(f"{mode}: {text}" for mode, text in MODE_TEXT.items())
-        + f" (default: {DEFAULT_MODE})",
+        "--mode", choices=list(modes), default=default_mode, metavar="MODE",
+        help="; ".join(f"{mode}: {text}" for mode, text in modes.items())
+        + f" (default: {default_mode})",
     )
     how.add_argument(
         "--samples", type=positive_int, metavar="N",
@@ -129,10 +139,6 @@ def add_parser(subparsers: Any) -> None:
     how.add_argument(
         "--json", action="store_true", help="print the report as JSON, and nothing else"
     )
-    add_blas_option(how)
-    add_model_options(parser)
-    add_data_options(parser)
-    parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace, console: Console) -> int:

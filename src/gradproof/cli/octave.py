@@ -18,8 +18,8 @@ from rich.console import Console
 from rich.text import Text
 
 from gradproof.cli import EXIT_FAILED, EXIT_OK
-from gradproof.cli.check import MODE_TEXT, _check_mode_flags, _progress
-from gradproof.cli.options import nonnegative_float, nonnegative_int, positive_float, positive_int
+from gradproof.cli.check import MODE_TEXT, _check_mode_flags, _progress, add_how_flags
+from gradproof.cli.options import nonnegative_int, positive_float
 from gradproof.cli.render import print_json, print_report
 from gradproof.octave import check
 from gradproof.octave.runner import DEFAULT_TIMEOUT
@@ -90,22 +90,9 @@ def add_parser(subparsers: Any) -> None:
         f"(default: {DEFAULT_TIMEOUT:g})",
     )
     how = parser.add_argument_group("how to check")
-    how.add_argument(
-        "--mode", choices=list(OCTAVE_MODES), default=DEFAULT_MODE, metavar="MODE",
-        help="; ".join(f"{mode}: {text}" for mode, text in OCTAVE_MODES.items())
-        + f" (default: {DEFAULT_MODE})",
-    )
-    how.add_argument("--samples", type=positive_int, metavar="N",
-                     help="entries per tensor in sample and auto modes")
-    how.add_argument("--directions", type=positive_int, metavar="K",
-                     help="random directions per tensor in auto, directional and taylor modes")
-    how.add_argument("--rtol", type=nonnegative_float, metavar="R",
-                     help="use the classic rule |a - n| <= atol + rtol * max(|a|, |n|)")
-    how.add_argument("--atol", type=nonnegative_float, metavar="A", help="see --rtol")
+    add_how_flags(how, OCTAVE_MODES, DEFAULT_MODE)
     how.add_argument("--seed", type=nonnegative_int, default=0, metavar="N",
                      help="seeds the sampled entries and random directions (default: 0)")
-    how.add_argument("--json", action="store_true",
-                     help="print the report as JSON, and nothing else")
     parser.set_defaults(run=run)
 
 
