@@ -36,7 +36,7 @@ import numpy as np
 from gradproof.errors import InputError
 from gradproof.nn.activations import ACTIVATIONS
 from gradproof.nn.layers import FRESH, Dense, DenseBuffers, DenseCache, flush_tiny
-from gradproof.nn.losses import LOSSES, REDUCTIONS, kl_divergence
+from gradproof.nn.losses import LOSSES, REDUCTIONS, kl_divergence, kl_slope
 
 # Supported compute dtypes, by name.
 DTYPES: tuple[str, ...] = ("float64", "float32")
@@ -507,19 +507,13 @@ class Autoencoder:
 
     def _collect(self, grads: Params, k: int, layer_grads: Params) -> None:
         """File layer k's gradients under the model's names; tied weights sum both uses."""
-        name, transposed = self._weight_of[k - 1]
-        d_w = layer_grads["W"].T if transposed else layer_grads["W"]  # like params[name]
-        if name in grads:
-            d_w += grads[name]  # d_w is this layer's own array, fresh or in a workspace
-        grads[name] = d_w
-        if self.bias:
-            grads[f"b{k}"] = layer_grads["b"]
+        collect_layer_grads(grads, self._weight_of[k - 1], self.bias, k, layer_grads)
 
     def _sparsity_grad(self, cache: ForwardCache, batch: int) -> np.ndarray:
         # d/da_ij of beta * sum_j KL(rho || rho_hat_j), rho_hat_j = mean_i a_ij:
-        # beta / m * (-rho / rho_hat_j + (1 - rho) / (1 - rho_hat_j))
-        rho, rho_hat = self.sparsity_target, self._code_mean(cache)
-        return (self.sparsity_weight / batch) * ((1 - rho) / (1 - rho_hat) - rho / rho_hat)
+        # beta / m * KL'(rho_hat_j)
+        slope = kl_slope(self.sparsity_target, self._code_mean(cache))
+        return (self.sparsity_weight / batch) * slope
 
     # ----- configuration ----------------------------------------------------------------
 
@@ -569,6 +563,21 @@ _CONFIG_KEYS = (
 
 
 # ----- validation helpers -------------------------------------------------------------------
+
+
+def collect_layer_grads(
+    grads: Params, weight: tuple[str, bool], bias: bool, k: int, layer_grads: Params
+) -> None:
+    """File layer k's gradients in ``grads`` under the network's names: ``weight`` is the
+    name of its weight and whether the layer uses it transposed; a tied weight sums the
+    gradients of both its uses."""
+    name, transposed = weight
+    d_w = layer_grads["W"].T if transposed else layer_grads["W"]  # like params[name]
+    if name in grads:
+        d_w += grads[name]  # d_w is this layer's own array, fresh or in a workspace
+    grads[name] = d_w
+    if bias:
+        grads[f"b{k}"] = layer_grads["b"]
 
 
 def initial_params(

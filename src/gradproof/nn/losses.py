@@ -243,6 +243,11 @@ def kl_divergence(rho: float, rho_hat: np.ndarray) -> np.ndarray:
     return rho * np.log(rho / rho_hat) + (1 - rho) * np.log((1 - rho) / (1 - rho_hat))
 
 
+def kl_slope(rho: float, rho_hat: np.ndarray) -> np.ndarray:
+    """d KL(rho || rho_hat) / d rho_hat = -rho / rho_hat + (1 - rho) / (1 - rho_hat)."""
+    return (1 - rho) / (1 - rho_hat) - rho / rho_hat
+
+
 def kl_magnitude(rho: float, rho_hat: np.ndarray) -> np.ndarray:
     """A bound on the intermediate values of ``kl_divergence`` (its two log terms), for the
     rounding bound of the exact check."""

@@ -46,10 +46,11 @@ from gradproof.nn.autoencoder import (
     _real_array,
     all_finite,
     checked_params,
+    collect_layer_grads,
     initial_params,
 )
 from gradproof.nn.layers import Dense, DenseCache
-from gradproof.nn.losses import LOSSES, REDUCTIONS, kl_divergence
+from gradproof.nn.losses import LOSSES, REDUCTIONS, kl_divergence, kl_slope
 from gradproof.nn.softmax import softmax, softmax_cross_entropy
 
 Params = dict[str, np.ndarray]
@@ -525,17 +526,11 @@ class Network:
 
     def _collect(self, grads: Params, k: int, layer_grads: Params) -> None:
         """File layer k's gradients under the network's names; tied weights sum both uses."""
-        name, transposed = self._weight_of[k - 1]
-        d_w = layer_grads["W"].T if transposed else layer_grads["W"]  # like params[name]
-        if name in grads:
-            d_w += grads[name]  # d_w is this layer's own fresh array
-        grads[name] = d_w
-        if self.bias:
-            grads[f"b{k}"] = layer_grads["b"]
+        collect_layer_grads(grads, self._weight_of[k - 1], self.bias, k, layer_grads)
 
     def _sparsity_grad(self, cache: ForwardCache, batch: int) -> np.ndarray:
         # d/da_ij of beta * sum_j KL(rho || rho_hat_j), rho_hat_j = mean_i a_ij:
-        # beta / m * (-rho / rho_hat_j + (1 - rho) / (1 - rho_hat_j))
-        rho, rho_hat = self.sparsity_target, self._code_mean(cache)
-        return (self.sparsity_weight / batch) * ((1 - rho) / (1 - rho_hat) - rho / rho_hat)
+        # beta / m * KL'(rho_hat_j)
+        slope = kl_slope(self.sparsity_target, self._code_mean(cache))
+        return (self.sparsity_weight / batch) * slope
 
