@@ -216,18 +216,17 @@ class Measured:
     @classmethod
     def empty(cls, probes: ProbeSet, rounding_g: np.ndarray) -> Measured:
         n = probes.count
-        nan = np.full(n, np.nan)
+        # One block, not seven arrays: numpy backs a block of 4 MiB or more with huge pages,
+        # where seven fresh arrays of a large tensor each fault in their pages one by one.
+        nan = np.full((7, n), np.nan)
+        flags = np.zeros((3, n), dtype=np.int8)
         return cls(
             probes,
-            nan.copy(),
-            nan.copy(),
-            nan.copy(),
-            nan.copy(),
-            nan.copy(),
-            np.zeros(n, dtype=np.int8),
-            np.zeros(n, dtype=bool),
-            np.zeros(n, dtype=bool),
-            np.full((n, 2), np.nan),
+            *nan[:5],
+            flags[0],
+            flags[1].view(bool),
+            flags[2].view(bool),
+            nan[5:].T,
             rounding_g,
         )
 

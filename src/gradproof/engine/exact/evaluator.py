@@ -78,7 +78,7 @@ from gradproof.engine.staging import Evaluated, Request, measure
 from gradproof.errors import InputError
 from gradproof.finite_diff import Differences, Rule, entry_differences, step_sizes
 from gradproof.nn.autoencoder import Autoencoder
-from gradproof.params import parse_params
+from gradproof.params import TensorSpec, parse_params
 from gradproof.engine.probes import Measured, ProbeSet, gradient_rounding
 from gradproof.engine.verdict import params_precision_finding, transposed_finding
 
@@ -155,18 +155,20 @@ class ExactRun(Run):
                 params_precision_finding(names, model.dtype, np.dtype(np.float64), None, 0.0, 0.0)
             )
         # A low-precision backprop also rounds its forward values and derivatives.
-        derivatives = derivative_rounding(twin, self.params, x64)
+        derivatives = derivative_rounding(engine)
         steps, allowance = {}, {}
         for spec in layout.specs:
             name = spec.name
             steps[name] = entry_steps(engine, name)
-            positions = spec.offset + np.arange(spec.size)
-            probes = ProbeSet(spec, "entry", positions, positions, np.ones(spec.size),
-                              np.arange(spec.size + 1), steps[name])
+            probes = _entry_probes(spec, steps[name])
             magnitude = np.abs(self.analytic[name].ravel())
             eps = gradient_eps(dtypes[name])
             rounding_g = gradient_rounding(probes, magnitude, float(magnitude.max(initial=0.0)),
-                                           eps) + eps * derivatives[name].ravel()
+                                           eps)
+            extra = derivatives.pop(name).reshape(-1)  # a copy only where tied (a transpose)
+            extra *= eps
+            rounding_g += extra
+            del extra  # freed before the next tensor's arrays are made
             allowance[name] = float(rounding_g.max(initial=0.0))
             self.measured[name] = [Measured.empty(probes, rounding_g)]
         self.findings += gradient_precision_findings(dtypes, allowance)
@@ -214,7 +216,10 @@ class ExactEvaluator:
                 which = self.engine.entry_order(name)
             for start in range(0, which.size, per_chunk):
                 part = which[start:start + per_chunk]
-                h = factor * self.steps[name][part]
+                where = slice(part[0], part[-1] + 1) if one_chunk else part
+                h = self.steps[name][where]  # a view in one chunk: not copied for factor 1
+                if factor != 1.0:
+                    h = factor * h
                 try:
                     local = self.engine.differences(name, part, h)
                     self.done += 2 * part.size
@@ -223,7 +228,6 @@ class ExactEvaluator:
                 except KeyboardInterrupt:
                     self.interrupted = True
                     return
-                where = slice(part[0], part[-1] + 1) if one_chunk else part
                 last = start + per_chunk >= which.size
                 yield k, _evaluated(local, self.analytic[name][where], h, part, where, last)
 
@@ -235,14 +239,24 @@ class ExactEvaluator:
 
 def _evaluated(local: LocalChanges, analytic: np.ndarray, h: np.ndarray, which: np.ndarray,
                where: np.ndarray | slice, last: bool) -> Evaluated:
-    numeric = local.central / (2 * h)
+    width = 2 * h
+    numeric = local.central
+    numeric /= width  # in place: central is a fresh difference
 
     def differences(rows: np.ndarray | slice) -> Differences:
         return entry_differences(local.plus[rows], local.minus[rows], analytic[rows], h[rows],
                                  local.rounding[rows])
 
     return Evaluated(which, where, analytic, numeric, numeric - analytic,
-                     local.rounding / (2 * h), h, local.kink, differences, last)
+                     local.rounding / width, h, local.kink, differences, last)
+
+
+def _entry_probes(spec: TensorSpec, steps: np.ndarray) -> ProbeSet:
+    """One probe per entry of ``spec``, in order; the unit weights are one broadcast value, not
+    an array per entry."""
+    positions = np.arange(spec.offset, spec.offset + spec.size)  # labels as well
+    return ProbeSet(spec, "entry", positions, positions, np.broadcast_to(1.0, (spec.size,)),
+                    np.arange(spec.size + 1), steps)
 
 
 def entry_steps(engine: LocalDifferences, name: str) -> np.ndarray:

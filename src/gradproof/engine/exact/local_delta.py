@@ -363,21 +363,26 @@ class LocalDifferences:
     def _output(self, cols: np.ndarray, shifts: np.ndarray):
         """Output-layer entries: one output pre-activation per example moves."""
         n = self.n_layers
-        s = self.pres[n][:, cols].T  # (entries, batch)
-        x = self.acts[0][:, cols].T  # (entries, batch)
-        base = self._base_values[:, cols].T  # (entries, batch)
+        # The working rows in one block: numpy backs a block of 4 MiB or more with huge pages,
+        # where six fresh arrays of a large output layer each fault in their pages one by one.
+        work = np.empty((6, self.batch, len(cols)))
+        s, x, base, u, z, change = (rows.T for rows in work)  # each (entries, batch)
+        np.take(self.pres[n], cols, axis=1, out=work[0], mode="clip")
+        np.take(self.acts[0], cols, axis=1, out=work[1], mode="clip")
+        np.take(self._base_values, cols, axis=1, out=work[2], mode="clip")
         moved = shifts != 0  # an unmoved term changes by exactly 0, whatever its last bit
         sides = np.empty((2, len(cols)))
-        u, z, change = np.empty_like(s), np.empty_like(s), np.empty_like(s)
         for side, move in enumerate((np.add, np.subtract)):
             move(s, shifts, out=u)  # s ± d
             self.loss.entries(x, self.forwards[-1](u, out=z), u, out=change)
             change -= base  # the local change, before any sum
             change *= moved
             change.sum(axis=1, out=sides[side])
-        rounding = np.sqrt(((self._output_rounding[:, cols].T * moved) ** 2).sum(axis=1))
         kink = _straddles(self.kinks[-1], s, shifts).any(axis=1)
-        return sides, rounding, kink, None
+        rounding = np.take(self._output_rounding, cols, axis=1, out=work[3], mode="clip").T
+        rounding *= moved
+        np.square(rounding, out=rounding)
+        return sides, np.sqrt(rounding.sum(axis=1)), kink, None
 
     def _hidden(self, layer: int, cols: np.ndarray, shifts: np.ndarray):
         """Hidden-layer entries (untied): shared units per (example, unit, shift)."""
@@ -444,13 +449,18 @@ class LocalDifferences:
                 unit_of_pair: np.ndarray, units: _Units):
         """Sum unit results over the examples of each entry (pairs sorted by entry); add the
         entry's KL difference."""
-        data = np.stack([
-            _entry_sums(entry, units.sides[side][unit_of_pair], n_entries)
-            for side in range(2)
-        ])  # (2, entries)
         # Units of different examples round independently: their errors add in quadrature.
-        rounding = np.sqrt(_entry_sums(entry, units.rounding[unit_of_pair] ** 2, n_entries))
-        kink = _entry_sums(entry, units.kink[unit_of_pair], n_entries) > 0
+        per_pair = np.stack((units.sides[0][unit_of_pair], units.sides[1][unit_of_pair],
+                             units.rounding[unit_of_pair] ** 2))  # (3, pairs)
+        # Summed over the pairs of each entry that has any, then scattered into one block for
+        # all entries: the entries of a large tensor get one fresh array, not one per sum.
+        sums = np.zeros((3, n_entries))  # the two sides, then the squared rounding
+        kink = np.zeros(n_entries, dtype=bool)
+        if len(entry):
+            starts = np.flatnonzero(np.r_[True, np.diff(entry) != 0])
+            sums[:, entry[starts]] = np.add.reduceat(per_pair, starts, axis=1)
+            kink[entry[units.kink[unit_of_pair]]] = True
+        data, rounding = sums[:2], np.sqrt(sums[2], out=sums[2])
         kl = None
         if units.code is not None:
             kl = self._kl_differences(layer, n_entries, cols, entry, unit_of_pair, units.code)
