@@ -320,19 +320,28 @@ def _parse_tree(params: Any) -> tuple[ParamLayout, np.ndarray]:
         raise InputError(
             "params holds no arrays: expected an array, a dict of arrays or a flat vector"
         )
-    specs: list[TensorSpec] = []
-    pieces: list[np.ndarray] = []
-    offset = 0
-    for name, leaf in leaves.items():
-        array = _numeric_array(leaf, f"parameter {name}")
-        spec = TensorSpec(name, array.shape, offset, "C", array.dtype)
-        specs.append(spec)
-        pieces.append(np.asarray(array, dtype=np.float64).reshape(-1))
-        offset += spec.size
-    position = iter(range(len(specs)))
+    arrays = {name: _numeric_array(leaf, f"parameter {name}") for name, leaf in leaves.items()}
+    position = iter(range(len(arrays)))
     skeleton = _map_leaves(params, lambda leaf: next(position))
-    flat = np.concatenate(pieces) if pieces else np.empty(0)
-    return ParamLayout("tree", specs, skeleton=skeleton), flat
+    flat = np.concatenate([np.asarray(a, dtype=np.float64).reshape(-1) for a in arrays.values()])
+    return ParamLayout("tree", _tree_specs(arrays), skeleton=skeleton), flat
+
+
+def named_layout(tensors: Mapping[str, np.ndarray]) -> ParamLayout:
+    """The layout ``parse_params`` reads from a flat dict of numeric arrays, without its float64
+    copy of every entry: for a caller that has validated the tensors and keeps them."""
+    return ParamLayout("tree", _tree_specs(tensors),
+                       skeleton={name: k for k, name in enumerate(tensors)})
+
+
+def _tree_specs(arrays: Mapping[str, np.ndarray]) -> list[TensorSpec]:
+    """One C-order spec per array, one after another in the flat vector."""
+    specs: list[TensorSpec] = []
+    offset = 0
+    for name, array in arrays.items():
+        specs.append(TensorSpec(name, array.shape, offset, "C", array.dtype))
+        offset += specs[-1].size
+    return specs
 
 
 def gradient_stems(name: str) -> Iterator[str]:

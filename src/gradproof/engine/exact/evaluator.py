@@ -78,7 +78,7 @@ from gradproof.engine.staging import Evaluated, Request, measure
 from gradproof.errors import InputError
 from gradproof.finite_diff import Differences, Rule, entry_differences, step_sizes
 from gradproof.nn.autoencoder import Autoencoder
-from gradproof.params import TensorSpec, parse_params
+from gradproof.params import TensorSpec, named_layout
 from gradproof.engine.probes import Measured, ProbeSet, gradient_rounding
 from gradproof.engine.verdict import params_precision_finding, transposed_finding
 
@@ -128,7 +128,7 @@ class ExactRun(Run):
             for name in names
         }
         x64 = model.validate_input(x).astype(np.float64)
-        layout, _ = parse_params(self.params)
+        layout = named_layout(self.params)
         self.layout = layout
         twin = Autoencoder.from_config({**model.config(), "dtype": "float64"})
         with np.errstate(over="ignore", invalid="ignore"):  # an overflow is refused just below
