@@ -4,10 +4,12 @@ Contract: ``check_network(loss, grad, params, x, y) -> GradReport``. The member 
 ``Network`` family that computes the user's loss is identified from its values
 (``gradproof.identify``), or given as ``model=`` (and ``layout=``). Its own hand-written
 backprop, mapped into the user's layout, is the reference: every entry of the user's gradient
-is compared with it to rounding (``mistakes.rounding_tolerance``), and a cheap finite-difference
-check of the user's loss (``check_gradient``: every entry for small networks, random
-directions for large ones) runs beside it, so that the verdict is never better than the
-finite differences allow. The failing tensors are diagnosed in the user's names against the
+is compared with it to rounding (``mistakes.rounding_tolerance``), and finite differences run
+beside it, so that the verdict is never better than they allow: for a member in
+``Autoencoder``'s form (``Network.as_autoencoder``), ``check_model``'s exact engine on every
+entry of the user's gradient mapped onto the network (local differences of the identified
+objective, about as fast as the backprop itself); for the others, a check of the user's loss
+(``check_gradient``: every entry for small networks, random directions for large ones). The failing tensors are diagnosed in the user's names against the
 reference: the structural hypotheses of ``gradproof.diagnose`` and the family's catalogue of
 mistakes (``gradproof.network_mistakes``). When no member matches, the report is
 ``check_gradient``'s on the same call, with the closest member and why it was rejected.
@@ -21,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from gradproof.check import check_gradient
+from gradproof.check import check_gradient, check_model
 from gradproof.diagnose import HYPOTHESES, Hypothesis, TensorCase, diagnose
 from gradproof.errors import InputError
 from gradproof.identify import (
@@ -35,9 +37,11 @@ from gradproof.identify import (
     user_gradient,
     user_names,
 )
-from gradproof.layouts import Layout
+from gradproof.engine.verdict import transposed_finding
+from gradproof.layouts import Layout, examples_as_rows, to_canonical
 from gradproof.mistakes import order_findings, rounding_tolerance
 from gradproof.network_mistakes import NetworkMistake, applicable, fix_fields
+from gradproof.nn.autoencoder import Autoencoder
 from gradproof.nn.network import Network
 from gradproof.params import ParamLayout
 from gradproof.report import Finding, GradReport, TensorResult
@@ -120,10 +124,18 @@ def check_network(
         report.model = identification.to_dict()
         report.seconds = time.perf_counter() - started
         return report
-    small = problem.layout.size <= FULL_CHECK_ENTRIES
-    evidence = check_gradient(loss, grad, params, mode="full" if small else "directional",
-                              directions=None if small else DIRECTIONS, **options)
-    report = _exact_report(problem, identification.model, loss, grad, params, evidence)
+    identified = identification.model
+    user_grad = _user_grad(loss, grad, params)
+    autoencoder = identified.network.as_autoencoder(len(examples_as_rows(identified.layout,
+                                                                         problem.x)))
+    if autoencoder is not None:
+        evidence = _exact_evidence(problem, identified, autoencoder, user_grad, params,
+                                   rtol=rtol, atol=atol, safety=safety)
+    else:
+        small = problem.layout.size <= FULL_CHECK_ENTRIES
+        evidence = check_gradient(loss, grad, params, mode="full" if small else "directional",
+                                  directions=None if small else DIRECTIONS, **options)
+    report = _exact_report(problem, identified, user_grad, params, evidence)
     report.model = identification.to_dict()
     report.loss_evaluations += len(problem.points) + 1
     report.seconds = time.perf_counter() - started
@@ -160,8 +172,55 @@ def _user_grad(loss: Callable[..., Any], grad: Any, params: Any) -> Any:
     return grad(params) if callable(grad) else grad
 
 
-def _exact_report(problem: UserProblem, identified: Identified, loss: Callable[..., Any],
-                  grad: Any, params: Any, evidence: GradReport) -> GradReport:
+def _exact_evidence(problem: UserProblem, identified: Identified, autoencoder: Autoencoder,
+                    user_grad: Any, params: Any, **rule: Any) -> GradReport:
+    """The finite-difference evidence of an identified autoencoder: ``check_model``'s exact
+    engine on every entry of the user's gradient mapped onto the network, its verdicts named as
+    the user names the tensors.
+
+    The differences are the identified network's, whose loss equals the user's to rounding at
+    the point and at the points near it that identified it. The engine's own findings are kept
+    where they are notes (kinks, precision) on tensors the user names as the network does; its
+    bug findings are left to the diagnosis against the network's own backprop, in the user's
+    names.
+    """
+    net, layout = identified.network, problem.layout
+    canonical, x_rows, _ = canonical_point(identified, problem, params)
+    analytic, transposed, _, notes = layout.match_gradient(user_grad)
+    canonical_grad = to_canonical(identified.layout, net,
+                                  layout.structure(layout.unroll(analytic)))
+    exact = check_model(autoencoder, canonical, x_rows, grad=canonical_grad, **rule)
+    holder = user_names(identified.layout, net)  # network tensor -> the user's tensor
+    tensors = [_joined_result(spec.name, spec.shape,
+                              [exact.tensor(part) for part, user in holder.items()
+                               if user == spec.name])
+               for spec in layout.specs]
+    same_names = all(part == user for part, user in holder.items())
+    findings = [transposed_finding(layout.spec(name)) for name in transposed] + notes + [
+        f for f in exact.findings if not f.is_bug and same_names
+    ]
+    return GradReport(tensors, findings, mode=exact.mode, seconds=exact.seconds,
+                      loss_evaluations=exact.loss_evaluations, rule=exact.rule)
+
+
+def _joined_result(name: str, shape: tuple[int, ...], parts: list[TensorResult]
+                   ) -> TensorResult:
+    """One user tensor's verdict from those of the network tensors it holds (a weight and the
+    bias stored as its column, or just one): passed if all passed; the step and estimate of the
+    worst (a failed one first)."""
+    worst = min(parts, key=lambda part: part.passed)
+    return TensorResult(
+        name=name, shape=shape, checked=sum(p.checked for p in parts),
+        max_abs_error=max(p.max_abs_error for p in parts),
+        max_rel_error=max(p.max_rel_error for p in parts),
+        passed=all(p.passed for p in parts), step=worst.step,
+        error_estimate=worst.error_estimate, probes=sum(p.probes for p in parts),
+        excluded=sum(p.excluded for p in parts),
+    )
+
+
+def _exact_report(problem: UserProblem, identified: Identified, user_grad: Any, params: Any,
+                  evidence: GradReport) -> GradReport:
     """Every entry against the identified network's gradient; the evidence's verdicts kept."""
     net = identified.network
     canonical, x_rows, y = canonical_point(identified, problem, params)
@@ -169,7 +228,7 @@ def _exact_report(problem: UserProblem, identified: Identified, loss: Callable[.
     layout = problem.layout
     reference = layout.match_gradient(user_gradient(identified, reference_grads))[0]
     # match_gradient's notes (shape conventions) are already among the evidence's findings.
-    analytic, transposed, dtypes, _ = layout.match_gradient(_user_grad(loss, grad, params))
+    analytic, transposed, dtypes, _ = layout.match_gradient(user_grad)
     named = layout.named(problem.flat)
     tolerance = {name: rounding_tolerance(reference[name], analytic[name].astype(dtypes[name]))
                  for name in layout.names}

@@ -37,6 +37,7 @@ import numpy as np
 from gradproof.errors import InputError
 from gradproof.nn.activations import ACTIVATIONS
 from gradproof.nn.autoencoder import (
+    Autoencoder,
     ForwardCache,
     _check_dtype,
     _check_flag,
@@ -306,6 +307,27 @@ class Network:
         config = dataclasses.asdict(self)
         config["layers"], config["activation"] = list(self.layers), list(self.activation)
         return config
+
+    def as_autoencoder(self, batch: int) -> Autoencoder | None:
+        """The ``Autoencoder`` with this objective on ``batch`` examples and these parameters,
+        or None where the options have no such form (a classifier or regression, a squared
+        error without its 1/2, decayed biases, one layer): the members that ``check_model``'s
+        exact engine knows.
+
+        Every decay form of the weights alone is ``lambda'/2 * sum W**2`` for one batch size,
+        with ``lambda' = 2 d(m)`` (the factor 2 is exact in floating point).
+        """
+        if (self.target != "input" or self.n_layers < 2 or self.output not in ACTIVATIONS
+                or (self.loss_name == "squared" and not self.squared_half)
+                or (self.weight_decay and self.decay_biases)):
+            return None
+        return Autoencoder(
+            layers=list(self.layers), activation=list(self.activation),
+            output_activation=self.output, loss=self.loss_name, reduction=self.reduction,
+            bias=self.bias, tied=self.tied, weight_decay=2.0 * self._decay_factor(batch),
+            sparsity_weight=self.sparsity_weight, sparsity_target=self.sparsity_target,
+            dtype=self.dtype,
+        )
 
     # ----- parameters -------------------------------------------------------------------
 
