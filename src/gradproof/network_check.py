@@ -38,13 +38,16 @@ from gradproof.identify import (
     user_names,
 )
 from gradproof.engine.verdict import transposed_finding
-from gradproof.layouts import Layout, examples_as_rows, to_canonical
+from gradproof.layouts import Layout, to_canonical
 from gradproof.mistakes import order_findings, rounding_tolerance
 from gradproof.network_mistakes import NetworkMistake, applicable, fix_fields
 from gradproof.nn.autoencoder import Autoencoder
-from gradproof.nn.network import Network
+from gradproof.nn.network import Network, Params
 from gradproof.params import ParamLayout
 from gradproof.report import Finding, GradReport, TensorResult
+
+# ``ParamLayout.match_gradient``'s answer: tensors, transposed names, dtypes, notes.
+Matched = tuple[dict[str, np.ndarray], list[str], dict[str, np.dtype], list[Finding]]
 
 # Up to this many entries the finite differences check every entry; beyond, random directions.
 FULL_CHECK_ENTRIES = 2000
@@ -125,17 +128,17 @@ def check_network(
         report.seconds = time.perf_counter() - started
         return report
     identified = identification.model
-    user_grad = _user_grad(loss, grad, params)
-    autoencoder = identified.network.as_autoencoder(len(examples_as_rows(identified.layout,
-                                                                         problem.x)))
+    point = canonical_point(identified, problem, params)  # (params, x as rows, y)
+    matched = problem.layout.match_gradient(_user_grad(loss, grad, params))
+    autoencoder = identified.network.as_autoencoder(len(point[1]))
     if autoencoder is not None:
-        evidence = _exact_evidence(problem, identified, autoencoder, user_grad, params,
+        evidence = _exact_evidence(problem, identified, autoencoder, point, matched,
                                    rtol=rtol, atol=atol, safety=safety)
     else:
         small = problem.layout.size <= FULL_CHECK_ENTRIES
         evidence = check_gradient(loss, grad, params, mode="full" if small else "directional",
                                   directions=None if small else DIRECTIONS, **options)
-    report = _exact_report(problem, identified, user_grad, params, evidence)
+    report = _exact_report(problem, identified, point, matched, evidence)
     report.model = identification.to_dict()
     report.loss_evaluations += len(problem.points) + 1
     report.seconds = time.perf_counter() - started
@@ -173,7 +176,8 @@ def _user_grad(loss: Callable[..., Any], grad: Any, params: Any) -> Any:
 
 
 def _exact_evidence(problem: UserProblem, identified: Identified, autoencoder: Autoencoder,
-                    user_grad: Any, params: Any, **rule: Any) -> GradReport:
+                    point: tuple[Params, np.ndarray, Any], matched: Matched, **rule: Any
+                    ) -> GradReport:
     """The finite-difference evidence of an identified autoencoder: ``check_model``'s exact
     engine on every entry of the user's gradient mapped onto the network, its verdicts named as
     the user names the tensors.
@@ -185,8 +189,8 @@ def _exact_evidence(problem: UserProblem, identified: Identified, autoencoder: A
     names.
     """
     net, layout = identified.network, problem.layout
-    canonical, x_rows, _ = canonical_point(identified, problem, params)
-    analytic, transposed, _, notes = layout.match_gradient(user_grad)
+    canonical, x_rows, _ = point
+    analytic, transposed, _, notes = matched
     canonical_grad = to_canonical(identified.layout, net,
                                   layout.structure(layout.unroll(analytic)))
     exact = check_model(autoencoder, canonical, x_rows, grad=canonical_grad, **rule)
@@ -219,16 +223,19 @@ def _joined_result(name: str, shape: tuple[int, ...], parts: list[TensorResult]
     )
 
 
-def _exact_report(problem: UserProblem, identified: Identified, user_grad: Any, params: Any,
+def _exact_report(problem: UserProblem, identified: Identified,
+                  point: tuple[Params, np.ndarray, Any], matched: Matched,
                   evidence: GradReport) -> GradReport:
-    """Every entry against the identified network's gradient; the evidence's verdicts kept."""
+    """Every entry against the identified network's gradient (``point``: the user's point
+    and data as the network reads them; ``matched``: the user's gradient as
+    ``ParamLayout.match_gradient`` gives it); the evidence's verdicts kept."""
     net = identified.network
-    canonical, x_rows, y = canonical_point(identified, problem, params)
+    canonical, x_rows, y = point
     reference_grads = net.loss_and_grad(canonical, x_rows, y)[1]
     layout = problem.layout
     reference = layout.match_gradient(user_gradient(identified, reference_grads))[0]
     # match_gradient's notes (shape conventions) are already among the evidence's findings.
-    analytic, transposed, dtypes, _ = layout.match_gradient(user_grad)
+    analytic, _, dtypes, _ = matched
     named = layout.named(problem.flat)
     tolerance = {name: rounding_tolerance(reference[name], analytic[name].astype(dtypes[name]))
                  for name in layout.names}
