@@ -275,10 +275,15 @@ class LocalDifferences:
         can share units (same column) then fall into the same chunk."""
         shape = self.params[name].shape
         index = np.arange(int(np.prod(shape)))
-        site = self._site(name)
-        if site.bias or site.layer == self.n_layers:
+        if self.in_natural_order(name):
             return index
         return index.reshape(shape).T.ravel()
+
+    def in_natural_order(self, name: str) -> bool:
+        """Whether ``entry_order(name)`` is the flat order: biases and the output layer's
+        weights, whose entries share no units."""
+        site = self._site(name)
+        return site.bias or site.layer == self.n_layers
 
     def input_scale(self, name: str) -> np.ndarray:
         """Largest |input| each entry multiplies over the batch (1 for biases), broadcastable
