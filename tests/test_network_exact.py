@@ -145,3 +145,44 @@ def test_a_classifier_keeps_the_black_box_evidence():
                               lambda p: net.loss_and_grad(p, x, y)[1], params, x, y)
     assert report.passed, str(report)
     assert "finite differences (exact)" not in report.rule
+
+
+# ----- check_model on a Network ------------------------------------------------------------
+
+
+NETWORKS = {
+    "seed form": dict(layers=[7, 3, 7]),
+    "tanh, mean, decay over m": dict(layers=[6, 4, 6], activation="tanh", output="identity",
+                                     reduction="mean", weight_decay=0.2, decay_mean=True),
+    "cross-entropy, tied, sparse": dict(layers=[8, 3, 8], loss_name="cross_entropy", tied=True,
+                                        bias=False, sparsity_weight=0.4, sparsity_target=0.1),
+    "deep relu, decay without 1/2": dict(layers=[6, 5, 3, 5, 6], activation="relu",
+                                         weight_decay=0.05, decay_half=False),
+}
+
+
+@pytest.mark.parametrize("options", NETWORKS.values(), ids=NETWORKS.keys())
+def test_check_model_takes_a_network_in_autoencoder_form(options):
+    net = Network(**options)
+    rng = np.random.default_rng(3)
+    params, x = net.init_params(rng), rng.random((5, net.layers[0])) * 0.9 + 0.05
+    grads = net.loss_and_grad(params, x)[1]
+    report = gp.check_model(net, params, x, grad=grads)
+    assert report.passed, str(report)
+    assert all(t.checked == params[t.name].size for t in report.tensors)
+    planted = dict(grads, W1=grads["W1"] * 1.01)  # a factor that a rounding cannot explain
+    wrong = gp.check_model(net, params, x, grad=planted)
+    assert [t.name for t in wrong.tensors if not t.passed] == ["W1"]
+
+
+def test_check_model_refuses_a_classifier_and_names_check_network():
+    net = Network([5, 3, 2], output="softmax", loss_name="softmax_cross_entropy",
+                  target="labels")
+    with pytest.raises(gp.InputError, match="check_network"):
+        gp.check_model(net, net.init_params(0), np.ones((4, 5)), np.array([0, 1, 1, 0]))
+
+
+def test_check_model_refuses_targets_for_an_autoencoder():
+    model = gp.Autoencoder(6, 3)
+    with pytest.raises(gp.InputError, match="y=None"):
+        gp.check_model(model, model.init_params(0), np.ones((2, 6)), np.ones((2, 6)))

@@ -29,8 +29,10 @@ from gradproof.engine.options import (
     one_of,
     validate,
 )
+from gradproof.errors import InputError
 from gradproof.finite_diff import Rule
 from gradproof.nn.autoencoder import Autoencoder
+from gradproof.nn.network import Network
 from gradproof.params import parse_params
 from gradproof.report import GradReport
 
@@ -57,8 +59,8 @@ CHECK_GRADIENT_OPTIONS: dict[str, Option] = {
 
 CHECK_MODEL_OPTIONS: dict[str, Option] = {
     "model": instance(
-        Autoencoder,
-        "a gradproof Autoencoder (for any other loss, use gradproof.check_gradient)",
+        (Autoencoder, Network),
+        "a gradproof Autoencoder or Network (for any other loss, use gradproof.check_gradient)",
     ),
     **RULE_OPTIONS,
     "max_chunk_bytes": integer(MIN_CHUNK_BYTES, "bytes"),
@@ -211,9 +213,10 @@ def check_gradient(
 
 @blas.policy("check_model")
 def check_model(
-    model: Autoencoder,
+    model: Autoencoder | Network,
     params: Mapping[str, Any],
     x: Any,
+    y: Any = None,
     *,
     grad: Mapping[str, Any] | None = None,
     rtol: float | None = None,
@@ -228,14 +231,20 @@ def check_model(
 
     Parameters
     ----------
-    model : Autoencoder
+    model : Autoencoder or Network
         The network; its objective (data term, weight decay, KL sparsity) is what is
-        differentiated.
+        differentiated. A ``Network`` is checked through the ``Autoencoder`` with its
+        objective on this batch (``Network.as_autoencoder``): its autoencoders, whatever
+        their weight decay's form; the exact engine does not know the classifiers and the
+        other members yet (``InputError``: check them with ``gradproof.check_network``).
     params : dict of str to ndarray
         The point to check at, as ``model.init_params`` returns it. float32 parameters (or a
         float32 model) are checked through float64 copies, with a ``precision`` finding.
     x : ndarray, shape (batch, n_visible)
         The inputs the objective is evaluated on.
+    y : None
+        The targets of a ``Network`` that has them; an autoencoder's is its input, so only
+        None is accepted today.
     grad : dict of str to ndarray, optional
         The gradient to check (a user's backprop), keyed like ``params``. A weight's gradient
         may have the transposed shape: it is compared after transposing, with a ``transposed``
@@ -284,6 +293,11 @@ def check_model(
         no longer matches the Autoencoder: a bug in gradproof, never in the checked gradient).
     """
     validate(CHECK_MODEL_OPTIONS, locals())
+    if isinstance(model, Network):
+        model = _exact_form(model, x)
+    if y is not None:
+        raise InputError("check_model checks autoencoders, whose target is their input x: "
+                         "pass y=None (for a network with targets, use gradproof.check_network)")
     run = ExactRun(model, _rule(rtol, atol, safety), max_chunk_bytes, series, progress)
     try:
         run.setup(params, x, grad)
@@ -291,6 +305,20 @@ def check_model(
     except KeyboardInterrupt:
         run.partial = True
     return run.report()
+
+
+def _exact_form(network: Network, x: Any) -> Autoencoder:
+    """The Autoencoder with ``network``'s objective on the batch ``x``, or InputError."""
+    autoencoder = network.as_autoencoder(len(network.validate_input(x)))
+    if autoencoder is None:
+        raise InputError(
+            f"check_model's exact engine knows the autoencoders of the Network family (target "
+            f"the input, a squared error with its 1/2 or the sigmoid cross-entropy, weight "
+            f"decay on the weights alone); this network (target {network.target!r}, output "
+            f"{network.output!r}, loss {network.loss_name!r}) is not one: check it with "
+            f"gradproof.check_network(loss, grad, params, x, y, model=network)"
+        )
+    return autoencoder
 
 
 def _rule(rtol: float | None, atol: float | None, safety: float) -> Rule:

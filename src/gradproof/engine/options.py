@@ -67,7 +67,7 @@ def one_of(choices: tuple[str, ...]) -> Option:
     return Option(lambda v: isinstance(v, str) and v in choices, f"one of {list(choices)}")
 
 
-def instance(kind: type, words: str) -> Option:
+def instance(kind: type | tuple[type, ...], words: str) -> Option:
     """An instance of ``kind``; a refused value is shown by its type's name."""
     return Option(lambda v: isinstance(v, kind), words, lambda v: type(v).__name__)
 
