@@ -186,3 +186,26 @@ def test_check_model_refuses_targets_for_an_autoencoder():
     model = gp.Autoencoder(6, 3)
     with pytest.raises(gp.InputError, match="y=None"):
         gp.check_model(model, model.init_params(0), np.ones((2, 6)), np.ones((2, 6)))
+
+
+def test_a_float32_gradient_gets_its_precision_allowance():
+    user = sparse_autoencoder()
+
+    def grad32(p):
+        return {name: g.astype(np.float32) for name, g in user.grad(p).items()}
+
+    report = gp.check_network(user.loss, grad32, user.params, user.x)
+    assert report.passed, str(report)
+    assert "finite differences (exact)" in report.rule
+    assert {f.kind for f in report.findings} == {"precision"}
+
+
+def test_a_loss_rounded_in_float32_keeps_the_black_box_evidence():
+    # float32 parameters: the user's decay term is summed in float32, so the loss agrees with
+    # the identified network to about 1e-10 only, and lambda is known no better than that.
+    user = sparse_autoencoder()
+    params = {name: p.astype(np.float32) for name, p in user.params.items()}
+    report = gp.check_network(user.loss, user.grad, params, user.x)
+    assert report.model["residual"] > 1e-13
+    assert "finite differences (exact)" not in report.rule
+    assert report.passed, str(report)

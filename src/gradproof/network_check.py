@@ -6,9 +6,10 @@ Contract: ``check_network(loss, grad, params, x, y) -> GradReport``. The member 
 backprop, mapped into the user's layout, is the reference: every entry of the user's gradient
 is compared with it to rounding (``mistakes.rounding_tolerance``), and finite differences run
 beside it, so that the verdict is never better than they allow: for a member in
-``Autoencoder``'s form (``Network.as_autoencoder``), ``check_model``'s exact engine on every
-entry of the user's gradient mapped onto the network (local differences of the identified
-objective, about as fast as the backprop itself); for the others, a check of the user's loss
+``Autoencoder``'s form (``Network.as_autoencoder``) whose loss equals the user's to float64
+rounding (``EXACT_RESIDUAL``), ``check_model``'s exact engine on every entry of the user's
+gradient mapped onto the network (local differences of the identified objective, about as
+fast as the backprop itself); for the others, a check of the user's loss
 (``check_gradient``: every entry for small networks, random directions for large ones). The failing tensors are diagnosed in the user's names against the
 reference: the structural hypotheses of ``gradproof.diagnose`` and the family's catalogue of
 mistakes (``gradproof.network_mistakes``). When no member matches, the report is
@@ -48,6 +49,13 @@ from gradproof.report import Finding, GradReport, TensorResult
 
 # ``ParamLayout.match_gradient``'s answer: tensors, transposed names, dtypes, notes.
 Matched = tuple[dict[str, np.ndarray], list[str], dict[str, np.dtype], list[Finding]]
+
+# The largest relative difference between the user's loss and the identified network's at
+# which the exact engine stands in for the user's loss: it differentiates the network, whose
+# fitted constants (lambda, beta) are known only as well as the losses agree, and holds every
+# entry to float64 rounding. A loss rounded in float32 agrees to about 1e-10 and would have its
+# decay's lambda, not its gradient, judged; such losses keep the black-box evidence.
+EXACT_RESIDUAL = 1e-13
 
 # Up to this many entries the finite differences check every entry; beyond, random directions.
 FULL_CHECK_ENTRIES = 2000
@@ -130,7 +138,8 @@ def check_network(
     identified = identification.model
     point = canonical_point(identified, problem, params)  # (params, x as rows, y)
     matched = problem.layout.match_gradient(_user_grad(loss, grad, params))
-    autoencoder = identified.network.as_autoencoder(len(point[1]))
+    autoencoder = (identified.network.as_autoencoder(len(point[1]))
+                   if identified.residual <= EXACT_RESIDUAL else None)
     if autoencoder is not None:
         evidence = _exact_evidence(problem, identified, autoencoder, point, matched,
                                    rtol=rtol, atol=atol, safety=safety)
@@ -190,11 +199,15 @@ def _exact_evidence(problem: UserProblem, identified: Identified, autoencoder: A
     """
     net, layout = identified.network, problem.layout
     canonical, x_rows, _ = point
-    analytic, transposed, _, notes = matched
-    canonical_grad = to_canonical(identified.layout, net,
-                                  layout.structure(layout.unroll(analytic)))
-    exact = check_model(autoencoder, canonical, x_rows, grad=canonical_grad, **rule)
+    analytic, transposed, dtypes, notes = matched
     holder = user_names(identified.layout, net)  # network tensor -> the user's tensor
+    # In the precision the user's tensors came in, which sets the gradient's own allowance.
+    canonical_grad = {
+        name: g.astype(dtypes[holder[name]], copy=False)
+        for name, g in to_canonical(identified.layout, net,
+                                    layout.structure(layout.unroll(analytic))).items()
+    }
+    exact = check_model(autoencoder, canonical, x_rows, grad=canonical_grad, **rule)
     tensors = [_joined_result(spec.name, spec.shape,
                               [exact.tensor(part) for part, user in holder.items()
                                if user == spec.name])
