@@ -242,8 +242,8 @@ class BlackBoxRun(Run):
         if count >= spec.size:
             return positions
         magnitude = np.abs(spec.unroll(self.analytic[spec.name]))
-        largest = np.argsort(-magnitude, kind="stable")[: max(1, count // 4)]
-        rest = np.setdiff1d(np.arange(spec.size), largest)
+        largest = _largest(magnitude, max(1, count // 4))
+        rest = _all_but(spec.size, largest)
         drawn = self.rng.choice(rest, size=count - largest.size, replace=False)
         return positions[np.concatenate((largest, np.sort(drawn)))]
 
@@ -254,8 +254,8 @@ class BlackBoxRun(Run):
         if count <= self.budget:
             return np.arange(count)
         peak = magnitude.max(axis=1 - axis)
-        largest = np.argsort(-peak, kind="stable")[: max(1, self.samples // 4)]
-        rest = np.setdiff1d(np.arange(count), largest)
+        largest = _largest(peak, max(1, self.samples // 4))
+        rest = _all_but(count, largest)
         drawn = self.rng.choice(rest, size=self.budget - largest.size, replace=False)
         return np.sort(np.concatenate((largest, drawn)))
 
@@ -447,3 +447,22 @@ class BlackBoxEvaluator:
 
 def _positions(spec: TensorSpec) -> np.ndarray:
     return np.arange(spec.offset, spec.offset + spec.size)
+
+
+def _largest(values: np.ndarray, count: int) -> np.ndarray:
+    """The indices of the ``count`` largest ``values``, largest first, ties in index order:
+    ``np.argsort(-values, kind="stable")[:count]`` without sorting every entry of a large
+    tensor for a few of them."""
+    if count >= values.size:
+        return np.argsort(-values, kind="stable")
+    threshold = np.partition(values, values.size - count)[values.size - count]
+    candidates = np.flatnonzero(values >= threshold)  # in index order, ties included
+    return candidates[np.argsort(-values[candidates], kind="stable")[:count]]
+
+
+def _all_but(count: int, excluded: np.ndarray) -> np.ndarray:
+    """``np.setdiff1d(np.arange(count), excluded)`` through a mask: the set difference hashes
+    or sorts all ``count`` indices to drop a handful."""
+    keep = np.ones(count, dtype=bool)
+    keep[excluded] = False
+    return np.flatnonzero(keep)
