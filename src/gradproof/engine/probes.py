@@ -62,7 +62,7 @@ class ProbeSet:
         """The probes ``which`` (indices into this set), in that order."""
         lengths = np.diff(self.start)[which]
         start = np.concatenate(([0], np.cumsum(lengths)))
-        pick = _ranges(self.start[which], lengths)
+        pick = ranges(self.start[which], lengths)
         return ProbeSet(
             self.spec,
             self.kind,
@@ -111,7 +111,7 @@ def line_probes(
     """One probe per row (axis 0) or column (axis 1) of the tensor seen as (rows, rest)."""
     local = spec.local_positions().reshape(spec.shape[0], -1)  # (rows, rest)
     lines = np.asarray(lines, dtype=np.int64)
-    supports = [spec.offset + (local[i] if axis == 0 else local[:, i]) for i in lines]
+    supports = spec.offset + (local[lines] if axis == 0 else local[:, lines].T)  # one per row
     return _dense(spec, "row" if axis == 0 else "column", lines, supports, center, eps, rng)
 
 
@@ -135,7 +135,7 @@ def _dense(
     spec: TensorSpec,
     kind: str,
     labels: np.ndarray,
-    supports: list[np.ndarray],
+    supports: list[np.ndarray] | np.ndarray,
     center: np.ndarray,
     eps: float,
     rng: np.random.Generator,
@@ -271,7 +271,7 @@ def segment_sum(values: np.ndarray, start: np.ndarray) -> np.ndarray:
     return np.add.reduceat(values, start[:-1])
 
 
-def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+def ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """Concatenated ``arange(s, s + n)`` for each (s, n)."""
     if lengths.size == 0:
         return np.zeros(0, dtype=np.int64)
