@@ -164,8 +164,11 @@ def unit_directions(x: np.ndarray, start: np.ndarray, rng: np.random.Generator) 
     """``unit_direction`` of each segment ``x[start[k]:start[k+1]]`` (none empty), in one
     draw: the same random numbers as one draw per segment, without numpy calls per probe
     (the seed network's row and column probes are about two thousand)."""
-    v = rng.standard_normal(x.size) * np.maximum(1.0, np.abs(x))
-    return v / np.repeat(np.sqrt(segment_sum(v * v, start)), np.diff(start))
+    v = rng.standard_normal(x.size)
+    scratch = np.abs(x)  # in place from here: the seed network's sets hold 1.3 million weights
+    v *= np.maximum(scratch, 1.0, out=scratch)
+    v /= np.repeat(np.sqrt(segment_sum(np.square(v, out=scratch), start)), np.diff(start))
+    return v
 
 
 @dataclass(frozen=True)
