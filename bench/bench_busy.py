@@ -21,9 +21,16 @@ printed before and after.
 Targets: with the policy, each command takes at most 2x its idle time when one core is busy,
 and its idle time is within 5% of the baseline's.
 
+The whole run is bounded: ``--budget`` seconds after the start no new repetition begins (the
+table then holds the repetitions finished, with their count), and one command may take at
+most ``--timeout`` seconds. ``--quick`` is a short run for a last look: 2 repetitions,
+``gradproof train`` bounded to 10 epochs, the policy (and the baseline, when given) without
+``off``, within 15 minutes.
+
 Usage::
 
     python bench/bench_busy.py                                  # 3 repetitions, every command
+    python bench/bench_busy.py --quick --baseline-src ../base/src
     python bench/bench_busy.py --repeats 5 --baseline-src ../base/src
     python bench/bench_busy.py --only check-auto-5 --train-epochs 10 --settings policy off
 """
@@ -94,10 +101,14 @@ def run_once(arguments: list[str], src: Path, threads: str | None, timeout: floa
     with tempfile.TemporaryDirectory() as scratch:
         extra = ["--out", scratch] if arguments[0] == "train" else []
         start = time.perf_counter()
-        done = subprocess.run(
-            [sys.executable, "-m", "gradproof", *arguments, *extra],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout,
-        )
+        try:
+            done = subprocess.run(
+                [sys.executable, "-m", "gradproof", *arguments, *extra],
+                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout,
+            )
+        except subprocess.TimeoutExpired:
+            raise SystemExit(f"gradproof {' '.join(arguments)} took more than {timeout:.0f} s "
+                             "(--timeout); stopped") from None
         seconds = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"gradproof {' '.join(arguments)} exited {done.returncode}: "
@@ -106,7 +117,7 @@ def run_once(arguments: list[str], src: Path, threads: str | None, timeout: floa
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--repeats", type=int, default=3, help="repetitions (median; >= 1)")
     parser.add_argument("--only", nargs="+", choices=list(COMMANDS), default=list(COMMANDS),
                         help="the commands to run (default: all)")
@@ -119,9 +130,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="the settings to run (default: all; baseline needs --baseline-src)")
     parser.add_argument("--hog-seconds", type=float, default=600.0,
                         help="the competing process stops by itself after this long")
-    parser.add_argument("--timeout", type=float, default=900.0,
+    parser.add_argument("--timeout", type=float, default=600.0,
                         help="seconds one command may take")
+    parser.add_argument("--budget", type=float, default=3600.0,
+                        help="no repetition starts this many seconds after the start")
+    parser.add_argument("--quick", action="store_true",
+                        help="2 repetitions, train bounded to 10 epochs, no 'off', 15 minutes")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.repeats, args.budget = 2, min(args.budget, 900.0)
+        args.train_epochs = args.train_epochs or 10
+        args.settings = [name for name in args.settings if name != "off"]
     if args.repeats < 1:
         parser.error("--repeats must be >= 1")
     if args.baseline_src is None:
@@ -147,38 +166,52 @@ def main(argv: list[str] | None = None) -> int:
           f"load average at the start {os.getloadavg()[0]:.2f}")
     times: dict[tuple[str, str, str], list[float]] = {}
     names = list(settings)
-    for repeat in range(args.repeats):
-        order = names[repeat % len(names):] + names[: repeat % len(names)]
-        for command, arguments in commands.items():
-            for setting in order:
-                src, threads = settings[setting]
-                for load in ("idle", "busy") if repeat % 2 == 0 else ("busy", "idle"):
-                    if load == "busy":
-                        with one_busy_core(core, args.hog_seconds):
-                            seconds = run_once(arguments, src, threads, args.timeout)
-                    else:
-                        seconds = run_once(arguments, src, threads, args.timeout)
-                    times.setdefault((command, setting, load), []).append(seconds)
-                    print(f"  repeat {repeat + 1} {command} {setting} {load}: {seconds:.2f} s "
-                          f"(load average {os.getloadavg()[0]:.2f})", flush=True)
+    deadline = time.monotonic() + args.budget
+    for repeat, command, setting in schedule(list(commands), names, args.repeats):
+        if time.monotonic() > deadline:
+            print(f"  --budget of {args.budget:.0f} s spent: stopped in repetition {repeat + 1}")
+            break
+        src, threads = settings[setting]
+        for load in ("idle", "busy") if repeat % 2 == 0 else ("busy", "idle"):
+            if load == "busy":
+                with one_busy_core(core, args.hog_seconds):
+                    seconds = run_once(commands[command], src, threads, args.timeout)
+            else:
+                seconds = run_once(commands[command], src, threads, args.timeout)
+            times.setdefault((command, setting, load), []).append(seconds)
+            print(f"  repeat {repeat + 1} {command} {setting} {load}: {seconds:.2f} s "
+                  f"(load average {os.getloadavg()[0]:.2f})", flush=True)
     print(f"load average at the end {os.getloadavg()[0]:.2f}")
-    print_table(commands, names, times, args.repeats)
+    print_table(commands, names, times)
     return 0
 
 
+def schedule(commands: list[str], names: list[str], repeats: int) -> Iterator[tuple[int, str, str]]:
+    """(repetition, command, setting) in the order they run: the settings rotate from one
+    repetition to the next, so that none always runs first."""
+    for repeat in range(repeats):
+        order = names[repeat % len(names):] + names[: repeat % len(names)]
+        for command in commands:
+            for setting in order:
+                yield repeat, command, setting
+
+
 def print_table(commands: dict[str, list[str]], names: list[str],
-                times: dict[tuple[str, str, str], list[float]], repeats: int) -> None:
+                times: dict[tuple[str, str, str], list[float]]) -> None:
     median = {key: statistics.median(values) for key, values in times.items()}
-    print(f"\n| command | setting | idle s (median of {repeats}) | one core busy s | busy / idle "
+    print("\n| command | setting | runs | idle s (median) | one core busy s | busy / idle "
           "| idle / baseline |")
-    print("|---|---|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|")
     for command, arguments in commands.items():
         for setting in names:
+            if (command, setting, "idle") not in median or (command, setting, "busy") not in median:
+                continue  # the budget ran out before this pair was measured
             idle, busy = median[(command, setting, "idle")], median[(command, setting, "busy")]
             base = median.get((command, "baseline", "idle"))
             versus = "" if base is None else f"{idle / base:.2f}"
-            print(f"| `gradproof {' '.join(arguments)}` | {setting} | {idle:.2f} | {busy:.2f} "
-                  f"| {busy / idle:.2f} | {versus} |")
+            runs = len(times[(command, setting, "idle")])
+            print(f"| `gradproof {' '.join(arguments)}` | {setting} | {runs} | {idle:.2f} "
+                  f"| {busy:.2f} | {busy / idle:.2f} | {versus} |")
 
 
 if __name__ == "__main__":

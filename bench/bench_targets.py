@@ -4,12 +4,18 @@
   ``Autoencoder(784, 200).init_params(0)``), the first image of ``gradproof.load_mnist()``:
   target <= 25 ms (median);
 - ``check_gradient`` (mode auto) on the seed network without biases (``model.loss`` as the
-  black box), the same image, as in ``bench_check.py``: target <= 0.5 s (median).
+  black box), the same image, as in ``bench_check.py``: target <= 0.5 s (median);
+- the same check with the motivating user's own loss as the black box
+  (``sigmoid(sigmoid(x @ W1) @ W2)``, squared error, in plain numpy, which does not scan its
+  parameters for NaN as ``model.loss`` does): "check_gradient numpy".
+
+For each black box the table also gives its loss evaluations per check and the median time of
+one evaluation alone, whose product is what the check cannot go below.
 
 Each round starts a fresh process per checkout (``--baseline-src DIR`` names the other
 checkout's ``src``; this one's is first on the path otherwise), which times ``--repeats``
 checks of each kind after a warm-up; the rounds alternate the checkouts, so a change in the
-machine's load hits both. This checkout's process also times both checks with
+machine's load hits both. This checkout's process also times each check with
 ``blas_threads="off"`` (the BLAS library's own thread count), alternating with the default.
 Printed: the median over all rounds of each, and the 1-minute load average before and after.
 
@@ -29,15 +35,20 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
+
+from _timing import timed
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
-def worker(repeats: int, gradient_repeats: int, with_off: bool) -> dict[str, list[float]]:
-    """Time the two checks in this process; return the seconds of each run by label."""
+def worker(repeats: int, gradient_repeats: int, with_off: bool) -> dict[str, Any]:
+    """Time the checks in this process; return the seconds of each run by label, and each
+    black box's loss evaluations per check and seconds per evaluation."""
     import numpy as np
 
     import gradproof as gp
+    from gradproof import blas
 
     images, _ = gp.load_mnist()
     x = images[:1]  # (1, 784)
@@ -50,13 +61,27 @@ def worker(repeats: int, gradient_repeats: int, with_off: bool) -> dict[str, lis
     def seed_loss(p: dict[str, np.ndarray]) -> float:
         return plain.loss(p, x)
 
+    def sigmoid(s: np.ndarray) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-s))
+
+    def numpy_loss(p: dict[str, np.ndarray]) -> float:
+        z = sigmoid(sigmoid(x @ p["W1"]) @ p["W2"])  # (1, 784)
+        return float(np.sum(0.5 * (z - x) ** 2))
+
+    def gradient_check(loss: Any) -> Any:
+        return lambda o: gp.check_gradient(loss, plain_grads, plain_params, **o)
+
     settings = [{}, {"blas_threads": "off"}] if with_off else [{}]
     checks = {
         "check_model": (repeats, lambda o: gp.check_model(model, params, x, **o)),
-        "check_gradient": (
-            gradient_repeats, lambda o: gp.check_gradient(seed_loss, plain_grads, plain_params, **o)
-        ),
+        "check_gradient": (gradient_repeats, gradient_check(seed_loss)),
+        "check_gradient numpy": (gradient_repeats, gradient_check(numpy_loss)),
     }
+    calls, per_call = {}, {}
+    for name, loss in (("check_gradient", seed_loss), ("check_gradient numpy", numpy_loss)):
+        calls[name] = checks[name][1]({}).loss_evaluations
+        with blas.limited("check_gradient"):
+            per_call[name] = timed(lambda: loss(plain_params), 200).wall
     times: dict[str, list[float]] = {}
     for name, (count, check) in checks.items():
         for options in settings:  # a warm-up, and a check that the work is right
@@ -68,10 +93,10 @@ def worker(repeats: int, gradient_repeats: int, with_off: bool) -> dict[str, lis
                 check(options)
                 label = name + (" off" if options else "")
                 times.setdefault(label, []).append(time.perf_counter() - start)
-    return times
+    return {"times": times, "calls": calls, "per_call": per_call}
 
 
-def run_worker(src: Path, args: argparse.Namespace, with_off: bool) -> dict[str, list[float]]:
+def run_worker(src: Path, args: argparse.Namespace, with_off: bool) -> dict[str, Any]:
     env = dict(os.environ, PYTHONPATH=str(src))
     env.pop("GRADPROOF_BLAS_THREADS", None)
     command = [sys.executable, __file__, "--worker", "--repeats", str(args.repeats),
@@ -100,20 +125,34 @@ def main(argv: list[str] | None = None) -> int:
         checkouts["baseline"] = (args.baseline_src.resolve(), False)
     print(f"load average at the start {os.getloadavg()[0]:.2f}")
     times: dict[tuple[str, str], list[float]] = {}
+    calls: dict[tuple[str, str], int] = {}
+    per_call: dict[tuple[str, str], list[float]] = {}
     names = list(checkouts)
     for round_ in range(args.rounds):
         for name in names if round_ % 2 == 0 else names[::-1]:
             src, with_off = checkouts[name]
-            for label, seconds in run_worker(src, args, with_off).items():
+            measured = run_worker(src, args, with_off)
+            for label, seconds in measured["times"].items():
                 times.setdefault((name, label), []).extend(seconds)
+            for label, count in measured["calls"].items():
+                calls[(name, label)] = count
+                per_call.setdefault((name, label), []).append(measured["per_call"][label])
         print(f"  round {round_ + 1} done (load average {os.getloadavg()[0]:.2f})", flush=True)
     print(f"load average at the end {os.getloadavg()[0]:.2f}")
-    print("\n| checkout | check | runs | median | fastest |")
-    print("|---|---|---:|---:|---:|")
+    print("\n| checkout | check | runs | median | fastest | loss calls | one call "
+          "| calls x one call |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     for (name, label), values in times.items():
         unit, scale = ("ms", 1e3) if label.startswith("check_model") else ("s", 1.0)
-        print(f"| {name} | {label} | {len(values)} | {statistics.median(values) * scale:.3g} "
-              f"{unit} | {min(values) * scale:.3g} {unit} |")
+        row = (f"| {name} | {label} | {len(values)} | {statistics.median(values) * scale:.3g} "
+               f"{unit} | {min(values) * scale:.3g} {unit} |")
+        black_box = (name, label.removesuffix(" off"))
+        if black_box in calls:
+            one = statistics.median(per_call[black_box])
+            row += f" {calls[black_box]} | {one * 1e3:.3f} ms | {calls[black_box] * one:.3g} s |"
+        else:
+            row += " | | |"
+        print(row)
     return 0
 
 

@@ -160,6 +160,35 @@ def test_the_torch_adapter_limits_torch_and_blas_and_restores_both(user_threads)
         torch.set_num_threads(callers)
 
 
+def test_check_network_runs_with_the_policy_from_the_identification_on(user_threads):
+    from user_networks import numpy_softmax_classifier
+
+    user = numpy_softmax_classifier()
+    seen: list[set[int]] = []
+    report = gp.check_network(recording(user.loss, seen), user.grad, user.params, user.x, user.y)
+    assert report.passed, str(report)
+    assert seen == [{blas.POLICY["check_gradient"]}]  # its first call: the identification's
+    assert blas_threads() == {user_threads}
+
+
+def test_check_vjp_runs_with_the_policy_from_the_first_forward_on(user_threads):
+    seen: list[set[int]] = []
+    w = np.random.default_rng(0).standard_normal((3, 2))
+
+    def forward(x):
+        if not seen:
+            seen.append(blas_threads())
+        return x @ w  # (4, 2)
+
+    def backward(d_out, x):
+        return d_out @ w.T  # (4, 3), like x
+
+    report = gp.check_vjp(forward, backward, np.ones((4, 3)))
+    assert report.passed, str(report)
+    assert seen == [{blas.POLICY["check_gradient"]}]
+    assert blas_threads() == {user_threads}
+
+
 # --- overrides ----------------------------------------------------------------------------
 
 

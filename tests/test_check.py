@@ -1021,3 +1021,18 @@ def test_a_kink_note_counts_only_the_steps_that_crossed_the_kink():
     assert kinks[0].details["rechecked"] == 1
     assert kinks[0].message.startswith("1 finite-difference step(s)")
     assert [f.kind for f in report.findings if f.is_bug] == ["scaled"]
+
+
+@given(
+    st.lists(st.integers(0, 5), min_size=1, max_size=60),  # few levels: many ties
+    st.integers(1, 70),
+)
+def test_auto_picks_its_largest_entries_as_a_full_stable_sort_would(levels, count):
+    from gradproof.engine.blackbox import _all_but, _largest
+
+    values = np.array(levels, dtype=float) / 4
+    expected = np.argsort(-values, kind="stable")[:count]
+    np.testing.assert_array_equal(_largest(values, count), expected)
+    np.testing.assert_array_equal(
+        _all_but(values.size, expected), np.setdiff1d(np.arange(values.size), expected)
+    )

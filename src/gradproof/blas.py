@@ -48,7 +48,7 @@ OFF = "off"
 # Hot path -> threads its BLAS and OpenMP pools get (see the module docstring and
 # bench/README.md for the measurements behind each).
 POLICY: Mapping[str, int] = {
-    "check_gradient": 1,
+    "check_gradient": 1,  # and check_network, check_vjp: their loss evaluations are its own
     "check_model": 1,
     "train": 1,
     "torch": 1,

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from gradproof import blas
 from gradproof.check import check_gradient, check_model
 from gradproof.diagnose import HYPOTHESES, Hypothesis, TensorCase, diagnose
 from gradproof.errors import InputError
@@ -64,6 +65,7 @@ FULL_CHECK_ENTRIES = 2000
 DIRECTIONS = 2
 
 
+@blas.policy("check_gradient")
 def check_network(
     loss: Callable[..., Any],
     grad: Any,
@@ -79,6 +81,7 @@ def check_network(
     atol: float | None = None,
     safety: float = 10.0,
     seed: int = 0,
+    blas_threads: int | str | None = None,
 ) -> GradReport:
     """Check the user's gradient of their own network's loss, and name the mistake.
 
@@ -104,6 +107,9 @@ def check_network(
         For a flat parameter vector, as for ``check_gradient``.
     rtol, atol, safety, seed
         The finite-difference check's options, as for ``check_gradient``.
+    blas_threads : int or {"auto", "off"}, optional
+        Threads of the BLAS and OpenMP pools during the whole call, the user's own code
+        included (see ``gradproof.blas``): as for ``check_gradient``.
 
     Returns
     -------

@@ -44,7 +44,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scipy.optimize
 
 from gradproof import blas
 from gradproof.checkpoint import EpochMetrics, TrainState, save_checkpoint
@@ -636,6 +635,10 @@ def _run_lbfgs(
         )
         session.finish_epoch(current, loss, started)
         started = time.perf_counter()
+
+    # Imported here: scipy.optimize takes about half a second to import, which every command
+    # (and the default SGD training) would otherwise pay without using it.
+    import scipy.optimize
 
     session.start(epochs, steps_per_epoch=1)
     result = scipy.optimize.minimize(

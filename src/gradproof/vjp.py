@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from gradproof import blas
 from gradproof.check import MODES, check_gradient
 from gradproof.engine.options import RULE_OPTIONS, Option, integer, one_of, validate
 from gradproof.errors import InputError
@@ -74,6 +75,7 @@ CHECK_VJP_OPTIONS: dict[str, Option] = {
 }
 
 
+@blas.policy("check_gradient")
 def check_vjp(
     forward: Callable[..., Any],
     backward: Callable[..., Any],
@@ -90,6 +92,7 @@ def check_vjp(
     atol: float | None = None,
     safety: float = 10.0,
     seed: int = 0,
+    blas_threads: int | str | None = None,
 ) -> GradReport:
     """Check a layer's backward (a vector-Jacobian product) against its forward.
 
@@ -123,6 +126,9 @@ def check_vjp(
     mode, budget, samples, rtol, atol, safety, seed
         As for ``check_gradient``; ``budget`` defaults to ``DEFAULT_BUDGET``, so that ``auto``
         checks every entry of a layer up to that size.
+    blas_threads : int or {"auto", "off"}, optional
+        Threads of the BLAS and OpenMP pools during the whole call, the user's own code
+        included (see ``gradproof.blas``): as for ``check_gradient``.
 
     Returns
     -------

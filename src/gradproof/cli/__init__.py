@@ -19,8 +19,10 @@ from rich.console import Console
 from gradproof import __version__
 from gradproof.errors import GradproofError, InputError
 
-# Subcommand name -> module under gradproof.cli; imported lazily so that `gradproof train`
-# does not pay for the checker's imports and the other way round.
+# Subcommand name -> module under gradproof.cli; imported lazily, only the one a command line
+# names, so that `gradproof train` does not pay for the checker's imports (nor `check` for
+# scipy.special, scipy.io and scipy.optimize, which demo, octave and compare bring in: about
+# a second of a short check on a busy core) and the other way round.
 COMMANDS = {
     "train": "gradproof.cli.train",
     "check": "gradproof.cli.check",
@@ -48,8 +50,9 @@ class _Parser(argparse.ArgumentParser):
         raise InputError(f"{self.prog}: {message}")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Return the top-level parser with every available subcommand registered."""
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """Return the top-level parser with ``command``'s subcommand registered, or every
+    available one when ``command`` names none (``gradproof --help``, a mistyped name)."""
     parser = _Parser(
         prog="gradproof",
         description="Train autoencoders with hand-written backprop and prove their gradients right.",
@@ -57,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"gradproof {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for name, module_name in COMMANDS.items():
+    chosen = {command: COMMANDS[command]} if command in COMMANDS else COMMANDS
+    for name, module_name in chosen.items():
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as error:
@@ -72,9 +76,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with ``argv`` (default: ``sys.argv[1:]``) and return the exit code."""
     console = Console(stderr=False, highlight=False)
     error_console = Console(stderr=True, highlight=False)
-    parser = build_parser()
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    # The command is the first word that is not an option (the top level has only flags).
+    parser = build_parser(next((word for word in arguments if not word.startswith("-")), None))
     try:
-        args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+        args = parser.parse_args(arguments)
     except InputError as error:
         error_console.print(f"error: {error}", style="red", markup=False, soft_wrap=True)
         return EXIT_USAGE

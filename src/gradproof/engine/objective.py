@@ -168,7 +168,6 @@ class Objective:
         """
         if self.buffer.dtype != np.float64 or self.j0 != self.j0_repeat or not self.layout.size:
             return
-        support = np.arange(self.layout.size)
         rounded: np.dtype | None = None
         for dtype in sorted(set(candidates), key=lambda d: -np.finfo(d).nmant):
             with np.errstate(over="ignore"):
@@ -179,7 +178,8 @@ class Objective:
             move = _SUBSPACING * spacing * rng.choice((-1.0, 1.0), size=grid.size)
             center = grid.astype(np.float64)
             where = f"with every entry moved by a quarter of its {dtype} spacing"
-            if any(self.at(support, center + sign * move, where) != self.j0 for sign in (1, -1)):
+            moved = (self.at(slice(None), center + sign * move, where) for sign in (1, -1))
+            if any(value != self.j0 for value in moved):
                 break
             rounded = dtype
         if rounded is None:
@@ -379,8 +379,11 @@ class Objective:
             self.report_progress()
         self._finish(out_plus, out_minus, where)
 
-    def at(self, positions: np.ndarray, values: np.ndarray, where: str) -> float:
-        """J with ``buffer[positions] = values``; a non-finite value is returned, not raised."""
+    def at(self, positions: np.ndarray | slice, values: np.ndarray, where: str) -> float:
+        """J with ``buffer[positions] = values``; a non-finite value is returned, not raised.
+
+        ``slice(None)`` moves every entry (a copy, where an index array of them all would
+        gather and scatter)."""
         try:
             self.buffer[positions] = values
             return self.value()

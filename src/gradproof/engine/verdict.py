@@ -17,7 +17,7 @@ import numpy as np
 from gradproof.diagnose import diagnose
 from gradproof.finite_diff import KINK_SHRINK, ROUNDING_GROWTH, relative_error
 from gradproof.params import TensorSpec
-from gradproof.engine.probes import EXCLUDED, FAILED, PASSED, UNKNOWN, Measured
+from gradproof.engine.probes import EXCLUDED, FAILED, PASSED, UNKNOWN, Measured, ranges
 from gradproof.report import Finding, TensorResult
 from gradproof.engine.taylor import TaylorResult
 
@@ -98,9 +98,7 @@ def _entry_thresholds(spec: TensorSpec, measured: list[Measured]) -> np.ndarray:
         ]
         for which in groups:
             lengths = np.diff(probes.start)[which]
-            pick = np.concatenate(
-                [np.arange(probes.start[k], probes.start[k + 1]) for k in which]
-            )
+            pick = ranges(probes.start[which], lengths)
             with np.errstate(divide="ignore"):
                 threshold = np.repeat(m.tolerance[which], lengths) / np.abs(probes.values[pick])
             local = probes.positions[pick] - spec.offset
