@@ -53,6 +53,7 @@ from gradproof.finite_diff import (
     first_verdict,
     richardson,
 )
+from gradproof.engine.one_sided import judge, side
 from gradproof.engine.probes import EXCLUDED, FAILED, PASSED, UNKNOWN, Measured
 
 # Clear failures per set whose verdict is confirmed with a second step.
@@ -60,6 +61,11 @@ CONFIRM_SAMPLE = 8
 
 # Unsure probes are measured again with steps KINK_SHRINK**1, **2, ... times smaller, this often.
 KINK_ROUNDS = 3
+
+# One-sided slopes are measured at steps s, s/2, s/4 from s = h, then from s this many times
+# smaller, up to ONE_SIDED_ROUNDS times in all, while a side still crosses a kink.
+ONE_SIDED_SHRINK = 16.0
+ONE_SIDED_ROUNDS = 6
 
 # A kink at the point keeps the one-sided slope gap as the step shrinks KINK_SHRINK-fold; a
 # smooth function's gap shrinks with it; a too-coarse step's grows. A gap that changes by less
@@ -159,7 +165,12 @@ def measure(results: list[Measured], evaluator: Evaluator, rule: Rule) -> bool:
         rest if (result.status[sample] != FAILED).any() else rest[:0]
         for result, sample, rest in zip(results, confirm, clear)
     ]
-    return _decide(results, firsts, doubtful, [d[:0] for d in doubtful], evaluator, rule)
+    if _decide(results, firsts, doubtful, [d[:0] for d in doubtful], evaluator, rule):
+        return True
+    if not evaluator.kinks_known:
+        unmeasured = [np.setdiff1d(rest, d) for rest, d in zip(clear, doubtful)]
+        _one_sided(results, [_crossed(r, u) for r, u in zip(results, unmeasured)], evaluator, rule)
+    return evaluator.interrupted
 
 
 def _first_step(results: list[Measured], evaluator: Evaluator, rule: Rule) -> list[FirstStep]:
@@ -431,3 +442,95 @@ def _keep_previous_or_exclude(result: Measured, which: np.ndarray) -> None:
 
 def _joined(parts: list[np.ndarray]) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.intp)
+
+
+def _crossed(result: Measured, unmeasured: np.ndarray) -> np.ndarray:
+    """The probes central differences left failed or excluded, but for the clear failures
+    measured once: a kink goes unseen where kinks on both sides keep the differences regular
+    (a float32 loss), or where one a little off the point is crossed by every smaller step."""
+    failed = result.status == FAILED
+    failed[unmeasured] = False
+    return np.flatnonzero(failed | (result.status == EXCLUDED))
+
+
+def _one_sided(
+    results: list[Measured], chosen: list[np.ndarray], evaluator: Evaluator, rule: Rule
+) -> None:
+    """Settle the chosen probes (see ``_crossed``) by their one-sided slopes at s, s/2, s/4
+    (``engine.one_sided``): from s = h, then ``ONE_SIDED_SHRINK`` times smaller while a side
+    still crosses a kink (a kink 1e-7 from the point is crossed by h = 6e-6, not by h/256).
+
+    A probe that matches one smooth side passes. One whose two smooth sides agree on another
+    slope fails; where an earlier step saw a side cross a kink, only once the next, smaller
+    step sees it again: across a kink a little off the point, a side's slopes at three steps
+    can line up by chance (the slopes beyond it share one value), and the next step, which no
+    longer crosses it, shows the slope at the point. The rest are excluded with a ``kink``
+    note: at the point (both sides smooth and different), or unresolved.
+    """
+    # The smallest error each probe's measurements resolved so far: a later, coarser step's
+    # tolerance at or above it makes a match vacuous.
+    resolved = [np.abs(result.error[which]) for result, which in zip(results, chosen)]
+    # Per probe: whether a side was seen crossing a kink, and whether it failed after that once.
+    crossed = [np.zeros(which.size, dtype=bool) for which in chosen]
+    pending = [np.zeros(which.size, dtype=bool) for which in chosen]
+    for round_ in range(ONE_SIDED_ROUNDS):
+        if not any(which.size for which in chosen):
+            return
+        factor = ONE_SIDED_SHRINK**-round_
+        steps = [_at(results, chosen, evaluator, factor / k) for k in (1, 2, 4)]
+        if evaluator.interrupted:
+            return
+        going_on, still, seen, waiting = [], [], [], []
+        for result, which, previous, doubt, again, (s1, s2, s4) in zip(
+            results, chosen, resolved, crossed, pending, zip(*steps)
+        ):
+            rounding, analytic = 2 * s1.rounding, s4.analytic
+            forward, backward = (
+                side(*(s.analytic + getattr(s, name) for s in (s1, s2, s4)), analytic, rounding,
+                     rule.safety)
+                for name in ("forward", "backward")
+            )
+            verdict = judge(analytic, s1.curvature, forward, backward, previous,
+                            result.kink[which] | doubt, result.rounding_g[which], rule)
+            failed = verdict.failed & (~doubt | again)
+            decided = verdict.passed | failed
+            status = np.where(verdict.passed, PASSED, FAILED)
+            result.record(which[decided], analytic[decided], verdict.error[decided],
+                          verdict.estimate[decided], verdict.tolerance[decided],
+                          s4.half_width[decided], status[decided])
+            result.slopes[which] = np.column_stack(
+                (analytic + backward.error, analytic + forward.error)
+            )
+            result.one_sided[which[decided]] = True
+            result.kink[which[verdict.kink]] = True
+            at_point = which[verdict.at_point]
+            result.status[at_point] = EXCLUDED
+            result.unresolved[at_point] = False
+            # Excluded unless a smaller step decides them (a first failure among them).
+            rest = ~decided & ~verdict.at_point & ~verdict.kept
+            result.status[which[rest]] = EXCLUDED
+            result.unresolved[which[rest]] = True
+            more = rest & (~verdict.blind | verdict.failed)
+            # A smooth side measured its slope's error, whatever the other side did.
+            for one in (forward, backward):
+                previous = np.where(one.smooth, np.minimum(previous, np.abs(one.error)), previous)
+            going_on.append(which[more])
+            still.append(previous[more])
+            seen.append((doubt | ~(forward.smooth & backward.smooth))[more])
+            waiting.append(verdict.failed[more])
+        chosen, resolved, crossed, pending = going_on, still, seen, waiting
+
+
+def _at(results: list[Measured], chosen: list[np.ndarray], evaluator: Evaluator,
+        factor: float) -> list[Differences]:
+    """The differences of the chosen probes of each set at ``factor`` times their step, in
+    the order chosen."""
+    parts: list[list[np.ndarray]] = [[] for _ in results]
+    values: list[list[Differences]] = [[] for _ in results]
+    for k, ev in evaluator.evaluate(list(zip(results, chosen)), factor):
+        parts[k].append(ev.which)
+        values[k].append(ev.differences(slice(None)))
+    return [
+        FirstStep.join(p, v, result.probes.count).take(which)
+        for p, v, result, which in zip(parts, values, results, chosen)
+    ]
