@@ -19,8 +19,10 @@ A probe then
 * passes when one smooth side matches the analytic value (at a kink at the point a
   hand-written gradient takes one side's slope, e.g. relu'(0) = 0);
 * fails when both sides are smooth, agree with each other (no kink within the step) and
-  disagree with the analytic value by more than the gap between the one-sided slopes at s
-  (which bounds what kinks crossed on both sides, hidden in rounding, could explain);
+  disagree with the analytic value by more than the spread of every one-sided slope measured
+  (which bounds what kinks crossed on both sides, hidden in rounding, could explain: several
+  units at their kink at once can put a correct gradient outside both slopes nearest the
+  point, by up to what the slopes further out differ by);
 * is otherwise left to a smaller step or excluded with a ``kink`` note: with both sides smooth
   and different, the kink is at the point, where several units at 0 at once make a correct
   gradient lie anywhere, even outside both one-sided slopes.
@@ -92,11 +94,11 @@ class Judgement:
     tolerance: np.ndarray
 
 
-def judge(analytic: np.ndarray, gap: np.ndarray, forward: Side, backward: Side,
+def judge(analytic: np.ndarray, spread: np.ndarray, forward: Side, backward: Side,
           previous: np.ndarray, kinked: np.ndarray, rounding_g: np.ndarray,
           rule: Rule) -> Judgement:
-    """Decide probes from both sides' slopes. ``gap`` is the difference of the one-sided
-    slopes at the largest step s; ``previous`` the smallest |error| measured before: a
+    """Decide probes from both sides' slopes. ``spread`` is the range of all one-sided slopes
+    measured for each probe (at every step tried); ``previous`` the smallest |error| measured before: a
     tolerance that cannot tell it from zero makes a match vacuous; ``kinked``: a kink was seen
     before. Without a kink a central difference, whose truncation is a step's square, not a
     step, is the sharper measurement: a one-sided match does not overrule it."""
@@ -112,8 +114,10 @@ def judge(analytic: np.ndarray, gap: np.ndarray, forward: Side, backward: Side,
     passed = (f_match | b_match) & kink
     # Kinks crossed on both sides can leave each side looking smooth within rounding (a float32
     # loss crosses many within one step) while the slope at the point differs from theirs by
-    # up to their slope gap: a failure must stand clear of it.
-    failed = ~passed & agree & (np.abs(f.error) > f_tol + gap) & (np.abs(b.error) > b_tol + gap)
+    # up to the spread of the slopes: a failure must stand clear of it.
+    failed = ~passed & agree & (np.abs(f.error) > f_tol + spread) & (
+        np.abs(b.error) > b_tol + spread
+    )
     # The deciding side: the matching one, else the one with the smaller tolerance.
     use_f = f_match | ~b_match & (f_tol <= b_tol)
     return Judgement(

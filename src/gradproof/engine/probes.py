@@ -237,6 +237,7 @@ class Measured:
     rounding_g: np.ndarray
     one_sided: np.ndarray  # bool: decided by a one-sided slope (``engine.one_sided``)
     split: np.ndarray  # bool: excluded at a kink and measured again in parts (black box)
+    floor: np.ndarray  # an error below this can go unconfirmed (a loss with kinks), else 0
 
     @classmethod
     def empty(cls, probes: ProbeSet, rounding_g: np.ndarray) -> Measured:
@@ -256,6 +257,7 @@ class Measured:
             rounding_g,
             np.zeros(n, dtype=bool),
             np.zeros(n, dtype=bool),
+            np.zeros(n),
         )
 
     @property

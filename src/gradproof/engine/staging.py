@@ -167,9 +167,13 @@ def measure(results: list[Measured], evaluator: Evaluator, rule: Rule) -> bool:
     ]
     if _decide(results, firsts, doubtful, [d[:0] for d in doubtful], evaluator, rule):
         return True
+    kinks = not evaluator.kinks_known and any(result.kink.any() for result in results)
     if not evaluator.kinks_known:
         unmeasured = [np.setdiff1d(rest, d) for rest, d in zip(clear, doubtful)]
-        _one_sided(results, [_crossed(r, u) for r, u in zip(results, unmeasured)], evaluator, rule)
+        _one_sided(results, [_crossed(r, u) for r, u in zip(results, unmeasured)], evaluator,
+                   rule, kinks)
+    for result in results:
+        result.floor = _confirmable(result, rule) if kinks else np.zeros_like(result.floor)
     return evaluator.interrupted
 
 
@@ -190,6 +194,7 @@ def _first_step(results: list[Measured], evaluator: Evaluator, rule: Rule) -> li
         passed = np.abs(ev.error) <= tolerance
         result.record(ev.where, ev.analytic, ev.error, ev.rounding, tolerance, ev.step,
                       np.where(passed, PASSED, UNKNOWN))
+        result.floor[ev.where] = ev.rounding  # kept until ``_confirmable`` needs it
         rest = np.flatnonzero(~passed)
         if rest.size:
             _first_failures(result, ev, rest, rounding_g[rest], rule, parts[k], values[k])
@@ -453,8 +458,19 @@ def _crossed(result: Measured, unmeasured: np.ndarray) -> np.ndarray:
     return np.flatnonzero(failed | (result.status == EXCLUDED))
 
 
+def _confirmable(result: Measured, rule: Rule) -> np.ndarray:
+    """The smallest error a failure confirmed at the second one-sided step (h/16, where the
+    loss has kinks) resolves: the tolerance of the slope extrapolated from its s/2 and s/4,
+    from each probe's rounding at h (held in ``floor`` since the first step)."""
+    rounding = 2 * ONE_SIDED_SHRINK * result.floor  # a one-sided slope's rounding at h/16
+    # The rounding of 2 n(s/4) - n(s/2), as in ``one_sided.side``.
+    return rule.tolerance((2 * 4 + 2) * rounding, result.rounding_g, result.analytic,
+                          result.numeric)
+
+
 def _one_sided(
-    results: list[Measured], chosen: list[np.ndarray], evaluator: Evaluator, rule: Rule
+    results: list[Measured], chosen: list[np.ndarray], evaluator: Evaluator, rule: Rule,
+    kinks: bool,
 ) -> None:
     """Settle the chosen probes (see ``_crossed``) by their one-sided slopes at s, s/2, s/4
     (``engine.one_sided``): from s = h, then ``ONE_SIDED_SHRINK`` times smaller while a side
@@ -466,6 +482,11 @@ def _one_sided(
     can line up by chance (the slopes beyond it share one value), and the next step, which no
     longer crosses it, shows the slope at the point. The rest are excluded with a ``kink``
     note: at the point (both sides smooth and different), or unresolved.
+
+    Where no kink shows in a probe's own slopes, its central difference is the sharper
+    measurement and its verdict stands; but where the loss has ``kinks`` elsewhere, only once
+    a smaller step confirms it: kinks on both sides can hide in the rounding of a float32
+    loss, whose steps cross many, and a failure no smaller step can resolve is excluded.
     """
     # The smallest error each probe's measurements resolved so far: a later, coarser step's
     # tolerance at or above it makes a match vacuous.
@@ -473,6 +494,8 @@ def _one_sided(
     # Per probe: whether a side was seen crossing a kink, and whether it failed after that once.
     crossed = [np.zeros(which.size, dtype=bool) for which in chosen]
     pending = [np.zeros(which.size, dtype=bool) for which in chosen]
+    # The range of every one-sided slope measured, per probe.
+    ranges = [np.column_stack((np.full(w.size, np.inf), np.full(w.size, -np.inf))) for w in chosen]
     for round_ in range(ONE_SIDED_ROUNDS):
         if not any(which.size for which in chosen):
             return
@@ -480,17 +503,24 @@ def _one_sided(
         steps = [_at(results, chosen, evaluator, factor / k) for k in (1, 2, 4)]
         if evaluator.interrupted:
             return
-        going_on, still, seen, waiting = [], [], [], []
-        for result, which, previous, doubt, again, (s1, s2, s4) in zip(
-            results, chosen, resolved, crossed, pending, zip(*steps)
+        going_on, still, seen, waiting, kept_ranges = [], [], [], [], []
+        for result, which, previous, doubt, again, span, (s1, s2, s4) in zip(
+            results, chosen, resolved, crossed, pending, ranges, zip(*steps)
         ):
             rounding, analytic = 2 * s1.rounding, s4.analytic
+            slopes = {
+                name: [s.analytic + getattr(s, name) for s in (s1, s2, s4)]
+                for name in ("forward", "backward")
+            }
+            every = np.column_stack(slopes["forward"] + slopes["backward"])
+            span = np.column_stack((np.minimum(span[:, 0], every.min(axis=1)),
+                                    np.maximum(span[:, 1], every.max(axis=1))))
             forward, backward = (
-                side(*(s.analytic + getattr(s, name) for s in (s1, s2, s4)), analytic, rounding,
-                     rule.safety)
+                side(*slopes[name], analytic, rounding, rule.safety)
                 for name in ("forward", "backward")
             )
-            verdict = judge(analytic, s1.curvature, forward, backward, previous,
+            spread = span[:, 1] - span[:, 0]
+            verdict = judge(analytic, spread, forward, backward, previous,
                             result.kink[which] | doubt, result.rounding_g[which], rule)
             failed = verdict.failed & (~doubt | again)
             decided = verdict.passed | failed
@@ -506,19 +536,25 @@ def _one_sided(
             at_point = which[verdict.at_point]
             result.status[at_point] = EXCLUDED
             result.unresolved[at_point] = False
+            # Where the loss has kinks, a failure no kink explains must show again at a
+            # smaller step, like one after a side was seen crossing a kink.
+            unsure = verdict.kept & kinks
+            first = verdict.failed | unsure
             # Excluded unless a smaller step decides them (a first failure among them).
-            rest = ~decided & ~verdict.at_point & ~verdict.kept
+            rest = ~decided & ~verdict.at_point & ~(verdict.kept & (not kinks))
             result.status[which[rest]] = EXCLUDED
             result.unresolved[which[rest]] = True
-            more = rest & (~verdict.blind | verdict.failed)
+            more = rest & (~verdict.blind | first)
             # A smooth side measured its slope's error, whatever the other side did.
             for one in (forward, backward):
                 previous = np.where(one.smooth, np.minimum(previous, np.abs(one.error)), previous)
             going_on.append(which[more])
             still.append(previous[more])
-            seen.append((doubt | ~(forward.smooth & backward.smooth))[more])
-            waiting.append(verdict.failed[more])
+            seen.append((doubt | unsure | ~(forward.smooth & backward.smooth))[more])
+            waiting.append(first[more])
+            kept_ranges.append(span[more])
         chosen, resolved, crossed, pending = going_on, still, seen, waiting
+        ranges = kept_ranges
 
 
 def _at(results: list[Measured], chosen: list[np.ndarray], evaluator: Evaluator,

@@ -76,7 +76,9 @@ def _entry_thresholds(spec: TensorSpec, measured: list[Measured]) -> np.ndarray:
     """Per entry of the tensor (flat, in its unrolling order), the smallest error in that entry
     alone that some comparison catches: an error e in entry i moves probe k's directional
     derivative by e·v_ik, so it shows once |e| > tolerance_k / |v_ik| (inf: no comparison
-    covers the entry, or only one decided by a one-sided slope at a kink)."""
+    covers the entry, or only one decided by a one-sided slope at a kink). Where the loss has
+    kinks, a failure must be confirmed at a smaller step: ``Measured.floor`` is what that
+    step resolves."""
     best = np.full(spec.size, np.inf)
     for m in measured:
         # A probe that agreed with one one-sided slope at a kink would be excluded, not failed,
@@ -84,10 +86,11 @@ def _entry_thresholds(spec: TensorSpec, measured: list[Measured]) -> np.ndarray:
         keep = m.compared & ~m.one_sided
         if not keep.any():
             continue
+        threshold = np.maximum(m.tolerance, m.floor)
         probes = m.probes
         if probes.is_entries:
             local = probes.labels[keep] - spec.offset
-            best[local] = np.minimum(best[local], m.tolerance[keep])
+            best[local] = np.minimum(best[local], threshold[keep])
             continue
         # Random directions share their support, rows (or columns) of one set do not.
         groups = [[k] for k in np.flatnonzero(keep)] if probes.kind == "direction" else [
@@ -99,9 +102,9 @@ def _entry_thresholds(spec: TensorSpec, measured: list[Measured]) -> np.ndarray:
                 [np.arange(probes.start[k], probes.start[k + 1]) for k in which]
             )
             with np.errstate(divide="ignore"):
-                threshold = np.repeat(m.tolerance[which], lengths) / np.abs(probes.values[pick])
+                per_entry = np.repeat(threshold[which], lengths) / np.abs(probes.values[pick])
             local = probes.positions[pick] - spec.offset
-            best[local] = np.minimum(best[local], threshold)
+            best[local] = np.minimum(best[local], per_entry)
     return best
 
 
