@@ -32,12 +32,14 @@ from gradproof.finite_diff import (
 from gradproof.engine.objective import Objective
 from gradproof.params import ParamLayout, TensorSpec
 from gradproof.engine.probes import (
+    EXCLUDED,
     FAILED,
     Context,
     Measured,
     ProbeSet,
     block_probes,
     entry_probes,
+    halves,
     line_probes,
     random_probes,
     segment_sum,
@@ -62,6 +64,10 @@ NOISY_LOSS_ULPS = 1e4
 
 # At most this many entries are probed where failing rows and columns cross (auto mode).
 CROSSING_BUDGET = 256
+
+# A probe excluded at a kink is split in halves while its support is larger than this, and
+# into its entries once it is not.
+SPLIT_TO_ENTRIES = 4
 
 
 class BlackBoxRun(Run):
@@ -204,6 +210,32 @@ class BlackBoxRun(Run):
         for result in results:
             self.measured[result.probes.spec.name].append(result)
         self.partial = interrupted
+        self._measure(self._split(results))
+
+    def _split(self, results: list[Measured]) -> list[ProbeSet]:
+        """The probes that add up many entries (rows, columns, directions, blocks and their
+        parts) and were excluded at a kink, split in halves (``probes.halves``), down to their
+        entries: one entry whose step crosses a kink then costs no more than itself."""
+        sets, entries = [], {}
+        for result in results:
+            probes = result.probes
+            if probes.is_entries:
+                continue
+            excluded = np.flatnonzero(result.status == EXCLUDED)
+            result.split[excluded] = True
+            for k in excluded:
+                if probes.start[k + 1] - probes.start[k] > SPLIT_TO_ENTRIES:
+                    sets.append(halves(probes, int(k)))
+                else:
+                    support = probes.positions[probes.start[k]:probes.start[k + 1]]
+                    entries.setdefault(probes.spec.name, []).append(support)
+        for name, supports in entries.items():
+            spec = self.layout.spec(name)
+            done = [m.probes.labels for m in self.measured[name] if m.probes.is_entries]
+            positions = np.setdiff1d(np.concatenate(supports), np.concatenate([[], *done]))
+            if positions.size:
+                sets.append(entry_probes(spec, positions, self.context.center, self.eps_step))
+        return sets
 
     def _plan(self, spec: TensorSpec) -> list[ProbeSet]:
         center, eps = self.context.center, self.eps_step

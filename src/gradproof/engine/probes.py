@@ -1,7 +1,8 @@
 """Probes: the directions a check differentiates along, and their measured results.
 
 Contract: a ``ProbeSet`` holds probes of one tensor and one kind ("entry", "row", "column",
-"block", "direction"), stored like a sparse matrix: probe k moves the flat positions
+"block", "direction", or a part of one of these, "row part" ..., see ``halves``), stored like a
+sparse matrix: probe k moves the flat positions
 ``positions[start[k]:start[k+1]]`` by ``step[k] * values[...]``. An entry probe moves one
 entry by h = cbrt(eps)·max(1, |θ|); every other probe is a unit vector in the metric scaled by
 max(1, |θ|) (random Gaussian weights on its support, so that a row's errors cannot cancel
@@ -31,9 +32,10 @@ class ProbeSet:
     ----------
     spec : TensorSpec
         The tensor probed.
-    kind : {"entry", "row", "column", "block", "direction"}
+    kind : {"entry", "row", "column", "block", "direction", "row part", ...}
     labels : ndarray of int, shape (n,)
-        The flat position (entry), the row or column index, or the direction's number.
+        The flat position (entry), the row or column index, or the direction's number (a
+        part's: that of the probe it is part of).
     positions, values : ndarray
         The supports and direction values of all probes, concatenated.
     start : ndarray of int, shape (n + 1,)
@@ -153,6 +155,27 @@ def _dense(
     )
 
 
+def halves(probes: ProbeSet, k: int) -> ProbeSet:
+    """Probe k of a set split in two: the first and the second half of its support, each with
+    its share of the direction scaled back to unit length (kind "<kind> part", labelled like
+    probe k), so that a kink crossed by one half no longer spoils the other."""
+    support = slice(probes.start[k], probes.start[k + 1])
+    positions, values = probes.positions[support], probes.values[support]
+    middle = positions.size // 2
+    parts = [values[:middle], values[middle:]]
+    norms = [np.linalg.norm(v) for v in parts]
+    kind = probes.kind.removesuffix(" part") + " part"
+    return ProbeSet(
+        probes.spec,
+        kind,
+        np.repeat(probes.labels[k], 2),
+        positions,
+        np.concatenate([v / n if n > 0 else v for v, n in zip(parts, norms)]),
+        np.array([0, middle, positions.size], dtype=np.int64),
+        np.repeat(probes.step[k], 2),
+    )
+
+
 def unit_direction(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Gaussian weights times max(1, |x|), scaled to unit length: each entry moves in
     proportion to its own step scale. Gaussian rather than random signs: with signs, an error
@@ -222,6 +245,9 @@ class Measured:
     unresolved: np.ndarray  # bool: excluded because the error kept changing as the step shrank
     slopes: np.ndarray  # (n, 2) one-sided slopes at the smallest step, where steps shrank
     rounding_g: np.ndarray
+    one_sided: np.ndarray  # bool: decided by a one-sided slope (``engine.one_sided``)
+    split: np.ndarray  # bool: excluded at a kink and measured again in parts (black box)
+    floor: np.ndarray  # an error below this can go unconfirmed (a loss with kinks), else 0
 
     @classmethod
     def empty(cls, probes: ProbeSet, rounding_g: np.ndarray) -> Measured:
@@ -238,6 +264,9 @@ class Measured:
             flags[2].view(bool),
             nan[5:].T,
             rounding_g,
+            np.zeros(n, dtype=bool),
+            np.zeros(n, dtype=bool),
+            np.zeros(n),
         )
 
     @property

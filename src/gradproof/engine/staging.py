@@ -53,6 +53,7 @@ from gradproof.finite_diff import (
     first_verdict,
     richardson,
 )
+from gradproof.engine.one_sided import judge, side
 from gradproof.engine.probes import EXCLUDED, FAILED, PASSED, UNKNOWN, Measured
 
 # Clear failures per set whose verdict is confirmed with a second step.
@@ -60,6 +61,11 @@ CONFIRM_SAMPLE = 8
 
 # Unsure probes are measured again with steps KINK_SHRINK**1, **2, ... times smaller, this often.
 KINK_ROUNDS = 3
+
+# One-sided slopes are measured at steps s, s/2, s/4 from s = h, then from s this many times
+# smaller, up to ONE_SIDED_ROUNDS times in all, while a side still crosses a kink.
+ONE_SIDED_SHRINK = 16.0
+ONE_SIDED_ROUNDS = 6
 
 # A kink at the point keeps the one-sided slope gap as the step shrinks KINK_SHRINK-fold; a
 # smooth function's gap shrinks with it; a too-coarse step's grows. A gap that changes by less
@@ -159,7 +165,16 @@ def measure(results: list[Measured], evaluator: Evaluator, rule: Rule) -> bool:
         rest if (result.status[sample] != FAILED).any() else rest[:0]
         for result, sample, rest in zip(results, confirm, clear)
     ]
-    return _decide(results, firsts, doubtful, [d[:0] for d in doubtful], evaluator, rule)
+    if _decide(results, firsts, doubtful, [d[:0] for d in doubtful], evaluator, rule):
+        return True
+    kinks = not evaluator.kinks_known and any(result.kink.any() for result in results)
+    if not evaluator.kinks_known:
+        unmeasured = [np.setdiff1d(rest, d) for rest, d in zip(clear, doubtful)]
+        _one_sided(results, [_crossed(r, u) for r, u in zip(results, unmeasured)], evaluator,
+                   rule, kinks)
+    for result in results:
+        result.floor = _confirmable(result, rule) if kinks else np.zeros_like(result.floor)
+    return evaluator.interrupted
 
 
 def _first_step(results: list[Measured], evaluator: Evaluator, rule: Rule) -> list[FirstStep]:
@@ -179,6 +194,7 @@ def _first_step(results: list[Measured], evaluator: Evaluator, rule: Rule) -> li
         passed = np.abs(ev.error) <= tolerance
         result.record(ev.where, ev.analytic, ev.error, ev.rounding, tolerance, ev.step,
                       np.where(passed, PASSED, UNKNOWN))
+        result.floor[ev.where] = ev.rounding  # kept until ``_confirmable`` needs it
         rest = np.flatnonzero(~passed)
         if rest.size:
             _first_failures(result, ev, rest, rounding_g[rest], rule, parts[k], values[k])
@@ -431,3 +447,132 @@ def _keep_previous_or_exclude(result: Measured, which: np.ndarray) -> None:
 
 def _joined(parts: list[np.ndarray]) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.intp)
+
+
+def _crossed(result: Measured, unmeasured: np.ndarray) -> np.ndarray:
+    """The probes central differences left failed or excluded, but for the clear failures
+    measured once: a kink goes unseen where kinks on both sides keep the differences regular
+    (a float32 loss), or where one a little off the point is crossed by every smaller step."""
+    failed = result.status == FAILED
+    failed[unmeasured] = False
+    return np.flatnonzero(failed | (result.status == EXCLUDED))
+
+
+def _confirmable(result: Measured, rule: Rule) -> np.ndarray:
+    """The smallest error a failure confirmed at the second one-sided step (h/16, where the
+    loss has kinks) resolves: the tolerance of the slope extrapolated from its s/2 and s/4,
+    from each probe's rounding at h (held in ``floor`` since the first step)."""
+    rounding = 2 * ONE_SIDED_SHRINK * result.floor  # a one-sided slope's rounding at h/16
+    # The rounding of 2 n(s/4) - n(s/2), as in ``one_sided.side``.
+    return rule.tolerance((2 * 4 + 2) * rounding, result.rounding_g, result.analytic,
+                          result.numeric)
+
+
+def _one_sided(
+    results: list[Measured], chosen: list[np.ndarray], evaluator: Evaluator, rule: Rule,
+    kinks: bool,
+) -> None:
+    """Settle the chosen probes (see ``_crossed``) by their one-sided slopes at s, s/2, s/4
+    (``engine.one_sided``): from s = h, then ``ONE_SIDED_SHRINK`` times smaller while a side
+    still crosses a kink (a kink 1e-7 from the point is crossed by h = 6e-6, not by h/256).
+
+    A probe that matches one smooth side passes. One whose two smooth sides agree on another
+    slope fails; where an earlier step saw a side cross a kink, only once the next, smaller
+    step sees it again: across a kink a little off the point, a side's slopes at three steps
+    can line up by chance (the slopes beyond it share one value), and the next step, which no
+    longer crosses it, shows the slope at the point. The rest are excluded with a ``kink``
+    note: at the point (both sides smooth and different), or unresolved.
+
+    Where no kink shows in a probe's own slopes, its central difference is the sharper
+    measurement and its verdict stands; but where the loss has ``kinks`` elsewhere, every
+    failure stands only once a smaller step confirms it: kinks on both sides can hide in the
+    rounding of a float32 loss, whose steps cross many, or in a direction that adds up many
+    entries, and a failure no smaller step can resolve is excluded.
+    """
+    # The smallest error each probe's measurements resolved so far: a later, coarser step's
+    # tolerance at or above it makes a match vacuous.
+    resolved = [np.abs(result.error[which]) for result, which in zip(results, chosen)]
+    # Per probe: whether a side was seen crossing a kink, and whether it failed after that once.
+    crossed = [np.zeros(which.size, dtype=bool) for which in chosen]
+    pending = [np.zeros(which.size, dtype=bool) for which in chosen]
+    # The range of every one-sided slope measured, per probe.
+    ranges = [np.column_stack((np.full(w.size, np.inf), np.full(w.size, -np.inf))) for w in chosen]
+    for round_ in range(ONE_SIDED_ROUNDS):
+        if not any(which.size for which in chosen):
+            return
+        factor = ONE_SIDED_SHRINK**-round_
+        steps = [_at(results, chosen, evaluator, factor / k) for k in (1, 2, 4)]
+        if evaluator.interrupted:
+            return
+        going_on, still, seen, waiting, kept_ranges = [], [], [], [], []
+        for result, which, previous, doubt, again, span, (s1, s2, s4) in zip(
+            results, chosen, resolved, crossed, pending, ranges, zip(*steps)
+        ):
+            rounding, analytic = 2 * s1.rounding, s4.analytic
+            slopes = {
+                name: [s.analytic + getattr(s, name) for s in (s1, s2, s4)]
+                for name in ("forward", "backward")
+            }
+            every = np.column_stack(slopes["forward"] + slopes["backward"])
+            span = np.column_stack((np.minimum(span[:, 0], every.min(axis=1)),
+                                    np.maximum(span[:, 1], every.max(axis=1))))
+            forward, backward = (
+                side(*slopes[name], analytic, rounding, rule.safety)
+                for name in ("forward", "backward")
+            )
+            spread = span[:, 1] - span[:, 0]
+            verdict = judge(analytic, spread, forward, backward, previous,
+                            result.kink[which] | doubt, result.rounding_g[which], rule)
+            failed = verdict.failed & (~(doubt | kinks) | again)
+            if not result.probes.is_entries:
+                # Many units at their kink at once along a direction can give both sides one
+                # slope, another than the analytic one: a direction that crossed a kink is
+                # split into its entries instead (``BlackBoxRun._split``).
+                failed &= ~(doubt | result.kink[which])
+            decided = verdict.passed | failed
+            status = np.where(verdict.passed, PASSED, FAILED)
+            result.record(which[decided], analytic[decided], verdict.error[decided],
+                          verdict.estimate[decided], verdict.tolerance[decided],
+                          s4.half_width[decided], status[decided])
+            result.slopes[which] = np.column_stack(
+                (analytic + backward.error, analytic + forward.error)
+            )
+            result.one_sided[which[decided]] = True
+            result.kink[which[verdict.kink]] = True
+            at_point = which[verdict.at_point]
+            result.status[at_point] = EXCLUDED
+            result.unresolved[at_point] = False
+            # Where the loss has kinks, a failure no kink explains must show again at a
+            # smaller step, like one after a side was seen crossing a kink.
+            unsure = verdict.kept & kinks
+            first = verdict.failed | unsure
+            # Excluded unless a smaller step decides them (a first failure among them).
+            rest = ~decided & ~verdict.at_point & ~(verdict.kept & (not kinks))
+            result.status[which[rest]] = EXCLUDED
+            result.unresolved[which[rest]] = True
+            more = rest & (~verdict.blind | first)
+            # A smooth side measured its slope's error, whatever the other side did.
+            for one in (forward, backward):
+                previous = np.where(one.smooth, np.minimum(previous, np.abs(one.error)), previous)
+            going_on.append(which[more])
+            still.append(previous[more])
+            seen.append((doubt | unsure | ~(forward.smooth & backward.smooth))[more])
+            waiting.append(first[more])
+            kept_ranges.append(span[more])
+        chosen, resolved, crossed, pending = going_on, still, seen, waiting
+        ranges = kept_ranges
+
+
+def _at(results: list[Measured], chosen: list[np.ndarray], evaluator: Evaluator,
+        factor: float) -> list[Differences]:
+    """The differences of the chosen probes of each set at ``factor`` times their step, in
+    the order chosen."""
+    parts: list[list[np.ndarray]] = [[] for _ in results]
+    values: list[list[Differences]] = [[] for _ in results]
+    for k, ev in evaluator.evaluate(list(zip(results, chosen)), factor):
+        parts[k].append(ev.which)
+        values[k].append(ev.differences(slice(None)))
+    return [
+        FirstStep.join(p, v, result.probes.count).take(which)
+        for p, v, result, which in zip(parts, values, results, chosen)
+    ]

@@ -77,20 +77,27 @@ def _entry_thresholds(spec: TensorSpec, measured: list[Measured]) -> np.ndarray:
     """Per entry of the tensor (flat, in its unrolling order), the smallest error in that entry
     alone that some comparison catches: an error e in entry i moves probe k's directional
     derivative by e·v_ik, so it shows once |e| > tolerance_k / |v_ik| (inf: no comparison
-    covers the entry). One set of entry probes, every entry compared (an exact check), gives
-    its own tolerances in the probes' order: no copies of a large tensor's."""
+    covers the entry, or only one decided by a one-sided slope at a kink). Where the loss has
+    kinks, a failure must be confirmed at a smaller step: ``Measured.floor`` is what that
+    step resolves. One set of entry probes, every entry compared by its central difference
+    (an exact check), gives its own thresholds in the probes' order: no copies of a large
+    tensor's."""
     only = measured[0] if len(measured) == 1 else None
-    if only and only.probes.is_entries and only.probes.count == spec.size and only.compared.all():
-        return only.tolerance
+    if (only and only.probes.is_entries and only.probes.count == spec.size
+            and only.compared.all() and not only.one_sided.any()):
+        return np.maximum(only.tolerance, only.floor)
     best = np.full(spec.size, np.inf)
     for m in measured:
-        keep = m.compared
+        # A probe that agreed with one one-sided slope at a kink would be excluded, not failed,
+        # with an error between the slopes: it promises nothing.
+        keep = m.compared & ~m.one_sided
         if not keep.any():
             continue
+        threshold = np.maximum(m.tolerance, m.floor)
         probes = m.probes
         if probes.is_entries:
             local = probes.labels[keep] - spec.offset
-            best[local] = np.minimum(best[local], m.tolerance[keep])
+            best[local] = np.minimum(best[local], threshold[keep])
             continue
         # Random directions share their support, rows (or columns) of one set do not.
         groups = [[k] for k in np.flatnonzero(keep)] if probes.kind == "direction" else [
@@ -100,9 +107,9 @@ def _entry_thresholds(spec: TensorSpec, measured: list[Measured]) -> np.ndarray:
             lengths = np.diff(probes.start)[which]
             pick = ranges(probes.start[which], lengths)
             with np.errstate(divide="ignore"):
-                threshold = np.repeat(m.tolerance[which], lengths) / np.abs(probes.values[pick])
+                per_entry = np.repeat(threshold[which], lengths) / np.abs(probes.values[pick])
             local = probes.positions[pick] - spec.offset
-            best[local] = np.minimum(best[local], threshold)
+            best[local] = np.minimum(best[local], per_entry)
     return best
 
 
@@ -347,7 +354,7 @@ def kink_findings(
                 f"narrower than the step: {'; '.join(parts)}. E.g. {_kink_example(noted)}",
                 details={
                     "rechecked": total,
-                    "excluded": counts["at_point"] + counts["unresolved"],
+                    "excluded": counts["at_point"] + counts["unresolved"] + counts["split"],
                     **counts,
                 },
             )
@@ -372,8 +379,11 @@ def kink_findings(
 # probe falls in exactly one, so that the parts add up to the count the note starts with.
 _KINK_PARTS = (
     "{n} agree when checked again with a step " + f"{KINK_SHRINK:g}" + "x (or more) smaller",
-    "{n} excluded (the kink is at the point itself and the analytic value lies between the "
-    "one-sided slopes)",
+    "{n} agree with the one-sided slope on the side whose steps cross no kink",
+    "{n} split into smaller probes, each judged on its own",
+    "{n} excluded (the kink is at the point itself: the one-sided slopes differ and the "
+    "analytic value lies between them, or, where several units sit at their kink at once, "
+    "near them)",
     "{n} excluded as unresolved (the difference kept changing down to a step "
     + f"{KINK_SHRINK**3:g}" + "x smaller: the loss varies faster than any step tried)",
     "{n} disagree at every step and count as failures",
@@ -388,14 +398,17 @@ _KINK_PARTS = (
 def _kink_counts(noted: list[tuple[Measured, np.ndarray]]) -> dict[str, int]:
     """How many noted probes fall in each part of ``_KINK_PARTS``."""
     counts = dict.fromkeys(
-        ("agreed", "at_point", "unresolved", "failed", "kept_passed", "kept_failed", "undecided"),
+        ("agreed", "one_sided", "split", "at_point", "unresolved", "failed", "kept_passed",
+         "kept_failed", "undecided"),
         0,
     )
     for m, mask in noted:
         rechecked = np.isfinite(m.slopes[:, 0])
-        excluded = m.status == EXCLUDED
+        excluded = (m.status == EXCLUDED) & ~m.split
         parts = {
-            "agreed": rechecked & (m.status == PASSED),
+            "agreed": rechecked & (m.status == PASSED) & ~m.one_sided,
+            "one_sided": m.one_sided & (m.status == PASSED),
+            "split": m.split,
             "at_point": excluded & ~m.unresolved,
             "unresolved": excluded & m.unresolved,
             "failed": rechecked & (m.status == FAILED),
