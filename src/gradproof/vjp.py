@@ -23,7 +23,7 @@ from __future__ import annotations
 import inspect
 import itertools
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -31,6 +31,7 @@ import numpy as np
 from gradproof.check import MODES, check_gradient
 from gradproof.engine.options import RULE_OPTIONS, Option, integer, one_of, validate
 from gradproof.errors import InputError
+from gradproof.footprints import Footprints, evaluate, worthwhile
 from gradproof.linearity import SCALE_PROBE, Products, linearity_findings, with_backward_findings
 from gradproof.missing_output import with_missing_outputs
 # The params module's array checks, shared so that every input is refused in the same words.
@@ -145,7 +146,7 @@ def check_vjp(
         shapes that fit no input; a backward that changes the cache it is given.
     """
     validate(CHECK_VJP_OPTIONS, locals())
-    layer = _Layer.build(forward, backward, inputs, names, cache)
+    layer = _Layer.build(forward, backward, inputs, names, cache, seed)
     rng = np.random.default_rng([UPSTREAM_STREAM, seed])
     outputs = layer.outputs(layer.values)
     first = _first_upstream(upstream, outputs, rng)
@@ -170,9 +171,7 @@ def check_vjp(
         UPSTREAM_WORD,
     )
     def passes(name: str, gradient: np.ndarray) -> bool:
-        def loss(params: Mapping[str, np.ndarray]) -> float:
-            return layer.projected({**layer.values, **params}, first)
-
+        loss = _Projection(layer, first, [name])
         return check_gradient(loss, {name: gradient}, {name: layer.values[name]}, mode=mode,
                               budget=budget, samples=samples, **options).passed
 
@@ -233,11 +232,13 @@ class _Layer:
     keyword: bool
     cache: bool | None
     low: dict[str, np.dtype]
+    seed: int
+    found: dict[str, Footprints] = field(default_factory=dict)
 
     @classmethod
     def build(
         cls, forward: Any, backward: Any, inputs: Any, names: Sequence[str] | None,
-        cache: bool | None,
+        cache: bool | None, seed: int,
     ) -> _Layer:
         for what, fn in (("forward", forward), ("backward", backward)):
             if not callable(fn):
@@ -274,7 +275,7 @@ class _Layer:
                 f"no input is a float array ({', '.join(values)} are integers): there is "
                 "nothing to differentiate"
             )
-        return cls(forward, backward, values, floats, keyword, cache, low)
+        return cls(forward, backward, values, floats, keyword, cache, low, seed)
 
     @property
     def who(self) -> str:
@@ -327,20 +328,36 @@ class _Layer:
         return self.run_forward(values)[0]
 
     def projected(self, values: Mapping[str, np.ndarray], upstream: Sequence[np.ndarray]) -> float:
-        """sum_k sum(u_k * out_k) at ``values``: the scalar checked, evaluated once per
-        perturbed point, so without run_forward's checks (a NaN here makes the engine say
-        where the objective stopped being finite)."""
+        """sum_k sum(u_k * out_k) at ``values``: the scalar checked."""
+        return float(np.vdot(_weights(upstream), self.flat_outputs(values, upstream)))
+
+    def flat_outputs(
+        self, values: Mapping[str, np.ndarray], upstream: Sequence[np.ndarray]
+    ) -> np.ndarray:
+        """Forward's outputs at ``values``, flattened and joined; evaluated once per perturbed
+        point, so without run_forward's checks (a NaN here makes the engine say where the
+        objective stopped being finite)."""
         raw, _ = self._forward(values)
-        total = 0.0
+        pieces = []
         for k, (u, out) in enumerate(zip(upstream, raw)):
-            out = np.asarray(out)
+            out = np.asarray(out, dtype=np.float64)
             if out.shape != u.shape:
                 raise InputError(
                     f"forward's output {k} changed shape from {u.shape} to {out.shape} when "
                     "its inputs moved slightly"
                 )
-            total += float(np.vdot(u, out))
-        return total
+            pieces.append(out.reshape(-1))
+        return np.concatenate(pieces)
+
+    def footprints(self, name: str, upstream: Sequence[np.ndarray]) -> Footprints:
+        """Which outputs each slice of input ``name`` moves (found once per layer)."""
+        if name not in self.found:
+            rng = np.random.default_rng([UPSTREAM_STREAM, self.seed, len(self.found)])
+            self.found[name] = Footprints.discover(
+                lambda a: self.flat_outputs({**self.values, name: a}, upstream),
+                self.values[name], rng,
+            )
+        return self.found[name]
 
     def gradients(self, upstream: Sequence[np.ndarray]) -> Any:
         """Backward's raw result for ``upstream``, after a fresh forward at the inputs (copies
@@ -660,11 +677,67 @@ def _check(
     if not names:
         return GradReport(tensors=[], mode=options["mode"])
 
-    def loss(params: Mapping[str, np.ndarray]) -> float:
-        return layer.projected({**layer.values, **params}, upstream)
-
     params = {n: layer.values[n] for n in names}
-    return check_gradient(loss, {n: fitted.grads[n] for n in names}, params, **options)
+    grads = {n: fitted.grads[n] for n in names}
+    return check_gradient(_Projection(layer, upstream, names), grads, params, **options)
+
+
+class _Projection:
+    """The loss checked, J(inputs) = sum_k sum(u_k * out_k) over the inputs ``names`` (the
+    others held at the point), with the engine's batched ``moves``: points that move one entry
+    share forward calls where their outputs do not overlap (``gradproof.footprints``)."""
+
+    # Whole requests per ``moves`` call: the more points, the fuller each shared forward call.
+    moves_chunk = 1 << 30
+
+    def __init__(self, layer: _Layer, upstream: Sequence[np.ndarray], names: list[str]) -> None:
+        self.layer, self.upstream, self.names = layer, upstream, names
+        self.sizes = [layer.values[n].size for n in names]
+
+    def __call__(self, params: Mapping[str, np.ndarray]) -> float:
+        return self.layer.projected({**self.layer.values, **params}, self.upstream)
+
+    def moves(self, positions: np.ndarray, start: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """J at each point k: the inputs with flat ``positions[start[k]:start[k+1]]`` (the
+        names' entries in order, each C-order) set to those ``values``."""
+        layer, upstream = self.layer, self.upstream
+        result = np.empty(start.size - 1)
+        single = np.diff(start) == 1
+        for k in np.flatnonzero(~single):
+            flat = np.concatenate([layer.values[n].reshape(-1) for n in self.names])
+            piece = slice(int(start[k]), int(start[k + 1]))
+            flat[positions[piece]] = values[piece]
+            result[k] = self(self._unflatten(flat))
+        entries = np.flatnonzero(single)
+        where, moved = positions[start[entries]], values[start[entries]]
+        weights = _weights(upstream)
+        out0 = layer.flat_outputs(layer.values, upstream)
+        j0 = float(np.vdot(weights, out0))
+        offsets = np.cumsum([0, *self.sizes])
+        for t, name in enumerate(self.names):
+            mine = (where >= offsets[t]) & (where < offsets[t + 1])
+            if not mine.any():
+                continue
+            base = layer.values[name]
+            worth = worthwhile(base.shape, int(mine.sum()), weights.size)
+            result[entries[mine]] = j0 + evaluate(
+                lambda a, name=name: layer.flat_outputs({**layer.values, name: a}, upstream),
+                layer.footprints(name, upstream) if worth else None,
+                base, where[mine] - offsets[t], moved[mine], weights, out0,
+            )
+        return result
+
+    def _unflatten(self, flat: np.ndarray) -> dict[str, np.ndarray]:
+        offsets = np.cumsum([0, *self.sizes])
+        return {
+            n: flat[offsets[t]:offsets[t + 1]].reshape(self.layer.values[n].shape)
+            for t, n in enumerate(self.names)
+        }
+
+
+def _weights(upstream: Sequence[np.ndarray]) -> np.ndarray:
+    """The upstream gradients, flattened and joined like ``_Layer.flat_outputs``."""
+    return np.concatenate([np.asarray(u, dtype=np.float64).reshape(-1) for u in upstream])
 
 
 def _merge_draw(report: GradReport, again: GradReport) -> GradReport:
