@@ -34,6 +34,7 @@ from gradproof.errors import InputError
 from gradproof.footprints import Footprints, evaluate, worthwhile
 from gradproof.linearity import SCALE_PROBE, Products, linearity_findings, with_backward_findings
 from gradproof.missing_output import with_missing_outputs
+from gradproof.missing_piece import with_missing_pieces
 # The params module's array checks, shared so that every input is refused in the same words.
 from gradproof.params import (
     _check_finite,
@@ -170,11 +171,13 @@ def check_vjp(
                          mode=mode, budget=budget, samples=samples, **options),
         UPSTREAM_WORD,
     )
-    def passes(name: str, gradient: np.ndarray) -> bool:
+    def passes(name: str, gradient: np.ndarray, quick: bool = False) -> bool:
         loss = _Projection(layer, first, [name])
-        return check_gradient(loss, {name: gradient}, {name: layer.values[name]}, mode=mode,
-                              budget=budget, samples=samples, **options).passed
+        how = {"mode": "directional"} if quick else {"mode": mode, "budget": budget}
+        return check_gradient(loss, {name: gradient}, {name: layer.values[name]}, **how,
+                              samples=samples, **options).passed
 
+    report = with_missing_pieces(report, layer.values, fitted.grads, first, passes, UPSTREAM_WORD)
     report = _named_axis_sums(report, layer, fitted, first, passes)
     report = _with_unchecked(report, layer, fitted)
     found = linearity_findings(products, layer.who, UPSTREAM_WORD)
