@@ -32,7 +32,8 @@ def ode_loss(p):
 
 
 def ode_grad(p):
-    """From the sensitivities s_k = dy/dk, s_c = dy/dc: ds_k/dt = -k s_k - y, ds_c/dt = -k s_c + 1."""
+    """From the sensitivities s_k = dy/dk and s_c = dy/dc, solved beside y:
+    ds_k/dt = -k s_k - y, ds_c/dt = -k s_c + 1."""
     k, c = p["k"], p["c"]
     n = k.size
 
@@ -68,7 +69,7 @@ def fp_loss(p):
 
 
 def fp_grad(p):
-    """x = tanh(W x + θ): (I - D W) dx = D dθ with D = 1 - x², so dJ/dθ = 2x (I - D W)⁻¹ D."""
+    """x = tanh(W x + θ): (I - D W) dx = D dθ with D = 1 - x², so dJ/dθ = 2x (I - DW)⁻¹ D."""
     x = fixed_point(p["theta"])
     d = 1 - x ** 2
     jac = np.linalg.solve(np.eye(x.size) - d[:, None] * W, np.diag(d))  # (5, 5): dx/dθ

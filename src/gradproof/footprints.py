@@ -7,8 +7,11 @@ point (one entry moved to a value), ``sum(weights * (forward(point) - forward(ba
 far fewer forward calls than points.
 
 Why it is sound: the entries of a slice (all entries with index i along axis p) move the outputs
-in the slice's footprint, measured by moving the whole slice once; an entry moves no output
-outside the footprint of any slice that holds it. Slices of one axis are coloured so that
+in the slice's footprint, measured by moving the whole slice; an entry moves no output outside
+the footprint of any slice that holds it. The slices of an axis move in two halves per bit of
+their index (2 log2(n) calls) when each output is moved by one slice at most (a row of x in
+``x @ w``), else one at a time (up to ``GREEDY_SLICES`` of them; a longer axis of overlapping
+slices separates no entries). Slices of one axis are coloured so that
 slices of one colour have disjoint footprints; two entries with the same colour on every axis
 differ along some axis, in two slices of one colour, so their footprints are disjoint: entries
 of one such group move together in one call, and each changed output is credited to the one
@@ -36,7 +39,7 @@ from gradproof.errors import InputError
 SLICE_MOVE = 1e-3
 
 # An input is grouped only when its single-entry points outnumber its slices by this factor:
-# finding the footprints costs one forward call per slice.
+# finding the footprints costs up to one forward call per slice.
 WORTHWHILE = 2
 
 # Axes whose slices overlap are coloured slice by slice (one call each) up to this many slices;
@@ -121,7 +124,9 @@ class Footprints:
 Moves = Callable[[int, np.ndarray], np.ndarray]
 
 
-def _disjoint(moves: Moves, axis: int, count: int, outputs: int) -> tuple[np.ndarray, np.ndarray] | None:
+def _disjoint(
+    moves: Moves, axis: int, count: int, outputs: int
+) -> tuple[np.ndarray, np.ndarray] | None:
     """One colour for every slice, when each output is moved by one slice at most: found in
     2 log2(count) calls, moving the slices whose index has bit b set, then the others. An
     output moved both times is moved by two slices: None."""

@@ -2,13 +2,14 @@
 
 Contract: ``with_missing_pieces(report, inputs, grads, upstream, passes, word)`` takes the
 report of a check of J = sum_k <u_k, out_k> (``check_vjp``, the PyTorch adapter), the inputs'
-values, the gradients checked, the upstream gradients (None for an output not projected) and ``passes(name, gradient, quick)``,
-which checks another gradient for one input (``quick``: along a few random directions). For a
-failing input of the same shape as an output, it tries the pieces a backward most often drops
-from ``out = ... + f(x)``, each the gradient of an identifiable part: ``u * f'(x)`` for f in
-``PIECES`` (the path straight through, ``f(x) = x``, of a residual block's skip connection; sin,
-exp, tanh ...). One that makes the gradient pass, quickly and then entry by entry, names it: a
-``missing_term`` finding in place of the input's other bug findings.
+values, the gradients checked, the upstream gradients (None for an output not projected) and
+``passes(name, gradient, quick)``, which checks another gradient for one input (``quick``:
+along a few random directions). For a failing input of the same shape as an output, it tries
+the pieces a backward most often drops from ``out = ... + f(x)``, each the gradient of an
+identifiable part: ``u * f'(x)`` for f in ``PIECES`` (the path straight through, ``f(x) = x``,
+of a residual block's skip connection; sin, exp, tanh ...). One that makes the gradient pass,
+quickly and then entry by entry, names it: a ``missing_term`` finding in place of the input's
+other bug findings.
 
 What a black box can show: that the gradient plus one of these pieces is right. A dropped term
 of another form (not entry by entry, or a function outside ``PIECES``) stays the usual

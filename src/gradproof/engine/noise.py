@@ -2,21 +2,22 @@
 
 Contract: ``settle(run)`` takes a ``BlackBoxRun`` after probing. When some tensor failed by
 little (``CLOSE``), it looks at the loss along a random line at spacings ``LADDER`` (per-entry
-moves relative to each entry's scale, ``POINTS`` values each): a loss computed by an ODE solver or an iteration stopped
-at a tolerance is smooth between the points where a step or an iteration count changes and
-jumps there by about its own accuracy, far above float64 rounding. Where such jumps show, the
-probes are measured again with steps and tolerances sized for that accuracy (as for a loss
-computed in float32), and a ``precision`` finding on ``loss`` says how accurate the loss is, why
-and how well the gradient agrees given that. A failure that remains is a real one; a gradient
-within the loss's accuracy passes, so no pattern (``scaled`` x0.9999993) is claimed from it.
+moves relative to each entry's scale, ``POINTS`` values each): a loss computed by an ODE
+solver or an iteration stopped at a tolerance is smooth between the points where a step or an
+iteration count changes and jumps there by about its own accuracy, far above float64
+rounding. Where such jumps show, the probes are measured again with steps and tolerances sized
+for that accuracy (as for a loss computed in float32), and a ``precision`` finding on ``loss``
+says how accurate the loss is, why and how well the gradient agrees given that. A failure
+that remains is a real one; a gradient within the loss's accuracy passes, so no pattern
+(``scaled`` x0.9999993) is claimed from it.
 
 How: high-order differences of values at equal spacing cancel the smooth part (it varies
 slowly along the line) and keep jumps: many of them as noise whose level differences of orders
 4 to 6 agree on (ECnoise, ``finite_diff.noise_levels``), a lone one as a sixth difference
 standing out among the others. A kink (a ReLU crossed) shows the same way. They are told
 apart by a look ``ZOOM`` times finer around the peak: a jump's sixth differences keep their
-size, a kink's shrink with the spacing. Only jumps widen the tolerance,
-so a ReLU network's real bug is not excused as noise.
+size, a kink's shrink with the spacing. Only jumps widen the tolerance, so a ReLU network's
+real bug is not excused as noise.
 
 What a black box cannot show: a solver whose computed loss is smooth over the moves measured
 (no step or iteration count changes within them) has no measurable accuracy; its gradient is
@@ -83,11 +84,14 @@ ROUGH = 1e3
 
 def settle(run: BlackBoxRun) -> None:
     """Measure again, with the loss's roughness as its noise, when a failure may be that."""
-    if run.mode == "taylor" or run.partial or not 0 < _worst(run) <= CLOSE:
+    # A loss of 0 at the point has no relative accuracy to state.
+    if run.mode == "taylor" or run.partial or not run.context.j0:
+        return
+    if not 0 < _worst(run) <= CLOSE:
         return
     context = run.context
     found = roughness(run, context.center)
-    if found is None or found[0] <= ROUGH * context.noise:
+    if found is None:
         return
     sigma, spacing = found
     run.context = replace(context, noise=sigma)
