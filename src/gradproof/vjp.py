@@ -10,12 +10,14 @@ by input name or ``dx``-style names, or one array). Integer inputs (indices) are
 For an upstream gradient u drawn at random (never all ones, which hides transposes and axis
 mistakes), backward's result is the gradient of the scalar J(inputs) = sum_k sum(u_k * out_k)
 and ``check_gradient`` checks it: forward runs again for every evaluation, its cache
-discarded. The first draw is checked entry by entry where affordable (the mode and budget
-given), each later one along random directions. Before that, backward's products at the same
-u, at ``SCALE_PROBE`` * u and at zero (``gradproof.linearity``) show whether it is linear in u
-at all; a gradient returned in another input's place, or summed over the wrong axes of the
-upstream, is named by its shape; with several outputs, a failing gradient is checked again
-without each output's term (``gradproof.missing_output``).
+discarded, one call moving all the entries of a group whose outputs do not overlap
+(``gradproof.footprints``). The first draw is checked entry by entry where affordable (the mode
+and budget given), each later one along random directions. Before that, backward's products at
+the same u, at ``SCALE_PROBE`` * u and at zero (``gradproof.linearity``) show whether it is
+linear in u at all; a gradient returned in another input's place, or summed over the wrong axes
+of the upstream, is named by its shape; with several outputs, a failing gradient is checked
+again without each output's term (``gradproof.missing_output``), and one that lacks a term of
+a sum (``sin(x)``, a skip path) is completed by that term's piece (``gradproof.missing_piece``).
 """
 
 from __future__ import annotations
@@ -133,7 +135,8 @@ def check_vjp(
         kinds, ``swapped`` for gradients returned in each other's places, ``partial`` for a
         gradient summed over the wrong axes of the upstream, ``scaled`` for a backward not
         linear in the upstream gradient (ignoring its values, or affine in it), and
-        ``missing_term`` for a gradient that lacks the path through one of several outputs.
+        ``missing_term`` for a gradient that lacks the path through one of several outputs or
+        one catalogued term of a sum (``gradproof.missing_piece.PIECES``).
         A gradient whose shape differs from its input's by size-1 axes only (``(1, D)`` for
         ``(D,)``) is compared by value, with a ``convention`` note.
 
