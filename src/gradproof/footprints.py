@@ -211,14 +211,16 @@ def evaluate(
     bounds = np.flatnonzero(np.diff(call[by_call])) + 1
     # Per entry, its place among the points of the call at hand (-1: not moved in it).
     slot = np.full(flat.size, -1, dtype=np.intp)
+    places = np.arange(local.size)
     work = flat.copy()  # one buffer for every call: fresh arrays cost page faults
     for points in np.split(by_call, bounds):
         where = local[points]
         work[where] = values[points]
-        change = weights * (forward(work.reshape(base.shape)) - out0)
+        change = forward(work.reshape(base.shape)) - out0
+        change *= weights
         work[where] = flat[where]
         held, entry = footprints.owners(int(keys[points[0]]))
-        slot[where] = np.arange(points.size)
+        slot[where] = places[: points.size]
         credit = slot[entry]
         slot[where] = -1
         mine = credit >= 0

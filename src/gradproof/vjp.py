@@ -353,7 +353,7 @@ class _Layer:
                     "its inputs moved slightly"
                 )
             pieces.append(out.reshape(-1))
-        return np.concatenate(pieces)
+        return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
 
     def footprints(self, name: str, upstream: Sequence[np.ndarray]) -> Footprints:
         """Which outputs each slice of input ``name`` moves (found once per layer)."""
