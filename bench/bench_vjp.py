@@ -5,10 +5,12 @@ The layers: an affine layer (x of 32x64, w of 64x128, b of 128: 10,368 entries) 
 filters, written with loops as a course's ``conv_forward_naive`` is (492 entries). Each
 backward is correct. The loop is the check a course gives: for each entry of each input, a
 central difference of sum(dout * forward(...)) with step 1e-5, compared with backward's
-gradient by relative error, one random dout. check_vjp checks every entry too (its default
-``auto`` mode with a budget above these sizes), with its error estimates, a second random
-dout along random directions and its linearity probes. Prints a Markdown table of median wall
-times of ``--repeats`` runs after one warm-up, and the ratio.
+gradient by relative error, one random dout: two forward calls per entry. check_vjp checks
+every entry too (its default ``auto`` mode with a budget above these sizes), with its error
+estimates, a second random dout along random directions and its linearity probes, moving
+entries whose outputs do not overlap in one forward call. Prints a Markdown table of median
+wall times of ``--repeats`` runs after one warm-up, the ratio, and the forward calls of each
+(counted in one more, untimed run).
 
 Run: python bench/bench_vjp.py [--repeats 5]
 """
@@ -90,6 +92,18 @@ def entry_loop(forward: Callable[..., Any], backward: Callable[..., Any], inputs
     return worst
 
 
+def forward_calls(check: Callable[[Callable[..., Any]], Any], forward: Callable[..., Any]) -> int:
+    """How many times ``check`` calls the forward it is handed."""
+    calls = [0]
+
+    def counted(*args: Any) -> Any:
+        calls[0] += 1
+        return forward(*args)
+
+    check(counted)
+    return calls[0]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5, help="timed runs (median; at least 3)")
@@ -110,8 +124,11 @@ def main(argv: list[str] | None = None) -> int:
         ),
     }
     print(f"load average {os.getloadavg()[0]:.2f}, median of {args.repeats} runs after a warm-up")
-    print("| layer | entries | check_vjp s | per-entry loop s | loop / check_vjp | verdict |")
-    print("|---|---:|---:|---:|---:|---|")
+    print(
+        "| layer | entries | check_vjp s | per-entry loop s | loop / check_vjp "
+        "| forward calls (check_vjp / loop) | verdict |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---|")
     for name, (forward, backward, inputs) in cases.items():
         ours = timed(lambda: gp.check_vjp(forward, backward, inputs), args.repeats)
         loop = timed(lambda: entry_loop(forward, backward, inputs), args.repeats)
@@ -119,9 +136,13 @@ def main(argv: list[str] | None = None) -> int:
         entries = sum(t.size for t in report.tensors)
         checked = sum(t.checked for t in report.tensors)
         verdict = f"{'pass' if report.passed else 'FAIL'}, {checked}/{entries} entries"
+        calls = (
+            forward_calls(lambda f: gp.check_vjp(f, backward, inputs), forward),
+            forward_calls(lambda f: entry_loop(f, backward, inputs), forward),
+        )
         print(
             f"| {name} | {entries:,} | {ours.wall:.3f} | {loop.wall:.3f} | "
-            f"{loop.wall / ours.wall:.2f} | {verdict} |"
+            f"{loop.wall / ours.wall:.2f} | {calls[0]:,} / {calls[1]:,} | {verdict} |"
         )
     return 0
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from gradproof import blas
 from gradproof.engine.blackbox import BlackBoxRun
+from gradproof.engine.noise import settle as settle_loss_noise
 from gradproof.engine.exact.evaluator import ExactRun
 from gradproof.engine.options import (
     FLAG,
@@ -204,6 +205,8 @@ def check_gradient(
     try:
         run.setup(loss, grad, flat, progress)
         run.probe()
+        # A failure may be a loss only as accurate as its solver: measured again if so.
+        settle_loss_noise(run)
         if not run.partial:
             run.finish()
     except KeyboardInterrupt:

@@ -66,19 +66,26 @@ def noise_level(values: np.ndarray) -> float:
 
     The k-th differences of a smooth function shrink like δ^k with the spacing δ, while those
     of independent noise of deviation σ have variance C(2k, k)·σ² (Moré & Wild's ECnoise idea).
-    The estimate is the median over orders 3..6 of sqrt(mean(Δ^k f ²) / C(2k, k)); non-finite
-    input gives 0 (no evidence).
+    The estimate is the median over orders 3..6 of ``noise_levels``; non-finite input gives 0
+    (no evidence).
     """
+    levels = noise_levels(values)
+    return float(np.median(levels)) if levels else 0.0
+
+
+def noise_levels(values: np.ndarray) -> list[float]:
+    """sqrt(mean(Δ^k f ²) / C(2k, k)) for k = 3..6: each order's estimate of the noise's
+    deviation (empty for too few or non-finite values)."""
     values = np.asarray(values, dtype=np.float64)
     if values.size < max(_NOISE_ORDERS) + 1 or not np.all(np.isfinite(values)):
-        return 0.0
+        return []
     levels = []
     diff = values
     for k in range(1, max(_NOISE_ORDERS) + 1):
         diff = np.diff(diff)
         if k in _NOISE_ORDERS:
             levels.append(math.sqrt(float(np.mean(diff**2)) / math.comb(2 * k, k)))
-    return float(np.median(levels))
+    return levels
 
 
 @dataclass(frozen=True)

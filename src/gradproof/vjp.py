@@ -10,12 +10,14 @@ by input name or ``dx``-style names, or one array). Integer inputs (indices) are
 For an upstream gradient u drawn at random (never all ones, which hides transposes and axis
 mistakes), backward's result is the gradient of the scalar J(inputs) = sum_k sum(u_k * out_k)
 and ``check_gradient`` checks it: forward runs again for every evaluation, its cache
-discarded. The first draw is checked entry by entry where affordable (the mode and budget
-given), each later one along random directions. Before that, backward's products at the same
-u, at ``SCALE_PROBE`` * u and at zero (``gradproof.linearity``) show whether it is linear in u
-at all; a gradient returned in another input's place, or summed over the wrong axes of the
-upstream, is named by its shape; with several outputs, a failing gradient is checked again
-without each output's term (``gradproof.missing_output``).
+discarded, one call moving all the entries of a group whose outputs do not overlap
+(``gradproof.footprints``). The first draw is checked entry by entry where affordable (the mode
+and budget given), each later one along random directions. Before that, backward's products at
+the same u, at ``SCALE_PROBE`` * u and at zero (``gradproof.linearity``) show whether it is
+linear in u at all; a gradient returned in another input's place, or summed over the wrong axes
+of the upstream, is named by its shape; with several outputs, a failing gradient is checked
+again without each output's term (``gradproof.missing_output``), and one that lacks a term of
+a sum (``sin(x)``, a skip path) is completed by that term's piece (``gradproof.missing_piece``).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from __future__ import annotations
 import inspect
 import itertools
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -32,8 +34,10 @@ from gradproof import blas
 from gradproof.check import MODES, check_gradient
 from gradproof.engine.options import RULE_OPTIONS, Option, integer, one_of, validate
 from gradproof.errors import InputError
+from gradproof.footprints import Footprints, evaluate, worthwhile
 from gradproof.linearity import SCALE_PROBE, Products, linearity_findings, with_backward_findings
 from gradproof.missing_output import with_missing_outputs
+from gradproof.missing_piece import with_missing_pieces
 # The params module's array checks, shared so that every input is refused in the same words.
 from gradproof.params import (
     _check_finite,
@@ -137,7 +141,8 @@ def check_vjp(
         kinds, ``swapped`` for gradients returned in each other's places, ``partial`` for a
         gradient summed over the wrong axes of the upstream, ``scaled`` for a backward not
         linear in the upstream gradient (ignoring its values, or affine in it), and
-        ``missing_term`` for a gradient that lacks the path through one of several outputs.
+        ``missing_term`` for a gradient that lacks the path through one of several outputs or
+        one catalogued term of a sum (``gradproof.missing_piece.PIECES``).
         A gradient whose shape differs from its input's by size-1 axes only (``(1, D)`` for
         ``(D,)``) is compared by value, with a ``convention`` note.
 
@@ -151,7 +156,7 @@ def check_vjp(
         shapes that fit no input; a backward that changes the cache it is given.
     """
     validate(CHECK_VJP_OPTIONS, locals())
-    layer = _Layer.build(forward, backward, inputs, names, cache)
+    layer = _Layer.build(forward, backward, inputs, names, cache, seed)
     rng = np.random.default_rng([UPSTREAM_STREAM, seed])
     outputs = layer.outputs(layer.values)
     first = _first_upstream(upstream, outputs, rng)
@@ -175,13 +180,13 @@ def check_vjp(
                          mode=mode, budget=budget, samples=samples, **options),
         UPSTREAM_WORD,
     )
-    def passes(name: str, gradient: np.ndarray) -> bool:
-        def loss(params: Mapping[str, np.ndarray]) -> float:
-            return layer.projected({**layer.values, **params}, first)
+    def passes(name: str, gradient: np.ndarray, quick: bool = False) -> bool:
+        loss = _Projection(layer, first, [name])
+        how = {"mode": "directional"} if quick else {"mode": mode, "budget": budget}
+        return check_gradient(loss, {name: gradient}, {name: layer.values[name]}, **how,
+                              samples=samples, **options).passed
 
-        return check_gradient(loss, {name: gradient}, {name: layer.values[name]}, mode=mode,
-                              budget=budget, samples=samples, **options).passed
-
+    report = with_missing_pieces(report, layer.values, fitted.grads, first, passes, UPSTREAM_WORD)
     report = _named_axis_sums(report, layer, fitted, first, passes)
     report = _with_unchecked(report, layer, fitted)
     found = linearity_findings(products, layer.who, UPSTREAM_WORD)
@@ -239,11 +244,13 @@ class _Layer:
     keyword: bool
     cache: bool | None
     low: dict[str, np.dtype]
+    seed: int
+    found: dict[str, Footprints] = field(default_factory=dict)
 
     @classmethod
     def build(
         cls, forward: Any, backward: Any, inputs: Any, names: Sequence[str] | None,
-        cache: bool | None,
+        cache: bool | None, seed: int,
     ) -> _Layer:
         for what, fn in (("forward", forward), ("backward", backward)):
             if not callable(fn):
@@ -280,7 +287,7 @@ class _Layer:
                 f"no input is a float array ({', '.join(values)} are integers): there is "
                 "nothing to differentiate"
             )
-        return cls(forward, backward, values, floats, keyword, cache, low)
+        return cls(forward, backward, values, floats, keyword, cache, low, seed)
 
     @property
     def who(self) -> str:
@@ -333,20 +340,36 @@ class _Layer:
         return self.run_forward(values)[0]
 
     def projected(self, values: Mapping[str, np.ndarray], upstream: Sequence[np.ndarray]) -> float:
-        """sum_k sum(u_k * out_k) at ``values``: the scalar checked, evaluated once per
-        perturbed point, so without run_forward's checks (a NaN here makes the engine say
-        where the objective stopped being finite)."""
+        """sum_k sum(u_k * out_k) at ``values``: the scalar checked."""
+        return float(np.vdot(_weights(upstream), self.flat_outputs(values, upstream)))
+
+    def flat_outputs(
+        self, values: Mapping[str, np.ndarray], upstream: Sequence[np.ndarray]
+    ) -> np.ndarray:
+        """Forward's outputs at ``values``, flattened and joined; evaluated once per perturbed
+        point, so without run_forward's checks (a NaN here makes the engine say where the
+        objective stopped being finite)."""
         raw, _ = self._forward(values)
-        total = 0.0
+        pieces = []
         for k, (u, out) in enumerate(zip(upstream, raw)):
-            out = np.asarray(out)
+            out = np.asarray(out, dtype=np.float64)
             if out.shape != u.shape:
                 raise InputError(
                     f"forward's output {k} changed shape from {u.shape} to {out.shape} when "
                     "its inputs moved slightly"
                 )
-            total += float(np.vdot(u, out))
-        return total
+            pieces.append(out.reshape(-1))
+        return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+
+    def footprints(self, name: str, upstream: Sequence[np.ndarray]) -> Footprints:
+        """Which outputs each slice of input ``name`` moves (found once per layer)."""
+        if name not in self.found:
+            rng = np.random.default_rng([UPSTREAM_STREAM, self.seed, len(self.found)])
+            self.found[name] = Footprints.discover(
+                lambda a: self.flat_outputs({**self.values, name: a}, upstream),
+                self.values[name], rng,
+            )
+        return self.found[name]
 
     def gradients(self, upstream: Sequence[np.ndarray]) -> Any:
         """Backward's raw result for ``upstream``, after a fresh forward at the inputs (copies
@@ -666,11 +689,67 @@ def _check(
     if not names:
         return GradReport(tensors=[], mode=options["mode"])
 
-    def loss(params: Mapping[str, np.ndarray]) -> float:
-        return layer.projected({**layer.values, **params}, upstream)
-
     params = {n: layer.values[n] for n in names}
-    return check_gradient(loss, {n: fitted.grads[n] for n in names}, params, **options)
+    grads = {n: fitted.grads[n] for n in names}
+    return check_gradient(_Projection(layer, upstream, names), grads, params, **options)
+
+
+class _Projection:
+    """The loss checked, J(inputs) = sum_k sum(u_k * out_k) over the inputs ``names`` (the
+    others held at the point), with the engine's batched ``moves``: points that move one entry
+    share forward calls where their outputs do not overlap (``gradproof.footprints``)."""
+
+    # Whole requests per ``moves`` call: the more points, the fuller each shared forward call.
+    moves_chunk = 1 << 30
+
+    def __init__(self, layer: _Layer, upstream: Sequence[np.ndarray], names: list[str]) -> None:
+        self.layer, self.upstream, self.names = layer, upstream, names
+        self.sizes = [layer.values[n].size for n in names]
+
+    def __call__(self, params: Mapping[str, np.ndarray]) -> float:
+        return self.layer.projected({**self.layer.values, **params}, self.upstream)
+
+    def moves(self, positions: np.ndarray, start: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """J at each point k: the inputs with flat ``positions[start[k]:start[k+1]]`` (the
+        names' entries in order, each C-order) set to those ``values``."""
+        layer, upstream = self.layer, self.upstream
+        result = np.empty(start.size - 1)
+        single = np.diff(start) == 1
+        for k in np.flatnonzero(~single):
+            flat = np.concatenate([layer.values[n].reshape(-1) for n in self.names])
+            piece = slice(int(start[k]), int(start[k + 1]))
+            flat[positions[piece]] = values[piece]
+            result[k] = self(self._unflatten(flat))
+        entries = np.flatnonzero(single)
+        where, moved = positions[start[entries]], values[start[entries]]
+        weights = _weights(upstream)
+        out0 = layer.flat_outputs(layer.values, upstream)
+        j0 = float(np.vdot(weights, out0))
+        offsets = np.cumsum([0, *self.sizes])
+        for t, name in enumerate(self.names):
+            mine = (where >= offsets[t]) & (where < offsets[t + 1])
+            if not mine.any():
+                continue
+            base = layer.values[name]
+            worth = worthwhile(base.shape, int(mine.sum()), weights.size)
+            result[entries[mine]] = j0 + evaluate(
+                lambda a, name=name: layer.flat_outputs({**layer.values, name: a}, upstream),
+                layer.footprints(name, upstream) if worth else None,
+                base, where[mine] - offsets[t], moved[mine], weights, out0,
+            )
+        return result
+
+    def _unflatten(self, flat: np.ndarray) -> dict[str, np.ndarray]:
+        offsets = np.cumsum([0, *self.sizes])
+        return {
+            n: flat[offsets[t]:offsets[t + 1]].reshape(self.layer.values[n].shape)
+            for t, n in enumerate(self.names)
+        }
+
+
+def _weights(upstream: Sequence[np.ndarray]) -> np.ndarray:
+    """The upstream gradients, flattened and joined like ``_Layer.flat_outputs``."""
+    return np.concatenate([np.asarray(u, dtype=np.float64).reshape(-1) for u in upstream])
 
 
 def _merge_draw(report: GradReport, again: GradReport) -> GradReport:

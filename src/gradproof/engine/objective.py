@@ -18,7 +18,9 @@ A loss with a ``moves(positions, start, values)`` method (J at many points, poin
 base point with ``positions[start[k]:start[k+1]]`` set to those entries of ``values``) is
 evaluated through it in ``entries`` and ``directions``, a chunk of points per call: a loss that
 runs in another process (``gradproof.octave``) then pays the crossing once per chunk, not per
-point. An ``InputError`` it raises passes through unchanged.
+point. Its ``moves_chunk`` attribute, where it has one, raises the chunk's size (``check_vjp``
+takes whole requests, to move entries together). An ``InputError`` it raises passes through
+unchanged.
 
 Every failure is an ``InputError`` that names the point: the loss raising, returning something
 that is not a finite scalar (described: "an array of shape (784,)"), changing its argument in
@@ -108,6 +110,7 @@ class Objective:
         self.layout = layout
         self._loss = loss
         self._moves = getattr(loss, "moves", None)
+        self._chunk = max(_MIN_CHUNK, getattr(loss, "moves_chunk", _MIN_CHUNK))
         self._grad = grad
         self._flat64 = flat
         self._progress = progress
@@ -357,7 +360,7 @@ class Objective:
         """``entries`` / ``directions`` through the loss's ``moves``, a chunk of probes at a
         time (both sides of a probe in one call)."""
         count = out_plus.size
-        chunk = max(self._stride, _MIN_CHUNK)
+        chunk = max(self._stride, self._chunk)
         for first in range(0, count, chunk):
             last = min(first + chunk, count)
             piece = slice(int(start[first]), int(start[last]))

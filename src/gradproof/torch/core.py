@@ -28,6 +28,7 @@ from gradproof.check import check_gradient
 from gradproof.errors import InputError
 from gradproof.linearity import SCALE_PROBE, Products, linearity_findings, with_backward_findings
 from gradproof.missing_output import with_missing_outputs
+from gradproof.missing_piece import with_missing_pieces
 from gradproof.report import Finding, GradReport
 from gradproof.torch.backward import broadcast_findings, vjp
 from gradproof.torch.tensors import as_outputs, check_values, project, projection, seeded, to_numpy
@@ -123,6 +124,17 @@ def _checked(problem: Problem, seed: int, options: Mapping[str, Any]) -> GradRep
         lambda k: check(tuple(None if j == k else w for j, w in enumerate(weights))),
         "grad_output",
     )
+
+    def passes(name: str, gradient: np.ndarray, quick: bool) -> bool:
+        def loss(params: Mapping[str, np.ndarray]) -> float:
+            return evaluator.loss({**problem.values, **params}, weights)
+
+        how = {**options, "mode": "directional"} if quick else options
+        values = {name: problem.values[name]}
+        return check_gradient(loss, {name: gradient}, values, seed=int(seed), **how).passed
+
+    upstream = [None if w is None else to_numpy(w) for w in weights]
+    report = with_missing_pieces(report, problem.values, grad, upstream, passes, "grad_output")
     return with_backward_findings(report, problem.notes, notes)
 
 
