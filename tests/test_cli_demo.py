@@ -78,6 +78,6 @@ def test_the_json_form_is_one_object_with_every_report(demo):
 def test_demo_prints_each_stage_and_exits_0(capsys):
     assert main(["demo"]) == 0
     out = capsys.readouterr().out
-    for words in ("156801:", "<=>", "[transposed] W2 (decoder)", "[wrong_backprop_matrix] W1 (encoder)",
+    for words in ("156801:", "<=>", "[transposed] decoder (W2)", "[wrong_backprop_matrix] encoder (W1)",
                   "fix (MATLAB):", "only on z", "PASSED", "ran as designed"):
         assert words in out

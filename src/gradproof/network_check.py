@@ -41,6 +41,7 @@ from gradproof.network_mistakes import NetworkMistake, applicable, fix_fields
 from gradproof.nn.network import Network
 from gradproof.params import ParamLayout
 from gradproof.report import Finding, GradReport, TensorResult
+from gradproof.terms import with_canonical
 
 # Up to this many entries the finite differences check every entry; beyond, random directions.
 FULL_CHECK_ENTRIES = 2000
@@ -123,7 +124,9 @@ def check_network(
     small = problem.layout.size <= FULL_CHECK_ENTRIES
     evidence = check_gradient(loss, grad, params, mode="full" if small else "directional",
                               directions=None if small else DIRECTIONS, **options)
-    report = _exact_report(problem, identification.model, loss, grad, params, evidence)
+    identified = identification.model
+    report = _exact_report(problem, identified, loss, grad, params, evidence)
+    report = with_canonical(report, user_names(identified.layout, identified.network))
     report.model = identification.to_dict()
     report.loss_evaluations += len(problem.points) + 1
     report.seconds = time.perf_counter() - started
