@@ -85,6 +85,11 @@ def test_names_positions_lines_and_fix_lines_come_out_in_the_users_terms():
     assert "W2 (W1)" in str(report) and "gW2(2, 3)" in str(report)
 
 
+def test_line_spans_shift_their_indices_but_not_the_count_of_the_rest():
+    user = UserTensor("W1", "W1", "gW1", one_based=True)
+    assert user.lines("rows", "0-4, 9, 11 and 12 more") == "rows 1-5, 10, 12 and 12 more"
+
+
 def test_terms_that_change_nothing_add_no_canonical_name():
     same = {"W1": UserTensor("W1", "W1"), "W2": UserTensor("W2", "W2")}
     report = in_user_terms(_report(), same)
@@ -298,3 +303,27 @@ def test_compare_writes_positions_on_the_users_matlab_variables(tmp_path, capsys
     assert (w2["worst_index"], w2["worst_at"]) == ([3, 1], "gW2(2, 4)")
     [partial] = report["findings"]
     assert "only gW2(2, 4) is wrong" in partial["message"]
+
+
+def test_check_network_keeps_the_users_names_with_the_networks_beside_them():
+    from user_networks import course_classifier
+
+    user = course_classifier()
+    report = gp.check_network(user.loss, lambda p: user.grad(p, "decay_on_biases"),
+                              user.params, user.x, user.y)
+    # Theta1 holds the network's W1 and, as its first column, b1.
+    assert [(t.name, t.canonical) for t in report.tensors] == [
+        ("Theta1", "W1, b1"), ("Theta2", "W2, b2")]
+    assert "Theta1 (W1, b1)" in str(report)
+    [decay] = report.findings_of("missing_l2")[:1]
+    assert decay.tensor == "Theta1" and decay.to_dict()["canonical"] == "W1, b1"
+
+
+def test_check_networks_precision_note_suggests_no_call_check_network_cannot_take():
+    from user_networks import course_classifier
+
+    # Large enough that the finite differences are directional, and coarse for Theta1.
+    user = course_classifier(m=100, n_in=784, hidden=25, classes=10)
+    report = gp.check_network(user.loss, user.grad, user.params, user.x, user.y)
+    [note] = report.findings_of("precision")
+    assert "cannot see" in note.message and note.fix is None

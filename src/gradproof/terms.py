@@ -105,10 +105,14 @@ class UserTensor:
 _SWAPPED_LINES = {"row": "column", "rows": "columns", "column": "row", "columns": "rows"}
 
 # An index in a span text ("3-5, 7 and 2 more"): every number but the count of "N more".
-_INDEX = re.compile(r"\d+(?! more)")
+_INDEX = re.compile(r"(?<!\d)\d+(?!\d| more)")
 
 
-def in_user_terms(report: GradReport, terms: Mapping[str, UserTensor]) -> GradReport:
+def in_user_terms(
+    report: GradReport,
+    terms: Mapping[str, UserTensor],
+    symbols: Mapping[str, str] | None = None,
+) -> GradReport:
     """The report in the user's terms (see the module docstring).
 
     Parameters
@@ -118,6 +122,10 @@ def in_user_terms(report: GradReport, terms: Mapping[str, UserTensor]) -> GradRe
     terms : dict of str to UserTensor
         gradproof's name -> how the user names and stores that tensor; tensors it lacks keep
         their names and positions.
+    symbols : dict of str to str, optional
+        The user's names of the fix lines' local quantities, where they are known
+        (``{"d_s2": "error_0", "a1": "a"}``); the others keep the catalogue's names, which
+        the fix's ``where`` text explains.
 
     Returns
     -------
@@ -126,7 +134,7 @@ def in_user_terms(report: GradReport, terms: Mapping[str, UserTensor]) -> GradRe
     """
     if not terms:
         return report
-    rewrite = _Rewriter(terms)
+    rewrite = _Rewriter(terms, symbols or {})
     return replace(
         report,
         tensors=[_tensor(t, terms.get(t.name), rewrite) for t in report.tensors],
@@ -173,9 +181,11 @@ class _Rewriter:
     that a user's name that happens to be another tensor's canonical one is never renamed
     twice)."""
 
-    def __init__(self, terms: Mapping[str, UserTensor]) -> None:
-        self._terms = terms
+    def __init__(self, terms: Mapping[str, UserTensor], symbols: Mapping[str, str]) -> None:
+        self._terms, self._symbols = terms, symbols
         names = "|".join(re.escape(n) for n in sorted(terms, key=len, reverse=True))
+        # A never-matching alternative when no local names are known.
+        local = "|".join(re.escape(n) for n in sorted(symbols, key=len, reverse=True)) or "(?!)"
         edge, end = r"(?<![\w.])", r"(?!\w)"
         self._pattern = re.compile(
             rf"{edge}(?P<at>{names})\[(?P<index>\d+(?:, \d+)*)\]"
@@ -183,6 +193,7 @@ class _Rewriter:
             rf"|\bthe gradient of (?P<gradient_of>{names}){end}"
             rf"|{edge}d(?P<grad>{names}){end}"
             rf"|{edge}(?P<name>{names}){end}"
+            rf"|{edge}(?P<local>{local}){end}"
         )
 
     def __call__(self, text: Any) -> Any:
@@ -204,7 +215,9 @@ class _Rewriter:
         if match["grad"]:
             user = terms[match["grad"]]
             return user.gradient or f"d{user.name}"
-        return terms[match["name"]].name
+        if match["name"]:
+            return terms[match["name"]].name
+        return self._symbols[match["local"]]
 
 
 # A span of indices as ``gradproof.diagnose`` writes it: "3", "0-4 and 10", "1, 3-5 and 2 more".
@@ -221,14 +234,16 @@ def layout_terms(
     one_based: bool,
 ) -> dict[str, UserTensor]:
     """The terms of ``check_gradient``'s tensors, which the user named (dict keys, shapes):
-    each gradient's own key where it has one (``dW1``), swapped subscripts for a gradient
-    given in the transposed shape, and for a flat vector (called ``flat_name``) each
-    tensor's place in it."""
+    each gradient's own key where it has one (``dW1``), and for a flat vector (called
+    ``flat_name``) each tensor's place in it. A gradient given in the transposed shape has
+    its subscripts swapped where it has a name of its own to write them on; otherwise they
+    are written on the parameter, in the parameter's orientation."""
     flat = flat_name if layout.kind == "flat" else None
     return {
         spec.name: UserTensor(
             canonical=spec.name, name=spec.name, gradient=gradients.get(spec.name),
-            transposed=spec.name in transposed, one_based=one_based,
+            transposed=spec.name in transposed and spec.name in gradients,
+            one_based=one_based,
             flat=flat, offset=spec.offset, shape=spec.shape, order=spec.order,
         )
         for spec in layout.specs

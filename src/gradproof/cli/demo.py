@@ -35,8 +35,10 @@ N_VISIBLE, N_HIDDEN = 784, 200
 # The user's central-difference step and how many lines of their printout the demo shows.
 USER_STEP = 1e-4
 SHOWN_LINES = 12
-# The user's names: parameter and gradient of each of gradproof's tensors.
+# The user's names: parameter and gradient of each of gradproof's tensors, and the local
+# quantities of the fix lines (mistakes.py's notation) as USERS_CODE calls them.
 USER_NAMES = {"W1": ("encoder", "gEncoder"), "W2": ("decoder", "gDecoder")}
+USER_SYMBOLS = {"a1": "a", "d_s1": "error_1", "d_s2": "error_0"}
 # The findings the buggy backprop must get, as (kind, tensor).
 EXPECTED = (("transposed", "W2"), ("wrong_backprop_matrix", "W1"))
 
@@ -225,7 +227,7 @@ def users(report: GradReport) -> GradReport:
         canonical: UserTensor(canonical, name, gradient,
                               transposed=report.tensor(canonical).gradient_shape is not None)
         for canonical, (name, gradient) in USER_NAMES.items()
-    })
+    }, USER_SYMBOLS)
 
 
 def _print(console: Console, result: dict[str, Any]) -> None:

@@ -27,13 +27,12 @@ def finding_label(finding: Finding, report: GradReport) -> str:
 def report_table(report: GradReport) -> Table:
     """One row per tensor: shape, entries checked, worst errors, verdict."""
     labels = [result.label() for result in report.tensors]
-    # Numbers never wrap; on a narrow terminal names, positions and long verdicts do, at their
-    # spaces.
+    # Numbers never wrap; on a narrow terminal names and long verdicts do, at their spaces.
+    # Positions are in the findings (and the JSON's worst_at): a column would crowd 80 columns.
     table = Table(show_edge=False, header_style="bold")
     table.add_column("tensor")
     for column in ("shape", "checked", "max abs err", "max rel err"):
         table.add_column(column, justify="right", no_wrap=True)
-    table.add_column("worst at", justify="right")
     longest_word = max((len(w) for r in report.tensors for w in r.verdict.split()), default=0)
     table.add_column("verdict", min_width=longest_word)
     for result, label in zip(report.tensors, labels):
@@ -43,7 +42,6 @@ def report_table(report: GradReport) -> Table:
             _checked(result),
             f"{result.max_abs_error:.2e}",
             f"{result.max_rel_error:.2e}",
-            result.worst_text,
             Text(result.verdict, style=_VERDICT_STYLE.get(result.verdict, "bold red")),
         )
     return table
