@@ -327,3 +327,16 @@ def test_check_networks_precision_note_suggests_no_call_check_network_cannot_tak
     report = gp.check_network(user.loss, user.grad, user.params, user.x, user.y)
     [note] = report.findings_of("precision")
     assert "cannot see" in note.message and note.fix is None
+
+
+def test_findings_that_differ_only_in_the_users_gradient_names_are_still_grouped():
+    params, loss, grad = _linear_problem()
+
+    def float32_grad(p):
+        dW1, db1 = grad(p)
+        return {"dW1": dW1.astype(np.float32), "db1": db1.astype(np.float32)}
+
+    report = gp.check_gradient(loss, float32_grad, params)
+    notes = [f for f in report.findings_of("precision") if f.details.get("dtype") == "float32"]
+    assert [(f.tensor, f.gradient) for f in notes] == [("W1", "dW1"), ("b1", "db1")]
+    assert "- [precision] every tensor (W1, b1): each tensor's gradient is float32" in str(report)

@@ -70,6 +70,9 @@ class Finding:
     canonical : tuple of str or None
         gradproof's own names of ``tensors`` (``("W1",)`` for the user's ``encoder``), where
         the user's names were mapped onto them; None where they are the same.
+    gradient : str or None
+        The user's own name of the (first) tensor's gradient (``gEncoder``, ``dW1``), which
+        the texts use for it, where it has one.
     """
 
     kind: str
@@ -79,6 +82,7 @@ class Finding:
     fix: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
     canonical: tuple[str, ...] | None = None
+    gradient: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in FINDING_KINDS:
@@ -111,6 +115,8 @@ class Finding:
         out: dict[str, Any] = {"kind": self.kind, "tensor": self.tensor}
         if len(self.tensors) > 1:
             out["tensors"] = list(self.tensors)
+        if self.gradient is not None:
+            out["gradient"] = self.gradient
         if self.canonical is not None:
             out["canonical"] = self.canonical[0]
             if len(self.canonical) > 1:
@@ -442,6 +448,7 @@ class FindingGroup:
 _MEASURED = re.compile(r"(?<![\w.])\d+(?:\.\d+)?e[+-]\d+(?![\w.])")
 _NAME_SLOT = "\x00"
 _NUMBER_SLOT = "\x01"
+_GRADIENT_SLOT = "\x02"
 
 
 def group_findings(findings: list[Finding], tensors: list[str] | None = None) -> list[FindingGroup]:
@@ -472,8 +479,8 @@ def group_findings(findings: list[Finding], tensors: list[str] | None = None) ->
             continue
         first = members[0][0]
         columns = iter(_spans(column) for column in zip(*(numbers for _, numbers in members)))
-        message = _filled(first.message, first.tensor, columns)  # its numbers come first
-        fix = None if first.fix is None else _filled(first.fix, first.tensor, columns)
+        message = _filled(first.message, first, columns)  # its numbers come first
+        fix = None if first.fix is None else _filled(first.fix, first, columns)
         every = tensors is not None and set(names) == set(tensors)
         groups.append(
             FindingGroup(first.kind, names, message, fix, tuple(f for f, _ in members), every)
@@ -491,14 +498,13 @@ def _covers(finding: Finding, tensors: list[str] | None) -> bool:
 def _template(finding: Finding) -> tuple[tuple[Any, ...], list[str]]:
     """The finding's texts with its tensor's name and measured numbers taken out, and those
     numbers (message first, then fix)."""
-    name = re.compile(rf"(?<![\w.]){re.escape(finding.tensor)}(?!\w)")
     numbers: list[str] = []
     texts = []
     for text in (finding.message, finding.fix):
         if text is None:
             texts.append(None)
             continue
-        text = name.sub(_NAME_SLOT, text)
+        text = _slotted(text, finding)
         numbers += _MEASURED.findall(text)
         texts.append(_MEASURED.sub(_NUMBER_SLOT, text))
     return (finding.kind, *texts), numbers
@@ -511,14 +517,23 @@ def _spans(values: tuple[str, ...]) -> str:
     return f"{min(values, key=float)} to {max(values, key=float)}"
 
 
-def _filled(text: str, tensor: str, numbers: Iterator[str]) -> str:
-    """``text`` (a member's own) with the tensor's name as "each tensor" and each measured
-    number replaced by the group's span of it."""
-    name = re.compile(rf"(?<![\w.]){re.escape(tensor)}(?!\w)")
-    text = name.sub(_NAME_SLOT, text)
-    text = _MEASURED.sub(lambda _: next(numbers), text)
-    # "W1's" reads "each tensor's"; the slot goes last so a name never looks like a number.
-    return text.replace(_NAME_SLOT, "each tensor")
+def _slotted(text: str, finding: Finding) -> str:
+    """``text`` with the finding's tensor name and its gradient's name as slots."""
+    names = [finding.tensor] + ([finding.gradient] if finding.gradient else [])
+    pattern = "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
+    return re.sub(
+        rf"(?<![\w.])(?:{pattern})(?!\w)",
+        lambda m: _GRADIENT_SLOT if m.group() == finding.gradient else _NAME_SLOT,
+        text,
+    )
+
+
+def _filled(text: str, finding: Finding, numbers: Iterator[str]) -> str:
+    """``text`` (a member's own) with the tensor's name as "each tensor", its gradient's as
+    "each tensor's gradient", and each measured number replaced by the group's span of it."""
+    text = _MEASURED.sub(lambda _: next(numbers), _slotted(text, finding))
+    # "W1's" reads "each tensor's"; the slots go last so a name never looks like a number.
+    return text.replace(_GRADIENT_SLOT, "each tensor's gradient").replace(_NAME_SLOT, "each tensor")
 
 
 _HEADER = ("tensor", "shape", "checked", "max abs err", "max rel err", "worst at", "verdict")

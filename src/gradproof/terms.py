@@ -166,6 +166,7 @@ def _finding(finding: Finding, terms: Mapping[str, UserTensor], rewrite: _Rewrit
         tensors=tuple(name if user is None else user.name
                       for name, user in zip(finding.tensors, users)),
         canonical=finding.tensors if mapped else finding.canonical,
+        gradient=users[0].gradient if users[0] is not None else finding.gradient,
         message=rewrite(finding.message),
         fix=rewrite(finding.fix),
         details=details,
