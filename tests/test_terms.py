@@ -240,7 +240,8 @@ def test_the_precision_note_names_every_coarse_tensor_and_the_float64_call():
               "c": rng.standard_normal(30).astype(np.float32)}
 
     def loss(p):  # float32 arithmetic whatever it is given
-        return float(np.sum(np.tanh(z @ p["A"].astype(np.float32) + p["c"].astype(np.float32)) ** 2))
+        s = z @ p["A"].astype(np.float32) + p["c"].astype(np.float32)
+        return float(np.sum(np.tanh(s) ** 2))
 
     def grad(p):
         h = np.tanh(z @ p["A"] + p["c"])

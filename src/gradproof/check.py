@@ -37,7 +37,7 @@ from gradproof.terms import in_user_terms, layout_terms
 
 MODES = ("auto", "full", "sample", "directional", "taylor")
 
-# How the report writes positions: numpy's 0-based theta[16] = W2[1, 1], MATLAB's theta(17) = W2(2, 2).
+# How the report writes positions: 0-based theta[16] = W2[1, 1], or MATLAB's theta(17) = W2(2, 2).
 SUBSCRIPTS = ("numpy", "matlab")
 
 # Random directions per tensor when `directions` is not given.

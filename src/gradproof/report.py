@@ -625,7 +625,9 @@ def format_html(report: GradReport) -> str:
         + "</li>"
         for g in _groups(report)
     ]
-    items += [f"<li><b>{e(t.label())} fails</b>: {e(t.reason)}</li>" for t in report.tensors if t.reason]
+    items += [
+        f"<li><b>{e(t.label())} fails</b>: {e(t.reason)}</li>" for t in report.tensors if t.reason
+    ]
     if items:
         parts.append(f"<ul>{''.join(items)}</ul>")
     return "\n".join(parts)
