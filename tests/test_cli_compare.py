@@ -47,12 +47,22 @@ def test_the_motivating_users_file_fails_with_both_bugs_named(tmp_path, capsys):
     code, report = run_json(capsys, str(motivating_file(tmp_path)))
     assert code == 1 and report["passed"] is False
     bugs = {(f["kind"], f["tensor"]) for f in report["findings"]}
-    assert bugs == {("transposed", "W1"), ("wrong_backprop_matrix", "W1"), ("transposed", "W2")}
+    # Named as the file names them, with gradproof's names beside.
+    assert bugs == {("transposed", "encoder"), ("wrong_backprop_matrix", "encoder"),
+                    ("transposed", "decoder")}
+    assert {(f["tensor"], f["canonical"]) for f in report["findings"]} == {
+        ("encoder", "W1"), ("decoder", "W2")}
+    assert [(t["name"], t["canonical"]) for t in report["tensors"]] == [
+        ("encoder", "W1"), ("decoder", "W2")]
     wrong_matrix = next(f for f in report["findings"] if f["kind"] == "wrong_backprop_matrix")
-    assert wrong_matrix["details"]["matlab"] == "d_s1 = (d_s2 * W2') .* a1 .* (1 - a1);"
+    # The fix line in the file's names; the local quantities it cannot know, said in words.
+    assert wrong_matrix["details"]["matlab"] == "d_s1 = (d_s2 * decoder') .* a1 .* (1 - a1);"
+    assert wrong_matrix["details"]["where"] == (
+        "d_s1: layer 1's error dJ/ds1; d_s2: the output layer's error dJ/ds2, "
+        "(z - x) * z * (1 - z); a1: layer 1's activation, sigmoid(x @ encoder)")
     assert report["names"]["grad W1"] == "gEncoder"
     assert report["model"]["layers"] == [6, 4, 6] and report["model"]["bias"] is False
-    assert {t["name"] for t in report["tensors"]} == {"W1", "W2"}
+    assert {t["canonical"] for t in report["tensors"]} == {"W1", "W2"}
 
 
 def test_the_fixed_file_passes_with_exit_code_0(tmp_path, capsys):
@@ -65,7 +75,7 @@ def test_the_fixed_file_passes_with_exit_code_0(tmp_path, capsys):
 def test_the_text_report_names_the_users_tensors_and_both_fix_notations(tmp_path, capsys):
     assert main(["compare", str(motivating_file(tmp_path))]) == 1
     out = capsys.readouterr().out
-    assert "W1 (encoder)" in out and "[wrong_backprop_matrix]" in out
+    assert "encoder (W1)" in out and "[wrong_backprop_matrix]" in out
     assert "fix (numpy):" in out and "fix (MATLAB):" in out
 
 
@@ -164,10 +174,11 @@ def test_a_swapped_pair_is_shown_with_both_names_and_listed_in_json(tmp_path, ca
         "gEncoder": right["W2"], "gDecoder": right["W1"],
     })
     assert main(["compare", str(path), "--no-bias"]) == 1
-    assert "[swapped] W1 (encoder) <-> W2 (decoder):" in capsys.readouterr().out
+    assert "[swapped] encoder (W1) <-> decoder (W2):" in capsys.readouterr().out
     assert main(["compare", str(path), "--no-bias", "--json"]) == 1
     [swap] = json.loads(capsys.readouterr().out)["findings"]
-    assert (swap["kind"], swap["tensor"], swap["tensors"]) == ("swapped", "W1", ["W1", "W2"])
+    assert (swap["kind"], swap["tensor"], swap["tensors"]) == ("swapped", "encoder", ["encoder", "decoder"])
+    assert (swap["canonical"], swap["canonical_tensors"]) == ("W1", ["W1", "W2"])
 
 
 def test_a_transposed_gradient_never_reads_ok_in_the_table(tmp_path, capsys):
@@ -177,7 +188,7 @@ def test_a_transposed_gradient_never_reads_ok_in_the_table(tmp_path, capsys):
     assert code == 1
     rows = [line for line in out.splitlines() if "│" in line and "x" in line.split("│")[1]]
     assert len(rows) == 2 and all(row.split("│")[-1].strip() == "transposed" for row in rows)
-    assert "W2 (decoder) fails: the gradient has shape 6x4, not W2's 4x6; its values agree" in " ".join(out.split())
+    assert "decoder (W2) fails: the gradient has shape 6x4, not decoder's 4x6; its values agree" in " ".join(out.split())
 
 
 @pytest.mark.parametrize("target", ["W9", "dW9"])

@@ -78,6 +78,15 @@ def test_the_json_form_is_one_object_with_every_report(demo):
 def test_demo_prints_each_stage_and_exits_0(capsys):
     assert main(["demo"]) == 0
     out = capsys.readouterr().out
-    for words in ("156801:", "<=>", "[transposed] W2 (decoder)", "[wrong_backprop_matrix] W1 (encoder)",
+    for words in ("156801:", "<=>", "[transposed] decoder (W2)", "[wrong_backprop_matrix] encoder (W1)",
                   "fix (MATLAB):", "only on z", "PASSED", "ran as designed"):
         assert words in out
+
+
+def test_demo_fix_lines_are_the_users_own_lines(capsys):
+    # The user's names for the tensors and for the local quantities (error_0, error_1, a):
+    # the fix lines read as the corrected code the demo shows last.
+    assert main(["demo"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "fix (numpy): gDecoder = a.T @ error_0" in out
+    assert "fix (MATLAB): error_1 = (error_0 * decoder') .* a .* (1 - a);" in out

@@ -288,7 +288,7 @@ def test_zero_gradient_names_the_largest_numeric_entry():
     findings = run_one(np.zeros(9), numeric, tol, name="b2")
     assert kinds_and_tensors(findings) == [("zero", "b2")]
     largest = int(np.argmax(np.abs(g)))
-    assert f"at [{largest}]" in findings[0].message
+    assert f"at b2[{largest}]" in findings[0].message
 
 
 def test_partial_names_the_column():
@@ -317,7 +317,7 @@ def test_partial_names_scattered_entries():
         analytic[index] += 1.0
     findings = run_one(analytic, numeric, tol)
     assert kinds_and_tensors(findings) == [("partial", "W")]
-    assert "3 scattered entries of W (e.g. [3, 7], [5, 1], [9, 10])" in findings[0].message
+    assert "3 scattered entries of W (e.g. W[3, 7], W[5, 1], W[9, 10])" in findings[0].message
 
 
 def test_partial_counts_add_up_to_the_known_entries():

@@ -128,7 +128,9 @@ def test_shapes_name_the_tensors_column_major(code):
     assert not report.passed
     (result,) = report.tensors
     assert result.name == "W" and result.shape == (3, 4)
-    assert "[1, 2]" in " ".join(f.message for f in report.findings)  # 0-based W(2, 3)
+    # In MATLAB's terms: 1-based, the place in theta beside the tensor's subscript.
+    assert "theta(8) = W(2, 3)" in " ".join(f.message for f in report.findings)
+    assert result.worst_at == "theta(8) = W(2, 3)"
 
 
 def test_row_vector_gradient_is_a_note(code):

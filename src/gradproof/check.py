@@ -36,8 +36,12 @@ from gradproof.nn.autoencoder import Autoencoder
 from gradproof.nn.network import Network
 from gradproof.params import parse_params
 from gradproof.report import GradReport
+from gradproof.terms import in_user_terms, layout_terms
 
 MODES = ("auto", "full", "sample", "directional", "taylor")
+
+# How the report writes positions: 0-based theta[16] = W2[1, 1], or MATLAB's theta(17) = W2(2, 2).
+SUBSCRIPTS = ("numpy", "matlab")
 
 # Random directions per tensor when `directions` is not given.
 DEFAULT_DIRECTIONS = {"auto": 2, "directional": 8, "taylor": 1}
@@ -56,6 +60,9 @@ CHECK_GRADIENT_OPTIONS: dict[str, Option] = {
     "directions": integer(1).or_none(),
     "seed": integer(),
     "progress": PROGRESS,
+    "subscripts": one_of(SUBSCRIPTS),
+    "flat_name": Option(lambda v: isinstance(v, str) and v.isidentifier(),
+                        "a variable name such as 'theta'"),
 }
 
 CHECK_MODEL_OPTIONS: dict[str, Option] = {
@@ -88,6 +95,8 @@ def check_gradient(
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
     blas_threads: int | str | None = None,
+    subscripts: str = "numpy",
+    flat_name: str = "theta",
 ) -> GradReport:
     """Check an analytic gradient against finite differences of the loss.
 
@@ -134,12 +143,19 @@ def check_gradient(
         default ``$GRADPROOF_BLAS_THREADS``, else the measured ``blas.POLICY``; "off"
         leaves them as they are. The caller's setting is restored afterwards. A bad value
         (here or in the variable) raises InputError.
+    subscripts : {"numpy", "matlab"}
+        How the report writes an entry's position: 0-based ``dW1[2, 1]`` or MATLAB's 1-based
+        ``dW1(3, 2)``, on the gradient as the user gave it (a gradient key such as ``dW1``,
+        subscripts swapped for a gradient in the transposed shape).
+    flat_name : str
+        With a flat ``params`` vector: its name in positions, ``theta(17) = W2(2, 2)``.
 
     Returns
     -------
     GradReport
-        One ``TensorResult`` per tensor and the findings. A KeyboardInterrupt during the check
-        returns the report so far with ``partial=True``.
+        One ``TensorResult`` per tensor and the findings, in the user's terms (see
+        ``gradproof.terms``). A KeyboardInterrupt during the check returns the report so far
+        with ``partial=True``.
 
     Raises
     ------
@@ -211,7 +227,10 @@ def check_gradient(
             run.finish()
     except KeyboardInterrupt:
         run.partial = True
-    return run.report()
+    gradients = run.objective.gradient_names if run.objective else {}
+    terms = layout_terms(layout, gradients, run.transposed, flat_name=flat_name,
+                         one_based=subscripts == "matlab")
+    return in_user_terms(run.report(), terms)
 
 
 @blas.policy("check_model")

@@ -216,7 +216,13 @@ def _transposed(case: TensorCase, failing: Mapping[str, TensorCase]) -> Finding 
             "vector in the other order (C vs Fortran) gives"
         ),
         evidence=residual,
-        fix=f"use `a.T @ delta` (shape like {name}) instead of `delta.T @ a`, or transpose it",
+        # Which product is right depends on how the function uses the tensor, which a
+        # gradient alone does not say: each orientation's, and the flat-vector cause.
+        fix=(
+            f"compute it in {name}'s own orientation: `a.T @ delta` for `a @ {name}`, "
+            f"`delta @ a.T` for `{name} @ a`, `delta.T @ a` for `a @ {name}.T` (torch's "
+            "Linear); from a flat vector, reshape it in the order it was flattened in"
+        ),
     )
 
 
@@ -365,7 +371,8 @@ def _swap_finding(
         evidence=residual,
         fix=(
             f"store each gradient under its own name: check the order in which the gradients of "
-            f"{a} and {b} are returned or packed into the flat vector, and the dict keys"
+            f"{a} and {b} are returned (by a backward, a cost function) or packed into a flat "
+            "vector, and the keys or variable names they are saved under"
         ),
         details={"transposed": layout == "T", "layout": layout},
     )
@@ -427,13 +434,13 @@ def _zero(case: TensorCase, failing: Mapping[str, TensorCase]) -> Finding | None
         tensors=(name,),
         message=(
             f"the gradient of {name} is all zeros while the numeric one is not (largest "
-            f"|numeric| {magnitude[largest]:.3g} at {_index_text(largest)})"
+            f"|numeric| {magnitude[largest]:.3g} at {_entry(name, largest)})"
         ),
         # How far the analytic gradient is from zero, relative to the numeric one.
         evidence=float(np.linalg.norm(case.analytic) / np.linalg.norm(case.numeric[case.known])),
         fix=(
             f"the gradient of {name} is never filled in: compute it and store it under "
-            f"'{name}' instead of leaving `np.zeros_like({name})`"
+            f"'{name}' instead of leaving it at its initial zeros"
         ),
     )
 
@@ -660,10 +667,10 @@ def _wrong_region(
     entries = np.argwhere(wrong)
     details = {"entries": [[int(i) for i in e] for e in entries[: 5 * _SHOWN]]}
     if n_wrong == 1:
-        return f"{name}{_index_text(tuple(entries[0]))}", False, ~wrong, details
+        return _entry(name, tuple(entries[0])), False, ~wrong, details
     if case.analytic.ndim == 1:
         return f"entries {_spans(entries[:, 0])} of {name}", True, ~wrong, details
-    examples = ", ".join(_index_text(tuple(e)) for e in entries[:_SHOWN])
+    examples = ", ".join(_entry(name, tuple(e)) for e in entries[:_SHOWN])
     return f"{n_wrong} scattered entries of {name} (e.g. {examples})", True, ~wrong, details
 
 
@@ -688,7 +695,7 @@ def _mismatch(case: TensorCase) -> Finding:
         evidence=case.residual(case.analytic),
         fix=(
             f"derive the gradient of {name} again one step at a time, checking each "
-            "intermediate (each layer's delta) against a finite difference"
+            "intermediate (in a network, each layer's delta) against a finite difference"
         ),
     )
 
@@ -840,26 +847,28 @@ def _worst_index(case: TensorCase) -> tuple[int, ...]:
 
 def _wrong_text(case: TensorCase) -> str:
     """How many entries are wrong and the worst one: "3 of 28 known entries differ beyond
-    tolerance, the worst at [0, 1]: analytic 0.522 vs numeric -0.478 (tolerance 5e-08)"."""
+    tolerance, the worst at W1[0, 1]: analytic 0.522 vs numeric -0.478 (tolerance 5e-08)"."""
     n_wrong, n_known = int(np.count_nonzero(case.wrong)), int(np.count_nonzero(case.known))
-    worst = _worst_index(case)
+    index = _worst_index(case)
+    worst = _entry(case.name, index)
     values = (
-        f"analytic {case.analytic[worst]:.3g} vs numeric {case.numeric[worst]:.3g} "
-        f"(tolerance {case.tolerance[worst]:.1g})"
+        f"analytic {case.analytic[index]:.3g} vs numeric {case.numeric[index]:.3g} "
+        f"(tolerance {case.tolerance[index]:.1g})"
     )
     if n_wrong == 1:
-        return (
-            f"1 of {n_known} known entries differs beyond tolerance, at {_index_text(worst)}: "
-            f"{values}"
-        )
+        return f"1 of {n_known} known entries differs beyond tolerance, at {worst}: {values}"
     return (
         f"{n_wrong} of {n_known} known entries differ beyond tolerance, the worst at "
-        f"{_index_text(worst)}: {values}"
+        f"{worst}: {values}"
     )
 
 
-def _index_text(index: tuple[int, ...]) -> str:
-    return "[" + ", ".join(str(int(i)) for i in index) + "]"
+def _entry(name: str, index: tuple[int, ...]) -> str:
+    """``W1[3, 4]``, the one form of a position in a finding's text (``gradproof.terms``
+    rewrites it in the user's terms); a scalar is its name."""
+    if not index:
+        return name
+    return f"{name}[{', '.join(str(int(i)) for i in index)}]"
 
 
 def _spans(indices: np.ndarray) -> str:

@@ -36,6 +36,7 @@ import numpy as np
 from gradproof.errors import DataError, InputError
 from gradproof.layouts import EXAMPLES, WEIGHTS, fit_layouts
 from gradproof.params import gradient_stems
+from gradproof.terms import UserTensor
 
 # File suffix -> what gradproof reads there.
 SUFFIXES: dict[str, str] = {
@@ -711,3 +712,25 @@ def describe_layout(gradient_file: GradientFile) -> str:
     network += ", with biases" if gradient_file.bias else ", no biases"
     layout = _layout_text(_Layout(gradient_file.examples, gradient_file.weights, []))
     return f"{names}; {layout}; network {network}"
+
+
+def user_terms(gradient_file: GradientFile) -> dict[str, UserTensor]:
+    """How the file names and stores each tensor, for ``gradproof.terms.in_user_terms``.
+
+    Subscripts are 1-based for a MATLAB file. They are swapped where the user's gradient
+    array is the transpose of gradproof's: weights stored ``(n_out, n_in)``, or a gradient
+    saved in the transposed shape (the two cancel when both hold).
+    """
+    flip = gradient_file.weights == "out_in"
+    one_based = gradient_file.path.suffix.lower() == ".mat"
+    terms = {}
+    for name, grad in gradient_file.grads.items():
+        misshapen = grad.shape != gradient_file.params[name].shape
+        terms[name] = UserTensor(
+            canonical=name,
+            name=gradient_file.names[name],
+            gradient=gradient_file.names[f"grad {name}"],
+            transposed=name.startswith("W") and flip != misshapen,
+            one_based=one_based,
+        )
+    return terms

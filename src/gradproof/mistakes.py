@@ -20,6 +20,7 @@ for elementwise products.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -530,6 +531,52 @@ def _activation_text(k: int, n: int) -> str:
     return "x" if k == 0 else "z" if k == n else f"a{k}"
 
 
+# The local names a fix line may use (the notation of this module's docstring).
+_LOCAL_NAME = re.compile(r"(?<![\w.])(d_s\d+|a\d+|n\d+|z|x|m)(?!\w)")
+
+
+def where_text(model: Autoencoder, line: str) -> str:
+    """What each local name of a fix line stands for, since the user's own names for them
+    cannot be known: ``"d_s2: the output layer's error dJ/ds2, (z - x) * z * (1 - z); a1:
+    layer 1's activation, sigmoid(x @ W1)"``."""
+    code = line.split("#")[0]  # the shape comment's names explain themselves
+    meanings = [
+        f"{name}: {_meaning(model, name)}" for name in dict.fromkeys(_LOCAL_NAME.findall(code))
+    ]
+    return "; ".join(meanings)
+
+
+def _meaning(model: Autoencoder, name: str) -> str:
+    n = model.n_layers
+    if name == "x":
+        return "the input, one example per row"
+    if name == "m":
+        return "the number of examples"
+    if name == "z":
+        return f"the output, {_forward_text(model, n)}"
+    k = int(re.sub(r"\D", "", name))
+    if name.startswith("n"):
+        return f"layer {k}'s width ({model.layers[k]})"
+    if name.startswith("a"):
+        return f"layer {k}'s activation, {_forward_text(model, k)}"
+    if k < n:
+        return f"layer {k}'s error dJ/ds{k}"
+    delta = "(z - x)" + (" / m" if model.reduction == "mean" else "")
+    if model.loss_name == "squared":
+        delta += _slope_text(model, n, 0)
+    elif model.activations[-1] != "sigmoid":
+        return f"the output layer's error dJ/ds{n}"
+    return f"the output layer's error dJ/ds{n}, {delta}"
+
+
+def _forward_text(model: Autoencoder, k: int) -> str:
+    """Layer k's forward step: ``sigmoid(a1 @ W2 + b2)`` (a tied decoder's ``W1.T``)."""
+    n = model.n_layers
+    weight = f"W{n + 1 - k}.T" if model.tied and k > n // 2 else f"W{k}"
+    bias = f" + b{k}" if model.bias else ""
+    return f"{model.activations[k - 1]}({_activation_text(k - 1, n)} @ {weight}{bias})"
+
+
 def _slope_text(model: Autoencoder, k: int, notation: int) -> str:
     template = ACTIVATIONS[model.activations[k - 1]].slope_text[notation]
     if not template:
@@ -636,7 +683,8 @@ def _shape_transposed(
         ),
         fix=_fix_text(numpy_line, matlab_line),
         details={"mistake": "transposed_outer_product", "numpy": numpy_line,
-                 "matlab": matlab_line, "gradient_shape": list(got)},
+                 "matlab": matlab_line, "where": where_text(model, numpy_line),
+                 "gradient_shape": list(got)},
     )
 
 
@@ -683,7 +731,8 @@ def _mistake_finding(model: Autoencoder, mistake: Mistake, name: str, residual: 
         ),
         evidence=residual,
         fix=_fix_text(numpy_line, matlab_line),
-        details={"mistake": mistake.id, "numpy": numpy_line, "matlab": matlab_line},
+        details={"mistake": mistake.id, "numpy": numpy_line, "matlab": matlab_line,
+                 "where": where_text(model, numpy_line)},
     )
 
 

@@ -235,6 +235,15 @@ class ParamLayout:
             tensors[spec.name] = np.array(array, dtype=np.float64)
         return tensors, transposed, dtypes, notes
 
+    def gradient_names(self, grad: Any) -> dict[str, str]:
+        """The user's own key for each tensor's gradient where it is not the tensor's name
+        (``{"W1": "dW1"}`` for a dict keyed ``dW1``); empty for any other structure."""
+        if self.kind != "tree" or not isinstance(grad, Mapping):
+            return {}
+        keys = [str(key) for key in grad]
+        owners = gradient_owners(keys, self.names)
+        return {name: key for key, name in owners.items() if key != name}
+
 
 def parse_params(
     params: Any, shapes: Mapping[str, Any] | Sequence[Any] | None = None, order: str = "C"

@@ -56,8 +56,9 @@ class Finding:
     kind : str
         One of ``FINDING_KINDS``.
     tensors : tuple of str
-        The tensors concerned, as the user named them: one, or the two of a ``swapped`` pair
-        (``.tensor`` is the first).
+        The tensors concerned, as the user named them: one, the two of a ``swapped`` pair, or
+        for a note about the check's circumstances every tensor it concerns (``.tensor`` is
+        the first).
     message : str
         One or two sentences: what is wrong, the evidence, and where to look.
     evidence : float or None
@@ -66,6 +67,12 @@ class Finding:
         A one-line fix in code terms, when one can be given.
     details : dict
         Extra JSON-ready data (an estimated factor, the wrong rows, ...).
+    canonical : tuple of str or None
+        gradproof's own names of ``tensors`` (``("W1",)`` for the user's ``encoder``), where
+        the user's names were mapped onto them; None where they are the same.
+    gradient : str or None
+        The user's own name of the (first) tensor's gradient (``gEncoder``, ``dW1``), which
+        the texts use for it, where it has one.
     """
 
     kind: str
@@ -74,6 +81,8 @@ class Finding:
     evidence: float | None = None
     fix: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    canonical: tuple[str, ...] | None = None
+    gradient: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in FINDING_KINDS:
@@ -81,10 +90,13 @@ class Finding:
                 f"unknown finding kind {self.kind!r}; expected one of {sorted(FINDING_KINDS)}"
             )
         # A bare string would pass for a tuple of its characters.
-        if (not isinstance(self.tensors, tuple) or len(self.tensors) not in (1, 2)
-                or not all(isinstance(name, str) for name in self.tensors)):
+        most = 2 if self.is_bug else None
+        if (not isinstance(self.tensors, tuple) or not self.tensors
+                or not all(isinstance(name, str) for name in self.tensors)
+                or (most is not None and len(self.tensors) > most)):
             raise ValueError(
-                f"Finding.tensors must be a tuple of one or two tensor names; got {self.tensors!r}"
+                "Finding.tensors must be a tuple of one or two tensor names (more for a note); "
+                f"got {self.tensors!r}"
             )
 
     @property
@@ -103,6 +115,12 @@ class Finding:
         out: dict[str, Any] = {"kind": self.kind, "tensor": self.tensor}
         if len(self.tensors) > 1:
             out["tensors"] = list(self.tensors)
+        if self.gradient is not None:
+            out["gradient"] = self.gradient
+        if self.canonical is not None:
+            out["canonical"] = self.canonical[0]
+            if len(self.canonical) > 1:
+                out["canonical_tensors"] = list(self.canonical)
         out["message"] = self.message
         if self.evidence is not None:
             out["evidence"] = _json_float(self.evidence)
@@ -164,6 +182,12 @@ class TensorResult:
     detectable_relative : float or None
         ``detectable`` over the tensor's largest |gradient| entry: above about 1e-3 the check
         is coarse (a float32 loss, a Taylor direction over many entries).
+    canonical : str or None
+        gradproof's own name of the tensor (``"W1"`` for the user's ``encoder``), where the
+        user's name was mapped onto it; None where they are the same.
+    worst_at : str or None
+        ``worst_index`` as the user writes it (``gEncoder(162, 84)``, ``theta(17) =
+        Theta2(2, 2)``), where the user's storage is known; None otherwise.
     """
 
     name: str
@@ -184,6 +208,9 @@ class TensorResult:
     values_passed: bool | None = None
     detectable: float | None = None
     detectable_relative: float | None = None
+    canonical: str | None = None
+    worst_at: str | None = None
+
     def __post_init__(self) -> None:
         if self.gradient_shape is not None and tuple(self.gradient_shape) == tuple(self.shape):
             self.gradient_shape = None  # the parameter's own shape: nothing to say
@@ -218,15 +245,30 @@ class TensorResult:
             return "not checked"
         return "ok"
 
+    @property
+    def worst_text(self) -> str:
+        """The worst entry as the table shows it: the user's subscript where known."""
+        if self.worst_at is not None:
+            return self.worst_at
+        return "-" if self.worst_index is None else str(list(self.worst_index))
+
+    def label(self) -> str:
+        """``"encoder (W1)"`` where the user's name was mapped onto gradproof's, else the name."""
+        return self.name if self.canonical is None else f"{self.name} ({self.canonical})"
+
     def to_dict(self) -> dict[str, Any]:
+        mapped = {} if self.canonical is None else {"canonical": self.canonical}
+        placed = {} if self.worst_at is None else {"worst_at": self.worst_at}
         return {
             "name": self.name,
+            **mapped,
             "shape": list(self.shape),
             "checked": int(self.checked),
             "max_abs_error": _json_float(self.max_abs_error),
             "max_rel_error": _json_float(self.max_rel_error),
             "passed": bool(self.passed),
             "worst_index": None if self.worst_index is None else list(self.worst_index),
+            **placed,
             "step": _json_float(self.step),
             "error_estimate": _json_float(self.error_estimate),
             "tolerance": _json_float(self.tolerance),
@@ -387,11 +429,16 @@ class FindingGroup:
     def is_bug(self) -> bool:
         return self.findings[0].is_bug
 
+    @property
+    def where(self) -> str | None:
+        """What the fix line's local names stand for (``details["where"]``), for a single
+        finding; a group's members each have their own."""
+        return self.findings[0].details.get("where") if len(self.findings) == 1 else None
+
     def label(self, name: Callable[[str], str] = str) -> str:
         """The tensors as a heading: ``W1``, ``W1, W2``, ``every tensor (W1, b1, ...)``, or
-        ``W1 <-> W2`` for one finding about a pair; ``name`` maps each tensor's name to its
-        shown form."""
-        joint = " <-> " if len(self.findings) == 1 else ", "
+        ``W1 <-> W2`` for a swapped pair; ``name`` maps each tensor's name to its shown form."""
+        joint = " <-> " if self.kind == "swapped" and len(self.findings) == 1 else ", "
         names = joint.join(name(t) for t in self.tensors)
         return f"every tensor ({names})" if self.every else names
 
@@ -401,6 +448,7 @@ class FindingGroup:
 _MEASURED = re.compile(r"(?<![\w.])\d+(?:\.\d+)?e[+-]\d+(?![\w.])")
 _NAME_SLOT = "\x00"
 _NUMBER_SLOT = "\x01"
+_GRADIENT_SLOT = "\x02"
 
 
 def group_findings(findings: list[Finding], tensors: list[str] | None = None) -> list[FindingGroup]:
@@ -426,12 +474,13 @@ def group_findings(findings: list[Finding], tensors: list[str] | None = None) ->
         names = tuple(f.tensor for f, _ in members)
         pairs = any(len(f.tensors) > 1 for f, _ in members)
         if len(members) == 1 or pairs or len(set(names)) < len(names):
-            groups += [FindingGroup(f.kind, f.tensors, f.message, f.fix, (f,)) for f, _ in members]
+            groups += [FindingGroup(f.kind, f.tensors, f.message, f.fix, (f,), _covers(f, tensors))
+                       for f, _ in members]
             continue
         first = members[0][0]
         columns = iter(_spans(column) for column in zip(*(numbers for _, numbers in members)))
-        message = _filled(first.message, first.tensor, columns)  # its numbers come first
-        fix = None if first.fix is None else _filled(first.fix, first.tensor, columns)
+        message = _filled(first.message, first, columns)  # its numbers come first
+        fix = None if first.fix is None else _filled(first.fix, first, columns)
         every = tensors is not None and set(names) == set(tensors)
         groups.append(
             FindingGroup(first.kind, names, message, fix, tuple(f for f, _ in members), every)
@@ -440,17 +489,22 @@ def group_findings(findings: list[Finding], tensors: list[str] | None = None) ->
     return sorted(groups, key=lambda g: order[id(g.findings[0])])
 
 
+def _covers(finding: Finding, tensors: list[str] | None) -> bool:
+    """Whether one note names every tensor of its report (never a swapped pair)."""
+    return (tensors is not None and len(finding.tensors) > 1 and finding.kind != "swapped"
+            and set(finding.tensors) == set(tensors))
+
+
 def _template(finding: Finding) -> tuple[tuple[Any, ...], list[str]]:
     """The finding's texts with its tensor's name and measured numbers taken out, and those
     numbers (message first, then fix)."""
-    name = re.compile(rf"(?<![\w.]){re.escape(finding.tensor)}(?!\w)")
     numbers: list[str] = []
     texts = []
     for text in (finding.message, finding.fix):
         if text is None:
             texts.append(None)
             continue
-        text = name.sub(_NAME_SLOT, text)
+        text = _slotted(text, finding)
         numbers += _MEASURED.findall(text)
         texts.append(_MEASURED.sub(_NUMBER_SLOT, text))
     return (finding.kind, *texts), numbers
@@ -463,14 +517,23 @@ def _spans(values: tuple[str, ...]) -> str:
     return f"{min(values, key=float)} to {max(values, key=float)}"
 
 
-def _filled(text: str, tensor: str, numbers: Iterator[str]) -> str:
-    """``text`` (a member's own) with the tensor's name as "each tensor" and each measured
-    number replaced by the group's span of it."""
-    name = re.compile(rf"(?<![\w.]){re.escape(tensor)}(?!\w)")
-    text = name.sub(_NAME_SLOT, text)
-    text = _MEASURED.sub(lambda _: next(numbers), text)
-    # "W1's" reads "each tensor's"; the slot goes last so a name never looks like a number.
-    return text.replace(_NAME_SLOT, "each tensor")
+def _slotted(text: str, finding: Finding) -> str:
+    """``text`` with the finding's tensor name and its gradient's name as slots."""
+    names = [finding.tensor] + ([finding.gradient] if finding.gradient else [])
+    pattern = "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
+    return re.sub(
+        rf"(?<![\w.])(?:{pattern})(?!\w)",
+        lambda m: _GRADIENT_SLOT if m.group() == finding.gradient else _NAME_SLOT,
+        text,
+    )
+
+
+def _filled(text: str, finding: Finding, numbers: Iterator[str]) -> str:
+    """``text`` (a member's own) with the tensor's name as "each tensor", its gradient's as
+    "each tensor's gradient", and each measured number replaced by the group's span of it."""
+    text = _MEASURED.sub(lambda _: next(numbers), _slotted(text, finding))
+    # "W1's" reads "each tensor's"; the slots go last so a name never looks like a number.
+    return text.replace(_GRADIENT_SLOT, "each tensor's gradient").replace(_NAME_SLOT, "each tensor")
 
 
 _HEADER = ("tensor", "shape", "checked", "max abs err", "max rel err", "worst at", "verdict")
@@ -479,12 +542,12 @@ _HEADER = ("tensor", "shape", "checked", "max abs err", "max rel err", "worst at
 def _rows(report: GradReport) -> list[tuple[str, ...]]:
     return [
         (
-            t.name,
+            t.label(),
             _shape_text(t.shape),
             _checked_text(t),
             f"{t.max_abs_error:.2e}",
             f"{t.max_rel_error:.2e}",
-            "-" if t.worst_index is None else str(list(t.worst_index)),
+            t.worst_text,
             t.verdict,
         )
         for t in report.tensors
@@ -527,13 +590,16 @@ def format_report(report: GradReport) -> str:
     if report.model is not None:
         lines.insert(1, _model_text(report.model))
     lines.append(_footer(report))
+    label = labeller(report)
     for group in _groups(report):
-        lines.append(f"- [{group.kind}] {group.label()}: {group.message}")
+        lines.append(f"- [{group.kind}] {group.label(label)}: {group.message}")
         if group.fix:
             lines.append(f"    fix: {group.fix}")
+        if group.where:
+            lines.append(f"    where: {group.where}")
     for t in report.tensors:
         if t.reason:
-            lines.append(f"- {t.name} fails: {t.reason}")
+            lines.append(f"- {t.label()} fails: {t.reason}")
     return "\n".join(lines)
 
 
@@ -551,16 +617,27 @@ def format_html(report: GradReport) -> str:
         f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>",
         f"<p>{e(_footer(report))}</p>",
     ]
+    label = labeller(report)
     items = [
-        f"<li><b>[{e(g.kind)}] {e(g.label())}</b>: {e(g.message)}"
+        f"<li><b>[{e(g.kind)}] {e(g.label(label))}</b>: {e(g.message)}"
         + (f"<br>fix: <code>{e(g.fix)}</code>" if g.fix else "")
+        + (f"<br>where: {e(g.where)}" if g.where else "")
         + "</li>"
         for g in _groups(report)
     ]
-    items += [f"<li><b>{e(t.name)} fails</b>: {e(t.reason)}</li>" for t in report.tensors if t.reason]
+    items += [
+        f"<li><b>{e(t.label())} fails</b>: {e(t.reason)}</li>" for t in report.tensors if t.reason
+    ]
     if items:
         parts.append(f"<ul>{''.join(items)}</ul>")
     return "\n".join(parts)
+
+
+def labeller(report: GradReport) -> Callable[[str], str]:
+    """Maps a tensor's name in the findings to its shown form: ``encoder (W1)`` for a tensor
+    the user's name was mapped onto, the name itself otherwise (``loss``, an unmapped one)."""
+    labels = {t.name: t.label() for t in report.tensors}
+    return lambda name: labels.get(name, name)
 
 
 def _shape_text(shape: tuple[int, ...]) -> str:

@@ -31,9 +31,11 @@ from gradproof.io import (
     describe_layout,
     parse_mapping,
     read_gradient_file,
+    user_terms,
 )
 from gradproof.nn.autoencoder import Autoencoder
 from gradproof.report import GradReport
+from gradproof.terms import in_user_terms
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -102,6 +104,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     loss_note = None
     if not report.passed:
         model, report, loss_note = _conventions(gradient_file, model, report)
+    report = in_user_terms(report, user_terms(gradient_file))
     if args.json:
         print_json(console, {**_json(gradient_file, model, report.to_dict()), "loss_note": loss_note})
     else:
@@ -137,10 +140,6 @@ def _conventions(
     return convention.model, replace(alternative, findings=[finding, *alternative.findings]), None
 
 
-def _aliases(gradient_file: GradientFile) -> dict[str, str]:
-    return {name: variable for name, variable in gradient_file.names.items() if name in gradient_file.params}
-
-
 def _json(gradient_file: GradientFile, model: Autoencoder, report: dict[str, Any]) -> dict[str, Any]:
     return {
         **report,
@@ -161,7 +160,10 @@ def _print(
     if gradient_file.weights == "out_in":
         console.print(
             Text("note: ", style="yellow")
-            + Text("your weights are stored (n_out, n_in); shapes below are gradproof's (n_in, n_out)")
+            + Text(
+                "your weights are stored (n_out, n_in); shapes and fix lines below are in "
+                "gradproof's (n_in, n_out) orientation, positions in yours"
+            )
         )
     for note in gradient_file.notes:
         console.print(Text("note: ", style="yellow") + Text(note))
@@ -176,4 +178,4 @@ def _print(
     )
     if loss_note is not None:
         console.print(Text("loss: ", style="yellow") + Text(loss_note))
-    print_report(console, report, _aliases(gradient_file))
+    print_report(console, report)

@@ -29,12 +29,16 @@ from gradproof.cli.render import finding_label, print_json, print_report
 from gradproof.data.mnist import SAMPLE_DIR, load_mnist
 from gradproof.nn.autoencoder import Autoencoder
 from gradproof.report import GradReport
+from gradproof.terms import UserTensor, in_user_terms
 
 N_VISIBLE, N_HIDDEN = 784, 200
 # The user's central-difference step and how many lines of their printout the demo shows.
 USER_STEP = 1e-4
 SHOWN_LINES = 12
-ALIASES = {"W1": "encoder", "W2": "decoder"}
+# The user's names: parameter and gradient of each of gradproof's tensors, and the local
+# quantities of the fix lines (mistakes.py's notation) as USERS_CODE calls them.
+USER_NAMES = {"W1": ("encoder", "gEncoder"), "W2": ("decoder", "gDecoder")}
+USER_SYMBOLS = {"a1": "a", "d_s1": "error_1", "d_s2": "error_0"}
 # The findings the buggy backprop must get, as (kind, tensor).
 EXPECTED = (("transposed", "W2"), ("wrong_backprop_matrix", "W1"))
 
@@ -212,8 +216,18 @@ def run(args: argparse.Namespace, console: Console) -> int:
 def _json(result: dict[str, Any]) -> dict[str, Any]:
     out = dict(result)
     for stage in ("buggy", "advice", "corrected"):
-        out[stage] = result[stage].to_dict()
+        out[stage] = users(result[stage]).to_dict()
     return out
+
+
+def users(report: GradReport) -> GradReport:
+    """The report in the user's names; the user's numpy gradient is transposed where it came
+    in the transposed shape."""
+    return in_user_terms(report, {
+        canonical: UserTensor(canonical, name, gradient,
+                              transposed=report.tensor(canonical).gradient_shape is not None)
+        for canonical, (name, gradient) in USER_NAMES.items()
+    }, USER_SYMBOLS)
 
 
 def _print(console: Console, result: dict[str, Any]) -> None:
@@ -246,12 +260,12 @@ def _print(console: Console, result: dict[str, Any]) -> None:
     )
 
     console.print(Rule("2. gradproof's check"))
-    print_report(console, result["buggy"], ALIASES)
+    print_report(console, users(result["buggy"]))
 
     console.print(Rule('3. the advice "do not apply the sigmoid on a, only on z"'))
-    advice = result["advice"]
+    advice = users(result["advice"])
     found = ", ".join(
-        f"{f.kind} on {finding_label(f, ALIASES)}" for f in advice.findings if f.is_bug
+        f"{f.kind} on {finding_label(f, advice)}" for f in advice.findings if f.is_bug
     )
     console.print(
         "With a = x @ encoder (and no a * (1 - a) in error_1) the check "
@@ -261,7 +275,7 @@ def _print(console: Console, result: dict[str, Any]) -> None:
 
     console.print(Rule("4. the corrected backprop"))
     console.print(Syntax(CORRECTED_CODE, "python", theme="ansi_dark"))
-    print_report(console, result["corrected"], ALIASES)
+    print_report(console, users(result["corrected"]))
 
     style = "bold green" if result["as_designed"] else "bold red"
     verdict = "ran as designed" if result["as_designed"] else "did NOT run as designed"

@@ -121,8 +121,4 @@ def run(args: argparse.Namespace, console: Console) -> int:
     else:
         console.print(Text(f"{args.expr} in GNU Octave, {args.mode} mode", style="bold"))
         print_report(console, report)
-        if not report.passed:
-            console.print(
-                Text("subscripts in brackets count from 0: W[0, 3] is W(1, 4) in MATLAB", style="dim")
-            )
     return EXIT_OK if report.passed else EXIT_FAILED

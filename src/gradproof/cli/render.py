@@ -1,38 +1,34 @@
 """Rich rendering of a ``GradReport`` for the subcommands that print one (compare, demo).
 
-``print_report(console, report, aliases)`` prints the per-tensor table and the findings, each
-with its fix, a finding shared by several tensors once (``gradproof.report.group_findings``);
-``aliases`` maps gradproof's tensor names to the user's own (``W1`` ->
-``encoder``), shown next to them. Nothing here computes anything.
+``print_report(console, report)`` prints the per-tensor table and the findings, each with its
+fix, a finding shared by several tensors once (``gradproof.report.group_findings``). A report
+in the user's terms (``gradproof.terms.in_user_terms``) shows each tensor by the user's name
+with gradproof's beside it (``encoder (W1)``). Nothing here computes anything.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from gradproof.report import Finding, GradReport, TensorResult, group_findings
+from gradproof.report import Finding, GradReport, TensorResult, group_findings, labeller
 
 
-def tensor_label(name: str, aliases: Mapping[str, str]) -> str:
-    """``"W1 (encoder)"`` when the user calls W1 something else, else ``"W1"``."""
-    return f"{name} ({aliases[name]})" if aliases.get(name, name) != name else name
+def finding_label(finding: Finding, report: GradReport) -> str:
+    """The tensors of a finding, labelled: ``"encoder (W1) <-> decoder (W2)"`` for a pair."""
+    label = labeller(report)
+    return " <-> ".join(label(name) for name in finding.tensors)
 
 
-def finding_label(finding: Finding, aliases: Mapping[str, str]) -> str:
-    """The tensors of a finding, labelled: ``"W1 (encoder) <-> W2 (decoder)"`` for a pair."""
-    return " <-> ".join(tensor_label(name, aliases) for name in finding.tensors)
-
-
-def report_table(report: GradReport, aliases: Mapping[str, str]) -> Table:
+def report_table(report: GradReport) -> Table:
     """One row per tensor: shape, entries checked, worst errors, verdict."""
-    labels = [tensor_label(result.name, aliases) for result in report.tensors]
+    labels = [result.label() for result in report.tensors]
     # Numbers never wrap; on a narrow terminal names and long verdicts do, at their spaces.
+    # Positions are in the findings (and the JSON's worst_at): a column would crowd 80 columns.
     table = Table(show_edge=False, header_style="bold")
     table.add_column("tensor")
     for column in ("shape", "checked", "max abs err", "max rel err"):
@@ -54,19 +50,14 @@ def report_table(report: GradReport, aliases: Mapping[str, str]) -> Table:
 _VERDICT_STYLE = {"ok": "green", "not checked": "yellow"}
 
 
-def print_findings(
-    console: Console,
-    findings: list[Finding],
-    aliases: Mapping[str, str],
-    tensors: list[str] | None = None,
-) -> None:
+def print_findings(console: Console, report: GradReport) -> None:
     """Each finding as ``[kind] tensor: message`` with its fix lines under it; findings that
-    say the same of several tensors once, naming them (``tensors``: the report's, to say
-    "every tensor")."""
-    for group in group_findings(findings, tensors):
+    say the same of several tensors once, naming them ("every tensor" where they are all)."""
+    label = labeller(report)
+    for group in group_findings(report.findings, [t.name for t in report.tensors]):
         line = Text()
         line.append(f"[{group.kind}] ", style="bold red" if group.is_bug else "yellow")
-        line.append(f"{group.label(lambda name: tensor_label(name, aliases))}: ", style="bold")
+        line.append(f"{group.label(label)}: ", style="bold")
         line.append(group.message)
         console.print(line)
         details = group.findings[0].details
@@ -76,14 +67,13 @@ def print_findings(
             console.print(Text("    fix (MATLAB): ", style="dim") + Text(matlab_line, style="cyan"))
         elif group.fix:
             console.print(Text("    fix: ", style="dim") + Text(group.fix, style="cyan"))
+        if group.where:
+            console.print(Text("    where: ", style="dim") + Text(group.where))
 
 
-def print_report(
-    console: Console, report: GradReport, aliases: Mapping[str, str] | None = None
-) -> None:
+def print_report(console: Console, report: GradReport) -> None:
     """The table, the verdict and the findings."""
-    aliases = aliases or {}
-    console.print(report_table(report, aliases))
+    console.print(report_table(report))
     verdict = Text("PASSED", style="bold green") if report.passed else Text("FAILED", style="bold red")
     checked = sum(t.checked for t in report.tensors)
     total = sum(t.size for t in report.tensors)
@@ -91,13 +81,10 @@ def print_report(
         Text("verdict: ") + verdict
         + Text(f"  ({checked:,} of {total:,} entries checked one by one, {report.seconds:.2f} s)")
     )
-    print_findings(console, report.findings, aliases, [t.name for t in report.tensors])
+    print_findings(console, report)
     for result in report.tensors:
         if result.reason:
-            console.print(
-                Text(f"{tensor_label(result.name, aliases)} fails: ", style="bold red")
-                + Text(result.reason)
-            )
+            console.print(Text(f"{result.label()} fails: ", style="bold red") + Text(result.reason))
 
 
 def print_json(console: Console, data: Any) -> None:

@@ -73,7 +73,13 @@ SPLIT_TO_ENTRIES = 4
 class BlackBoxRun(Run):
     """One ``check_gradient``, filled step by step so that an interrupt leaves a report."""
 
-    sharper = SHARPER_CALLS
+    @property
+    def sharper(self) -> str | None:
+        """The float64 call, where the loss's precision limits the check (evaluated in a lower
+        precision, or carrying rounding noise); None where the loss was exact enough."""
+        objective = self.objective
+        limited = objective is not None and (objective.fallback is not None or self.noisy)
+        return SHARPER_CALLS if limited else None
 
     def __init__(
         self,
@@ -93,6 +99,7 @@ class BlackBoxRun(Run):
         self.budget = budget
         self.rng = rng
         self.objective: Objective | None = None
+        self.noisy = False  # the loss's rounding noise is beyond NOISY_LOSS_ULPS
         self.context: Context | None = None
         self.measured = {spec.name: [] for spec in layout.specs}
         self.taylor = {spec.name: [] for spec in layout.specs}
@@ -180,7 +187,7 @@ class BlackBoxRun(Run):
                 )
             )
         relative = sigma / abs(objective.j0) if objective.j0 else 0.0
-        noisy = relative > NOISY_LOSS_ULPS * np.finfo(np.float64).eps
+        noisy = self.noisy = relative > NOISY_LOSS_ULPS * np.finfo(np.float64).eps
         # The note above already names the precision the loss was evaluated in.
         if noisy and not (low or objective.fallback):
             findings.append(noisy_loss_finding(relative))

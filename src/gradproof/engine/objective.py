@@ -118,6 +118,7 @@ class Objective:
         self.planned = 0
         self._stride = 1
         self.fallback: str | None = None
+        self.gradient_names: dict[str, str] = {}  # set by gradient()
         own = np.result_type(*(spec.dtype for spec in layout.specs), np.float16)
         self._own_dtype = own if own.kind == "f" and own.itemsize < 8 else None
         output = self._first_call()
@@ -231,6 +232,7 @@ class Objective:
             raw = self._call_grad()
         else:
             raw = self._grad
+        self.gradient_names = self.layout.gradient_names(raw)  # dW1 for W1: the user's words
         return self.layout.match_gradient(raw)
 
     def _call_grad(self) -> Any:

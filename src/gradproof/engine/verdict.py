@@ -238,8 +238,9 @@ SHARPER_CALLS = (
 def limits_findings(tensors: list[TensorResult], mode: str, sharper: str | None) -> list[Finding]:
     """What the check could not see: a ``precision`` note when some tensor's ``detectable``
     error is coarse (above ``COARSE`` of its largest entry), and in ``sample`` and ``taylor``
-    mode what those modes leave out, whatever the precision. ``sharper`` is the call that
-    checks more finely (None: none to suggest)."""
+    mode what those modes leave out, whatever the precision; the note names every tensor it
+    concerns. ``sharper`` is the call that checks more finely where the loss's precision is
+    the limit (None: it is not, or there is none to suggest)."""
     coarse = [t for t in tensors if t.detectable_relative is not None
               and t.detectable_relative > COARSE]
     parts = []
@@ -269,14 +270,19 @@ def limits_findings(tensors: list[TensorResult], mode: str, sharper: str | None)
         return []
     concerned = coarse or [t for t in tensors if mode != "sample" or 0 < t.checked < t.size]
     fixes = []
+    # What limits the check decides the call that sharpens it: the entries a mode leaves out
+    # or weighs lightly, or (``sharper``) the precision the loss was evaluated in.
     if mode in ("sample", "taylor"):
         fixes.append("mode='full' (or 'auto') compares every entry, or a probe through each")
+    elif coarse and not sharper and mode in ("auto", "directional"):
+        # A probe through many entries weighs each lightly: each entry alone is the cure.
+        fixes.append("mode='full' compares each entry on its own (two loss evaluations each)")
     if coarse and sharper:
         fixes.append(sharper)
     return [
         Finding(
             "precision",
-            (concerned[0].name,),
+            tuple(t.name for t in concerned),
             "what this check cannot see: " + "; ".join(parts),
             fix="; ".join(fixes) or None,
             details={"coarse": {t.name: t.detectable_relative for t in coarse}},
@@ -476,11 +482,14 @@ def mismatch_finding(
         # Name a few in the message and at most _DETAILED in the details, however many fail.
         if m.probes.is_entries:
             indices = [spec.index(p) for p in m.probes.labels[bad[:_DETAILED]]]
-            parts.append(f"{bad.size} of {total} entries ({_list(indices, bad.size)})")
+            entries = _list([spec.label(i) for i in indices], bad.size)
+            parts.append(f"entries {entries} ({bad.size} of {total})")
             details.setdefault("entries", []).extend([list(i) for i in indices])
         else:
             labels = [int(x) for x in m.probes.labels[bad[:_DETAILED]]]
-            parts.append(f"{bad.size} of {total} {m.probes.kind}s ({_list(labels, bad.size)})")
+            # "rows 0, 5 of W1": the form gradproof.terms rewrites in the user's terms.
+            lines = f"{m.probes.kind}s {_list(labels, bad.size)} of {name}"
+            parts.append(f"{lines} ({bad.size} of {total})")
             details.setdefault(m.probes.kind + "s", []).extend(labels)
     for r in taylor:
         if not r.passed:

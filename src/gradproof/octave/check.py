@@ -160,7 +160,8 @@ def check(
     -------
     GradReport
         The report of ``check_gradient``, with a ``convention`` note when grad's orientation
-        differs from the parameter vector's.
+        differs from the parameter vector's; positions are MATLAB's, 1-based, in ``var`` and
+        in the tensor of ``shapes`` (``theta(17) = Theta2(2, 2)``).
 
     Raises
     ------
@@ -174,7 +175,8 @@ def check(
         named = tensor_shapes(shapes, var, runner.theta.size)
         user = user_gradient(runner, *runner.first())
         report = check_gradient(
-            runner, user.gradient, runner.theta, shapes=named, order=order, **options
+            runner, user.gradient, runner.theta, shapes=named, order=order,
+            subscripts="matlab", flat_name=var, **options
         )
     report.findings[:0] = user.notes
     return report
