@@ -8,7 +8,9 @@ activations, the loss and its 1/2, sum or mean, labels 0- or 1-based or one-hot 
 the data term is evaluated at the same points, and the constants that enter linearly
 (lambda of the weight decay, with or without the biases; beta of the sparsity penalty, with
 rho found by a grid and a bounded 1-D search) are solved from the residual by least squares.
-A member is identified when its loss equals the user's to rounding at every point.
+A member is identified when its loss equals the user's to rounding at every point: within
+``RTOL`` of ``|J|``, plus ``SIZE_ULPS`` rounding units of the size of the terms the loss adds up
+(``loss_size``), which exceeds ``|J|`` where they cancel.
 
 Only values are compared, never gradients: the user's gradient is what is being checked.
 The decay's form (``lambda/2`` or ``lambda``, with or without 1/m) cannot be told apart from
@@ -34,7 +36,7 @@ from scipy.optimize import minimize_scalar
 from gradproof.errors import InputError
 from gradproof.layouts import Fit, Layout, examples_as_rows, fit_layouts, from_canonical, to_canonical
 from gradproof.nn.activations import ACTIVATIONS
-from gradproof.nn.losses import kl_divergence
+from gradproof.nn.losses import LOSSES, REDUCTIONS, kl_divergence
 from gradproof.nn.autoencoder import ForwardCache
 from gradproof.nn.network import DATA_TERMS, Network
 from gradproof.nn.softmax import softmax_cross_entropy
@@ -53,6 +55,16 @@ _MOVE = (0.3, 0.6, 1.0, 0.45)
 # Relative agreement that counts as "equal to rounding" for a float64 loss, and for a loss
 # whose parameters the user holds in float32.
 RTOL = {np.dtype(np.float64): 1e-9, np.dtype(np.float32): 3e-5}
+
+# Where the terms a loss adds up are larger than the loss (they cancel, or a formula is
+# ill-conditioned there), two right formulas differ by rounding of the terms' size
+# (``loss_size``): that many units in the last place of it are allowed on top of ``RTOL``.
+SIZE_ULPS = 64
+
+
+def _size_weight(dtype: np.dtype) -> float:
+    """The weight of the terms' size beside |J| in the match's scale, ``RTOL`` units."""
+    return SIZE_ULPS * float(np.finfo(dtype).eps) / RTOL[dtype]
 
 # Candidate sparsity targets, refined by a bounded search around the best.
 _RHO_GRID = np.unique(np.concatenate([np.geomspace(1e-3, 0.5, 24), np.linspace(0.5, 0.99, 12)]))
@@ -316,6 +328,7 @@ class _Values:
     """A candidate's pieces at every point: data term, squared weights and biases, code means."""
 
     data: np.ndarray  # (points,)
+    size: np.ndarray  # (points,): the size of the data term's terms (``_term_size``)
     weights: np.ndarray
     biases: np.ndarray
     code_means: list[np.ndarray] | None
@@ -402,13 +415,35 @@ class _Forwards:
         return self._cache[key]
 
 
-def _data_term(net: Network, cache: ForwardCache, t: np.ndarray) -> float:
-    """``net``'s data term (squared error with its 1/2, summed) from the shared forward pass."""
-    s = cache.pre_activations[-1]  # (m, layers[-1]), the output's pre-activation
+def _data_term(net: Network, s: np.ndarray, t: np.ndarray) -> tuple[float, float]:
+    """``net``'s data term (squared error with its 1/2, summed) from the output
+    pre-activation ``s``, and the size of the terms it sums (``_term_size``)."""
     if net.output == "softmax":
-        return softmax_cross_entropy(t, s)[0]
+        return softmax_cross_entropy(t, s)[0], _term_size(net, t, None, s)
     activation = ACTIVATIONS[net.output]
-    return DATA_TERMS[net.loss_name](t, activation.forward(s), s, activation)[0]
+    z = activation.forward(s)
+    return DATA_TERMS[net.loss_name](t, z, s, activation)[0], _term_size(net, t, z, s)
+
+
+def _term_size(net: Network, t: np.ndarray, z: np.ndarray | None, s: np.ndarray) -> float:
+    """The sum of the magnitudes of the intermediate terms the data term adds up.
+
+    Where those terms cancel (a cross-entropy ``softplus(s) - t s`` with large ``|s|``), two
+    correct formulas of the same loss differ by rounding of this size, not of ``|J|``: the
+    loss match scales its tolerance with it.
+    """
+    if net.output == "softmax":
+        # lse(s_i) - t_i . s_i: the log-sum-exp is within log K of the row's largest |s|
+        top = np.abs(s).max(axis=1) + math.log(s.shape[1])  # (m,)
+        return float(np.sum(t.sum(axis=1) * top) + np.sum(np.abs(t * s)))
+    size = LOSSES[net.loss_name].magnitude(t, z, s)
+    if net.loss_name == "cross_entropy":
+        # written from the probability, -[t log z + (1-t) log(1-z)], the loss inherits z's
+        # rounding: 1 - z has relative error eps * z / (1 - z) = eps * e^s, and z itself
+        # eps * e^-s where it is tiny
+        clipped = np.clip(s, -700.0, 700.0)
+        size = size + np.abs(1 - t) * np.exp(clipped) + np.abs(t) * np.exp(-clipped)
+    return float(np.sum(size))
 
 
 def _values(candidate: _DataCandidate, forwards: _Forwards, canonical: list[Params],
@@ -417,13 +452,14 @@ def _values(candidate: _DataCandidate, forwards: _Forwards, canonical: list[Para
     t = net.targets(forwards.x, candidate.y)  # InputError for labels this reading cannot hold
     points = range(1 if first_only else len(canonical))
     caches = [forwards.at(net, i) for i in points]
-    data = np.array([_data_term(net, cache, t) for cache in caches])
+    terms = np.array([_data_term(net, cache.pre_activations[-1], t) for cache in caches])
+    data, size = terms[:, 0], terms[:, 1]
     weights = forwards.squares("W")[: len(points)]
     biases = forwards.squares("b")[: len(points)]
     code_means = None
     if net.code_layer and net.activation[net.code_layer - 1] == "sigmoid":
         code_means = [cache.activations[net.code_layer].mean(axis=0) for cache in caches]
-    return _Values(data, weights, biases, code_means)
+    return _Values(data, size, weights, biases, code_means)
 
 
 # -------------------------------------------------------------------------- identification
@@ -557,6 +593,7 @@ def _identify_fit(problem: UserProblem, fit: Fit, best: _Best
     forwards = _Forwards(fit, canonical, x_rows)
     user = np.array([p.value for p in problem.points])
     rtol = RTOL[problem.dtype]
+    weight = _size_weight(problem.dtype)
     tried = 0
     for candidate in _data_candidates(fit, problem.y, m):
         tried += 1
@@ -571,8 +608,9 @@ def _identify_fit(problem: UserProblem, fit: Fit, best: _Best
             continue  # its data term alone exceeds the user's loss
         values = _values(candidate, forwards, canonical)
         for scale in scales:
-            data = scale.factor(candidate.net.loss_name, m) * values.data
-            tol = rtol * (np.abs(user) + np.abs(data)) + 1e-300
+            factor = scale.factor(candidate.net.loss_name, m)
+            data = factor * values.data
+            tol = rtol * (np.abs(user) + weight * factor * values.size) + 1e-300
             for form in _forms(candidate.net):
                 fitted, score = _fit_penalty(user - data, values, form, tol)
                 if score <= 1.0:
@@ -615,17 +653,32 @@ def _confirm(problem: UserProblem, fit: Fit, candidate: _DataCandidate, scale: _
 
 
 def _residual(problem: UserProblem, layout: Layout, net: Network) -> float:
-    """The largest relative difference between ``net``'s loss and the user's over the points
-    (inf where the network cannot read the parameters or the targets)."""
+    """The largest difference between ``net``'s loss and the user's over the points, relative
+    to |J| plus ``_size_weight`` times the size of the loss's terms (``loss_size``); inf where
+    the network cannot read the parameters or the targets."""
     worst = 0.0
     for point in problem.points:
         try:
             params, x_rows, y = _canonical(layout, net, problem, point.params)
             value = net.loss(params, x_rows, y)
+            size = loss_size(net, params, x_rows, y)
         except InputError:
             return math.inf
-        worst = max(worst, abs(value - point.value) / max(abs(point.value), 1e-300))
+        scale = abs(point.value) + _size_weight(problem.dtype) * size
+        worst = max(worst, abs(value - point.value) / max(scale, 1e-300))
     return worst
+
+
+def loss_size(net: Network, params: Params, x_rows: np.ndarray, y: Any) -> float:
+    """The size of the terms ``net``'s loss adds up at a point: its data term's
+    (``_term_size``) with the loss's factor, plus the penalties (never negative)."""
+    t = net.targets(x_rows, y)
+    s = net.forward(params, x_rows)[1].pre_activations[-1]
+    data, size = _data_term(net, s, t)
+    factor = REDUCTIONS[net.reduction](x_rows.shape[0]) * (
+        2.0 if net.loss_name == "squared" and not net.squared_half else 1.0)
+    penalties = net.loss(params, x_rows, y) - factor * data
+    return factor * size + abs(penalties)
 
 
 def _round(value: float) -> float:
