@@ -3,9 +3,9 @@
 Contract: ``identify(loss, params, x, y) -> Identification``. The user's loss is evaluated at
 the given point and at a few seeded random points near it (``POINTS`` in all); for every
 layout under which the parameters' and the data's shapes form a network
-(``layouts.fit_layouts``) and every discrete option of the family (hidden and output
-activations, the loss and its 1/2, sum or mean, labels 0- or 1-based or one-hot targets),
-the data term is evaluated at the same points, and the constants that enter linearly
+(``layouts.fit_layouts``) and every discrete option of the family (hidden activations, one
+for all hidden layers or one per layer; the output activation, the loss and its 1/2, sum or
+mean, labels 0- or 1-based or one-hot targets), the data term is evaluated at the same points, and the constants that enter linearly
 (lambda of the weight decay, with or without the biases; beta of the sparsity penalty, with
 rho found by a grid and a bounded 1-D search) are solved from the residual by least squares.
 A member is identified when its loss equals the user's to rounding at every point: within
@@ -40,7 +40,9 @@ from gradproof.nn.losses import LOSSES, REDUCTIONS, kl_divergence
 from gradproof.nn.autoencoder import ForwardCache
 from gradproof.nn.network import DATA_TERMS, Network
 from gradproof.nn.softmax import softmax_cross_entropy
+from gradproof.network_mistakes import decay_slope
 from gradproof.params import ParamLayout, parse_params
+from gradproof.report import Finding
 
 Params = dict[str, np.ndarray]
 
@@ -169,6 +171,15 @@ def read_problem(loss: Callable[[Any], Any], params: Any, x: Any, y: Any,
     """The user's parameters, data and loss, checked; ``InputError`` naming what is wrong."""
     if not callable(loss):
         raise InputError(f"loss must be a callable loss(params) -> float; got {type(loss).__name__}")
+    problem = read_inputs(params, x, y, shapes, order)
+    problem.loss = loss
+    problem.points = _user_points(problem, params)
+    return problem
+
+
+def read_inputs(params: Any, x: Any, y: Any, shapes: Any = None, order: str = "C"
+                ) -> UserProblem:
+    """The user's parameters and data, checked, without a loss (a file holds none)."""
     layout, flat = parse_params(params, shapes, order)
     if shapes is not None:
         structure = "flat"
@@ -201,9 +212,11 @@ def read_problem(loss: Callable[[Any], Any], params: Any, x: Any, y: Any,
     dtype = np.dtype(np.float32) if any(
         np.asarray(leaf).dtype == np.float32 for leaf in layout.leaves(params)
     ) else np.dtype(np.float64)
-    problem = UserProblem(loss, layout, flat, structure, fit_shapes, data, y, dtype)
-    problem.points = _user_points(problem, params)
-    return problem
+    return UserProblem(_no_loss, layout, flat, structure, fit_shapes, data, y, dtype)
+
+
+def _no_loss(params: Any) -> float:
+    raise InputError("no loss function was given: only its value at the point is known")
 
 
 def _user_points(problem: UserProblem, params: Any) -> list[UserPoint]:
@@ -285,14 +298,20 @@ def _targets(fit: Fit, y: Any, m: int) -> Iterator[tuple[str, int, Any]]:
             yield "labels", base, arr.reshape(-1)
 
 
-def _hidden(fit: Fit) -> tuple[str, ...]:
-    return tuple(ACTIVATIONS) if len(fit.layers) > 2 else ("sigmoid",)
+def _hidden(fit: Fit, mixed: bool) -> list[str | tuple[str, ...]]:
+    """The hidden activations to try: one for every hidden layer, or (``mixed``) one per
+    layer in every mix of different ones (a relu layer under a tanh one)."""
+    depth = len(fit.layers) - 2
+    if not mixed:
+        return list(ACTIVATIONS) if depth else ["sigmoid"]  # no hidden layer: name unused
+    return [mix for mix in itertools.product(ACTIVATIONS, repeat=depth) if len(set(mix)) > 1]
 
 
-def _data_candidates(fit: Fit, y: Any, m: int) -> Iterator[_DataCandidate]:
+def _data_candidates(fit: Fit, y: Any, m: int, mixed: bool = False
+                     ) -> Iterator[_DataCandidate]:
     options = fit.network_options()
     for (target, base, y_read), hidden, (output, loss_name) in itertools.product(
-        _targets(fit, y, m), _hidden(fit), _OUTPUTS
+        _targets(fit, y, m), _hidden(fit, mixed), _OUTPUTS
     ):
         try:
             net = Network(**options, activation=hidden, output=output, loss_name=loss_name,
@@ -522,11 +541,16 @@ def identify_problem(problem: UserProblem) -> Identification:
     _check_labels(problem, fits)
     matches: list[Identified] = []
     best, tried = _Best(), 0
-    for fit in fits:
-        found, count = _identify_fit(problem, fit, best)
-        tried += count
-        if found is not None and not any(_same_reading(problem, found, m) for m in matches):
-            matches.append(found)
+    # one activation for all hidden layers first; the mixes (many more) only where none fits
+    for mixed in (False, True):
+        for fit in fits:
+            found, count = _identify_fit(problem, fit, best, mixed)
+            tried += count
+            if found is not None and not any(_same_reading(problem, found, m)
+                                             for m in matches):
+                matches.append(found)
+        if matches:
+            break
     if len(matches) > 1:
         _ambiguous([m.layout for m in matches])
     if matches:
@@ -584,7 +608,7 @@ def given_model(problem: UserProblem, net: Network, layout: Layout | None) -> Id
     return Identified(net, lay, res, _describe(net, lay, problem))
 
 
-def _identify_fit(problem: UserProblem, fit: Fit, best: _Best
+def _identify_fit(problem: UserProblem, fit: Fit, best: _Best, mixed: bool
                   ) -> tuple[Identified | None, int]:
     x_rows = examples_as_rows(fit.layout, problem.x)
     m = x_rows.shape[0]
@@ -595,7 +619,7 @@ def _identify_fit(problem: UserProblem, fit: Fit, best: _Best
     rtol = RTOL[problem.dtype]
     weight = _size_weight(problem.dtype)
     tried = 0
-    for candidate in _data_candidates(fit, problem.y, m):
+    for candidate in _data_candidates(fit, problem.y, m, mixed):
         tried += 1
         try:
             first = _values(candidate, forwards, canonical, first_only=True)
@@ -755,7 +779,11 @@ def _decay_text(net: Network, layout: Layout) -> str:
 def _describe(net: Network, layout: Layout, problem: UserProblem | None) -> str:
     m = "m" if problem is None else str(problem.x.shape[0 if layout.examples == "rows" else 1])
     layers = "-".join(str(n) for n in net.layers)
-    hidden = f"{net.activation[0]} hidden, " if net.activation else ""
+    hidden = ""
+    if len(set(net.activation)) == 1:
+        hidden = f"{net.activation[0]} hidden, "
+    elif net.activation:
+        hidden = f"{', '.join(net.activation)} hidden (layer by layer), "
     k = net.layers[-1]
     if net.loss_name == "squared":
         data = f"{'1/2 * ' if net.squared_half else ''}squared error summed over the {k} outputs"
@@ -776,6 +804,37 @@ def _describe(net: Network, layout: Layout, problem: UserProblem | None) -> str:
     if net.tied:
         text += ", tied weights"
     return f"{text}; {layout.describe()}"
+
+
+def decay_form_note(identified: Identified, m: int) -> Finding | None:
+    """A ``convention`` note: the weight decay's forms that fit the loss values equally.
+
+    Only the factor of ``sum W**2`` enters the loss, so ``lambda/(2m)``, ``lambda/2``,
+    ``lambda/m`` and ``lambda`` with each its own lambda compute the same loss and the same
+    gradient: the values cannot tell them apart. Not a bug claim; it says which form the
+    report's lambda belongs to. None without a decay.
+    """
+    net = identified.network
+    if not net.weight_decay:
+        return None
+    kappa = decay_slope(net, m) / 2  # the factor of sum W**2
+    forms = {"lambda/(2m)": 2 * m * kappa, "lambda/2": 2 * kappa, "lambda/m": m * kappa,
+             "lambda": kappa}
+    stated = "lambda/(2m)" if net.decay_mean else "lambda/2"
+    others = ", ".join(f"{form} * sum W**2 with lambda = {value:.6g}"
+                       for form, value in forms.items() if form != stated)
+    return Finding(
+        # the note concerns the loss as a whole, not one tensor
+        "convention", ("loss",),
+        f"the loss values fit the weight decay as {stated} * sum W**2 with lambda = "
+        f"{forms[stated]:.6g}, and equally as {others}: only the factor of sum W**2 "
+        f"({kappa:.6g} with m = {m}) enters the loss, so the values cannot tell the forms "
+        f"apart; the report states {stated}, the course's form for a loss "
+        f"{'averaged' if net.reduction == 'mean' else 'summed'} over the examples",
+        fix="nothing to fix: every form gives the same loss and the same gradient; read the "
+        "report's lambda as the lambda of that form",
+        details={"stated": stated, "forms": forms, "factor": kappa},
+    )
 
 
 def _shapes_text(problem: UserProblem) -> str:
@@ -805,3 +864,197 @@ def _canonical(layout: Layout, net: Network, problem: UserProblem, params: Any
 def user_gradient(identified: Identified, grads: Params) -> Any:
     """The network's gradient in the user's structure."""
     return from_canonical(identified.layout, identified.network, grads)
+
+
+# ------------------------------------------------------------ identification from one value
+
+
+@dataclass(frozen=True)
+class Constants:
+    """The penalties' constants that a file or the flags give.
+
+    Attributes
+    ----------
+    weight_decay : float or None
+        lambda, in a form the loss value picks (``lambda/2`` or ``lambda``, with or without
+        1/m, biases excluded or included); None where unknown: fitted to the value.
+    sparsity_weight, sparsity_target : float
+        beta and rho of the KL sparsity penalty (beta 0: none).
+    """
+
+    weight_decay: float | None = None
+    sparsity_weight: float = 0.0
+    sparsity_target: float = 0.05
+
+
+@dataclass(frozen=True)
+class ValueIdentification:
+    """The member a single loss value picks among those the shapes allow.
+
+    Attributes
+    ----------
+    model : Identified
+        The member the check uses: the one the value picked, or the first allowed.
+    matches : tuple of Identified
+        Every member whose loss is the value (empty without a value, or when none is).
+    decided : bool
+        The value picked exactly one member.
+    text : str
+        How the member was chosen, in words.
+    """
+
+    model: Identified
+    matches: tuple[Identified, ...]
+    decided: bool
+    text: str
+
+
+# How many of the members a value cannot tell apart are named.
+_LISTED = 4
+
+
+def identify_value(problem: UserProblem, params: Any, value: float | None,
+                   constants: Constants, allowed: Callable[[Network], bool] = lambda net: True
+                   ) -> ValueIdentification:
+    """Choose the member of the family whose loss at the point is ``value``.
+
+    One value cannot fit constants and verify them, so the constants come from
+    ``constants``; where lambda is unknown and no member without a decay gives the value,
+    each member's lambda is the one that makes its loss the value, and the members left are
+    told apart only when one remains. ``allowed`` keeps the members the user's flags allow.
+
+    Raises
+    ------
+    InputError
+        No member of the family is allowed by the shapes and ``allowed``.
+    """
+    fits = _fits(problem)
+    _check_labels(problem, fits)
+    problem.points = [UserPoint(params, math.nan if value is None else value)]
+    candidates = [(fit, net) for fit in fits for net in _value_candidates(problem, fit, constants)
+                  if allowed(net)]
+    scored = [(fit, net, _value_residual(problem, fit.layout, net, params, value))
+              for fit, net in candidates]
+    scored = [(fit, net, r) for fit, net, r in scored if r is not None]
+    if not scored:
+        raise InputError("no member of the family fits the file's shapes and the flags given; "
+                         "drop a flag (--activation, --loss, --reduction ...) to widen the search")
+    first = _identified(problem, scored[0][0], scored[0][1], scored[0][2] or 0.0)
+    if value is None:
+        return ValueIdentification(first, (), False, (
+            f"the file holds no loss value (J, cost or loss) to identify the model: assumed "
+            f"the first member of the family the shapes and flags allow; save J beside the "
+            f"gradient to have it identified"))
+    rtol = RTOL[problem.dtype]
+    matches = _distinct(problem, [(fit, net, r) for fit, net, r in scored if r <= 2 * rtol])
+    how = "with the constants given"
+    if not matches and constants.weight_decay is None:
+        matches = _distinct(problem, [
+            (fit, net, r) for fit, net, _ in scored
+            for net in [_decay_fitted(problem, fit, net, params, value)] if net is not None
+            for r in [_value_residual(problem, fit.layout, net, params, value)]
+            if r is not None and r <= 2 * rtol])
+        how = "each with the lambda that makes its loss the value"
+    if not matches:
+        closest = min(scored, key=lambda item: item[2])
+        near = _identified(problem, closest[0], closest[1], closest[2])
+        return ValueIdentification(first, (), False, (
+            f"no member of the family gives the file's loss value {value:.10g} (closest: "
+            f"{near.description}, off by {closest[2]:.2g} relative): checked against the first "
+            "member the shapes and flags allow; its verdict holds only if that is your model"))
+    if len(matches) == 1:
+        return ValueIdentification(matches[0], tuple(matches), True, (
+            f"from the file's loss value {value:.10g} ({how}, to "
+            f"{max(matches[0].residual, 1e-16):.0e} relative)"))
+    listed = "; ".join(f"({i}) {_brief(m.network)}" for i, m in enumerate(matches[:_LISTED], 1))
+    more = f"; and {len(matches) - _LISTED} more" if len(matches) > _LISTED else ""
+    return ValueIdentification(matches[0], tuple(matches), False, (
+        f"the file's loss value {value:.10g} fits {len(matches)} members of the family "
+        f"({how}) and cannot decide between them: {listed}{more}; checked against the first; "
+        "choose with --activation, --output-activation, --loss, --reduction or --weight-decay"))
+
+
+def _value_candidates(problem: UserProblem, fit: Fit, constants: Constants
+                      ) -> Iterator[Network]:
+    """Every member the shapes allow, with the given constants in each form they may take."""
+    m = examples_as_rows(fit.layout, problem.x).shape[0]
+    lam = constants.weight_decay or 0.0
+    for candidate in _data_candidates(fit, problem.y, m):
+        net = candidate.net
+        if constants.sparsity_weight:
+            if not (net.code_layer and net.activation[net.code_layer - 1] == "sigmoid"):
+                continue
+            net = replace(net, sparsity_weight=constants.sparsity_weight,
+                          sparsity_target=constants.sparsity_target)
+        for scale in _scales(net.loss_name):
+            scaled = replace(net, squared_half=scale.squared_half, reduction=scale.reduction)
+            if not lam:
+                yield scaled
+                continue
+            for half, mean, biases in itertools.product(
+                    (True, False), (scale.reduction == "mean", scale.reduction != "mean"),
+                    (False, True) if net.bias else (False,)):
+                yield replace(scaled, weight_decay=lam, decay_half=half, decay_mean=mean,
+                              decay_biases=biases)
+
+
+def _value_residual(problem: UserProblem, layout: Layout, net: Network, params: Any,
+                    value: float | None) -> float | None:
+    """|net's loss - value| relative to the loss's scale; None where the network cannot read
+    the targets; 0 without a value."""
+    try:
+        canonical, x_rows, y = _canonical(layout, net, problem, params)
+        own = net.loss(canonical, x_rows, y)
+        if value is None:
+            return 0.0
+        size = loss_size(net, canonical, x_rows, y)
+    except InputError:
+        return None
+    return abs(own - value) / max(abs(value) + _size_weight(problem.dtype) * size, 1e-300)
+
+
+def _decay_fitted(problem: UserProblem, fit: Fit, net: Network, params: Any, value: float
+                  ) -> Network | None:
+    """``net`` with the weight decay (the weights', the course's form) that makes its loss
+    ``value``; None where its loss without a decay already exceeds the value."""
+    if net.weight_decay:
+        return None
+    canonical, x_rows, y = _canonical(fit.layout, net, problem, params)
+    rest = value - net.loss(canonical, x_rows, y)
+    squares = sum(float(np.vdot(w, w)) for k, w in canonical.items() if k.startswith("W"))
+    if rest < 0 or squares == 0:
+        return None
+    mean = net.reduction == "mean"
+    m = x_rows.shape[0]
+    return replace(net, weight_decay=2 * rest / squares * (m if mean else 1),
+                   decay_half=True, decay_mean=mean, decay_biases=False)
+
+
+def _brief(net: Network) -> str:
+    """A member in a few words: what a loss value may leave open."""
+    loss = {"squared": f"{'1/2 * ' if net.squared_half else ''}squared error",
+            "cross_entropy": "cross-entropy",
+            "softmax_cross_entropy": "softmax cross-entropy"}[net.loss_name]
+    text = (f"{'/'.join(dict.fromkeys(net.activation)) or 'no'} hidden, {net.output} output, "
+            f"{loss} ({net.reduction})")
+    if net.weight_decay:
+        form = "lambda/(2m)" if net.decay_mean else "lambda/2"
+        form = form if net.decay_half else form.replace("/(2m)", "/m").replace("/2", "")
+        text += f", {form} with lambda = {net.weight_decay:.6g}"
+    return text
+
+
+def _identified(problem: UserProblem, fit: Fit, net: Network, residual: float) -> Identified:
+    return Identified(net, fit.layout, residual, _describe(net, fit.layout, problem))
+
+
+def _distinct(problem: UserProblem, found: list[tuple[Fit, Network, float]]
+              ) -> list[Identified]:
+    """The members found, once each (two layouts may read the point alike)."""
+    out: list[Identified] = []
+    for fit, net, residual in found:
+        member = _identified(problem, fit, net, residual)
+        if not any(_same_reading(problem, member, kept) and kept.network == member.network
+                   for kept in out):
+            out.append(member)
+    return out

@@ -29,6 +29,7 @@ from gradproof.identify import (
     Identified,
     UserProblem,
     canonical_point,
+    decay_form_note,
     given_model,
     identify_problem,
     read_problem,
@@ -124,6 +125,10 @@ def check_network(
     evidence = check_gradient(loss, grad, params, mode="full" if small else "directional",
                               directions=None if small else DIRECTIONS, **options)
     report = _exact_report(problem, identification.model, loss, grad, params, evidence)
+    note = None if model is not None else decay_form_note(
+        identification.model, canonical_point(identification.model, problem, params)[1].shape[0])
+    if note is not None:
+        report.findings.append(note)
     report.model = identification.to_dict()
     report.loss_evaluations += len(problem.points) + 1
     report.seconds = time.perf_counter() - started
