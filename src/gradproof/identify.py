@@ -381,10 +381,14 @@ def _fit_penalty(residual: np.ndarray, values: _Values, form: _Penalty, tol: np.
             return math.inf, coef  # a negative lambda or beta is no penalty of the family
         return float(np.max(np.abs(residual - columns @ coef) / tol)), coef
 
+    def projected(rho: float) -> np.ndarray:
+        # the misfit left once the linear constants are solved for this rho
+        columns = _penalty_columns(values, form, rho)
+        return (residual - columns @ _solve(residual, columns)) / tol
+
     def smooth(rho: float) -> float:
         # the least-squares misfit, smooth in rho where the worst point's is not
-        columns = _penalty_columns(values, form, rho)
-        return float(np.linalg.norm((residual - columns @ _solve(residual, columns)) / tol))
+        return float(np.linalg.norm(projected(rho)))
 
     rho = 0.05
     if form.sparsity:
@@ -393,12 +397,39 @@ def _fit_penalty(residual: np.ndarray, values: _Values, form: _Penalty, tol: np.
         refined = float(minimize_scalar(smooth, bounds=(lo, hi), method="bounded",
                                         options={"xatol": 1e-13}).x)
         # the search never returns a bound itself, where a grid point may be exact
-        rho = min((refined, float(_RHO_GRID[best])), key=smooth)
+        rho = _polish_rho(min((refined, float(_RHO_GRID[best])), key=smooth), projected)
     score, coef = misfit(rho)
     coef = list(coef)
     kappa = coef.pop(0) if form.decay_biases is not None else 0.0
     beta = coef.pop(0) if form.sparsity else 0.0
     return replace(form, kappa=float(kappa), beta=float(beta), rho=rho), score
+
+
+def _polish_rho(rho: float, projected: Callable[[float], np.ndarray]) -> float:
+    """Gauss-Newton steps on the projected misfit from the search's rho.
+
+    A minimiser of the misfit's norm finds rho only to about the square root of the
+    precision (the norm is flat to second order there); the misfit itself is linear in the
+    step to first order, so each step gains digits until rounding is reached.
+    """
+    best, best_norm = rho, float(np.linalg.norm(projected(rho)))
+    for _ in range(_POLISH_STEPS):
+        h = 1e-6 * min(best, 1 - best)
+        r = projected(best)
+        slope = (projected(best + h) - projected(best - h)) / (2 * h)
+        if not np.any(slope):
+            break
+        step = -float(slope @ r) / float(slope @ slope)
+        trial = min(max(best + step, 1e-12), 1 - 1e-12)
+        norm = float(np.linalg.norm(projected(trial)))
+        if not norm < best_norm:
+            break
+        best, best_norm = trial, norm
+    return best
+
+
+# Gauss-Newton steps after the bounded search: it converges quadratically from there.
+_POLISH_STEPS = 6
 
 
 class _Forwards:
