@@ -130,3 +130,14 @@ def test_every_hidden_activation_has_a_slope_in_the_fix_lines():
                 assert fields["slope"] == ""
             else:
                 assert "z2" in fields["slope"] or "a2" in fields["slope"], name
+
+
+def test_a_decayed_bias_vector_is_fixed_on_the_bias_line():
+    net, layout, params, x, y, user_x, loss, _ = _user_case(CLASSIFIER, "numpy")
+    wrong = from_canonical(layout, net, NETWORK_MISTAKES["decay_on_biases"].gradient(
+        net, params, x, y))
+    report = gp.check_network(loss, wrong, from_canonical(layout, net, params), user_x, y)
+    finding = next(f for f in report.findings if f.details.get("mistake") == "decay_on_biases")
+    assert finding.tensor.startswith("b")
+    assert finding.details["numpy"].startswith(f"grad_{finding.tensor} = d")
+    assert "sum(d" in finding.details["matlab"] and "lambda" not in finding.details["matlab"]

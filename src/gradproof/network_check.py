@@ -229,7 +229,7 @@ def _mistake_hypotheses(problem: UserProblem, identified: Identified, canonical:
     once when a failing tensor first asks for it."""
     net = identified.network
     computed: dict[str, dict[str, np.ndarray]] = {}
-    names = user_names(identified.layout, net)
+    names = user_names(identified.layout, net, problem)
 
     def hypothesis(mistake: NetworkMistake) -> Hypothesis:
         def test(case: TensorCase, failing: Mapping[str, TensorCase]) -> Finding | None:

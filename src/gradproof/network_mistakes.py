@@ -317,6 +317,9 @@ _OUTPUT_FIX = ("d{out} = (a{out} - Y) / m  # the output delta of the cross-entro
                "d{out} = (a{out} - Y) / m;")
 _MEAN_FIX = ("grad_{W} = {outer} / m + decay  # 1/m once, on the data term",
              "grad_{W} = {outer} / m + decay;")
+# A bias gets no decay: where it is column 0 of the weight, the decay skips that column; where
+# it is its own tensor, its gradient is the delta summed over the examples alone.
+_BIAS_FIX = ("{bias}", "{bias}")
 _DECAY_FIX = ("grad_{W}{cut} += {decay} * {W}{cut}  # the weights themselves, biases excluded",
               "grad_{W}{cut} = grad_{W}{cut} + {decay} * {W}{cut};")
 _SPARSE_FIX = ("d{k} = ({down} + beta * (-rho / rho_hat + (1 - rho) / (1 - rho_hat)) / m)"
@@ -377,7 +380,7 @@ NETWORK_MISTAKES: dict[str, NetworkMistake] = {
             "decay_on_biases", "missing_l2",
             "weight decay applied to the biases too (the bias column regularised, not "
             "skipped); the loss leaves them out",
-            *_DECAY_FIX, _biases_decayed,
+            *_BIAS_FIX, _biases_decayed,
             lambda net: net.bias and net.weight_decay > 0 and not net.decay_biases,
         ),
         NetworkMistake(
@@ -447,6 +450,22 @@ def _slope_text(net: Network, j: int, matlab: bool) -> str:
     return _SLOPES[net.activation[j - 1]][matlab].format(k=j + 1)
 
 
+def _bias_line(layout: Any, names: Mapping[str, str], j: int, weight: str, cut: str,
+               factor: str, matlab: bool) -> str:
+    """Layer j's bias without decay: the decay skipping the bias column of an augmented
+    weight, or the bias's own gradient, the delta summed over the examples."""
+    if layout.biases == "augmented":
+        if matlab:
+            return f"grad_{weight}{cut} = grad_{weight}{cut} + {factor} * {weight}{cut};"
+        return f"grad_{weight}{cut} += {factor} * {weight}{cut}  # the bias skipped"
+    bias = names.get(f"b{j}", f"b{j}")
+    rows = layout.examples == "rows"
+    if matlab:
+        return f"grad_{bias} = sum(d{j + 1}, {1 if rows else 2});  % no decay on a bias"
+    return (f"grad_{bias} = d{j + 1}.sum(axis={0 if rows else 1})  # summed over the examples, "
+            "no decay on a bias")
+
+
 def fix_fields(net: Network, layout: Any, names: Mapping[str, str], tensor: str
                ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The template fields for the user's ``tensor``, in numpy and in MATLAB notation.
@@ -477,8 +496,9 @@ def fix_fields(net: Network, layout: Any, names: Mapping[str, str], tensor: str
         else:  # examples as columns, d{k1}: (n_out, m)
             down = f"{held}" + (t if out_in else "") + f"{times}d{j + 2}"
             outer = f"d{j + 1}{times}a{j}{t}" if out_in else f"a{j}{times}d{j + 1}{t}"
+        factor = decay.replace("lam", "lambda") if matlab else decay
         fields.append({"W": weight, "k": j + 1, "k1": j + 2, "kp": j, "out": net.n_layers + 1,
                        "down": down, "slope": _slope_text(net, j, matlab),
-                       "outer": outer, "cut": cut if augmented else "",
-                       "decay": decay.replace("lam", "lambda") if matlab else decay})
+                       "outer": outer, "cut": cut if augmented else "", "decay": factor,
+                       "bias": _bias_line(layout, names, j, weight, cut, factor, matlab)})
     return fields[0], fields[1]
