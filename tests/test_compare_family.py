@@ -80,10 +80,14 @@ def test_a_flat_theta_with_shapes_is_read_column_major(tmp_path, capsys):
     path = course_file(tmp_path, flat="theta")
     code, report = run_json(capsys, str(path), "--shapes", "Theta1=8x21,Theta2=4x9")
     assert code == 0 and report["model"]["layout"]["container"] == "flat"
-    code, report = run_json(capsys, str(course_file(tmp_path, "mean_never", flat="theta",
-                                                    name="wrong.mat")),
+    code, report = run_json(capsys, str(course_file(tmp_path, "slope_of_activation",
+                                                    flat="theta", name="wrong.mat")),
                             "--shapes", "Theta1=8x21,Theta2=4x9")
     assert code == 1
+    named = [f for f in report["findings"]
+             if f.get("details", {}).get("mistake") == "slope_of_activation"]
+    assert named[0]["tensor"] == "Theta1"
+    assert "Theta2(:, 2:end)" in named[0]["details"]["matlab"]  # the names --shapes gave
 
 
 def test_a_flat_gradient_beside_the_thetas_is_split_like_matlab(tmp_path, capsys):

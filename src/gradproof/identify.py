@@ -773,11 +773,16 @@ def _check_labels(problem: UserProblem, fits: list[Fit]) -> None:
 # ------------------------------------------------------------------------------ words
 
 
-def user_names(layout: Layout, net: Network) -> dict[str, str]:
-    """Network tensor name -> the user's name for what holds it."""
+def user_names(layout: Layout, net: Network, problem: UserProblem | None = None
+               ) -> dict[str, str]:
+    """Network tensor name -> the user's name for what holds it (for a flat vector, the names
+    of the ``shapes`` the user gave, read from ``problem``)."""
     stored = list(layout.stored) if layout.stored is not None else list(net.param_shapes())
     if layout.container == "dict" and layout.names is not None:
         names = dict(zip(stored, layout.names))
+    elif layout.container == "flat" and problem is not None and isinstance(
+            problem.fit_shapes, Mapping):
+        names = dict(zip(stored, problem.fit_shapes))
     elif layout.container == "list":
         names = {name: f"[{i}]" for i, name in enumerate(stored)}
     else:
@@ -788,10 +793,10 @@ def user_names(layout: Layout, net: Network) -> dict[str, str]:
     return names
 
 
-def _decay_text(net: Network, layout: Layout) -> str:
+def _decay_text(net: Network, layout: Layout, problem: UserProblem | None) -> str:
     if not net.weight_decay:
         return "no weight decay"
-    names = user_names(layout, net)
+    names = user_names(layout, net, problem)
     weights = [name for name in net.param_shapes() if name.startswith("W")]
     if layout.biases == "augmented" and not net.decay_biases:
         cut = "[:, 1:]" if layout.weights == "out_in" else "[1:, :]"
@@ -828,7 +833,7 @@ def _describe(net: Network, layout: Layout, problem: UserProblem | None) -> str:
               "labels": f"labels {net.label_base}..{net.label_base + max(k, 2) - 1}",
               "one_hot": "targets as rows of y"}[net.target]
     text = (f"{layers}, {hidden}{net.output} output, {data}, {target}, "
-            f"{_decay_text(net, layout)}")
+            f"{_decay_text(net, layout, problem)}")
     if net.sparsity_weight:
         text += (f", KL sparsity beta = {net.sparsity_weight:.6g} with rho = "
                  f"{net.sparsity_target:.6g}")
@@ -962,11 +967,7 @@ def identify_value(problem: UserProblem, params: Any, value: float | None,
     fits = _fits(problem)
     _check_labels(problem, fits)
     problem.points = [UserPoint(params, math.nan if value is None else value)]
-    candidates = [(fit, net) for fit in fits for net in _value_candidates(problem, fit, constants)
-                  if allowed(net)]
-    scored = [(fit, net, _value_residual(problem, fit.layout, net, params, value))
-              for fit, net in candidates]
-    scored = [(fit, net, r) for fit, net, r in scored if r is not None]
+    scored = _members(problem, fits, params, value, constants, allowed, fit_decay=False)
     if not scored:
         raise InputError("no member of the family fits the file's shapes and the flags given; "
                          "drop a flag (--activation, --loss, --reduction ...) to widen the search")
@@ -981,10 +982,9 @@ def identify_value(problem: UserProblem, params: Any, value: float | None,
     how = "with the constants given"
     if not matches and constants.weight_decay is None:
         matches = _distinct(problem, [
-            (fit, net, r) for fit, net, _ in scored
-            for net in [_decay_fitted(problem, fit, net, params, value)] if net is not None
-            for r in [_value_residual(problem, fit.layout, net, params, value)]
-            if r is not None and r <= 2 * rtol])
+            (fit, net, r) for fit, net, r in _members(problem, fits, params, value, constants,
+                                                      allowed, fit_decay=True)
+            if r <= 2 * rtol])
         how = "each with the lambda that makes its loss the value"
     if not matches:
         closest = min(scored, key=lambda item: item[2])
@@ -1005,60 +1005,81 @@ def identify_value(problem: UserProblem, params: Any, value: float | None,
         "choose with --activation, --output-activation, --loss, --reduction or --weight-decay"))
 
 
-def _value_candidates(problem: UserProblem, fit: Fit, constants: Constants
-                      ) -> Iterator[Network]:
-    """Every member the shapes allow, with the given constants in each form they may take."""
-    m = examples_as_rows(fit.layout, problem.x).shape[0]
-    lam = constants.weight_decay or 0.0
-    for candidate in _data_candidates(fit, problem.y, m):
-        net = candidate.net
-        if constants.sparsity_weight:
-            if not (net.code_layer and net.activation[net.code_layer - 1] == "sigmoid"):
+def _members(problem: UserProblem, fits: list[Fit], params: Any, value: float | None,
+             constants: Constants, allowed: Callable[[Network], bool], fit_decay: bool
+             ) -> list[tuple[Fit, Network, float]]:
+    """Every allowed member, in the family's order, with its loss's difference from ``value``
+    relative to the loss's scale (0 without a value).
+
+    One forward pass per layout and hidden activation: the data term's scale and 1/2 are
+    factors, and the penalties (sums of squares, the KL of the code layer's means) are added
+    to it, so that the members of the decay's forms cost no further pass. With
+    ``fit_decay``, each member's lambda (the weights', the course's form) is the one that
+    makes its loss ``value``; members whose loss exceeds it without a decay are left out.
+    """
+    found = []
+    weight = _size_weight(problem.dtype)
+    for fit in fits:
+        x_rows = examples_as_rows(fit.layout, problem.x)
+        m = x_rows.shape[0]
+        canonical = [to_canonical(fit.layout, Network(**fit.network_options(), target="one_hot"),
+                                  params)]
+        forwards = _Forwards(fit, canonical, x_rows)
+        for candidate in _data_candidates(fit, problem.y, m):
+            net = _with_sparsity(candidate.net, constants)
+            try:
+                values = _values(candidate, forwards, canonical)
+            except InputError:
+                continue  # labels this reading cannot hold
+            if net is None:
                 continue
-            net = replace(net, sparsity_weight=constants.sparsity_weight,
-                          sparsity_target=constants.sparsity_target)
-        for scale in _scales(net.loss_name):
-            scaled = replace(net, squared_half=scale.squared_half, reduction=scale.reduction)
-            if not lam:
-                yield scaled
-                continue
-            for half, mean, biases in itertools.product(
-                    (True, False), (scale.reduction == "mean", scale.reduction != "mean"),
-                    (False, True) if net.bias else (False,)):
-                yield replace(scaled, weight_decay=lam, decay_half=half, decay_mean=mean,
-                              decay_biases=biases)
+            kl = (net.sparsity_weight * float(np.sum(kl_divergence(
+                net.sparsity_target, values.code_means[0]))) if net.sparsity_weight else 0.0)
+            for scale in _scales(net.loss_name):
+                base = replace(net, squared_half=scale.squared_half, reduction=scale.reduction)
+                if not allowed(base):
+                    continue
+                factor = scale.factor(net.loss_name, m)
+                data, size = factor * values.data[0], factor * values.size[0]
+                rest = None if value is None else value - data - kl
+                for member in _decays(base, constants, m, values, rest if fit_decay else None):
+                    penalty = kl + decay_slope(member, m) / 2 * (
+                        values.weights[0] + (values.biases[0] if member.decay_biases else 0.0))
+                    residual = 0.0 if value is None else abs(data + penalty - value) / max(
+                        abs(value) + weight * (size + penalty), 1e-300)
+                    found.append((fit, member, residual))
+    return found
 
 
-def _value_residual(problem: UserProblem, layout: Layout, net: Network, params: Any,
-                    value: float | None) -> float | None:
-    """|net's loss - value| relative to the loss's scale; None where the network cannot read
-    the targets; 0 without a value."""
-    try:
-        canonical, x_rows, y = _canonical(layout, net, problem, params)
-        own = net.loss(canonical, x_rows, y)
-        if value is None:
-            return 0.0
-        size = loss_size(net, canonical, x_rows, y)
-    except InputError:
+def _with_sparsity(net: Network, constants: Constants) -> Network | None:
+    """``net`` with the given sparsity penalty; None where it has no sigmoid code layer."""
+    if not constants.sparsity_weight:
+        return net
+    if not (net.code_layer and net.activation[net.code_layer - 1] == "sigmoid"):
         return None
-    return abs(own - value) / max(abs(value) + _size_weight(problem.dtype) * size, 1e-300)
+    return replace(net, sparsity_weight=constants.sparsity_weight,
+                   sparsity_target=constants.sparsity_target)
 
 
-def _decay_fitted(problem: UserProblem, fit: Fit, net: Network, params: Any, value: float
-                  ) -> Network | None:
-    """``net`` with the weight decay (the weights', the course's form) that makes its loss
-    ``value``; None where its loss without a decay already exceeds the value."""
-    if net.weight_decay:
-        return None
-    canonical, x_rows, y = _canonical(fit.layout, net, problem, params)
-    rest = value - net.loss(canonical, x_rows, y)
-    squares = sum(float(np.vdot(w, w)) for k, w in canonical.items() if k.startswith("W"))
-    if rest < 0 or squares == 0:
-        return None
+def _decays(net: Network, constants: Constants, m: int, values: _Values, rest: float | None
+            ) -> Iterator[Network]:
+    """``net`` with each decay form the constants allow: none; lambda given, in every form
+    (``lambda/2`` or ``lambda``, with or without 1/m, biases excluded or included); or, with
+    ``rest`` (the value less the rest of the loss), the lambda that makes up ``rest``."""
     mean = net.reduction == "mean"
-    m = x_rows.shape[0]
-    return replace(net, weight_decay=2 * rest / squares * (m if mean else 1),
-                   decay_half=True, decay_mean=mean, decay_biases=False)
+    if rest is not None:
+        squares = float(values.weights[0])
+        if rest >= 0 and squares > 0:
+            yield replace(net, weight_decay=2 * rest / squares * (m if mean else 1),
+                          decay_half=True, decay_mean=mean, decay_biases=False)
+        return
+    if not constants.weight_decay:
+        yield net
+        return
+    for half, per_m, biases in itertools.product(
+            (True, False), (mean, not mean), (False, True) if net.bias else (False,)):
+        yield replace(net, weight_decay=constants.weight_decay, decay_half=half,
+                      decay_mean=per_m, decay_biases=biases)
 
 
 def _brief(net: Network) -> str:
