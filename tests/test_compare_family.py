@@ -142,6 +142,14 @@ def test_flags_narrow_the_members(tmp_path, capsys):
     assert report["model"]["network"]["loss_name"] == "squared"
 
 
+def test_layout_flags_narrow_the_layouts(tmp_path, capsys):
+    path = str(course_file(tmp_path))
+    assert main(["compare", path, "--weights", "out_in", "--examples", "rows"]) == 0
+    capsys.readouterr()
+    assert main(["compare", path, "--examples", "columns"]) == 2
+    assert "--examples" in capsys.readouterr().err
+
+
 def test_bad_input_is_a_message_and_exit_2(tmp_path, capsys):
     path = tmp_path / "no_grad.mat"
     scipy.io.savemat(path, {"X": np.ones((3, 2)), "y": np.ones((3, 1)),

@@ -950,21 +950,26 @@ _LISTED = 4
 
 
 def identify_value(problem: UserProblem, params: Any, value: float | None,
-                   constants: Constants, allowed: Callable[[Network], bool] = lambda net: True
+                   constants: Constants, allowed: Callable[[Network], bool] = lambda net: True,
+                   layouts: Callable[[Layout], bool] = lambda layout: True
                    ) -> ValueIdentification:
     """Choose the member of the family whose loss at the point is ``value``.
 
     One value cannot fit constants and verify them, so the constants come from
     ``constants``; where lambda is unknown and no member without a decay gives the value,
     each member's lambda is the one that makes its loss the value, and the members left are
-    told apart only when one remains. ``allowed`` keeps the members the user's flags allow.
+    told apart only when one remains. ``allowed`` keeps the members the user's flags allow,
+    ``layouts`` the layouts.
 
     Raises
     ------
     InputError
         No member of the family is allowed by the shapes and ``allowed``.
     """
-    fits = _fits(problem)
+    fits = [fit for fit in _fits(problem) if layouts(fit.layout)]
+    if not fits:
+        raise InputError("the shapes fit no layout stored the way the flags given say "
+                         "(--examples, --weights); drop them to try every layout")
     _check_labels(problem, fits)
     problem.points = [UserPoint(params, math.nan if value is None else value)]
     scored = _members(problem, fits, params, value, constants, allowed, fit_decay=False)

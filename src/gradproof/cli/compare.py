@@ -218,8 +218,10 @@ def _run_family(args: argparse.Namespace, console: Console) -> int:
     lam = args.weight_decay if args.weight_decay is not None else family_file.weight_decay
     constants = Constants(lam, args.sparsity_weight or 0.0,
                           args.sparsity_target if args.sparsity_target is not None else 0.05)
-    chosen = identify_value(problem, family_file.params, family_file.loss, constants,
-                            _allowed(args))
+    chosen = identify_value(
+        problem, family_file.params, family_file.loss, constants, _allowed(args),
+        lambda layout: args.examples in ("auto", layout.examples)
+        and args.weights in ("auto", layout.weights))
     identified = chosen.model
 
     def loss(params: Any) -> float:
