@@ -7,18 +7,23 @@ import fnmatch
 import re
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_the_mat_file_the_readme_example_writes_is_ignored_by_git():
-    source = (ROOT / "examples" / "seed_backprop.py").read_text()
-    written = re.findall(r'savemat\(\s*"([^"]+)"', source)
+@pytest.mark.parametrize("example, written", [
+    ("seed_backprop.py", "seed_backprop.mat"),
+    ("course_classifier.py", "course_classifier.mat"),
+])
+def test_the_mat_file_a_readme_example_writes_is_ignored_by_git(example, written):
+    source = (ROOT / "examples" / example).read_text()
     patterns = [
         line.strip() for line in (ROOT / ".gitignore").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     ]
-    assert written == ["seed_backprop.mat"]
-    assert any(fnmatch.fnmatch(written[0], pattern.lstrip("/")) for pattern in patterns)
+    assert re.findall(r'savemat\(\s*"([^"]+)"', source) == [written]
+    assert any(fnmatch.fnmatch(written, pattern.lstrip("/")) for pattern in patterns)
 
 
 def _skip_reasons(tree: ast.AST) -> list[ast.expr]:

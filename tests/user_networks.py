@@ -170,3 +170,73 @@ def sparse_autoencoder(m: int = 40, n_in: int = 10, hidden: int = 4, lam: float 
     bugs = (("tied_decoder_path_missing", "tied_encoder_path_missing") if tied
             else ("sparsity_missing",))
     return UserNet(params, x, None, loss, grad, bugs)
+
+
+def matlab_autoencoder(m: int = 30, n_in: int = 8, hidden: int = 5, seed: int = 3) -> UserNet:
+    """An autoencoder in the MATLAB course's layout: examples as columns of X (n_in, m),
+    ``Theta1`` (hidden, n_in + 1) and ``Theta2`` (n_in, hidden + 1) with the biases as column
+    1, sigmoid layers, ``1/(2m) * sum (h - X).^2``; the bug sends the error back through
+    ``Theta1`` (the mirrored weight, whose shapes fit) instead of ``Theta2``."""
+    rng = np.random.default_rng(seed)
+    x = rng.random((n_in, m))
+    params = {"Theta1": rng.uniform(-0.5, 0.5, (hidden, n_in + 1)),
+              "Theta2": rng.uniform(-0.5, 0.5, (n_in, hidden + 1))}
+
+    def forward(p):
+        a1 = np.vstack([np.ones((1, m)), x])  # (n_in + 1, m)
+        a2 = np.vstack([np.ones((1, m)), sigmoid(p["Theta1"] @ a1)])  # (hidden + 1, m)
+        return a1, a2, sigmoid(p["Theta2"] @ a2)  # h: (n_in, m)
+
+    def loss(p):
+        return float(0.5 / m * np.sum((forward(p)[2] - x) ** 2))
+
+    def grad(p, bug=None):
+        a1, a2, h = forward(p)
+        d3 = (h - x) * h * (1 - h)  # (n_in, m)
+        back = (p["Theta1"][:, 1:] if bug == "backprop_through_mirror_weight"
+                else p["Theta2"][:, 1:].T)  # (hidden, n_in)
+        d2 = (back @ d3) * a2[1:] * (1 - a2[1:])  # (hidden, m)
+        return {"Theta1": d2 @ a1.T / m, "Theta2": d3 @ a2.T / m}
+
+    return UserNet(params, x, None, loss, grad, ("backprop_through_mirror_weight",))
+
+
+def deep_classifier(m: int = 40, sizes: tuple[int, ...] = (6, 5, 5, 3), lam: float = 0.05,
+                    seed: int = 4) -> UserNet:
+    """A numpy classifier with two hidden layers of different activations (relu, then tanh),
+    a softmax output, mean cross-entropy over 0-based labels and ``lam/2 * sum W**2``; the bug
+    sends the error back through the square ``W2`` untransposed (``d @ W2`` for ``d @ W2.T``)."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(m, sizes[0]))
+    y = rng.integers(0, sizes[-1], size=m)
+    params = {}
+    for k in range(1, len(sizes)):
+        params[f"W{k}"] = rng.normal(size=(sizes[k - 1], sizes[k])) / np.sqrt(sizes[k - 1])
+        params[f"b{k}"] = rng.normal(size=sizes[k]) * 0.1
+    Y = np.eye(sizes[-1])[y]
+
+    def forward(p):
+        h1 = np.maximum(x @ p["W1"] + p["b1"], 0.0)  # (m, sizes[1])
+        h2 = np.tanh(h1 @ p["W2"] + p["b2"])  # (m, sizes[2])
+        s = h2 @ p["W3"] + p["b3"]
+        e = np.exp(s - s.max(axis=1, keepdims=True))
+        return h1, h2, e / e.sum(axis=1, keepdims=True)
+
+    def loss(p):
+        probs = forward(p)[2]
+        decay = sum(np.sum(p[f"W{k}"] ** 2) for k in range(1, len(sizes)))
+        return float(-np.mean(np.log(probs[np.arange(m), y])) + lam / 2 * decay)
+
+    def grad(p, bug=None):
+        h1, h2, probs = forward(p)
+        d3 = (probs - Y) / m  # (m, K)
+        d2 = d3 @ p["W3"].T * (1 - h2**2)  # (m, sizes[2])
+        back = p["W2"] if bug == "backprop_untransposed" else p["W2"].T  # (5, 5): both fit
+        d1 = d2 @ back * (h1 > 0)  # (m, sizes[1])
+        out = {}
+        for k, (a, d) in enumerate(((x, d1), (h1, d2), (h2, d3)), start=1):
+            out[f"W{k}"] = a.T @ d + lam * p[f"W{k}"]
+            out[f"b{k}"] = d.sum(axis=0)
+        return out
+
+    return UserNet(params, x, y, loss, grad, ("backprop_untransposed",))

@@ -3,12 +3,14 @@
 Contract: ``identify(loss, params, x, y) -> Identification``. The user's loss is evaluated at
 the given point and at a few seeded random points near it (``POINTS`` in all); for every
 layout under which the parameters' and the data's shapes form a network
-(``layouts.fit_layouts``) and every discrete option of the family (hidden and output
-activations, the loss and its 1/2, sum or mean, labels 0- or 1-based or one-hot targets),
-the data term is evaluated at the same points, and the constants that enter linearly
+(``layouts.fit_layouts``) and every discrete option of the family (hidden activations, one
+for all hidden layers or one per layer; the output activation, the loss and its 1/2, sum or
+mean, labels 0- or 1-based or one-hot targets), the data term is evaluated at the same points, and the constants that enter linearly
 (lambda of the weight decay, with or without the biases; beta of the sparsity penalty, with
 rho found by a grid and a bounded 1-D search) are solved from the residual by least squares.
-A member is identified when its loss equals the user's to rounding at every point.
+A member is identified when its loss equals the user's to rounding at every point: within
+``RTOL`` of ``|J|``, plus ``SIZE_ULPS`` rounding units of the size of the terms the loss adds up
+(``loss_size``), which exceeds ``|J|`` where they cancel.
 
 Only values are compared, never gradients: the user's gradient is what is being checked.
 The decay's form (``lambda/2`` or ``lambda``, with or without 1/m) cannot be told apart from
@@ -34,11 +36,13 @@ from scipy.optimize import minimize_scalar
 from gradproof.errors import InputError
 from gradproof.layouts import Fit, Layout, examples_as_rows, fit_layouts, from_canonical, to_canonical
 from gradproof.nn.activations import ACTIVATIONS
-from gradproof.nn.losses import kl_divergence
+from gradproof.nn.losses import LOSSES, REDUCTIONS, kl_divergence
 from gradproof.nn.autoencoder import ForwardCache
 from gradproof.nn.network import DATA_TERMS, Network
 from gradproof.nn.softmax import softmax_cross_entropy
+from gradproof.network_mistakes import decay_slope
 from gradproof.params import ParamLayout, parse_params
+from gradproof.report import Finding
 
 Params = dict[str, np.ndarray]
 
@@ -53,6 +57,16 @@ _MOVE = (0.3, 0.6, 1.0, 0.45)
 # Relative agreement that counts as "equal to rounding" for a float64 loss, and for a loss
 # whose parameters the user holds in float32.
 RTOL = {np.dtype(np.float64): 1e-9, np.dtype(np.float32): 3e-5}
+
+# Where the terms a loss adds up are larger than the loss (they cancel, or a formula is
+# ill-conditioned there), two right formulas differ by rounding of the terms' size
+# (``loss_size``): that many units in the last place of it are allowed on top of ``RTOL``.
+SIZE_ULPS = 64
+
+
+def _size_weight(dtype: np.dtype) -> float:
+    """The weight of the terms' size beside |J| in the match's scale, ``RTOL`` units."""
+    return SIZE_ULPS * float(np.finfo(dtype).eps) / RTOL[dtype]
 
 # Candidate sparsity targets, refined by a bounded search around the best.
 _RHO_GRID = np.unique(np.concatenate([np.geomspace(1e-3, 0.5, 24), np.linspace(0.5, 0.99, 12)]))
@@ -157,6 +171,15 @@ def read_problem(loss: Callable[[Any], Any], params: Any, x: Any, y: Any,
     """The user's parameters, data and loss, checked; ``InputError`` naming what is wrong."""
     if not callable(loss):
         raise InputError(f"loss must be a callable loss(params) -> float; got {type(loss).__name__}")
+    problem = read_inputs(params, x, y, shapes, order)
+    problem.loss = loss
+    problem.points = _user_points(problem, params)
+    return problem
+
+
+def read_inputs(params: Any, x: Any, y: Any, shapes: Any = None, order: str = "C"
+                ) -> UserProblem:
+    """The user's parameters and data, checked, without a loss (a file holds none)."""
     layout, flat = parse_params(params, shapes, order)
     if shapes is not None:
         structure = "flat"
@@ -189,9 +212,11 @@ def read_problem(loss: Callable[[Any], Any], params: Any, x: Any, y: Any,
     dtype = np.dtype(np.float32) if any(
         np.asarray(leaf).dtype == np.float32 for leaf in layout.leaves(params)
     ) else np.dtype(np.float64)
-    problem = UserProblem(loss, layout, flat, structure, fit_shapes, data, y, dtype)
-    problem.points = _user_points(problem, params)
-    return problem
+    return UserProblem(_no_loss, layout, flat, structure, fit_shapes, data, y, dtype)
+
+
+def _no_loss(params: Any) -> float:
+    raise InputError("no loss function was given: only its value at the point is known")
 
 
 def _user_points(problem: UserProblem, params: Any) -> list[UserPoint]:
@@ -273,14 +298,20 @@ def _targets(fit: Fit, y: Any, m: int) -> Iterator[tuple[str, int, Any]]:
             yield "labels", base, arr.reshape(-1)
 
 
-def _hidden(fit: Fit) -> tuple[str, ...]:
-    return tuple(ACTIVATIONS) if len(fit.layers) > 2 else ("sigmoid",)
+def _hidden(fit: Fit, mixed: bool) -> list[str | tuple[str, ...]]:
+    """The hidden activations to try: one for every hidden layer, or (``mixed``) one per
+    layer in every mix of different ones (a relu layer under a tanh one)."""
+    depth = len(fit.layers) - 2
+    if not mixed:
+        return list(ACTIVATIONS) if depth else ["sigmoid"]  # no hidden layer: name unused
+    return [mix for mix in itertools.product(ACTIVATIONS, repeat=depth) if len(set(mix)) > 1]
 
 
-def _data_candidates(fit: Fit, y: Any, m: int) -> Iterator[_DataCandidate]:
+def _data_candidates(fit: Fit, y: Any, m: int, mixed: bool = False
+                     ) -> Iterator[_DataCandidate]:
     options = fit.network_options()
     for (target, base, y_read), hidden, (output, loss_name) in itertools.product(
-        _targets(fit, y, m), _hidden(fit), _OUTPUTS
+        _targets(fit, y, m), _hidden(fit, mixed), _OUTPUTS
     ):
         try:
             net = Network(**options, activation=hidden, output=output, loss_name=loss_name,
@@ -316,6 +347,7 @@ class _Values:
     """A candidate's pieces at every point: data term, squared weights and biases, code means."""
 
     data: np.ndarray  # (points,)
+    size: np.ndarray  # (points,): the size of the data term's terms (``_term_size``)
     weights: np.ndarray
     biases: np.ndarray
     code_means: list[np.ndarray] | None
@@ -349,10 +381,14 @@ def _fit_penalty(residual: np.ndarray, values: _Values, form: _Penalty, tol: np.
             return math.inf, coef  # a negative lambda or beta is no penalty of the family
         return float(np.max(np.abs(residual - columns @ coef) / tol)), coef
 
+    def projected(rho: float) -> np.ndarray:
+        # the misfit left once the linear constants are solved for this rho
+        columns = _penalty_columns(values, form, rho)
+        return (residual - columns @ _solve(residual, columns)) / tol
+
     def smooth(rho: float) -> float:
         # the least-squares misfit, smooth in rho where the worst point's is not
-        columns = _penalty_columns(values, form, rho)
-        return float(np.linalg.norm((residual - columns @ _solve(residual, columns)) / tol))
+        return float(np.linalg.norm(projected(rho)))
 
     rho = 0.05
     if form.sparsity:
@@ -361,12 +397,39 @@ def _fit_penalty(residual: np.ndarray, values: _Values, form: _Penalty, tol: np.
         refined = float(minimize_scalar(smooth, bounds=(lo, hi), method="bounded",
                                         options={"xatol": 1e-13}).x)
         # the search never returns a bound itself, where a grid point may be exact
-        rho = min((refined, float(_RHO_GRID[best])), key=smooth)
+        rho = _polish_rho(min((refined, float(_RHO_GRID[best])), key=smooth), projected)
     score, coef = misfit(rho)
     coef = list(coef)
     kappa = coef.pop(0) if form.decay_biases is not None else 0.0
     beta = coef.pop(0) if form.sparsity else 0.0
     return replace(form, kappa=float(kappa), beta=float(beta), rho=rho), score
+
+
+def _polish_rho(rho: float, projected: Callable[[float], np.ndarray]) -> float:
+    """Gauss-Newton steps on the projected misfit from the search's rho.
+
+    A minimiser of the misfit's norm finds rho only to about the square root of the
+    precision (the norm is flat to second order there); the misfit itself is linear in the
+    step to first order, so each step gains digits until rounding is reached.
+    """
+    best, best_norm = rho, float(np.linalg.norm(projected(rho)))
+    for _ in range(_POLISH_STEPS):
+        h = 1e-6 * min(best, 1 - best)
+        r = projected(best)
+        slope = (projected(best + h) - projected(best - h)) / (2 * h)
+        if not np.any(slope):
+            break
+        step = -float(slope @ r) / float(slope @ slope)
+        trial = min(max(best + step, 1e-12), 1 - 1e-12)
+        norm = float(np.linalg.norm(projected(trial)))
+        if not norm < best_norm:
+            break
+        best, best_norm = trial, norm
+    return best
+
+
+# Gauss-Newton steps after the bounded search: it converges quadratically from there.
+_POLISH_STEPS = 6
 
 
 class _Forwards:
@@ -402,13 +465,35 @@ class _Forwards:
         return self._cache[key]
 
 
-def _data_term(net: Network, cache: ForwardCache, t: np.ndarray) -> float:
-    """``net``'s data term (squared error with its 1/2, summed) from the shared forward pass."""
-    s = cache.pre_activations[-1]  # (m, layers[-1]), the output's pre-activation
+def _data_term(net: Network, s: np.ndarray, t: np.ndarray) -> tuple[float, float]:
+    """``net``'s data term (squared error with its 1/2, summed) from the output
+    pre-activation ``s``, and the size of the terms it sums (``_term_size``)."""
     if net.output == "softmax":
-        return softmax_cross_entropy(t, s)[0]
+        return softmax_cross_entropy(t, s)[0], _term_size(net, t, None, s)
     activation = ACTIVATIONS[net.output]
-    return DATA_TERMS[net.loss_name](t, activation.forward(s), s, activation)[0]
+    z = activation.forward(s)
+    return DATA_TERMS[net.loss_name](t, z, s, activation)[0], _term_size(net, t, z, s)
+
+
+def _term_size(net: Network, t: np.ndarray, z: np.ndarray | None, s: np.ndarray) -> float:
+    """The sum of the magnitudes of the intermediate terms the data term adds up.
+
+    Where those terms cancel (a cross-entropy ``softplus(s) - t s`` with large ``|s|``), two
+    correct formulas of the same loss differ by rounding of this size, not of ``|J|``: the
+    loss match scales its tolerance with it.
+    """
+    if net.output == "softmax":
+        # lse(s_i) - t_i . s_i: the log-sum-exp is within log K of the row's largest |s|
+        top = np.abs(s).max(axis=1) + math.log(s.shape[1])  # (m,)
+        return float(np.sum(t.sum(axis=1) * top) + np.sum(np.abs(t * s)))
+    size = LOSSES[net.loss_name].magnitude(t, z, s)
+    if net.loss_name == "cross_entropy":
+        # written from the probability, -[t log z + (1-t) log(1-z)], the loss inherits z's
+        # rounding: 1 - z has relative error eps * z / (1 - z) = eps * e^s, and z itself
+        # eps * e^-s where it is tiny
+        clipped = np.clip(s, -700.0, 700.0)
+        size = size + np.abs(1 - t) * np.exp(clipped) + np.abs(t) * np.exp(-clipped)
+    return float(np.sum(size))
 
 
 def _values(candidate: _DataCandidate, forwards: _Forwards, canonical: list[Params],
@@ -417,13 +502,14 @@ def _values(candidate: _DataCandidate, forwards: _Forwards, canonical: list[Para
     t = net.targets(forwards.x, candidate.y)  # InputError for labels this reading cannot hold
     points = range(1 if first_only else len(canonical))
     caches = [forwards.at(net, i) for i in points]
-    data = np.array([_data_term(net, cache, t) for cache in caches])
+    terms = np.array([_data_term(net, cache.pre_activations[-1], t) for cache in caches])
+    data, size = terms[:, 0], terms[:, 1]
     weights = forwards.squares("W")[: len(points)]
     biases = forwards.squares("b")[: len(points)]
     code_means = None
     if net.code_layer and net.activation[net.code_layer - 1] == "sigmoid":
         code_means = [cache.activations[net.code_layer].mean(axis=0) for cache in caches]
-    return _Values(data, weights, biases, code_means)
+    return _Values(data, size, weights, biases, code_means)
 
 
 # -------------------------------------------------------------------------- identification
@@ -486,11 +572,16 @@ def identify_problem(problem: UserProblem) -> Identification:
     _check_labels(problem, fits)
     matches: list[Identified] = []
     best, tried = _Best(), 0
-    for fit in fits:
-        found, count = _identify_fit(problem, fit, best)
-        tried += count
-        if found is not None and not any(_same_reading(problem, found, m) for m in matches):
-            matches.append(found)
+    # one activation for all hidden layers first; the mixes (many more) only where none fits
+    for mixed in (False, True):
+        for fit in fits:
+            found, count = _identify_fit(problem, fit, best, mixed)
+            tried += count
+            if found is not None and not any(_same_reading(problem, found, m)
+                                             for m in matches):
+                matches.append(found)
+        if matches:
+            break
     if len(matches) > 1:
         _ambiguous([m.layout for m in matches])
     if matches:
@@ -548,7 +639,7 @@ def given_model(problem: UserProblem, net: Network, layout: Layout | None) -> Id
     return Identified(net, lay, res, _describe(net, lay, problem))
 
 
-def _identify_fit(problem: UserProblem, fit: Fit, best: _Best
+def _identify_fit(problem: UserProblem, fit: Fit, best: _Best, mixed: bool
                   ) -> tuple[Identified | None, int]:
     x_rows = examples_as_rows(fit.layout, problem.x)
     m = x_rows.shape[0]
@@ -557,8 +648,9 @@ def _identify_fit(problem: UserProblem, fit: Fit, best: _Best
     forwards = _Forwards(fit, canonical, x_rows)
     user = np.array([p.value for p in problem.points])
     rtol = RTOL[problem.dtype]
+    weight = _size_weight(problem.dtype)
     tried = 0
-    for candidate in _data_candidates(fit, problem.y, m):
+    for candidate in _data_candidates(fit, problem.y, m, mixed):
         tried += 1
         try:
             first = _values(candidate, forwards, canonical, first_only=True)
@@ -571,8 +663,9 @@ def _identify_fit(problem: UserProblem, fit: Fit, best: _Best
             continue  # its data term alone exceeds the user's loss
         values = _values(candidate, forwards, canonical)
         for scale in scales:
-            data = scale.factor(candidate.net.loss_name, m) * values.data
-            tol = rtol * (np.abs(user) + np.abs(data)) + 1e-300
+            factor = scale.factor(candidate.net.loss_name, m)
+            data = factor * values.data
+            tol = rtol * (np.abs(user) + weight * factor * values.size) + 1e-300
             for form in _forms(candidate.net):
                 fitted, score = _fit_penalty(user - data, values, form, tol)
                 if score <= 1.0:
@@ -615,17 +708,32 @@ def _confirm(problem: UserProblem, fit: Fit, candidate: _DataCandidate, scale: _
 
 
 def _residual(problem: UserProblem, layout: Layout, net: Network) -> float:
-    """The largest relative difference between ``net``'s loss and the user's over the points
-    (inf where the network cannot read the parameters or the targets)."""
+    """The largest difference between ``net``'s loss and the user's over the points, relative
+    to |J| plus ``_size_weight`` times the size of the loss's terms (``loss_size``); inf where
+    the network cannot read the parameters or the targets."""
     worst = 0.0
     for point in problem.points:
         try:
             params, x_rows, y = _canonical(layout, net, problem, point.params)
             value = net.loss(params, x_rows, y)
+            size = loss_size(net, params, x_rows, y)
         except InputError:
             return math.inf
-        worst = max(worst, abs(value - point.value) / max(abs(point.value), 1e-300))
+        scale = abs(point.value) + _size_weight(problem.dtype) * size
+        worst = max(worst, abs(value - point.value) / max(scale, 1e-300))
     return worst
+
+
+def loss_size(net: Network, params: Params, x_rows: np.ndarray, y: Any) -> float:
+    """The size of the terms ``net``'s loss adds up at a point: its data term's
+    (``_term_size``) with the loss's factor, plus the penalties (never negative)."""
+    t = net.targets(x_rows, y)
+    s = net.forward(params, x_rows)[1].pre_activations[-1]
+    data, size = _data_term(net, s, t)
+    factor = REDUCTIONS[net.reduction](x_rows.shape[0]) * (
+        2.0 if net.loss_name == "squared" and not net.squared_half else 1.0)
+    penalties = net.loss(params, x_rows, y) - factor * data
+    return factor * size + abs(penalties)
 
 
 def _round(value: float) -> float:
@@ -665,11 +773,16 @@ def _check_labels(problem: UserProblem, fits: list[Fit]) -> None:
 # ------------------------------------------------------------------------------ words
 
 
-def user_names(layout: Layout, net: Network) -> dict[str, str]:
-    """Network tensor name -> the user's name for what holds it."""
+def user_names(layout: Layout, net: Network, problem: UserProblem | None = None
+               ) -> dict[str, str]:
+    """Network tensor name -> the user's name for what holds it (for a flat vector, the names
+    of the ``shapes`` the user gave, read from ``problem``)."""
     stored = list(layout.stored) if layout.stored is not None else list(net.param_shapes())
     if layout.container == "dict" and layout.names is not None:
         names = dict(zip(stored, layout.names))
+    elif layout.container == "flat" and problem is not None and isinstance(
+            problem.fit_shapes, Mapping):
+        names = dict(zip(stored, problem.fit_shapes))
     elif layout.container == "list":
         names = {name: f"[{i}]" for i, name in enumerate(stored)}
     else:
@@ -680,10 +793,10 @@ def user_names(layout: Layout, net: Network) -> dict[str, str]:
     return names
 
 
-def _decay_text(net: Network, layout: Layout) -> str:
+def _decay_text(net: Network, layout: Layout, problem: UserProblem | None) -> str:
     if not net.weight_decay:
         return "no weight decay"
-    names = user_names(layout, net)
+    names = user_names(layout, net, problem)
     weights = [name for name in net.param_shapes() if name.startswith("W")]
     if layout.biases == "augmented" and not net.decay_biases:
         cut = "[:, 1:]" if layout.weights == "out_in" else "[1:, :]"
@@ -702,7 +815,11 @@ def _decay_text(net: Network, layout: Layout) -> str:
 def _describe(net: Network, layout: Layout, problem: UserProblem | None) -> str:
     m = "m" if problem is None else str(problem.x.shape[0 if layout.examples == "rows" else 1])
     layers = "-".join(str(n) for n in net.layers)
-    hidden = f"{net.activation[0]} hidden, " if net.activation else ""
+    hidden = ""
+    if len(set(net.activation)) == 1:
+        hidden = f"{net.activation[0]} hidden, "
+    elif net.activation:
+        hidden = f"{', '.join(net.activation)} hidden (layer by layer), "
     k = net.layers[-1]
     if net.loss_name == "squared":
         data = f"{'1/2 * ' if net.squared_half else ''}squared error summed over the {k} outputs"
@@ -716,13 +833,44 @@ def _describe(net: Network, layout: Layout, problem: UserProblem | None) -> str:
               "labels": f"labels {net.label_base}..{net.label_base + max(k, 2) - 1}",
               "one_hot": "targets as rows of y"}[net.target]
     text = (f"{layers}, {hidden}{net.output} output, {data}, {target}, "
-            f"{_decay_text(net, layout)}")
+            f"{_decay_text(net, layout, problem)}")
     if net.sparsity_weight:
         text += (f", KL sparsity beta = {net.sparsity_weight:.6g} with rho = "
                  f"{net.sparsity_target:.6g}")
     if net.tied:
         text += ", tied weights"
     return f"{text}; {layout.describe()}"
+
+
+def decay_form_note(identified: Identified, m: int) -> Finding | None:
+    """A ``convention`` note: the weight decay's forms that fit the loss values equally.
+
+    Only the factor of ``sum W**2`` enters the loss, so ``lambda/(2m)``, ``lambda/2``,
+    ``lambda/m`` and ``lambda`` with each its own lambda compute the same loss and the same
+    gradient: the values cannot tell them apart. Not a bug claim; it says which form the
+    report's lambda belongs to. None without a decay.
+    """
+    net = identified.network
+    if not net.weight_decay:
+        return None
+    kappa = decay_slope(net, m) / 2  # the factor of sum W**2
+    forms = {"lambda/(2m)": 2 * m * kappa, "lambda/2": 2 * kappa, "lambda/m": m * kappa,
+             "lambda": kappa}
+    stated = "lambda/(2m)" if net.decay_mean else "lambda/2"
+    others = ", ".join(f"{form} * sum W**2 with lambda = {value:.6g}"
+                       for form, value in forms.items() if form != stated)
+    return Finding(
+        # the note concerns the loss as a whole, not one tensor
+        "convention", ("loss",),
+        f"the loss values fit the weight decay as {stated} * sum W**2 with lambda = "
+        f"{forms[stated]:.6g}, and equally as {others}: only the factor of sum W**2 "
+        f"({kappa:.6g} with m = {m}) enters the loss, so the values cannot tell the forms "
+        f"apart; the report states {stated}, the course's form for a loss "
+        f"{'averaged' if net.reduction == 'mean' else 'summed'} over the examples",
+        fix="nothing to fix: every form gives the same loss and the same gradient; read the "
+        "report's lambda as the lambda of that form",
+        details={"stated": stated, "forms": forms, "factor": kappa},
+    )
 
 
 def _shapes_text(problem: UserProblem) -> str:
@@ -752,3 +900,218 @@ def _canonical(layout: Layout, net: Network, problem: UserProblem, params: Any
 def user_gradient(identified: Identified, grads: Params) -> Any:
     """The network's gradient in the user's structure."""
     return from_canonical(identified.layout, identified.network, grads)
+
+
+# ------------------------------------------------------------ identification from one value
+
+
+@dataclass(frozen=True)
+class Constants:
+    """The penalties' constants that a file or the flags give.
+
+    Attributes
+    ----------
+    weight_decay : float or None
+        lambda, in a form the loss value picks (``lambda/2`` or ``lambda``, with or without
+        1/m, biases excluded or included); None where unknown: fitted to the value.
+    sparsity_weight, sparsity_target : float
+        beta and rho of the KL sparsity penalty (beta 0: none).
+    """
+
+    weight_decay: float | None = None
+    sparsity_weight: float = 0.0
+    sparsity_target: float = 0.05
+
+
+@dataclass(frozen=True)
+class ValueIdentification:
+    """The member a single loss value picks among those the shapes allow.
+
+    Attributes
+    ----------
+    model : Identified
+        The member the check uses: the one the value picked, or the first allowed.
+    matches : tuple of Identified
+        Every member whose loss is the value (empty without a value, or when none is).
+    decided : bool
+        The value picked exactly one member.
+    text : str
+        How the member was chosen, in words.
+    """
+
+    model: Identified
+    matches: tuple[Identified, ...]
+    decided: bool
+    text: str
+
+
+# How many of the members a value cannot tell apart are named.
+_LISTED = 4
+
+
+def identify_value(problem: UserProblem, params: Any, value: float | None,
+                   constants: Constants, allowed: Callable[[Network], bool] = lambda net: True,
+                   layouts: Callable[[Layout], bool] = lambda layout: True
+                   ) -> ValueIdentification:
+    """Choose the member of the family whose loss at the point is ``value``.
+
+    One value cannot fit constants and verify them, so the constants come from
+    ``constants``; where lambda is unknown and no member without a decay gives the value,
+    each member's lambda is the one that makes its loss the value, and the members left are
+    told apart only when one remains. ``allowed`` keeps the members the user's flags allow,
+    ``layouts`` the layouts.
+
+    Raises
+    ------
+    InputError
+        No member of the family is allowed by the shapes and ``allowed``.
+    """
+    fits = [fit for fit in _fits(problem) if layouts(fit.layout)]
+    if not fits:
+        raise InputError("the shapes fit no layout stored the way the flags given say "
+                         "(--examples, --weights); drop them to try every layout")
+    _check_labels(problem, fits)
+    problem.points = [UserPoint(params, math.nan if value is None else value)]
+    scored = _members(problem, fits, params, value, constants, allowed, fit_decay=False)
+    if not scored:
+        raise InputError("no member of the family fits the file's shapes and the flags given; "
+                         "drop a flag (--activation, --loss, --reduction ...) to widen the search")
+    first = _identified(problem, scored[0][0], scored[0][1], scored[0][2] or 0.0)
+    if value is None:
+        return ValueIdentification(first, (), False, (
+            f"the file holds no loss value (J, cost or loss) to identify the model: assumed "
+            f"the first member of the family the shapes and flags allow; save J beside the "
+            f"gradient to have it identified"))
+    rtol = RTOL[problem.dtype]
+    matches = _distinct(problem, [(fit, net, r) for fit, net, r in scored if r <= 2 * rtol])
+    how = "with the constants given"
+    if not matches and constants.weight_decay is None:
+        matches = _distinct(problem, [
+            (fit, net, r) for fit, net, r in _members(problem, fits, params, value, constants,
+                                                      allowed, fit_decay=True)
+            if r <= 2 * rtol])
+        how = "each with the lambda that makes its loss the value"
+    if not matches:
+        closest = min(scored, key=lambda item: item[2])
+        near = _identified(problem, closest[0], closest[1], closest[2])
+        return ValueIdentification(first, (), False, (
+            f"no member of the family gives the file's loss value {value:.10g} (closest: "
+            f"{near.description}, off by {closest[2]:.2g} relative): checked against the first "
+            "member the shapes and flags allow; its verdict holds only if that is your model"))
+    if len(matches) == 1:
+        return ValueIdentification(matches[0], tuple(matches), True, (
+            f"from the file's loss value {value:.10g} ({how}, to "
+            f"{max(matches[0].residual, 1e-16):.0e} relative)"))
+    listed = "; ".join(f"({i}) {_brief(m.network)}" for i, m in enumerate(matches[:_LISTED], 1))
+    more = f"; and {len(matches) - _LISTED} more" if len(matches) > _LISTED else ""
+    return ValueIdentification(matches[0], tuple(matches), False, (
+        f"the file's loss value {value:.10g} fits {len(matches)} members of the family "
+        f"({how}) and cannot decide between them: {listed}{more}; checked against the first; "
+        "choose with --activation, --output-activation, --loss, --reduction or --weight-decay"))
+
+
+def _members(problem: UserProblem, fits: list[Fit], params: Any, value: float | None,
+             constants: Constants, allowed: Callable[[Network], bool], fit_decay: bool
+             ) -> list[tuple[Fit, Network, float]]:
+    """Every allowed member, in the family's order, with its loss's difference from ``value``
+    relative to the loss's scale (0 without a value).
+
+    One forward pass per layout and hidden activation: the data term's scale and 1/2 are
+    factors, and the penalties (sums of squares, the KL of the code layer's means) are added
+    to it, so that the members of the decay's forms cost no further pass. With
+    ``fit_decay``, each member's lambda (the weights', the course's form) is the one that
+    makes its loss ``value``; members whose loss exceeds it without a decay are left out.
+    """
+    found = []
+    weight = _size_weight(problem.dtype)
+    for fit in fits:
+        x_rows = examples_as_rows(fit.layout, problem.x)
+        m = x_rows.shape[0]
+        canonical = [to_canonical(fit.layout, Network(**fit.network_options(), target="one_hot"),
+                                  params)]
+        forwards = _Forwards(fit, canonical, x_rows)
+        for candidate in _data_candidates(fit, problem.y, m):
+            net = _with_sparsity(candidate.net, constants)
+            try:
+                values = _values(candidate, forwards, canonical)
+            except InputError:
+                continue  # labels this reading cannot hold
+            if net is None:
+                continue
+            kl = (net.sparsity_weight * float(np.sum(kl_divergence(
+                net.sparsity_target, values.code_means[0]))) if net.sparsity_weight else 0.0)
+            for scale in _scales(net.loss_name):
+                base = replace(net, squared_half=scale.squared_half, reduction=scale.reduction)
+                if not allowed(base):
+                    continue
+                factor = scale.factor(net.loss_name, m)
+                data, size = factor * values.data[0], factor * values.size[0]
+                rest = None if value is None else value - data - kl
+                for member in _decays(base, constants, m, values, rest if fit_decay else None):
+                    penalty = kl + decay_slope(member, m) / 2 * (
+                        values.weights[0] + (values.biases[0] if member.decay_biases else 0.0))
+                    residual = 0.0 if value is None else abs(data + penalty - value) / max(
+                        abs(value) + weight * (size + penalty), 1e-300)
+                    found.append((fit, member, residual))
+    return found
+
+
+def _with_sparsity(net: Network, constants: Constants) -> Network | None:
+    """``net`` with the given sparsity penalty; None where it has no sigmoid code layer."""
+    if not constants.sparsity_weight:
+        return net
+    if not (net.code_layer and net.activation[net.code_layer - 1] == "sigmoid"):
+        return None
+    return replace(net, sparsity_weight=constants.sparsity_weight,
+                   sparsity_target=constants.sparsity_target)
+
+
+def _decays(net: Network, constants: Constants, m: int, values: _Values, rest: float | None
+            ) -> Iterator[Network]:
+    """``net`` with each decay form the constants allow: none; lambda given, in every form
+    (``lambda/2`` or ``lambda``, with or without 1/m, biases excluded or included); or, with
+    ``rest`` (the value less the rest of the loss), the lambda that makes up ``rest``."""
+    mean = net.reduction == "mean"
+    if rest is not None:
+        squares = float(values.weights[0])
+        if rest >= 0 and squares > 0:
+            yield replace(net, weight_decay=2 * rest / squares * (m if mean else 1),
+                          decay_half=True, decay_mean=mean, decay_biases=False)
+        return
+    if not constants.weight_decay:
+        yield net
+        return
+    for half, per_m, biases in itertools.product(
+            (True, False), (mean, not mean), (False, True) if net.bias else (False,)):
+        yield replace(net, weight_decay=constants.weight_decay, decay_half=half,
+                      decay_mean=per_m, decay_biases=biases)
+
+
+def _brief(net: Network) -> str:
+    """A member in a few words: what a loss value may leave open."""
+    loss = {"squared": f"{'1/2 * ' if net.squared_half else ''}squared error",
+            "cross_entropy": "cross-entropy",
+            "softmax_cross_entropy": "softmax cross-entropy"}[net.loss_name]
+    text = (f"{'/'.join(dict.fromkeys(net.activation)) or 'no'} hidden, {net.output} output, "
+            f"{loss} ({net.reduction})")
+    if net.weight_decay:
+        form = "lambda/(2m)" if net.decay_mean else "lambda/2"
+        form = form if net.decay_half else form.replace("/(2m)", "/m").replace("/2", "")
+        text += f", {form} with lambda = {net.weight_decay:.6g}"
+    return text
+
+
+def _identified(problem: UserProblem, fit: Fit, net: Network, residual: float) -> Identified:
+    return Identified(net, fit.layout, residual, _describe(net, fit.layout, problem))
+
+
+def _distinct(problem: UserProblem, found: list[tuple[Fit, Network, float]]
+              ) -> list[Identified]:
+    """The members found, once each (two layouts may read the point alike)."""
+    out: list[Identified] = []
+    for fit, net, residual in found:
+        member = _identified(problem, fit, net, residual)
+        if not any(_same_reading(problem, member, kept) and kept.network == member.network
+                   for kept in out):
+            out.append(member)
+    return out

@@ -34,6 +34,7 @@ from gradproof.identify import (
     Identified,
     UserProblem,
     canonical_point,
+    decay_form_note,
     given_model,
     identify_problem,
     read_problem,
@@ -161,6 +162,9 @@ def check_network(
     # differences could resolve: their note keeps its words but not a call the user cannot make.
     report.findings = [replace(f, fix=None) if f.kind == "precision" and "coarse" in f.details
                        else f for f in report.findings]
+    note = None if model is not None else decay_form_note(identified, point[1].shape[0])
+    if note is not None:
+        report.findings.append(note)
     report.model = identification.to_dict()
     report.loss_evaluations += len(problem.points) + 1
     report.seconds = time.perf_counter() - started
@@ -316,7 +320,7 @@ def _mistake_hypotheses(problem: UserProblem, identified: Identified, canonical:
     once when a failing tensor first asks for it."""
     net = identified.network
     computed: dict[str, dict[str, np.ndarray]] = {}
-    names = user_names(identified.layout, net)
+    names = user_names(identified.layout, net, problem)
 
     def hypothesis(mistake: NetworkMistake) -> Hypothesis:
         def test(case: TensorCase, failing: Mapping[str, TensorCase]) -> Finding | None:

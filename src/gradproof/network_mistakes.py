@@ -36,6 +36,7 @@ Params = dict[str, np.ndarray]
 
 OUTPUT_DELTAS = ("right", "slope_again", "no_target")
 HIDDEN_SLOPES = ("right", "of_activation")
+BACK_WEIGHTS = ("transposed", "mirror", "untransposed")
 
 
 @dataclass(frozen=True)
@@ -52,13 +53,20 @@ class Deviation:
         The hidden layers' slope taken at the right point, or its formula applied to the
         activation instead of the pre-activation (``sigmoidGradient(a2)`` for
         ``sigmoidGradient(z2)``).
+    back_weight : {"transposed", "mirror", "untransposed"}
+        What the error at every layer k > 1 is sent back through: layer k's own weight
+        transposed (right); the mirrored layer's weight, layer ``n+1-k``'s as it is stored
+        (a symmetric stack: the seed network's ``d_s2 @ W1`` for ``d_s2 @ W2.T``); or layer
+        k's own weight untransposed, where it is square (elsewhere the shapes forbid it).
     """
 
     output_delta: str = "right"
     hidden_slope: str = "right"
+    back_weight: str = "transposed"
 
     def __post_init__(self) -> None:
-        for name, allowed in (("output_delta", OUTPUT_DELTAS), ("hidden_slope", HIDDEN_SLOPES)):
+        for name, allowed in (("output_delta", OUTPUT_DELTAS), ("hidden_slope", HIDDEN_SLOPES),
+                              ("back_weight", BACK_WEIGHTS)):
             if getattr(self, name) not in allowed:
                 raise InputError(f"Deviation.{name} must be one of {allowed}; got "
                                  f"{getattr(self, name)!r}")
@@ -72,6 +80,15 @@ def _effective_weight(net: Network, params: Params, k: int) -> tuple[np.ndarray,
         name = f"W{n + 1 - k}"
         return params[name].T, name, True
     return params[f"W{k}"], f"W{k}", False
+
+
+def _back_weight(net: Network, params: Params, k: int, w: np.ndarray, how: str) -> np.ndarray:
+    """What layer k's error is multiplied by on its way down, (layers[k], layers[k-1])."""
+    if how == "mirror":
+        return _effective_weight(net, params, net.n_layers + 1 - k)[0]
+    if how == "untransposed" and w.shape[0] == w.shape[1]:
+        return w
+    return w.T  # right
 
 
 def variant_backprop(net: Network, params: Mapping[str, Any], x: Any, y: Any,
@@ -119,7 +136,7 @@ def variant_backprop(net: Network, params: Mapping[str, Any], x: Any, y: Any,
             grads[f"b{k}"] = d_s.sum(axis=0)  # (layers[k],)
         if k == 1:
             break
-        d_a = d_s @ w.T  # (m, layers[k-1])
+        d_a = d_s @ _back_weight(net, params, k, w, deviation.back_weight)  # (m, layers[k-1])
         if k - 1 == net.code_layer and net.sparsity_weight:
             rho, rho_hat = net.sparsity_target, acts[k - 1].mean(axis=0)
             d_a = d_a + net.sparsity_weight / m * ((1 - rho) / (1 - rho_hat) - rho / rho_hat)
@@ -277,21 +294,37 @@ def _hidden_slope_changes(net: Network) -> bool:
     return any(name != "identity" for name in net.activation)
 
 
+def _symmetric_untied(net: Network) -> bool:
+    # tied, the mirrored layer's weight is W_k.T itself
+    return net.n_layers > 1 and net.layers == net.layers[::-1] and not net.tied
+
+
+def _square_upper_layer(net: Network) -> bool:
+    return any(net.layers[k - 1] == net.layers[k] for k in range(2, net.n_layers + 1))
+
+
 _HIDDEN_FIX = (
-    "d{k} = (d{k1} @ {back}) * sigmoid_gradient(z{k})  # at the pre-activation z{k}, not at "
-    "a{k}",
-    "d{k} = (d{k1} * {back}) .* sigmoidGradient(z{k});  % not sigmoidGradient(a{k})",
+    "d{k} = ({down}){slope}  # the slope at the pre-activation z{k}, not at a{k}",
+    "d{k} = ({down}){slope};  % the slope at z{k}, not at a{k}",
+)
+_BACK_FIX = (
+    "d{k} = ({down}){slope}  # back through the next layer's own weight, oriented as "
+    "here; the same at every layer",
+    "d{k} = ({down}){slope};",
 )
 _OUTPUT_FIX = ("d{out} = (a{out} - Y) / m  # the output delta of the cross-entropy: no slope "
                "factor, the one-hot Y subtracted",
                "d{out} = (a{out} - Y) / m;")
 _MEAN_FIX = ("grad_{W} = {outer} / m + decay  # 1/m once, on the data term",
              "grad_{W} = {outer} / m + decay;")
+# A bias gets no decay: where it is column 0 of the weight, the decay skips that column; where
+# it is its own tensor, its gradient is the delta summed over the examples alone.
+_BIAS_FIX = ("{bias}", "{bias}")
 _DECAY_FIX = ("grad_{W}{cut} += {decay} * {W}{cut}  # the weights themselves, biases excluded",
               "grad_{W}{cut} = grad_{W}{cut} + {decay} * {W}{cut};")
-_SPARSE_FIX = ("d{k} = (d{k1} @ {back} + beta * (-rho / rho_hat + (1 - rho) / (1 - rho_hat)) / m)"
+_SPARSE_FIX = ("d{k} = ({down} + beta * (-rho / rho_hat + (1 - rho) / (1 - rho_hat)) / m)"
                " * a{k} * (1 - a{k})",
-               "d{k} = (d{k1} * {back} + beta * (-rho ./ rho_hat + (1 - rho) ./ (1 - rho_hat)) / m)"
+               "d{k} = ({down} + beta * (-rho ./ rho_hat + (1 - rho) ./ (1 - rho_hat)) / m)"
                " .* a{k} .* (1 - a{k});")
 _TIED_FIX = ("grad_{W} = {outer} + (mirror use's outer product).T  # both uses of {W}",
              "grad_{W} = {outer} + (mirror use's outer product)';")
@@ -300,6 +333,20 @@ _LABEL_FIX = ("Y = np.eye(K)[y - base]  # row i one-hot at class y[i]; base 1 fo
 
 NETWORK_MISTAKES: dict[str, NetworkMistake] = {
     m.id: m for m in (
+        NetworkMistake(
+            "backprop_through_mirror_weight", "wrong_backprop_matrix",
+            "the error sent back to a hidden layer through the mirrored layer's weight instead "
+            "of the layer's own weight transposed (seed network: `d_s2 @ W1` for "
+            "`d_s2 @ W2.T`; in a symmetric stack the shapes fit, so nothing fails)",
+            *_BACK_FIX, _variant(Deviation(back_weight="mirror")), _symmetric_untied,
+        ),
+        NetworkMistake(
+            "backprop_untransposed", "wrong_backprop_matrix",
+            "the error sent back through a square weight without transposing it (`d @ W` for "
+            "`d @ W.T`, or in MATLAB's (n_out, n_in) layout `d * Theta'` for `d * Theta`; a "
+            "square layer's shapes cannot tell)",
+            *_BACK_FIX, _variant(Deviation(back_weight="untransposed")), _square_upper_layer,
+        ),
         NetworkMistake(
             "slope_of_activation", "wrong_activation_derivative",
             "the hidden activation's derivative evaluated on the activation instead of the "
@@ -333,7 +380,7 @@ NETWORK_MISTAKES: dict[str, NetworkMistake] = {
             "decay_on_biases", "missing_l2",
             "weight decay applied to the biases too (the bias column regularised, not "
             "skipped); the loss leaves them out",
-            *_DECAY_FIX, _biases_decayed,
+            *_BIAS_FIX, _biases_decayed,
             lambda net: net.bias and net.weight_decay > 0 and not net.decay_biases,
         ),
         NetworkMistake(
@@ -385,6 +432,40 @@ def applicable(net: Network) -> dict[str, NetworkMistake]:
 # ------------------------------------------------------------------------- fix-line text
 
 
+# The hidden activation's slope at layer k (course numbering) as a factor of dJ/da{k}, in numpy
+# and in MATLAB: sigmoid_gradient is the course's helper, the others from the activation a{k}
+# or the pre-activation z{k}.
+_SLOPES = {
+    "sigmoid": (" * sigmoid_gradient(z{k})", " .* sigmoidGradient(z{k})"),
+    "tanh": (" * (1 - a{k}**2)", " .* (1 - a{k}.^2)"),
+    "relu": (" * (z{k} > 0)", " .* (z{k} > 0)"),
+    "identity": ("", ""),
+}
+
+
+def _slope_text(net: Network, j: int, matlab: bool) -> str:
+    """The slope factor of hidden layer j (the activation ``W{j}`` feeds), empty for none."""
+    if j > len(net.activation):
+        return ""
+    return _SLOPES[net.activation[j - 1]][matlab].format(k=j + 1)
+
+
+def _bias_line(layout: Any, names: Mapping[str, str], j: int, weight: str, cut: str,
+               factor: str, matlab: bool) -> str:
+    """Layer j's bias without decay: the decay skipping the bias column of an augmented
+    weight, or the bias's own gradient, the delta summed over the examples."""
+    if layout.biases == "augmented":
+        if matlab:
+            return f"grad_{weight}{cut} = grad_{weight}{cut} + {factor} * {weight}{cut};"
+        return f"grad_{weight}{cut} += {factor} * {weight}{cut}  # the bias skipped"
+    bias = names.get(f"b{j}", f"b{j}")
+    rows = layout.examples == "rows"
+    if matlab:
+        return f"grad_{bias} = sum(d{j + 1}, {1 if rows else 2});  % no decay on a bias"
+    return (f"grad_{bias} = d{j + 1}.sum(axis={0 if rows else 1})  # summed over the examples, "
+            "no decay on a bias")
+
+
 def fix_fields(net: Network, layout: Any, names: Mapping[str, str], tensor: str
                ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The template fields for the user's ``tensor``, in numpy and in MATLAB notation.
@@ -407,13 +488,17 @@ def fix_fields(net: Network, layout: Any, names: Mapping[str, str], tensor: str
         times = " * " if matlab else " @ "
         cut = ("(:, 2:end)" if matlab else "[:, 1:]") if out_in else ("(2:end, :)" if matlab
                                                                      else "[1:, :]")
-        # dJ/da{k} = d{k1} times layer k+1's weight, (n_out, n_in) as the user holds it
-        back = following if out_in else following + t
-        if augmented:
-            back = f"{following}{cut}" if out_in else f"{following}{cut}{t}"
-        outer = f"d{j + 1}{t}{times}a{j}" if out_in else f"a{j}{t}{times}d{j + 1}"
+        # dJ/da{k} = d{k1} times layer k+1's weight, as the user holds it (without its bias)
+        held = f"{following}{cut}" if augmented else following
+        if layout.examples == "rows":  # d{k1}: (m, n_out)
+            down = f"d{j + 2}{times}{held}" + ("" if out_in else t)
+            outer = f"d{j + 1}{t}{times}a{j}" if out_in else f"a{j}{t}{times}d{j + 1}"
+        else:  # examples as columns, d{k1}: (n_out, m)
+            down = f"{held}" + (t if out_in else "") + f"{times}d{j + 2}"
+            outer = f"d{j + 1}{times}a{j}{t}" if out_in else f"a{j}{times}d{j + 1}{t}"
+        factor = decay.replace("lam", "lambda") if matlab else decay
         fields.append({"W": weight, "k": j + 1, "k1": j + 2, "kp": j, "out": net.n_layers + 1,
-                       "back": back,
-                       "outer": outer, "cut": cut if augmented else "",
-                       "decay": decay.replace("lam", "lambda") if matlab else decay})
+                       "down": down, "slope": _slope_text(net, j, matlab),
+                       "outer": outer, "cut": cut if augmented else "", "decay": factor,
+                       "bias": _bias_line(layout, names, j, weight, cut, factor, matlab)})
     return fields[0], fields[1]

@@ -11,6 +11,7 @@ Exit codes: 0 the gradient is right, 1 it is wrong, 2 bad input.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -19,10 +20,19 @@ from rich.text import Text
 
 from gradproof.check import check_model
 from gradproof.cli import EXIT_FAILED, EXIT_OK
+from gradproof.cli.octave import shape_list
 from gradproof.cli.options import add_model_options, model_conflicts, model_from_args
 from gradproof.cli.render import print_json, print_report
 from gradproof.conventions import convention_finding, find_convention, loss_verdict
 from gradproof.errors import InputError
+from gradproof.family_file import FamilyFile, looks_like_family, read_family_file
+from gradproof.identify import (
+    Constants,
+    ValueIdentification,
+    canonical_point,
+    identify_value,
+    read_inputs,
+)
 from gradproof.io import (
     EXAMPLES,
     SUFFIXES,
@@ -30,10 +40,13 @@ from gradproof.io import (
     GradientFile,
     describe_layout,
     parse_mapping,
+    read_arrays,
     read_gradient_file,
     user_terms,
 )
+from gradproof.network_check import check_network
 from gradproof.nn.autoencoder import Autoencoder
+from gradproof.nn.network import Network
 from gradproof.report import GradReport
 from gradproof.terms import in_user_terms
 
@@ -64,6 +77,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="weights stored (n_in, n_out), or transposed (n_out, n_in) for W * x "
         "(default: from the shapes)",
     )
+    parser.add_argument(
+        "--shapes", type=shape_list, metavar="SHAPES",
+        help="the file holds one flat parameter vector (theta) and gradient (grad): the "
+        "tensors inside, in order, like Theta1=25x401,Theta2=10x26",
+    )
+    parser.add_argument(
+        "--order", choices=("F", "C"),
+        help="how flat vectors are unrolled: F, MATLAB's (:), or C, row-major (default: F "
+        "for a .mat file, C for an .npz)",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     add_model_options(parser)
     parser.set_defaults(run=run)
@@ -90,6 +113,8 @@ def model_for(args: argparse.Namespace, gradient_file: GradientFile) -> Autoenco
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
+    if looks_like_family(read_arrays(args.file), args.shapes):
+        return _run_family(args, console)
     gradient_file = read_gradient_file(
         args.file,
         mapping=parse_mapping(args.mapping),
@@ -178,4 +203,69 @@ def _print(
     )
     if loss_note is not None:
         console.print(Text("loss: ", style="yellow") + Text(loss_note))
+    print_report(console, report)
+
+
+# ------------------------------------------------------------------ a member of the family
+
+
+def _run_family(args: argparse.Namespace, console: Console) -> int:
+    """A classifier or any member of the family: identified from the file's loss value among
+    the members its shapes and the flags allow, then checked as ``check_network`` checks."""
+    family_file = read_family_file(args.file, args.shapes, args.order)
+    # the unroll order applies to a flat vector alone
+    order = family_file.order if family_file.shapes is not None else "C"
+    problem = read_inputs(family_file.params, family_file.x, family_file.y,
+                          family_file.shapes, order)
+    lam = args.weight_decay if args.weight_decay is not None else family_file.weight_decay
+    constants = Constants(lam, args.sparsity_weight or 0.0,
+                          args.sparsity_target if args.sparsity_target is not None else 0.05)
+    chosen = identify_value(
+        problem, family_file.params, family_file.loss, constants, _allowed(args),
+        lambda layout: args.examples in ("auto", layout.examples)
+        and args.weights in ("auto", layout.weights))
+    identified = chosen.model
+
+    def loss(params: Any) -> float:
+        # a file holds no loss function: the finite differences are the identified model's
+        return identified.network.loss(*canonical_point(identified, problem, params))
+
+    report = check_network(loss, family_file.grads, family_file.params, family_file.x,
+                           family_file.y, model=identified.network, layout=identified.layout,
+                           shapes=family_file.shapes, order=order)
+    report.model = {**identified.to_dict(), "decided": chosen.decided,
+                    "identification": chosen.text}
+    if args.json:
+        print_json(console, {**report.to_dict(), "file": str(family_file.path),
+                             "names": family_file.names})
+    else:
+        _print_family(console, family_file, chosen, report)
+    return EXIT_OK if report.passed else EXIT_FAILED
+
+
+def _allowed(args: argparse.Namespace) -> Callable[[Network], bool]:
+    """The members the flags given allow (a flag not given allows every value)."""
+    def allowed(net: Network) -> bool:
+        checks = ((args.activation, set(net.activation) <= {args.activation}),
+                  (args.output_activation, net.output == args.output_activation),
+                  (args.loss, net.loss_name == args.loss),
+                  (args.reduction, net.reduction == args.reduction),
+                  (args.layers, list(net.layers) == args.layers),
+                  (args.bias, net.bias == args.bias),
+                  (args.tied, net.tied == args.tied))
+        return all(ok for flag, ok in checks if flag is not None)
+
+    return allowed
+
+
+def _print_family(console: Console, family_file: FamilyFile, chosen: ValueIdentification,
+                  report: GradReport) -> None:
+    console.print(Text(f"gradproof compare {family_file.path}", style="bold"))
+    read = ", ".join(f"{variable} -> {role}" if variable != role else variable
+                     for role, variable in family_file.names.items())
+    console.print(Text("read: ", style="dim") + Text(read))
+    console.print(Text("model: ", style="dim") + Text(chosen.model.description))
+    style = "dim" if chosen.decided else "yellow"
+    console.print(Text("identified: " if chosen.decided else "note: ", style=style)
+                  + Text(chosen.text))
     print_report(console, report)

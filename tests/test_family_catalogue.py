@@ -1,0 +1,143 @@
+"""Spec for the family's catalogue of mistakes, walked whole: every mistake is named by
+``gp.check_network`` on a network in the numpy layout (``W1`` (n_in, n_out), vector biases,
+examples as rows) and in the MATLAB course's (``Theta1`` (n_out, n_in + 1) with the bias as
+column 1; examples as columns and no biases for a tied stack), and the right gradient in the
+same layout gets no bug finding.
+
+The user's loss is the autograd oracle's formula (``oracle_objective``) read through the user's
+layout; the right gradient is autograd's; the wrong one is the mistake's variant backward pass
+mapped into the layout, as the user's code would return it.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from autograd import grad as autograd_grad
+
+import gradproof as gp
+from gradproof.layouts import Layout, from_canonical, to_canonical
+from gradproof.network_mistakes import NETWORK_MISTAKES, fix_fields
+from gradproof.nn import Network
+from gradproof.nn.activations import ACTIVATIONS
+from oracle import random_params
+from test_network import oracle_objective, oracle_targets, random_targets
+
+CLASSIFIER = dict(layers=[6, 4, 3], output="sigmoid", loss_name="cross_entropy",
+                  target="labels", label_base=1, reduction="mean", weight_decay=1.5,
+                  decay_mean=True)
+SOFTMAX = dict(layers=[6, 5, 5, 3], activation=["tanh", "sigmoid"], output="softmax",
+               loss_name="softmax_cross_entropy", target="labels", reduction="mean")
+AUTOENCODER = dict(layers=[6, 4, 6], target="input", reduction="mean")
+SPARSE = dict(layers=[6, 3, 6], target="input", reduction="mean", sparsity_weight=0.5,
+              sparsity_target=0.2)
+TIED = dict(layers=[6, 3, 6], target="input", tied=True, bias=False)
+
+# Each mistake on a network it applies to.
+CONFIGS = {
+    "backprop_through_mirror_weight": AUTOENCODER,
+    "backprop_untransposed": SOFTMAX,
+    "slope_of_activation": CLASSIFIER,
+    "cross_entropy_slope_again": CLASSIFIER,
+    "softmax_without_target": SOFTMAX,
+    "mean_twice": CLASSIFIER,
+    "mean_never": CLASSIFIER,
+    "decay_on_biases": CLASSIFIER,
+    "decay_of_gradient": CLASSIFIER,
+    "sparsity_missing": SPARSE,
+    "tied_decoder_path_missing": TIED,
+    "tied_encoder_path_missing": TIED,
+    "labels_off_by_one": CLASSIFIER,
+    "labels_off_by_one_down": CLASSIFIER,
+}
+
+
+def _layout(kind: str, net: Network) -> Layout:
+    if kind == "numpy":
+        return Layout(biases="vector" if net.bias else "absent")
+    stored = tuple(net.param_shapes())
+    if net.bias:
+        stored = tuple(name for name in stored if name.startswith("W"))
+        return Layout(weights="out_in", biases="augmented", stored=stored,
+                      names=tuple(f"Theta{name[1:]}" for name in stored))
+    return Layout(examples="columns", weights="out_in", biases="absent", stored=stored,
+                  names=tuple(f"Theta{name[1:]}" for name in stored))
+
+
+def _user_case(options: dict, kind: str, seed: int = 5):
+    """The user's parameters, data, loss and right gradient for ``options`` in ``kind``."""
+    net = Network(**options)
+    layout = _layout(kind, net)
+    rng = np.random.default_rng(seed)
+    x = rng.random((9, net.layers[0]))
+    y = random_targets(net, 9, rng)
+    params = random_params(net.param_shapes(), rng)
+    t = oracle_targets(net, x, y)
+    user_x = x if layout.examples == "rows" else x.T
+
+    def loss(p):
+        return float(oracle_objective(net, to_canonical(layout, net, p), x, t))
+
+    right = from_canonical(layout, net, autograd_grad(
+        lambda q: oracle_objective(net, q, x, t))(params))
+    return net, layout, params, x, y, user_x, loss, right
+
+
+def test_every_mistake_of_the_catalogue_has_a_case():
+    assert set(CONFIGS) == set(NETWORK_MISTAKES)
+
+
+@pytest.mark.parametrize("kind", ["numpy", "matlab"])
+@pytest.mark.parametrize("mistake", list(CONFIGS))
+def test_each_mistake_is_named_in_both_layouts(mistake, kind):
+    net, layout, params, x, y, user_x, loss, _ = _user_case(CONFIGS[mistake], kind)
+    entry = NETWORK_MISTAKES[mistake]
+    assert entry.applies(net)
+    wrong = from_canonical(layout, net, entry.gradient(net, params, x, y))
+    report = gp.check_network(loss, wrong, from_canonical(layout, net, params), user_x, y)
+    assert not report.passed
+    named = [f for f in report.findings if f.details.get("mistake") == mistake]
+    assert named, str(report)
+    assert named[0].kind == entry.kind
+    user_names = set(layout.names or net.param_shapes())
+    assert named[0].tensor in user_names
+    if kind == "matlab":  # the user's names and MATLAB's operators, never numpy's
+        line = named[0].details["matlab"]
+        assert "@" not in line and ".T" not in line and not re.search(r"\bW\d", line), line
+
+
+CASES = {"classifier": CLASSIFIER, "softmax": SOFTMAX, "autoencoder": AUTOENCODER,
+         "sparse": SPARSE, "tied": TIED}
+
+
+@pytest.mark.parametrize("kind", ["numpy", "matlab"])
+@pytest.mark.parametrize("options", list(CASES.values()), ids=list(CASES))
+def test_a_right_gradient_gets_no_bug_finding(options, kind):
+    net, layout, params, x, y, user_x, loss, right = _user_case(options, kind)
+    report = gp.check_network(loss, right, from_canonical(layout, net, params), user_x, y)
+    assert report.passed, str(report)
+    assert not [f for f in report.findings if f.is_bug]
+
+
+def test_every_hidden_activation_has_a_slope_in_the_fix_lines():
+    for name in ACTIVATIONS:
+        net = Network([4, 3, 2], activation=name, target="labels")
+        numpy_fields, matlab_fields = fix_fields(net, Layout(), {"W1": "W1"}, "W1")
+        for fields in (numpy_fields, matlab_fields):
+            if name == "identity":
+                assert fields["slope"] == ""
+            else:
+                assert "z2" in fields["slope"] or "a2" in fields["slope"], name
+
+
+def test_a_decayed_bias_vector_is_fixed_on_the_bias_line():
+    net, layout, params, x, y, user_x, loss, _ = _user_case(CLASSIFIER, "numpy")
+    wrong = from_canonical(layout, net, NETWORK_MISTAKES["decay_on_biases"].gradient(
+        net, params, x, y))
+    report = gp.check_network(loss, wrong, from_canonical(layout, net, params), user_x, y)
+    finding = next(f for f in report.findings if f.details.get("mistake") == "decay_on_biases")
+    assert finding.tensor.startswith("b")
+    assert finding.details["numpy"].startswith(f"grad_{finding.tensor} = d")
+    assert "sum(d" in finding.details["matlab"] and "lambda" not in finding.details["matlab"]
