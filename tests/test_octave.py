@@ -175,14 +175,39 @@ def test_fixed_seed_example_returns_autograds_gradient(octave):
     np.testing.assert_allclose(grad.ravel(), autograd.grad(seed_loss)(theta, x), rtol=1e-10)
 
 
-def test_seed_example_names_the_decoders_layout_and_fails_the_encoder(octave):
+def test_seed_example_identified_names_both_mistakes_with_matlab_fixes(octave):
     report = check(
         "seed_backprop(theta, x, 4)", path=EXAMPLES, variables=seed_variables(), shapes=SEED_SHAPES
     )
-    verdicts = {t.name: t.verdict for t in report.tensors}
-    assert verdicts["encoder"] != "ok" and verdicts["decoder"] != "ok"
+    assert report.mode == "network" and report.model["identified"] is True
+    assert report.model["x"] == "x" and report.model["y"] is None
+    assert {t.name: t.verdict for t in report.tensors} == {"encoder": "FAIL", "decoder": "FAIL"}
+    assert all(t.checked == t.size for t in report.tensors)  # every entry, exactly
+    bugs = {f.tensor: f for f in report.findings if f.is_bug}
+    assert {name: f.kind for name, f in bugs.items()} == {
+        "encoder": "wrong_backprop_matrix", "decoder": "transposed"}
+    # error_0 * encoder where decoder' belongs; error_0' * a, the decoder's transpose
+    assert bugs["encoder"].details["matlab"] == (
+        "d_a2 = d3 * decoder';  % dJ/da2: through the next layer's weight, not its mirror")
+    assert "a' * delta (not delta' * a)" in bugs["decoder"].fix
+    assert "4x16" in bugs["decoder"].fix
+
+
+def test_fixed_seed_example_passes_identified_every_entry(octave):
+    report = check("seed_backprop_fixed(theta, x, 4)", path=EXAMPLES,
+                   variables=seed_variables(), shapes=SEED_SHAPES)
+    assert report.passed and report.mode == "network"
+    assert [(t.name, t.checked) for t in report.tensors] == [("encoder", 64), ("decoder", 64)]
+
+
+def test_seed_example_black_box_names_the_decoder_transposed(octave):
+    report = check("seed_backprop(theta, x, 4)", path=EXAMPLES, variables=seed_variables(),
+                   shapes=SEED_SHAPES, identify=False)
+    assert report.mode != "network" and report.model is None
     kinds = {(f.kind, f.tensor) for f in report.findings}
-    assert ("unroll_order", "decoder") in kinds  # error_0' * a, unrolled (:) as decoder's
+    # unrolled (:) as decoder's, error_0' * a reads as the right gradient in the other order:
+    # in MATLAB, where (:) and reshape are both column-major, that is a transposed gradient
+    assert ("transposed", "decoder") in kinds and ("unroll_order", "decoder") not in kinds
     assert any(tensor == "encoder" for _, tensor in kinds)
 
 
@@ -191,11 +216,15 @@ def test_cli_seed_examples_exit_codes(octave, tmp_path, capsys):
     common = ["--path", str(EXAMPLES), "--load", str(tmp_path / "seed.mat"),
               "--shapes", "encoder=16x4,decoder=4x16"]
     assert main(["octave", "seed_backprop(theta, x, 4)", *common]) == 1
-    assert "unroll_order" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "wrong_backprop_matrix" in out and "transposed" in out and "model (x = x): 16-4-16" in out
     assert main(["octave", "seed_backprop_fixed(theta, x, 4)", *common, "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["expr"] == "seed_backprop_fixed(theta, x, 4)"
     assert [t["name"] for t in data["tensors"]] == ["encoder", "decoder"]
+    assert data["model"]["identified"] is True
+    assert main(["octave", "seed_backprop(theta, x, 4)", *common, "--black-box", "--json"]) == 1
+    assert "model" not in json.loads(capsys.readouterr().out)
 
 
 # -------------------------------------------------------------- bad input

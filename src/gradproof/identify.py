@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -148,8 +148,14 @@ class UserProblem:
     dtype: np.dtype
     points: list[UserPoint] = field(default_factory=list)
 
-    def value(self, params: Any) -> float:
-        return float(self.loss(params))
+    def values(self, points: list[Any]) -> list[float]:
+        """The loss at each point: in one call of the loss's ``many(points)`` where it has
+        one (a loss evaluated in another process pays one exchange, not one per point), else
+        one call each."""
+        many = getattr(self.loss, "many", None)
+        if many is not None:
+            return [float(v) for v in many(points)]
+        return [float(self.loss(params)) for params in points]
 
 
 def read_problem(loss: Callable[[Any], Any], params: Any, x: Any, y: Any,
@@ -195,8 +201,24 @@ def read_problem(loss: Callable[[Any], Any], params: Any, x: Any, y: Any,
 
 
 def _user_points(problem: UserProblem, params: Any) -> list[UserPoint]:
-    """The given point (evaluated twice: a loss must repeat itself) and seeded points near it."""
-    first, again = problem.value(params), problem.value(params)
+    """The given point (evaluated twice: a loss must repeat itself) and seeded points near it,
+    asked for together; a point where the loss is not finite is asked again nearer."""
+    rng = np.random.default_rng(0)
+    scale = np.empty_like(problem.flat)
+    whole = float(np.sqrt(np.mean(problem.flat**2))) or 0.1
+    for spec in problem.layout.specs:
+        rms = float(np.sqrt(np.mean(problem.flat[spec.span] ** 2))) if spec.size else 0.0
+        scale[spec.span] = rms if rms > 0 else whole
+    moves = [(move, rng.standard_normal(problem.flat.size) * scale)
+             for move in _MOVE[: POINTS - 1]]
+
+    def near(i: int, shrink: float) -> Any:
+        move, noise = moves[i]
+        flat = problem.flat + move * shrink * noise
+        return problem.layout.structure(flat.astype(problem.dtype))
+
+    moved = [near(i, 1.0) for i in range(len(moves))]
+    first, again, *values = problem.values([params, params, *moved])
     if not math.isfinite(first):
         raise InputError(f"the loss is not finite at the given parameters ({first}); a check "
                          "needs a point where it is (a diverged network, log(0) in a "
@@ -205,23 +227,17 @@ def _user_points(problem: UserProblem, params: Any) -> list[UserPoint]:
         raise InputError(f"the loss is nondeterministic: two calls at the same parameters gave "
                          f"{first!r} and {again!r} (dropout, random sampling, a changing "
                          "batch?); fix its randomness (a seed) before checking")
-    points = [UserPoint(params, first)]
-    rng = np.random.default_rng(0)
-    scale = np.empty_like(problem.flat)
-    whole = float(np.sqrt(np.mean(problem.flat**2))) or 0.1
-    for spec in problem.layout.specs:
-        rms = float(np.sqrt(np.mean(problem.flat[spec.span] ** 2))) if spec.size else 0.0
-        scale[spec.span] = rms if rms > 0 else whole
-    for move in _MOVE[: POINTS - 1]:
-        noise = rng.standard_normal(problem.flat.size) * scale
-        for shrink in (1.0, 0.5, 0.25, 0.1):
-            flat = problem.flat + move * shrink * noise
-            user = problem.layout.structure(flat.astype(problem.dtype))
-            value = problem.value(user)
+    found: list[UserPoint | None] = [UserPoint(user, value) if math.isfinite(value) else None
+                                     for user, value in zip(moved, values)]
+    for shrink in (0.5, 0.25, 0.1):
+        missing = [i for i, point in enumerate(found) if point is None]
+        if not missing:
+            break
+        retried = [near(i, shrink) for i in missing]
+        for i, user, value in zip(missing, retried, problem.values(retried)):
             if math.isfinite(value):
-                points.append(UserPoint(user, value))
-                break
-    return points
+                found[i] = UserPoint(user, value)
+    return [UserPoint(params, first), *(point for point in found if point is not None)]
 
 
 # ------------------------------------------------------------------------- candidates
@@ -665,11 +681,15 @@ def _check_labels(problem: UserProblem, fits: list[Fit]) -> None:
 # ------------------------------------------------------------------------------ words
 
 
-def user_names(layout: Layout, net: Network) -> dict[str, str]:
-    """Network tensor name -> the user's name for what holds it."""
+def user_names(layout: Layout, net: Network, flat_names: Sequence[str] | None = None
+               ) -> dict[str, str]:
+    """Network tensor name -> the user's name for what holds it; ``flat_names``: the names
+    given to the tensors of a flat vector (``shapes=``'s keys), in its order."""
     stored = list(layout.stored) if layout.stored is not None else list(net.param_shapes())
     if layout.container == "dict" and layout.names is not None:
         names = dict(zip(stored, layout.names))
+    elif layout.container == "flat" and flat_names is not None:
+        names = dict(zip(stored, flat_names))
     elif layout.container == "list":
         names = {name: f"[{i}]" for i, name in enumerate(stored)}
     else:
@@ -680,10 +700,10 @@ def user_names(layout: Layout, net: Network) -> dict[str, str]:
     return names
 
 
-def _decay_text(net: Network, layout: Layout) -> str:
+def _decay_text(net: Network, layout: Layout, flat_names: Sequence[str] | None) -> str:
     if not net.weight_decay:
         return "no weight decay"
-    names = user_names(layout, net)
+    names = user_names(layout, net, flat_names)
     weights = [name for name in net.param_shapes() if name.startswith("W")]
     if layout.biases == "augmented" and not net.decay_biases:
         cut = "[:, 1:]" if layout.weights == "out_in" else "[1:, :]"
@@ -716,13 +736,18 @@ def _describe(net: Network, layout: Layout, problem: UserProblem | None) -> str:
               "labels": f"labels {net.label_base}..{net.label_base + max(k, 2) - 1}",
               "one_hot": "targets as rows of y"}[net.target]
     text = (f"{layers}, {hidden}{net.output} output, {data}, {target}, "
-            f"{_decay_text(net, layout)}")
+            f"{_decay_text(net, layout, None if problem is None else flat_names(problem))}")
     if net.sparsity_weight:
         text += (f", KL sparsity beta = {net.sparsity_weight:.6g} with rho = "
                  f"{net.sparsity_target:.6g}")
     if net.tied:
         text += ", tied weights"
     return f"{text}; {layout.describe()}"
+
+
+def flat_names(problem: UserProblem) -> Sequence[str] | None:
+    """The names of a flat vector's tensors (``shapes=``'s keys), else None."""
+    return problem.layout.names if problem.structure == "flat" else None
 
 
 def _shapes_text(problem: UserProblem) -> str:

@@ -29,6 +29,7 @@ from gradproof.identify import (
     Identified,
     UserProblem,
     canonical_point,
+    flat_names,
     given_model,
     identify_problem,
     read_problem,
@@ -224,7 +225,7 @@ def _mistake_hypotheses(problem: UserProblem, identified: Identified, canonical:
     once when a failing tensor first asks for it."""
     net = identified.network
     computed: dict[str, dict[str, np.ndarray]] = {}
-    names = user_names(identified.layout, net)
+    names = user_names(identified.layout, net, flat_names(problem))
 
     def hypothesis(mistake: NetworkMistake) -> Hypothesis:
         def test(case: TensorCase, failing: Mapping[str, TensorCase]) -> Finding | None:

@@ -36,6 +36,7 @@ Params = dict[str, np.ndarray]
 
 OUTPUT_DELTAS = ("right", "slope_again", "no_target")
 HIDDEN_SLOPES = ("right", "of_activation")
+BACK_WEIGHTS = ("right", "mirror")
 
 
 @dataclass(frozen=True)
@@ -52,13 +53,18 @@ class Deviation:
         The hidden layers' slope taken at the right point, or its formula applied to the
         activation instead of the pre-activation (``sigmoidGradient(a2)`` for
         ``sigmoidGradient(z2)``).
+    back_weight : {"right", "mirror"}
+        The error sent back through the next layer's weight transposed, or through its mirror
+        in a symmetric stack (the encoder where the decoder's transpose belongs).
     """
 
     output_delta: str = "right"
     hidden_slope: str = "right"
+    back_weight: str = "right"
 
     def __post_init__(self) -> None:
-        for name, allowed in (("output_delta", OUTPUT_DELTAS), ("hidden_slope", HIDDEN_SLOPES)):
+        for name, allowed in (("output_delta", OUTPUT_DELTAS), ("hidden_slope", HIDDEN_SLOPES),
+                              ("back_weight", BACK_WEIGHTS)):
             if getattr(self, name) not in allowed:
                 raise InputError(f"Deviation.{name} must be one of {allowed}; got "
                                  f"{getattr(self, name)!r}")
@@ -119,6 +125,8 @@ def variant_backprop(net: Network, params: Mapping[str, Any], x: Any, y: Any,
             grads[f"b{k}"] = d_s.sum(axis=0)  # (layers[k],)
         if k == 1:
             break
+        if deviation.back_weight == "mirror":
+            w = _effective_weight(net, params, n + 1 - k)[0].T  # same shape in a symmetric stack
         d_a = d_s @ w.T  # (m, layers[k-1])
         if k - 1 == net.code_layer and net.sparsity_weight:
             rho, rho_hat = net.sparsity_target, acts[k - 1].mean(axis=0)
@@ -295,6 +303,8 @@ _SPARSE_FIX = ("d{k} = (d{k1} @ {back} + beta * (-rho / rho_hat + (1 - rho) / (1
                " .* a{k} .* (1 - a{k});")
 _TIED_FIX = ("grad_{W} = {outer} + (mirror use's outer product).T  # both uses of {W}",
              "grad_{W} = {outer} + (mirror use's outer product)';")
+_BACK_FIX = ("d_a{k} = d{k1} @ {back}  # dJ/da{k}: through the next layer's weight, not its mirror",
+             "d_a{k} = d{k1} * {back};  % dJ/da{k}: through the next layer's weight, not its mirror")
 _LABEL_FIX = ("Y = np.eye(K)[y - base]  # row i one-hot at class y[i]; base 1 for MATLAB labels",
               "Y = eye(K)(y, :);")
 
@@ -306,6 +316,13 @@ NETWORK_MISTAKES: dict[str, NetworkMistake] = {
             "pre-activation (`sigmoidGradient(a2)` for `sigmoidGradient(z2)`)",
             *_HIDDEN_FIX, _variant(Deviation(hidden_slope="of_activation")),
             _hidden_slope_changes,
+        ),
+        NetworkMistake(
+            "backprop_through_mirror_weight", "wrong_backprop_matrix",
+            "the error sent back to a hidden layer through the mirror layer's weight (the "
+            "encoder where the decoder's transpose belongs), which has the same shape",
+            *_BACK_FIX, _variant(Deviation(back_weight="mirror")),
+            lambda net: not net.tied and net.n_layers > 1 and net.layers == net.layers[::-1],
         ),
         NetworkMistake(
             "cross_entropy_slope_again", "wrong_activation_derivative",

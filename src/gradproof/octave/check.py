@@ -20,6 +20,7 @@ import numpy as np
 
 from gradproof.check import check_gradient
 from gradproof.errors import InputError
+from gradproof.octave.network import check_identified
 from gradproof.octave.runner import DEFAULT_TIMEOUT, OctaveRunner
 from gradproof.report import Finding, GradReport
 
@@ -42,6 +43,9 @@ class UserGradient:
     gradient: np.ndarray
     notes: list[Finding]
 
+
+# The options of ``check_network``, the identified path (the rest are the black box's).
+_NETWORK_OPTIONS = ("rtol", "atol", "safety", "seed")
 
 # numpy's names for the MATLAB classes that differ.
 _MATLAB_CLASS = {"float64": "double", "float32": "single", "bool": "logical"}
@@ -120,6 +124,32 @@ def tensor_shapes(
     return named
 
 
+def matlab_transposed(finding: Finding, report: GradReport) -> Finding:
+    """An ``unroll_order`` finding (flattened row-major, read back column-major) as what it
+    is in MATLAB, where ``(:)`` and ``reshape`` are both column-major: the gradient computed
+    as the tensor's transpose, then unrolled; other findings unchanged."""
+    if finding.kind != "unroll_order" or finding.details.get("flattened") != "C":
+        return finding
+    name = finding.tensor
+    rows, cols = report.tensor(name).shape
+    weights = (report.model or {}).get("layout", {}).get("weights")
+    outer = {"in_out": "a' * delta (not delta' * a)",
+             "out_in": "delta' * a (not a' * delta)"}.get(
+        weights, "the outer product the other way round (a' * delta for delta' * a, or the reverse)")
+    return Finding(
+        kind="transposed",
+        tensors=(name,),
+        message=(
+            f"the gradient of {name} was computed as its transpose, {cols}x{rows} for the "
+            f"{rows}x{cols} {name}, and unrolled with (:): its part of grad is the right "
+            f"gradient read in the other order (residual {finding.evidence:.1g})"
+        ),
+        evidence=finding.evidence,
+        fix=f"MATLAB: build the gradient of {name} in {name}'s shape, {rows}x{cols}: {outer}",
+        details={**finding.details, "matlab": outer},
+    )
+
+
 def check(
     expr: str,
     *,
@@ -129,6 +159,7 @@ def check(
     shapes: Mapping[str, Sequence[int]] | None = None,
     order: str = "F",
     timeout: float = DEFAULT_TIMEOUT,
+    identify: bool = True,
     **options: Any,
 ) -> GradReport:
     """Check the gradient a MATLAB expression returns, running it in GNU Octave.
@@ -173,8 +204,18 @@ def check(
     with OctaveRunner(expr, path=path, variables=variables, var=var, timeout=timeout) as runner:
         named = tensor_shapes(shapes, var, runner.theta.size)
         user = user_gradient(runner, *runner.first())
-        report = check_gradient(
-            runner, user.gradient, runner.theta, shapes=named, order=order, **options
-        )
+        report, model = None, None
+        if identify and shapes is not None:
+            report, model = check_identified(
+                runner, user.gradient, named, order,
+                **{k: v for k, v in options.items() if k in _NETWORK_OPTIONS},
+            )
+        if report is None:
+            report = check_gradient(
+                runner, user.gradient, runner.theta, shapes=named, order=order, **options
+            )
+            report.model = model
     report.findings[:0] = user.notes
+    if order == "F":
+        report.findings[:] = [matlab_transposed(f, report) for f in report.findings]
     return report

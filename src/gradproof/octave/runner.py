@@ -17,6 +17,7 @@ code is an ``InputError`` with Octave's own message and the file and line it nam
 
 from __future__ import annotations
 
+import hashlib
 import os
 import queue
 import shutil
@@ -25,7 +26,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +110,7 @@ class OctaveRunner:
         self.var = var
         self.timeout = float(timeout)
         self.seconds_per_call = 0.0
+        self._known: dict[bytes, float] = {}
         executable = octave_executable()
         folders = [Path(p) for p in ([path] if isinstance(path, (str, Path)) else path)]
         for folder in folders:
@@ -276,10 +278,47 @@ class OctaveRunner:
         )
         return scipy.io.loadmat(self._dir / "out.mat")["J"].reshape(-1)
 
+    def many(self, points: Sequence[Any]) -> np.ndarray:
+        """J at each parameter vector of ``points`` (flat), in one exchange; each is sent as the
+        entries that differ from the starting vector. A point asked for in an earlier call is
+        not evaluated again (identification reads the same seeded points once to identify and
+        once to check); one asked for twice in the same call is, so that a loss that does not
+        repeat itself shows."""
+        flats = [np.asarray(point, dtype=np.float64).reshape(-1) for point in points]
+        keys = [hashlib.sha1(flat.tobytes()).digest() for flat in flats]
+        asked = [i for i, key in enumerate(keys) if key not in self._known]
+        changed = [np.flatnonzero(flats[i] != self.theta) for i in asked]
+        start = np.concatenate([[0], np.cumsum([c.size for c in changed], dtype=np.int64)])
+        values = self.moves(
+            np.concatenate([np.zeros(0, np.int64), *changed]),
+            start,
+            np.concatenate([np.zeros(0), *(flats[i][c] for i, c in zip(asked, changed))]),
+        ) if asked else np.zeros(0)
+        out = np.array([self._known.get(key, np.nan) for key in keys])
+        out[asked] = values
+        self._known.update((keys[i], float(value)) for i, value in zip(asked, values))
+        return out
+
     def __call__(self, theta: np.ndarray) -> float:
-        """J at ``theta`` (flat), sent as the entries that differ from the starting vector."""
+        """J at ``theta`` (flat), sent as the entries that differ from the starting vector;
+        always evaluated (the engine calls twice at the same point to see nondeterminism)."""
         changed = np.flatnonzero(theta != self.theta)
         return float(self.moves(changed, np.array([0, changed.size]), theta[changed])[0])
+
+    def captured(self) -> dict[str, np.ndarray]:
+        """The numeric arrays the expression names (those it captured from the variables),
+        by name: where identification looks for the data."""
+        target = self._dir / "captured.mat"
+        self._command(
+            "gp_captured__ = functions(gp_f__).workspace{1}; "
+            f"save('-mat', {_quote(str(target))}, '-struct', 'gp_captured__')",
+            f"reading the variables {self.expr} names",
+        )
+        return {
+            name: value for name, value in scipy.io.loadmat(target).items()
+            if not name.startswith("__") and isinstance(value, np.ndarray)
+            and value.dtype.kind in "biuf"
+        }
 
     # -------------------------------------------------------------- cleanup
 
