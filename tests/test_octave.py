@@ -22,6 +22,7 @@ import scipy.io
 from gradproof.cli import main
 from gradproof.errors import InputError
 from gradproof.octave import INSTALL_LINE, OctaveRunner, check
+from gradproof.octave.network import data_readings
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -225,6 +226,108 @@ def test_cli_seed_examples_exit_codes(octave, tmp_path, capsys):
     assert data["model"]["identified"] is True
     assert main(["octave", "seed_backprop(theta, x, 4)", *common, "--black-box", "--json"]) == 1
     assert "model" not in json.loads(capsys.readouterr().out)
+
+
+def test_points_asked_before_are_not_evaluated_again(code):
+    # J counts its own calls, so each value says which call gave it.
+    folder = code("counting", "function [J, grad] = counting(theta)\n  persistent n\n"
+                  "  if isempty(n)\n    n = 0;\n  end\n  n = n + 1;\n  J = n;\n"
+                  "  grad = zeros(size(theta));\nend\n")
+    with OctaveRunner("counting(theta)", path=folder, variables={"theta": np.ones((3, 1))}) as runner:
+        here, there = runner.theta, runner.theta + 1.0
+        assert list(runner.many([here, here])) == [1.0, 2.0]  # twice in one call: both run
+        assert list(runner.many([here, there])) == [2.0, 3.0]  # here is known
+        assert runner(here) == 4.0  # a single call always runs (the engine's repeat check)
+
+
+# ----------------------------------------------------- identification
+
+# The course's classifier, vectorised, with a bias column in each Theta; `bug` names a
+# planted mistake of the family's catalogue.
+COURSE = """function [J, grad] = {name}(theta, n_in, n_hidden, n_labels, X, y, lambda)
+  Theta1 = reshape(theta(1:n_hidden * (n_in + 1)), n_hidden, n_in + 1);
+  Theta2 = reshape(theta(n_hidden * (n_in + 1) + 1:end), n_labels, n_hidden + 1);
+  m = size(X, 1);
+  a1 = [ones(m, 1) X];
+  z2 = a1 * Theta1';
+  a2 = [ones(m, 1) 1 ./ (1 + exp(-z2))];
+  h = 1 ./ (1 + exp(-a2 * Theta2'));
+  Y = double(y(:) == 1:n_labels);
+  J = -sum(sum(Y .* log(h) + (1 - Y) .* log(1 - h))) / m ...
+      + lambda / (2 * m) * (sum(sum(Theta1(:, 2:end).^2)) + sum(sum(Theta2(:, 2:end).^2)));
+  d3 = h - Y;
+  s = 1 ./ (1 + exp(-{slope_at}));
+  d2 = (d3 * Theta2(:, 2:end)) .* s .* (1 - s);
+  Theta1_grad = d2' * a1 / m;
+  Theta2_grad = d3' * a2 / m;
+  Theta1_grad(:, 2:end) = Theta1_grad(:, 2:end) + lambda / m * Theta1(:, 2:end);
+  Theta2_grad(:, 2:end) = Theta2_grad(:, 2:end) + lambda / m * Theta2(:, 2:end){extra};
+  grad = [Theta1_grad(:); Theta2_grad(:)];
+end
+"""
+COURSE_SHAPES = {"Theta1": (5, 7), "Theta2": (3, 6)}
+
+
+def course(code, name: str, slope_at: str = "z2", extra: str = "") -> Path:
+    return code(name, COURSE.format(name=name, slope_at=slope_at, extra=extra))
+
+
+def course_variables(seed: int = 4) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {"X": rng.uniform(size=(30, 6)), "y": rng.integers(1, 4, size=(30, 1)).astype(float),
+            "theta": rng.uniform(-0.5, 0.5, size=(53, 1)), "unused": rng.normal(size=(4, 4))}
+
+
+def test_course_classifier_is_identified_from_its_own_cost(code):
+    folder = course(code, "courseright")
+    report = check("courseright(theta, 6, 5, 3, X, y, 2)", path=folder,
+                   variables=course_variables(), shapes=COURSE_SHAPES)
+    assert report.passed and report.mode == "network", str(report)
+    model = report.model
+    assert (model["x"], model["y"]) == ("X", "y")
+    assert model["network"]["layers"] == [6, 5, 3]
+    assert model["network"]["label_base"] == 1
+    assert model["network"]["weight_decay"] == pytest.approx(2.0)
+    assert model["layout"]["biases"] == "augmented" and model["layout"]["order"] == "F"
+    assert all(t.checked == t.size for t in report.tensors)
+
+
+def test_course_classifier_mistake_named_in_matlab(code):
+    # sigmoidGradient(a2) where sigmoidGradient(z2) belongs (a2 without its bias column)
+    folder = course(code, "courseslope", slope_at="a2(:, 2:end)")
+    report = check("courseslope(theta, 6, 5, 3, X, y, 2)", path=folder,
+                   variables=course_variables(), shapes=COURSE_SHAPES)
+    assert not report.passed and report.mode == "network"
+    assert {t.name: t.verdict for t in report.tensors}["Theta2"] == "ok"
+    bug = next(f for f in report.findings if f.is_bug)
+    assert (bug.kind, bug.tensor) == ("wrong_activation_derivative", "Theta1")
+    assert "Theta2(:, 2:end)" in bug.details["matlab"]
+
+
+def test_cost_outside_the_family_falls_back_to_the_black_box(code):
+    # an L1 penalty on theta, which no member of the family has
+    folder = course(code, "coursel1", extra=";\n  J = J + 0.01 * sum(abs(theta))")
+    report = check("coursel1(theta, 6, 5, 3, X, y, 2)", path=folder,
+                   variables=course_variables(), shapes=COURSE_SHAPES, mode="full")
+    assert report.mode == "full" and not report.passed  # the gradient lacks the L1 term
+    assert report.model["identified"] is False
+    assert "x = X, y = y: closest:" in report.model["closest"]
+
+
+def test_no_data_that_fits_says_so(code):
+    folder = quadratic(code, "quadnodata")  # A is 12x12: no input for a 3x4 weight
+    report = check("quadnodata(theta, A)", path=folder, variables=variables(),
+                   shapes={"W1": (3, 4)})
+    assert report.passed and report.mode == "auto"
+    assert report.model["identified"] is False
+    assert "none of the arrays quadnodata(theta, A) names (A 12x12)" in report.model["closest"]
+
+
+def test_data_readings_follow_the_expression():
+    arrays = {"y": np.ones((30, 1)), "X": np.ones((30, 6)), "lam": np.ones((1, 1)),
+              "other": np.ones((2, 2))}
+    readings = list(data_readings(arrays, "cost(theta, X, y, lam)", COURSE_SHAPES))
+    assert readings == [("X", "y"), ("X", "other"), ("X", None)]
 
 
 # -------------------------------------------------------------- bad input
