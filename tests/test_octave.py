@@ -190,8 +190,8 @@ def test_seed_example_identified_names_both_mistakes_with_matlab_fixes(octave):
     # error_0 * encoder where decoder' belongs; error_0' * a, the decoder's transpose
     assert bugs["encoder"].details["matlab"] == (
         "d_a2 = d3 * decoder';  % dJ/da2: through the next layer's weight, not its mirror")
-    assert "a' * delta (not delta' * a)" in bugs["decoder"].fix
-    assert "4x16" in bugs["decoder"].fix
+    assert bugs["decoder"].details["matlab"] == (
+        "grad_decoder = a' * delta;  % 4x16, like decoder; delta' * a is its transpose")
 
 
 def test_fixed_seed_example_passes_identified_every_entry(octave):
@@ -238,6 +238,20 @@ def test_points_asked_before_are_not_evaluated_again(code):
         assert list(runner.many([here, here])) == [1.0, 2.0]  # twice in one call: both run
         assert list(runner.many([here, there])) == [2.0, 3.0]  # here is known
         assert runner(here) == 4.0  # a single call always runs (the engine's repeat check)
+
+
+@pytest.mark.parametrize("setting, expected", [(None, 1.0), ("2", 2.0), ("off", None)])
+def test_octaves_blas_threads_follow_gradproofs_policy(code, monkeypatch, setting, expected):
+    folder = code("threads", "function [J, grad] = threads(theta)\n"
+                  "  J = str2double(getenv('OPENBLAS_NUM_THREADS'));\n  grad = theta;\nend\n")
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    if setting is None:
+        monkeypatch.delenv("GRADPROOF_BLAS_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("GRADPROOF_BLAS_THREADS", setting)
+    with OctaveRunner("threads(theta)", path=folder, variables={"theta": np.ones((2, 1))}) as runner:
+        seen = runner.first()[0].item()
+    assert (np.isnan(seen) and expected is None) or seen == expected
 
 
 # ----------------------------------------------------- identification

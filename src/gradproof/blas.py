@@ -52,6 +52,7 @@ POLICY: Mapping[str, int] = {
     "check_model": 1,
     "train": 1,
     "torch": 1,
+    "octave": 1,  # Octave's own OpenBLAS, set in its environment when gradproof starts it
 }
 
 # The values every setting accepts, in words (the messages and the CLI's help read this).

@@ -1,16 +1,18 @@
 """``gradproof.octave.check``: a MATLAB cost function's gradient, checked where it runs.
 
 Contract: ``check(expr, path=..., variables=..., var="theta", shapes=None, ...) -> GradReport``
-runs ``[J, grad] = expr`` once in Octave (``OctaveRunner.first``), checks what came back
+runs ``[J, grad] = expr`` once in Octave (``OctaveRunner.first``) and checks what came back
 (``user_gradient``: a finite scalar J and a finite gradient with one entry per entry of the
-parameter vector), then runs the black-box engine (``check_gradient``) on the runner, which
-evaluates the perturbed points in batches inside Octave. The two steps are separate so that a
-model identified from the user's code can take the second one's place with an exact check,
-given the same runner and the same ``UserGradient``.
+parameter vector). With ``shapes``, the network is identified from the user's J and the data
+the expression names, and every entry checked against its backprop (``octave.network``); where
+no member of the family computes J, or with ``identify=False``, the black-box engine
+(``check_gradient``) runs on the runner, which evaluates the perturbed points in batches inside
+Octave. Either report speaks MATLAB where MATLAB differs (``matlab_transposed``).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,10 +134,20 @@ def matlab_transposed(finding: Finding, report: GradReport) -> Finding:
         return finding
     name = finding.tensor
     rows, cols = report.tensor(name).shape
-    weights = (report.model or {}).get("layout", {}).get("weights")
-    outer = {"in_out": "a' * delta (not delta' * a)",
-             "out_in": "delta' * a (not a' * delta)"}.get(
-        weights, "the outer product the other way round (a' * delta for delta' * a, or the reverse)")
+    # The outer product that has the weight's shape: a' * delta for a weight used as a * W.
+    right = {"in_out": ("a", "delta"), "out_in": ("delta", "a")}.get(
+        (report.model or {}).get("layout", {}).get("weights"))
+    details: dict[str, Any] = {**finding.details}
+    if right is None:
+        fix = (f"build the gradient of {name} in {name}'s shape, {rows}x{cols}: the outer "
+               "product the other way round (a' * delta for delta' * a, or the reverse)")
+    else:
+        left, other = right
+        details["numpy"] = (f"grad_{name} = {left}.T @ {other}  # {rows}x{cols}, like {name}; "
+                            f"{other}.T @ {left} is its transpose")
+        details["matlab"] = (f"grad_{name} = {left}' * {other};  % {rows}x{cols}, like {name}; "
+                             f"{other}' * {left} is its transpose")
+        fix = f"numpy: {details['numpy']}  |  MATLAB: {details['matlab']}"
     return Finding(
         kind="transposed",
         tensors=(name,),
@@ -145,8 +157,8 @@ def matlab_transposed(finding: Finding, report: GradReport) -> Finding:
             f"gradient read in the other order (residual {finding.evidence:.1g})"
         ),
         evidence=finding.evidence,
-        fix=f"MATLAB: build the gradient of {name} in {name}'s shape, {rows}x{cols}: {outer}",
-        details={**finding.details, "matlab": outer},
+        fix=fix,
+        details=details,
     )
 
 
@@ -183,15 +195,22 @@ def check(
         row-major.
     timeout : float
         Seconds any one Octave command may run; past it Octave is killed and InputError raised.
+    identify : bool
+        With ``shapes``: identify the network from J and the data the expression names, and
+        check every entry against its backprop (False: the black-box check alone).
     **options
         ``mode``, ``samples``, ``directions``, ``budget``, ``rtol``, ``atol``, ``safety``,
-        ``seed``, ``progress``: as for ``gradproof.check_gradient``, which does the check.
+        ``seed``, ``progress``: as for ``gradproof.check_gradient``, which does the black-box
+        check (``rtol``, ``atol``, ``safety`` and ``seed`` also apply to the identified one).
 
     Returns
     -------
     GradReport
-        The report of ``check_gradient``, with a ``convention`` note when grad's orientation
-        differs from the parameter vector's.
+        Identified: ``check_network``'s report (``mode="network"``, ``model`` the network with
+        ``x`` and ``y``, the names of the data it read). Else ``check_gradient``'s, with
+        ``model`` saying why no network was identified (None without ``shapes`` or with
+        ``identify=False``). Either with a ``convention`` note when grad's orientation differs
+        from the parameter vector's; ``seconds`` includes Octave's start.
 
     Raises
     ------
@@ -201,6 +220,7 @@ def check(
         J not a finite scalar; grad of the wrong length or not finite; shapes that do not add
         up; a command that outlived ``timeout``; and whatever ``check_gradient`` refuses.
     """
+    started = time.perf_counter()
     with OctaveRunner(expr, path=path, variables=variables, var=var, timeout=timeout) as runner:
         named = tensor_shapes(shapes, var, runner.theta.size)
         user = user_gradient(runner, *runner.first())
@@ -216,6 +236,7 @@ def check(
             )
             report.model = model
     report.findings[:0] = user.notes
+    report.seconds = time.perf_counter() - started  # Octave's start and identification included
     if order == "F":
         report.findings[:] = [matlab_transposed(f, report) for f in report.findings]
     return report

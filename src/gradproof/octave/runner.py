@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import scipy.io
 
+from gradproof import blas
 from gradproof.errors import InputError
 
 INSTALL_LINE = "apt-get install -y --no-install-recommends octave libopenblas0-pthread"
@@ -120,6 +121,12 @@ class OctaveRunner:
         self._process: subprocess.Popen[str] | None = None
         try:
             vars_file = self._variables_file(variables)
+            env = dict(os.environ)
+            threads = blas.resolve("octave")
+            if threads is not None:
+                # The user's cost alternates BLAS products with elementwise work, as numpy's
+                # hot paths do: gradproof.blas's policy (and $GRADPROOF_BLAS_THREADS) holds.
+                env["OPENBLAS_NUM_THREADS"] = str(threads)
             self._process = subprocess.Popen(
                 [executable, "--quiet", "--norc", "--no-history", "--no-line-editing"],
                 stdin=subprocess.PIPE,
@@ -128,6 +135,7 @@ class OctaveRunner:
                 text=True,
                 cwd=self._dir,
                 start_new_session=True,  # its own process group, killed as one
+                env=env,
             )
             self._lines: queue.Queue[str | None] = queue.Queue()
             threading.Thread(target=self._read, daemon=True).start()
