@@ -337,6 +337,16 @@ def test_no_data_that_fits_says_so(code):
     assert "none of the arrays quadnodata(theta, A) names (A 12x12)" in report.model["closest"]
 
 
+def test_code_failing_at_the_identification_points_is_an_error_not_a_fallback(code):
+    folder = course(code, "coursefails",
+                    extra=";\n  if theta(1) ~= 0.25\n    error('only at the start');\n  end")
+    given = course_variables()
+    given["theta"][0] = 0.25
+    with pytest.raises(InputError, match=r"at point 3 of the batch: only at the start"):
+        check("coursefails(theta, 6, 5, 3, X, y, 2)", path=folder, variables=given,
+              shapes=COURSE_SHAPES)
+
+
 def test_data_readings_follow_the_expression():
     arrays = {"y": np.ones((30, 1)), "X": np.ones((30, 6)), "lam": np.ones((1, 1)),
               "other": np.ones((2, 2))}

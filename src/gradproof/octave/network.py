@@ -25,7 +25,7 @@ from gradproof.errors import InputError
 from gradproof.identify import identify_problem, read_problem
 from gradproof.layouts import fit_layouts
 from gradproof.network_check import check_network
-from gradproof.octave.runner import OctaveRunner
+from gradproof.octave.runner import OctaveError, OctaveRunner
 from gradproof.report import GradReport
 
 Shapes = Mapping[str, tuple[int, ...]]
@@ -58,6 +58,8 @@ def check_identified(runner: OctaveRunner, gradient: np.ndarray, shapes: Shapes,
         try:
             identification = identify_problem(
                 read_problem(runner, runner.theta, x, y, shapes, order))
+        except OctaveError:
+            raise  # the user's code failed in Octave: no reading does better
         except InputError as error:
             # A reading the family cannot take (labels that are no labels ...): the next one.
             closest.append(f"{reading}: {error}")

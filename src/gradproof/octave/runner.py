@@ -10,9 +10,10 @@ side so that one exchange serves hundreds of points. Arrays cross through .mat f
 temporary directory; commands go to Octave's stdin and each ends with a line on its stdout.
 
 No Octave command may run longer than ``timeout`` seconds: past it the process group (Octave
-and anything it started) is killed and an ``InputError`` says so. ``close()`` (or leaving the
+and anything it started) is killed and an ``OctaveError`` says so. ``close()`` (or leaving the
 ``with`` block) ends Octave and removes the temporary directory. Every failure of the user's
-code is an ``InputError`` with Octave's own message and the file and line it names.
+code is an ``OctaveError`` (an ``InputError``) with Octave's own message and the file and line
+it names.
 """
 
 from __future__ import annotations
@@ -52,6 +53,10 @@ _DRIVER = Path(__file__).parent / "driver"
 
 # What Octave says when an expression gives fewer outputs than asked for.
 _ONE_OUTPUT = ("element number 2 undefined in return list", "called with too many outputs")
+
+
+class OctaveError(InputError):
+    """Octave, or the user's code in it, failed: an error raised, a timeout, Octave exiting."""
 
 
 def octave_executable() -> str:
@@ -186,7 +191,7 @@ class OctaveRunner:
         return str(target)
 
     def _command(self, statement: str, doing: str) -> None:
-        """Run ``statement`` in Octave and wait for it; any Octave error becomes an InputError."""
+        """Run ``statement`` in Octave and wait for it; any Octave error becomes an OctaveError."""
         error_file = self._dir / "error.txt"
         error_file.unlink(missing_ok=True)
         line = (
@@ -206,7 +211,7 @@ class OctaveRunner:
                 received = self._lines.get(timeout=max(remaining, 0.0))
             except queue.Empty:
                 self._kill()
-                raise InputError(
+                raise OctaveError(
                     f"{self.expr} did not finish within {self.timeout:g} s ({doing}); Octave "
                     "was stopped (give --timeout more seconds if it needs longer)"
                 ) from None
@@ -216,7 +221,7 @@ class OctaveRunner:
                 break
             output.append(received)
         if error_file.exists():
-            raise InputError(self._octave_error(error_file.read_text(), doing))
+            raise OctaveError(self._octave_error(error_file.read_text(), doing))
 
     def _octave_error(self, message: str, doing: str) -> str:
         text = f"Octave failed while {doing}: {message.strip()}"
@@ -227,10 +232,10 @@ class OctaveRunner:
             )
         return text
 
-    def _died(self, doing: str, output: list[str] | None = None) -> InputError:
+    def _died(self, doing: str, output: list[str] | None = None) -> OctaveError:
         tail = "\n".join((output or [])[-10:])
         self._kill()
-        return InputError(f"Octave exited while {doing}" + (f"; its last output:\n{tail}" if tail else ""))
+        return OctaveError(f"Octave exited while {doing}" + (f"; its last output:\n{tail}" if tail else ""))
 
     @property
     def pid(self) -> int | None:
