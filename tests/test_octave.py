@@ -22,7 +22,7 @@ import scipy.io
 from gradproof.cli import main
 from gradproof.errors import InputError
 from gradproof.octave import INSTALL_LINE, OctaveRunner, check
-from gradproof.octave.network import data_readings
+from gradproof.octave.network import data_readings, inferred_shapes, integer_arguments
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -352,6 +352,38 @@ def test_data_readings_follow_the_expression():
               "other": np.ones((2, 2))}
     readings = list(data_readings(arrays, "cost(theta, X, y, lam)", COURSE_SHAPES))
     assert readings == [("X", "y"), ("X", "other"), ("X", None)]
+
+
+def test_layer_sizes_among_the_arguments_give_the_courses_shapes():
+    arrays = {"X": np.ones((5000, 400)), "y": np.ones((5000, 1)),
+              "hidden_layer_size": np.array([[25.0]]), "lambda": np.array([[1.0]])}
+    expr = "nnCostFunction(theta, 400, hidden_layer_size, 10, X, y, lambda)"
+    assert integer_arguments(arrays, expr) == [400, 25, 10, 1]
+    assert inferred_shapes(arrays, expr, 10285) == [{"Theta1": (25, 401), "Theta2": (10, 26)}]
+    sparse = "sparseAutoencoderCost(theta, 64, 25, 1e-4, 0.01, 3, patches)"
+    assert inferred_shapes({"patches": np.ones((64, 100))}, sparse, 3289) == [
+        {"W1": (25, 64), "W2": (64, 25), "b1": (25,), "b2": (64,)}]
+    # the seed: v from the data's width, the bias-free pair either way round
+    assert inferred_shapes({"x": np.ones((1, 784))}, "seed_backprop(theta, x, 200)",
+                           313600) == [{"W1": (784, 200), "W2": (200, 784)},
+                                       {"W1": (200, 784), "W2": (784, 200)}]
+    assert inferred_shapes({"A": np.ones((12, 12))}, "quad(theta, A)", 12) == []
+
+
+def test_course_classifier_identified_without_shapes(code):
+    folder = course(code, "coursenoshapes")
+    given = {**course_variables(), "n_hidden": np.array([[5.0]])}
+    report = check("coursenoshapes(theta, 6, n_hidden, 3, X, y, 2)", path=folder,
+                   variables=given)
+    assert report.passed and report.mode == "network", str(report)
+    assert report.model["shapes"] == "Theta1=5x7,Theta2=3x6" and report.model["shapes_inferred"]
+    assert [t.name for t in report.tensors] == ["Theta1", "Theta2"]
+
+
+def test_seed_example_identified_without_shapes(octave):
+    report = check("seed_backprop(theta, x, 4)", path=EXAMPLES, variables=seed_variables())
+    assert report.mode == "network" and report.model["shapes"] == "W1=16x4,W2=4x16"
+    assert {f.kind for f in report.findings if f.is_bug} == {"wrong_backprop_matrix", "transposed"}
 
 
 # -------------------------------------------------------------- bad input

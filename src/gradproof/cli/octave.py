@@ -3,8 +3,8 @@
 ``EXPR`` is the call as the user writes it, returning ``[J, grad]``; ``--path`` holds the
 ``.m`` files, ``--load`` the variables it uses, ``--var`` names the parameter vector and
 ``--shapes`` the tensors inside it. The check is ``gradproof.octave.check``: one call for the
-gradient; then, where the shapes and the data the expression names form a network of the
-family that computes J, every entry against that network's backprop with the mistake named
+gradient; then, where the shapes (given, or read from the layer sizes among the arguments) and
+the data the expression names form a network of the family that computes J, every entry against that network's backprop with the mistake named
 (``--black-box`` skips this); else the black-box engine with the perturbed points evaluated in
 batches inside Octave. A rich table, or with ``--json`` the report as JSON alone. Exit codes: 0 passed,
 1 failed, 2 bad usage or input (Octave missing, the user's code failing, a timeout).
@@ -57,6 +57,8 @@ def model_line(model: dict[str, Any]) -> str:
     if not model.get("identified"):
         return f"model: not identified; {model.get('closest', '')}"
     data = f"x = {model['x']}" + ("" if model.get("y") is None else f", y = {model['y']}")
+    if model.get("shapes_inferred"):
+        data += f"; shapes from the arguments: {model['shapes']}"
     return f"model ({data}): {model['description']}"
 
 
@@ -66,8 +68,8 @@ def add_parser(subparsers: Any) -> None:
         "octave",
         help="check a MATLAB cost function's gradient, running it in GNU Octave",
         description="Run a MATLAB expression returning [J, grad] in GNU Octave and check grad. "
-        "With --shapes, when the network is identified from J and the data the expression "
-        "names, every entry is checked against its backprop and the mistake named; else grad "
+        "When the network (--shapes, or the layer sizes among EXPR's arguments) is identified "
+        "from J and the data EXPR names, every entry is checked against its backprop and the mistake named; else grad "
         "is checked against finite differences of J, the perturbed points evaluated in batches "
         "inside Octave. Exit codes: 0 passed, 1 failed, 2 bad usage or input.",
     )
@@ -90,7 +92,8 @@ def add_parser(subparsers: Any) -> None:
     what.add_argument(
         "--shapes", type=shape_list, metavar="SHAPES",
         help="the tensors inside the parameter vector, in order: W1=25x64,W2=64x25,b1=25,b2=64 "
-        "(default: the whole vector as one tensor)",
+        "(default: as the layer sizes among EXPR's arguments describe a network the courses' "
+        "way, else the whole vector as one tensor)",
     )
     what.add_argument(
         "--order", choices=("F", "C"), default="F",

@@ -3,9 +3,10 @@
 Contract: ``check(expr, path=..., variables=..., var="theta", shapes=None, ...) -> GradReport``
 runs ``[J, grad] = expr`` once in Octave (``OctaveRunner.first``) and checks what came back
 (``user_gradient``: a finite scalar J and a finite gradient with one entry per entry of the
-parameter vector). With ``shapes``, the network is identified from the user's J and the data
-the expression names, and every entry checked against its backprop (``octave.network``); where
-no member of the family computes J, or with ``identify=False``, the black-box engine
+parameter vector). The network (of ``shapes``, or of the shapes the layer sizes among the
+expression's arguments describe) is identified from the user's J and the data the expression
+names, and every entry checked against its backprop (``octave.network``); where no member of
+the family computes J, or with ``identify=False``, the black-box engine
 (``check_gradient``) runs on the runner, which evaluates the perturbed points in batches inside
 Octave. Either report speaks MATLAB where MATLAB differs (``matlab_transposed``).
 """
@@ -196,8 +197,10 @@ def check(
     timeout : float
         Seconds any one Octave command may run; past it Octave is killed and InputError raised.
     identify : bool
-        With ``shapes``: identify the network from J and the data the expression names, and
-        check every entry against its backprop (False: the black-box check alone).
+        Identify the network (of ``shapes``, or of the shapes the layer sizes among the
+        expression's arguments describe, ``octave.network.inferred_shapes``) from J and the
+        data the expression names, and check every entry against its backprop (False: the
+        black-box check alone).
     **options
         ``mode``, ``samples``, ``directions``, ``budget``, ``rtol``, ``atol``, ``safety``,
         ``seed``, ``progress``: as for ``gradproof.check_gradient``, which does the black-box
@@ -208,8 +211,8 @@ def check(
     GradReport
         Identified: ``check_network``'s report (``mode="network"``, ``model`` the network with
         ``x`` and ``y``, the names of the data it read). Else ``check_gradient``'s, with
-        ``model`` saying why no network was identified (None without ``shapes`` or with
-        ``identify=False``). Either with a ``convention`` note when grad's orientation differs
+        ``model`` saying why no network was identified (None where no shapes describe one,
+        or with ``identify=False``). Either with a ``convention`` note when grad's orientation differs
         from the parameter vector's; ``seconds`` includes Octave's start.
 
     Raises
@@ -225,9 +228,9 @@ def check(
         named = tensor_shapes(shapes, var, runner.theta.size)
         user = user_gradient(runner, *runner.first())
         report, model = None, None
-        if identify and shapes is not None:
+        if identify:
             report, model = check_identified(
-                runner, user.gradient, named, order,
+                runner, user.gradient, None if shapes is None else named, order,
                 **{k: v for k, v in options.items() if k in _NETWORK_OPTIONS},
             )
         if report is None:
