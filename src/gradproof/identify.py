@@ -147,6 +147,8 @@ class UserProblem:
     y: Any
     dtype: np.dtype
     points: list[UserPoint] = field(default_factory=list)
+    # The unroll orders a flat vector is tried in: both, unless the caller knows (MATLAB's F).
+    orders: tuple[str, ...] = ("C", "F")
 
     def values(self, points: list[Any]) -> list[float]:
         """The loss at each point: in one call of the loss's ``many(points)`` where it has
@@ -485,7 +487,9 @@ def identify(loss: Callable[[Any], Any], params: Any, x: Any, y: Any = None, *,
 
 
 def _fits(problem: UserProblem) -> list[Fit]:
-    fits = fit_layouts(problem.fit_shapes, problem.x.shape, flat=problem.structure == "flat")
+    fits = [fit for fit in fit_layouts(problem.fit_shapes, problem.x.shape,
+                                       flat=problem.structure == "flat")
+            if fit.layout.container != "flat" or fit.layout.order in problem.orders]
     if not fits:
         raise InputError(
             f"the parameters' shapes ({_shapes_text(problem)}) and the data's shape "

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from gradproof import blas
 from gradproof.check import check_gradient
 from gradproof.errors import InputError
 from gradproof.octave.network import check_identified
@@ -210,10 +211,11 @@ def check(
     -------
     GradReport
         Identified: ``check_network``'s report (``mode="network"``, ``model`` the network with
-        ``x`` and ``y``, the names of the data it read). Else ``check_gradient``'s, with
-        ``model`` saying why no network was identified (None where no shapes describe one,
-        or with ``identify=False``). Either with a ``convention`` note when grad's orientation differs
-        from the parameter vector's; ``seconds`` includes Octave's start.
+        ``x`` and ``y``, the names of the data it read, and ``shapes``). Else
+        ``check_gradient``'s, with ``model`` saying why no network was identified (None where
+        no shapes describe one, or with ``identify=False``). Either with a ``convention`` note
+        when grad's orientation differs from the parameter vector's; ``seconds`` includes
+        Octave's start.
 
     Raises
     ------
@@ -224,7 +226,11 @@ def check(
         up; a command that outlived ``timeout``; and whatever ``check_gradient`` refuses.
     """
     started = time.perf_counter()
-    with OctaveRunner(expr, path=path, variables=variables, var=var, timeout=timeout) as runner:
+    # numpy's identification and exact check alternate small products with elementwise work,
+    # as the other hot paths do: the same thread policy (gradproof.blas).
+    with blas.limited("octave"), OctaveRunner(
+        expr, path=path, variables=variables, var=var, timeout=timeout
+    ) as runner:
         named = tensor_shapes(shapes, var, runner.theta.size)
         user = user_gradient(runner, *runner.first())
         report, model = None, None

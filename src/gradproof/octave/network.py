@@ -109,8 +109,9 @@ def check_identified(runner: OctaveRunner, gradient: np.ndarray, shapes: Shapes 
             if shapes is None:
                 reading = f"{shapes_text(shaped)}, {reading}"
             try:
-                identification = identify_problem(
-                    read_problem(runner, runner.theta, x, y, shaped, order))
+                problem = read_problem(runner, runner.theta, x, y, shaped, order)
+                problem.orders = (order,)  # (:) and reshape unroll in one order in MATLAB
+                identification = identify_problem(problem)
             except OctaveError:
                 raise  # the user's code failed in Octave: no reading does better
             except InputError as error:
