@@ -386,6 +386,44 @@ def test_seed_example_identified_without_shapes(octave):
     assert {f.kind for f in report.findings if f.is_bug} == {"wrong_backprop_matrix", "transposed"}
 
 
+# The sparse autoencoder exercise's cost, examples as columns of `data`, theta =
+# [W1(:); W2(:); b1(:); b2(:)]; the sparsity term is left out of the hidden delta.
+SPARSE = """function [cost, grad] = sparsecost(theta, visibleSize, hiddenSize, lambda, rho, beta, data)
+  W1 = reshape(theta(1:hiddenSize*visibleSize), hiddenSize, visibleSize);
+  W2 = reshape(theta(hiddenSize*visibleSize+1:2*hiddenSize*visibleSize), visibleSize, hiddenSize);
+  b1 = theta(2*hiddenSize*visibleSize+1:2*hiddenSize*visibleSize+hiddenSize);
+  b2 = theta(2*hiddenSize*visibleSize+hiddenSize+1:end);
+  m = size(data, 2);
+  a2 = 1 ./ (1 + exp(-(W1 * data + repmat(b1, 1, m))));
+  a3 = 1 ./ (1 + exp(-(W2 * a2 + repmat(b2, 1, m))));
+  rho_hat = mean(a2, 2);
+  kl = sum(rho * log(rho ./ rho_hat) + (1 - rho) * log((1 - rho) ./ (1 - rho_hat)));
+  cost = sum(sum((a3 - data).^2)) / (2 * m) + lambda / 2 * (sum(W1(:).^2) + sum(W2(:).^2)) ...
+         + beta * kl;
+  d3 = -(data - a3) .* a3 .* (1 - a3);
+  d2 = (W2' * d3) .* a2 .* (1 - a2);
+  W1grad = d2 * data' / m + lambda * W1;
+  W2grad = d3 * a2' / m + lambda * W2;
+  grad = [W1grad(:); W2grad(:); sum(d2, 2) / m; sum(d3, 2) / m];
+end
+"""
+
+
+def test_sparse_autoencoder_exercise_identified_and_the_missing_term_named(code):
+    folder = code("sparsecost", SPARSE)
+    rng = np.random.default_rng(5)
+    v, h = 8, 3
+    r = np.sqrt(6 / (v + h + 1))
+    theta = np.concatenate([rng.uniform(-r, r, 2 * v * h), np.zeros(h + v)]).reshape(-1, 1)
+    report = check("sparsecost(theta, 8, 3, 1e-3, 0.1, 3, patches)", path=folder,
+                   variables={"theta": theta, "patches": rng.uniform(size=(v, 20))})
+    assert report.mode == "network", str(report)
+    assert report.model["shapes"] == "W1=3x8,W2=8x3,b1=3,b2=8"
+    assert report.model["network"]["sparsity_weight"] == pytest.approx(3.0)
+    bugs = {(f.kind, f.tensor) for f in report.findings if f.is_bug}
+    assert ("missing_term", "W1") in bugs, str(report)
+
+
 # -------------------------------------------------------------- bad input
 
 

@@ -2,16 +2,18 @@
 
 Contract: ``check_identified(runner, gradient, shapes, order, **options) -> (report, model)``.
 The shapes are the user's, or each set ``inferred_shapes`` reads from the layer sizes among
-the expression's arguments (``nnCostFunction(theta, 400, 25, 10, X, y, 1)``). The data are the numeric arrays the expression names (``X``, ``y``, ``patches`` ..., read back
-from Octave: what the expression captured from the loaded variables); each way of reading
-them as the examples ``x`` and the targets ``y`` (or none, for an autoencoder) under which the
-tensor shapes form a network of the family (``layouts.fit_layouts``) is tried in turn. The
-user's J, evaluated in Octave at the handful of points identification needs (one exchange,
+the expression's arguments (``nnCostFunction(theta, 400, 25, 10, X, y, 1)``). The data are
+the numeric arrays the expression names (``X``, ``y``, ``patches`` ..., read back from Octave:
+what the expression captured from the loaded variables); each way of reading them as the
+examples ``x`` and the targets ``y`` (or none, for an autoencoder) under which the tensor
+shapes form a network of the family (``layouts.fit_layouts``) is tried in turn. The user's J,
+evaluated in Octave at the handful of points identification needs (one exchange,
 ``OctaveRunner.many``), identifies the member of the family (``identify``); then
 ``check_network`` checks every entry against that network's backprop in numpy and names the
 mistake, its finite-difference evidence evaluated in batches inside Octave. ``report`` is
 None when no member computes the user's J, and ``model`` then says which came closest and
-why it was rejected, for the black-box report that takes its place.
+why it was rejected, for the black-box report that takes its place (None when no shapes
+describe a network at all).
 """
 
 from __future__ import annotations
