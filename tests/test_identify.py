@@ -268,6 +268,47 @@ def test_model_given_skips_identification_and_must_compute_the_loss():
                                        loss_name="softmax_cross_entropy", target="labels"))
 
 
+def test_a_loss_with_many_is_asked_for_all_points_at_once():
+    user = course_classifier()
+    calls = []
+
+    class Batched:
+        """A loss evaluated elsewhere (Octave): each call of ``many`` is one exchange."""
+
+        def __call__(self, params):
+            raise AssertionError("identification asks many() when the loss has it")
+
+        def many(self, points):
+            calls.append(len(points))
+            return [user.loss(p) for p in points]
+
+    found = identify(Batched(), user.params, user.x, user.y).model
+    assert found is not None and found.network.label_base == 1
+    assert calls == [5 + 1]  # the given point twice and 4 points near it, in one call
+
+
+def test_points_where_the_loss_is_not_finite_are_asked_again_nearer():
+    user = course_classifier()
+    start = np.concatenate([v.ravel() for v in user.params.values()])
+    calls = []
+
+    class FarIsInfinite:
+        def __call__(self, params):
+            raise AssertionError("identification asks many() when the loss has it")
+
+        def many(self, points):
+            distance = [np.linalg.norm(np.concatenate([v.ravel() for v in p.values()]) - start)
+                        for p in points]
+            # the first time, the two points farthest out are beyond where the loss is finite
+            far = set(np.argsort(distance)[-2:]) if not calls else set()
+            calls.append(len(points))
+            return [np.inf if i in far else user.loss(p) for i, p in enumerate(points)]
+
+    found = identify(FarIsInfinite(), user.params, user.x, user.y).model
+    assert found is not None
+    assert calls == [6, 2]  # the two asked again at half the distance, together
+
+
 # ----- bad input ----------------------------------------------------------------------------
 
 

@@ -22,6 +22,7 @@ import scipy.io
 from gradproof.cli import main
 from gradproof.errors import InputError
 from gradproof.octave import INSTALL_LINE, OctaveRunner, check
+from gradproof.octave.network import data_readings, inferred_shapes, integer_arguments
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -177,14 +178,39 @@ def test_fixed_seed_example_returns_autograds_gradient(octave):
     np.testing.assert_allclose(grad.ravel(), autograd.grad(seed_loss)(theta, x), rtol=1e-10)
 
 
-def test_seed_example_names_the_decoders_layout_and_fails_the_encoder(octave):
+def test_seed_example_identified_names_both_mistakes_with_matlab_fixes(octave):
     report = check(
         "seed_backprop(theta, x, 4)", path=EXAMPLES, variables=seed_variables(), shapes=SEED_SHAPES
     )
-    verdicts = {t.name: t.verdict for t in report.tensors}
-    assert verdicts["encoder"] != "ok" and verdicts["decoder"] != "ok"
+    assert report.mode == "network" and report.model["identified"] is True
+    assert report.model["x"] == "x" and report.model["y"] is None
+    assert {t.name: t.verdict for t in report.tensors} == {"encoder": "FAIL", "decoder": "FAIL"}
+    assert all(t.checked == t.size for t in report.tensors)  # every entry, exactly
+    bugs = {f.tensor: f for f in report.findings if f.is_bug}
+    assert {name: f.kind for name, f in bugs.items()} == {
+        "encoder": "wrong_backprop_matrix", "decoder": "transposed"}
+    # error_0 * encoder where decoder' belongs; error_0' * a, the decoder's transpose
+    assert bugs["encoder"].details["matlab"] == (
+        "d_a2 = d3 * decoder';  % dJ/da2: through the next layer's weight, not its mirror")
+    assert bugs["decoder"].details["matlab"] == (
+        "grad_decoder = a' * delta;  % 4x16, like decoder; delta' * a is its transpose")
+
+
+def test_fixed_seed_example_passes_identified_every_entry(octave):
+    report = check("seed_backprop_fixed(theta, x, 4)", path=EXAMPLES,
+                   variables=seed_variables(), shapes=SEED_SHAPES)
+    assert report.passed and report.mode == "network"
+    assert [(t.name, t.checked) for t in report.tensors] == [("encoder", 64), ("decoder", 64)]
+
+
+def test_seed_example_black_box_names_the_decoder_transposed(octave):
+    report = check("seed_backprop(theta, x, 4)", path=EXAMPLES, variables=seed_variables(),
+                   shapes=SEED_SHAPES, identify=False)
+    assert report.mode != "network" and report.model is None
     kinds = {(f.kind, f.tensor) for f in report.findings}
-    assert ("unroll_order", "decoder") in kinds  # error_0' * a, unrolled (:) as decoder's
+    # unrolled (:) as decoder's, error_0' * a reads as the right gradient in the other order:
+    # in MATLAB, where (:) and reshape are both column-major, that is a transposed gradient
+    assert ("transposed", "decoder") in kinds and ("unroll_order", "decoder") not in kinds
     assert any(tensor == "encoder" for _, tensor in kinds)
 
 
@@ -193,11 +219,211 @@ def test_cli_seed_examples_exit_codes(octave, tmp_path, capsys):
     common = ["--path", str(EXAMPLES), "--load", str(tmp_path / "seed.mat"),
               "--shapes", "encoder=16x4,decoder=4x16"]
     assert main(["octave", "seed_backprop(theta, x, 4)", *common]) == 1
-    assert "unroll_order" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "wrong_backprop_matrix" in out and "transposed" in out and "model (x = x): 16-4-16" in out
     assert main(["octave", "seed_backprop_fixed(theta, x, 4)", *common, "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["expr"] == "seed_backprop_fixed(theta, x, 4)"
     assert [t["name"] for t in data["tensors"]] == ["encoder", "decoder"]
+    assert data["model"]["identified"] is True
+    assert main(["octave", "seed_backprop(theta, x, 4)", *common, "--black-box", "--json"]) == 1
+    assert "model" not in json.loads(capsys.readouterr().out)
+
+
+def test_points_asked_before_are_not_evaluated_again(code):
+    # J counts its own calls, so each value says which call gave it.
+    folder = code("counting", "function [J, grad] = counting(theta)\n  persistent n\n"
+                  "  if isempty(n)\n    n = 0;\n  end\n  n = n + 1;\n  J = n;\n"
+                  "  grad = zeros(size(theta));\nend\n")
+    with OctaveRunner("counting(theta)", path=folder, variables={"theta": np.ones((3, 1))}) as runner:
+        here, there = runner.theta, runner.theta + 1.0
+        assert list(runner.many([here, here])) == [1.0, 2.0]  # twice in one call: both run
+        assert list(runner.many([here, there])) == [2.0, 3.0]  # here is known
+        assert runner(here) == 4.0  # a single call always runs (the engine's repeat check)
+
+
+@pytest.mark.parametrize("setting, expected", [(None, 1.0), ("2", 2.0), ("off", None)])
+def test_octaves_blas_threads_follow_gradproofs_policy(code, monkeypatch, setting, expected):
+    folder = code("threads", "function [J, grad] = threads(theta)\n"
+                  "  J = str2double(getenv('OPENBLAS_NUM_THREADS'));\n  grad = theta;\nend\n")
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    if setting is None:
+        monkeypatch.delenv("GRADPROOF_BLAS_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("GRADPROOF_BLAS_THREADS", setting)
+    with OctaveRunner("threads(theta)", path=folder, variables={"theta": np.ones((2, 1))}) as runner:
+        seen = runner.first()[0].item()
+    assert (np.isnan(seen) and expected is None) or seen == expected
+
+
+# ----------------------------------------------------- identification
+
+# The course's classifier, vectorised, with a bias column in each Theta; `bug` names a
+# planted mistake of the family's catalogue.
+COURSE = """function [J, grad] = {name}(theta, n_in, n_hidden, n_labels, X, y, lambda)
+  Theta1 = reshape(theta(1:n_hidden * (n_in + 1)), n_hidden, n_in + 1);
+  Theta2 = reshape(theta(n_hidden * (n_in + 1) + 1:end), n_labels, n_hidden + 1);
+  m = size(X, 1);
+  a1 = [ones(m, 1) X];
+  z2 = a1 * Theta1';
+  a2 = [ones(m, 1) 1 ./ (1 + exp(-z2))];
+  h = 1 ./ (1 + exp(-a2 * Theta2'));
+  Y = double(y(:) == 1:n_labels);
+  J = -sum(sum(Y .* log(h) + (1 - Y) .* log(1 - h))) / m ...
+      + lambda / (2 * m) * (sum(sum(Theta1(:, 2:end).^2)) + sum(sum(Theta2(:, 2:end).^2)));
+  d3 = h - Y;
+  s = 1 ./ (1 + exp(-{slope_at}));
+  d2 = (d3 * Theta2(:, 2:end)) .* s .* (1 - s);
+  Theta1_grad = d2' * a1 / m;
+  Theta2_grad = d3' * a2 / m;
+  Theta1_grad(:, 2:end) = Theta1_grad(:, 2:end) + lambda / m * Theta1(:, 2:end);
+  Theta2_grad(:, 2:end) = Theta2_grad(:, 2:end) + lambda / m * Theta2(:, 2:end){extra};
+  grad = [Theta1_grad(:); Theta2_grad(:)];
+end
+"""
+COURSE_SHAPES = {"Theta1": (5, 7), "Theta2": (3, 6)}
+
+
+def course(code, name: str, slope_at: str = "z2", extra: str = "") -> Path:
+    return code(name, COURSE.format(name=name, slope_at=slope_at, extra=extra))
+
+
+def course_variables(seed: int = 4) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {"X": rng.uniform(size=(30, 6)), "y": rng.integers(1, 4, size=(30, 1)).astype(float),
+            "theta": rng.uniform(-0.5, 0.5, size=(53, 1)), "unused": rng.normal(size=(4, 4))}
+
+
+def test_course_classifier_is_identified_from_its_own_cost(code):
+    folder = course(code, "courseright")
+    report = check("courseright(theta, 6, 5, 3, X, y, 2)", path=folder,
+                   variables=course_variables(), shapes=COURSE_SHAPES)
+    assert report.passed and report.mode == "network", str(report)
+    model = report.model
+    assert (model["x"], model["y"]) == ("X", "y")
+    assert model["network"]["layers"] == [6, 5, 3]
+    assert model["network"]["label_base"] == 1
+    assert model["network"]["weight_decay"] == pytest.approx(2.0)
+    assert model["layout"]["biases"] == "augmented" and model["layout"]["order"] == "F"
+    assert all(t.checked == t.size for t in report.tensors)
+
+
+def test_course_classifier_mistake_named_in_matlab(code):
+    # sigmoidGradient(a2) where sigmoidGradient(z2) belongs (a2 without its bias column)
+    folder = course(code, "courseslope", slope_at="a2(:, 2:end)")
+    report = check("courseslope(theta, 6, 5, 3, X, y, 2)", path=folder,
+                   variables=course_variables(), shapes=COURSE_SHAPES)
+    assert not report.passed and report.mode == "network"
+    assert {t.name: t.verdict for t in report.tensors}["Theta2"] == "ok"
+    bug = next(f for f in report.findings if f.is_bug)
+    assert (bug.kind, bug.tensor) == ("wrong_activation_derivative", "Theta1")
+    assert "Theta2(:, 2:end)" in bug.details["matlab"]
+
+
+def test_cost_outside_the_family_falls_back_to_the_black_box(code):
+    # an L1 penalty on theta, which no member of the family has
+    folder = course(code, "coursel1", extra=";\n  J = J + 0.01 * sum(abs(theta))")
+    report = check("coursel1(theta, 6, 5, 3, X, y, 2)", path=folder,
+                   variables=course_variables(), shapes=COURSE_SHAPES, mode="full")
+    assert report.mode == "full" and not report.passed  # the gradient lacks the L1 term
+    assert report.model["identified"] is False
+    assert "x = X, y = y: closest:" in report.model["closest"]
+
+
+def test_no_data_that_fits_says_so(code):
+    folder = quadratic(code, "quadnodata")  # A is 12x12: no input for a 3x4 weight
+    report = check("quadnodata(theta, A)", path=folder, variables=variables(),
+                   shapes={"W1": (3, 4)})
+    assert report.passed and report.mode == "auto"
+    assert report.model["identified"] is False
+    assert "none of the arrays quadnodata(theta, A) names (A 12x12)" in report.model["closest"]
+
+
+def test_code_failing_at_the_identification_points_is_an_error_not_a_fallback(code):
+    folder = course(code, "coursefails",
+                    extra=";\n  if theta(1) ~= 0.25\n    error('only at the start');\n  end")
+    given = course_variables()
+    given["theta"][0] = 0.25
+    with pytest.raises(InputError, match=r"at point 3 of the batch: only at the start"):
+        check("coursefails(theta, 6, 5, 3, X, y, 2)", path=folder, variables=given,
+              shapes=COURSE_SHAPES)
+
+
+def test_data_readings_follow_the_expression():
+    arrays = {"y": np.ones((30, 1)), "X": np.ones((30, 6)), "lam": np.ones((1, 1)),
+              "other": np.ones((2, 2))}
+    readings = list(data_readings(arrays, "cost(theta, X, y, lam)", COURSE_SHAPES))
+    assert readings == [("X", "y"), ("X", "other"), ("X", None)]
+
+
+def test_layer_sizes_among_the_arguments_give_the_courses_shapes():
+    arrays = {"X": np.ones((5000, 400)), "y": np.ones((5000, 1)),
+              "hidden_layer_size": np.array([[25.0]]), "lambda": np.array([[1.0]])}
+    expr = "nnCostFunction(theta, 400, hidden_layer_size, 10, X, y, lambda)"
+    assert integer_arguments(arrays, expr) == [400, 25, 10, 1]
+    assert inferred_shapes(arrays, expr, 10285) == [{"Theta1": (25, 401), "Theta2": (10, 26)}]
+    sparse = "sparseAutoencoderCost(theta, 64, 25, 1e-4, 0.01, 3, patches)"
+    assert inferred_shapes({"patches": np.ones((64, 100))}, sparse, 3289) == [
+        {"W1": (25, 64), "W2": (64, 25), "b1": (25,), "b2": (64,)}]
+    # the seed: v from the data's width, the bias-free pair either way round
+    assert inferred_shapes({"x": np.ones((1, 784))}, "seed_backprop(theta, x, 200)",
+                           313600) == [{"W1": (784, 200), "W2": (200, 784)},
+                                       {"W1": (200, 784), "W2": (784, 200)}]
+    assert inferred_shapes({"A": np.ones((12, 12))}, "quad(theta, A)", 12) == []
+
+
+def test_course_classifier_identified_without_shapes(code):
+    folder = course(code, "coursenoshapes")
+    given = {**course_variables(), "n_hidden": np.array([[5.0]])}
+    report = check("coursenoshapes(theta, 6, n_hidden, 3, X, y, 2)", path=folder,
+                   variables=given)
+    assert report.passed and report.mode == "network", str(report)
+    assert report.model["shapes"] == "Theta1=5x7,Theta2=3x6" and report.model["shapes_inferred"]
+    assert [t.name for t in report.tensors] == ["Theta1", "Theta2"]
+
+
+def test_seed_example_identified_without_shapes(octave):
+    report = check("seed_backprop(theta, x, 4)", path=EXAMPLES, variables=seed_variables())
+    assert report.mode == "network" and report.model["shapes"] == "W1=16x4,W2=4x16"
+    assert {f.kind for f in report.findings if f.is_bug} == {"wrong_backprop_matrix", "transposed"}
+
+
+# The sparse autoencoder exercise's cost, examples as columns of `data`, theta =
+# [W1(:); W2(:); b1(:); b2(:)]; the sparsity term is left out of the hidden delta.
+SPARSE = """function [cost, grad] = sparsecost(theta, visibleSize, hiddenSize, lambda, rho, beta, data)
+  W1 = reshape(theta(1:hiddenSize*visibleSize), hiddenSize, visibleSize);
+  W2 = reshape(theta(hiddenSize*visibleSize+1:2*hiddenSize*visibleSize), visibleSize, hiddenSize);
+  b1 = theta(2*hiddenSize*visibleSize+1:2*hiddenSize*visibleSize+hiddenSize);
+  b2 = theta(2*hiddenSize*visibleSize+hiddenSize+1:end);
+  m = size(data, 2);
+  a2 = 1 ./ (1 + exp(-(W1 * data + repmat(b1, 1, m))));
+  a3 = 1 ./ (1 + exp(-(W2 * a2 + repmat(b2, 1, m))));
+  rho_hat = mean(a2, 2);
+  kl = sum(rho * log(rho ./ rho_hat) + (1 - rho) * log((1 - rho) ./ (1 - rho_hat)));
+  cost = sum(sum((a3 - data).^2)) / (2 * m) + lambda / 2 * (sum(W1(:).^2) + sum(W2(:).^2)) ...
+         + beta * kl;
+  d3 = -(data - a3) .* a3 .* (1 - a3);
+  d2 = (W2' * d3) .* a2 .* (1 - a2);
+  W1grad = d2 * data' / m + lambda * W1;
+  W2grad = d3 * a2' / m + lambda * W2;
+  grad = [W1grad(:); W2grad(:); sum(d2, 2) / m; sum(d3, 2) / m];
+end
+"""
+
+
+def test_sparse_autoencoder_exercise_identified_and_the_missing_term_named(code):
+    folder = code("sparsecost", SPARSE)
+    rng = np.random.default_rng(5)
+    v, h = 8, 3
+    r = np.sqrt(6 / (v + h + 1))
+    theta = np.concatenate([rng.uniform(-r, r, 2 * v * h), np.zeros(h + v)]).reshape(-1, 1)
+    report = check("sparsecost(theta, 8, 3, 1e-3, 0.1, 3, patches)", path=folder,
+                   variables={"theta": theta, "patches": rng.uniform(size=(v, 20))})
+    assert report.mode == "network", str(report)
+    assert report.model["shapes"] == "W1=3x8,W2=8x3,b1=3,b2=8"
+    assert report.model["network"]["sparsity_weight"] == pytest.approx(3.0)
+    bugs = {(f.kind, f.tensor) for f in report.findings if f.is_bug}
+    assert ("missing_term", "W1") in bugs, str(report)
 
 
 # -------------------------------------------------------------- bad input

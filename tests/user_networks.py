@@ -157,7 +157,9 @@ def sparse_autoencoder(m: int = 40, n_in: int = 10, hidden: int = 4, lam: float 
         sparse = beta / m * (-rho / rho_hat + (1 - rho) / (1 - rho_hat))
         if bug == "sparsity_missing":
             sparse = 0.0
-        d2 = (d3 @ decoder(p).T + sparse) * a * (1 - a)  # (m, hidden)
+        # the mirror mistake: the encoder W1 (n_in, hidden) where W2.T belongs, same shape
+        back = p["W1"] if bug == "backprop_through_mirror_weight" else decoder(p).T
+        d2 = (d3 @ back + sparse) * a * (1 - a)  # (m, hidden)
         encoder_use = x.T @ d2
         decoder_use = (a.T @ d3).T
         if tied:
@@ -168,7 +170,7 @@ def sparse_autoencoder(m: int = 40, n_in: int = 10, hidden: int = 4, lam: float 
                 "W2": a.T @ d3 + lam * p["W2"], "b2": d3.sum(axis=0)}
 
     bugs = (("tied_decoder_path_missing", "tied_encoder_path_missing") if tied
-            else ("sparsity_missing",))
+            else ("sparsity_missing", "backprop_through_mirror_weight"))
     return UserNet(params, x, None, loss, grad, bugs)
 
 

@@ -52,6 +52,7 @@ POLICY: Mapping[str, int] = {
     "check_model": 1,
     "train": 1,
     "torch": 1,
+    "octave": 1,  # numpy's pools in gradproof.octave.check, and Octave's own OpenBLAS (its environment)
 }
 
 # The values every setting accepts, in words (the messages and the CLI's help read this).

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -161,9 +161,17 @@ class UserProblem:
     y: Any
     dtype: np.dtype
     points: list[UserPoint] = field(default_factory=list)
+    # The unroll orders a flat vector is tried in: both, unless the caller knows (MATLAB's F).
+    orders: tuple[str, ...] = ("C", "F")
 
-    def value(self, params: Any) -> float:
-        return float(self.loss(params))
+    def values(self, points: list[Any]) -> list[float]:
+        """The loss at each point: in one call of the loss's ``many(points)`` where it has
+        one (a loss evaluated in another process pays one exchange, not one per point), else
+        one call each."""
+        many = getattr(self.loss, "many", None)
+        if many is not None:
+            return [float(v) for v in many(points)]
+        return [float(self.loss(params)) for params in points]
 
 
 def read_problem(loss: Callable[[Any], Any], params: Any, x: Any, y: Any,
@@ -220,8 +228,24 @@ def _no_loss(params: Any) -> float:
 
 
 def _user_points(problem: UserProblem, params: Any) -> list[UserPoint]:
-    """The given point (evaluated twice: a loss must repeat itself) and seeded points near it."""
-    first, again = problem.value(params), problem.value(params)
+    """The given point (evaluated twice: a loss must repeat itself) and seeded points near it,
+    asked for together; a point where the loss is not finite is asked again nearer."""
+    rng = np.random.default_rng(0)
+    scale = np.empty_like(problem.flat)
+    whole = float(np.sqrt(np.mean(problem.flat**2))) or 0.1
+    for spec in problem.layout.specs:
+        rms = float(np.sqrt(np.mean(problem.flat[spec.span] ** 2))) if spec.size else 0.0
+        scale[spec.span] = rms if rms > 0 else whole
+    moves = [(move, rng.standard_normal(problem.flat.size) * scale)
+             for move in _MOVE[: POINTS - 1]]
+
+    def near(i: int, shrink: float) -> Any:
+        move, noise = moves[i]
+        flat = problem.flat + move * shrink * noise
+        return problem.layout.structure(flat.astype(problem.dtype))
+
+    moved = [near(i, 1.0) for i in range(len(moves))]
+    first, again, *values = problem.values([params, params, *moved])
     if not math.isfinite(first):
         raise InputError(f"the loss is not finite at the given parameters ({first}); a check "
                          "needs a point where it is (a diverged network, log(0) in a "
@@ -230,23 +254,17 @@ def _user_points(problem: UserProblem, params: Any) -> list[UserPoint]:
         raise InputError(f"the loss is nondeterministic: two calls at the same parameters gave "
                          f"{first!r} and {again!r} (dropout, random sampling, a changing "
                          "batch?); fix its randomness (a seed) before checking")
-    points = [UserPoint(params, first)]
-    rng = np.random.default_rng(0)
-    scale = np.empty_like(problem.flat)
-    whole = float(np.sqrt(np.mean(problem.flat**2))) or 0.1
-    for spec in problem.layout.specs:
-        rms = float(np.sqrt(np.mean(problem.flat[spec.span] ** 2))) if spec.size else 0.0
-        scale[spec.span] = rms if rms > 0 else whole
-    for move in _MOVE[: POINTS - 1]:
-        noise = rng.standard_normal(problem.flat.size) * scale
-        for shrink in (1.0, 0.5, 0.25, 0.1):
-            flat = problem.flat + move * shrink * noise
-            user = problem.layout.structure(flat.astype(problem.dtype))
-            value = problem.value(user)
+    found: list[UserPoint | None] = [UserPoint(user, value) if math.isfinite(value) else None
+                                     for user, value in zip(moved, values)]
+    for shrink in (0.5, 0.25, 0.1):
+        missing = [i for i, point in enumerate(found) if point is None]
+        if not missing:
+            break
+        retried = [near(i, shrink) for i in missing]
+        for i, user, value in zip(missing, retried, problem.values(retried)):
             if math.isfinite(value):
-                points.append(UserPoint(user, value))
-                break
-    return points
+                found[i] = UserPoint(user, value)
+    return [UserPoint(params, first), *(point for point in found if point is not None)]
 
 
 # ------------------------------------------------------------------------- candidates
@@ -555,7 +573,9 @@ def identify(loss: Callable[[Any], Any], params: Any, x: Any, y: Any = None, *,
 
 
 def _fits(problem: UserProblem) -> list[Fit]:
-    fits = fit_layouts(problem.fit_shapes, problem.x.shape, flat=problem.structure == "flat")
+    fits = [fit for fit in fit_layouts(problem.fit_shapes, problem.x.shape,
+                                       flat=problem.structure == "flat")
+            if fit.layout.container != "flat" or fit.layout.order in problem.orders]
     if not fits:
         raise InputError(
             f"the parameters' shapes ({_shapes_text(problem)}) and the data's shape "
@@ -773,16 +793,15 @@ def _check_labels(problem: UserProblem, fits: list[Fit]) -> None:
 # ------------------------------------------------------------------------------ words
 
 
-def user_names(layout: Layout, net: Network, problem: UserProblem | None = None
+def user_names(layout: Layout, net: Network, flat_names: Sequence[str] | None = None
                ) -> dict[str, str]:
-    """Network tensor name -> the user's name for what holds it (for a flat vector, the names
-    of the ``shapes`` the user gave, read from ``problem``)."""
+    """Network tensor name -> the user's name for what holds it; ``flat_names``: the names
+    given to the tensors of a flat vector (``shapes=``'s keys), in its order."""
     stored = list(layout.stored) if layout.stored is not None else list(net.param_shapes())
     if layout.container == "dict" and layout.names is not None:
         names = dict(zip(stored, layout.names))
-    elif layout.container == "flat" and problem is not None and isinstance(
-            problem.fit_shapes, Mapping):
-        names = dict(zip(stored, problem.fit_shapes))
+    elif layout.container == "flat" and flat_names is not None:
+        names = dict(zip(stored, flat_names))
     elif layout.container == "list":
         names = {name: f"[{i}]" for i, name in enumerate(stored)}
     else:
@@ -793,10 +812,10 @@ def user_names(layout: Layout, net: Network, problem: UserProblem | None = None
     return names
 
 
-def _decay_text(net: Network, layout: Layout, problem: UserProblem | None) -> str:
+def _decay_text(net: Network, layout: Layout, flat_names: Sequence[str] | None) -> str:
     if not net.weight_decay:
         return "no weight decay"
-    names = user_names(layout, net, problem)
+    names = user_names(layout, net, flat_names)
     weights = [name for name in net.param_shapes() if name.startswith("W")]
     if layout.biases == "augmented" and not net.decay_biases:
         cut = "[:, 1:]" if layout.weights == "out_in" else "[1:, :]"
@@ -833,7 +852,7 @@ def _describe(net: Network, layout: Layout, problem: UserProblem | None) -> str:
               "labels": f"labels {net.label_base}..{net.label_base + max(k, 2) - 1}",
               "one_hot": "targets as rows of y"}[net.target]
     text = (f"{layers}, {hidden}{net.output} output, {data}, {target}, "
-            f"{_decay_text(net, layout, problem)}")
+            f"{_decay_text(net, layout, None if problem is None else flat_names(problem))}")
     if net.sparsity_weight:
         text += (f", KL sparsity beta = {net.sparsity_weight:.6g} with rho = "
                  f"{net.sparsity_target:.6g}")
@@ -871,6 +890,11 @@ def decay_form_note(identified: Identified, m: int) -> Finding | None:
         "report's lambda as the lambda of that form",
         details={"stated": stated, "forms": forms, "factor": kappa},
     )
+
+
+def flat_names(problem: UserProblem) -> Sequence[str] | None:
+    """The names of a flat vector's tensors (``shapes=``'s keys), else None."""
+    return problem.layout.names if problem.structure == "flat" else None
 
 
 def _shapes_text(problem: UserProblem) -> str:

@@ -35,6 +35,7 @@ from gradproof.identify import (
     UserProblem,
     canonical_point,
     decay_form_note,
+    flat_names,
     given_model,
     identify_problem,
     read_problem,
@@ -157,7 +158,8 @@ def check_network(
         evidence = check_gradient(loss, grad, params, mode="full" if small else "directional",
                                   directions=None if small else DIRECTIONS, **options)
     report = _exact_report(problem, identified, point, matched, evidence)
-    report = with_canonical(report, user_names(identified.layout, identified.network))
+    names = user_names(identified.layout, identified.network, flat_names(problem))
+    report = with_canonical(report, names)
     # Every entry is compared with the identified network's backprop, whatever the finite
     # differences could resolve: their note keeps its words but not a call the user cannot make.
     report.findings = [replace(f, fix=None) if f.kind == "precision" and "coarse" in f.details
@@ -217,7 +219,8 @@ def _exact_evidence(problem: UserProblem, identified: Identified, autoencoder: A
     net, layout = identified.network, problem.layout
     canonical, x_rows, _ = point
     analytic, transposed, dtypes, notes = matched
-    holder = user_names(identified.layout, net)  # network tensor -> the user's tensor
+    # network tensor -> the user's tensor
+    holder = user_names(identified.layout, net, flat_names(problem))
     # In the precision the user's tensors came in, which sets the gradient's own allowance.
     canonical_grad = {
         name: g.astype(dtypes[holder[name]], copy=False)
@@ -320,7 +323,7 @@ def _mistake_hypotheses(problem: UserProblem, identified: Identified, canonical:
     once when a failing tensor first asks for it."""
     net = identified.network
     computed: dict[str, dict[str, np.ndarray]] = {}
-    names = user_names(identified.layout, net, problem)
+    names = user_names(identified.layout, net, flat_names(problem))
 
     def hypothesis(mistake: NetworkMistake) -> Hypothesis:
         def test(case: TensorCase, failing: Mapping[str, TensorCase]) -> Finding | None:

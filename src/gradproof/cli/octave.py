@@ -3,8 +3,10 @@
 ``EXPR`` is the call as the user writes it, returning ``[J, grad]``; ``--path`` holds the
 ``.m`` files, ``--load`` the variables it uses, ``--var`` names the parameter vector and
 ``--shapes`` the tensors inside it. The check is ``gradproof.octave.check``: one call for the
-gradient, then the black-box engine with the perturbed points evaluated in batches inside
-Octave. A rich table, or with ``--json`` the report as JSON alone. Exit codes: 0 passed,
+gradient; then, where the shapes (given, or read from the layer sizes among the arguments) and
+the data the expression names form a network of the family that computes J, every entry against that network's backprop with the mistake named
+(``--black-box`` skips this); else the black-box engine with the perturbed points evaluated in
+batches inside Octave. A rich table, or with ``--json`` the report as JSON alone. Exit codes: 0 passed,
 1 failed, 2 bad usage or input (Octave missing, the user's code failing, a timeout).
 """
 
@@ -50,14 +52,26 @@ def shape_list(text: str) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def model_line(model: dict[str, Any]) -> str:
+    """The identified network (and the data it reads), or why none was."""
+    if not model.get("identified"):
+        return f"model: not identified; {model.get('closest', '')}"
+    data = f"x = {model['x']}" + ("" if model.get("y") is None else f", y = {model['y']}")
+    if model.get("shapes_inferred"):
+        data += f"; shapes from the arguments: {model['shapes']}"
+    return f"model ({data}): {model['description']}"
+
+
 def add_parser(subparsers: Any) -> None:
     """Declare ``gradproof octave`` and its flags."""
     parser = subparsers.add_parser(
         "octave",
         help="check a MATLAB cost function's gradient, running it in GNU Octave",
-        description="Run a MATLAB expression returning [J, grad] in GNU Octave and check grad "
-        "against finite differences of J, the perturbed points evaluated in batches inside "
-        "Octave. Exit codes: 0 passed, 1 failed, 2 bad usage or input.",
+        description="Run a MATLAB expression returning [J, grad] in GNU Octave and check grad. "
+        "When the network (--shapes, or the layer sizes among EXPR's arguments) is identified "
+        "from J and the data EXPR names, every entry is checked against its backprop and the mistake named; else grad "
+        "is checked against finite differences of J, the perturbed points evaluated in batches "
+        "inside Octave. Exit codes: 0 passed, 1 failed, 2 bad usage or input.",
     )
     parser.add_argument(
         "expr", metavar="EXPR",
@@ -78,7 +92,8 @@ def add_parser(subparsers: Any) -> None:
     what.add_argument(
         "--shapes", type=shape_list, metavar="SHAPES",
         help="the tensors inside the parameter vector, in order: W1=25x64,W2=64x25,b1=25,b2=64 "
-        "(default: the whole vector as one tensor)",
+        "(default: as the layer sizes among EXPR's arguments describe a network the courses' "
+        "way, else the whole vector as one tensor)",
     )
     what.add_argument(
         "--order", choices=("F", "C"), default="F",
@@ -90,6 +105,11 @@ def add_parser(subparsers: Any) -> None:
         f"(default: {DEFAULT_TIMEOUT:g})",
     )
     how = parser.add_argument_group("how to check")
+    how.add_argument(
+        "--black-box", action="store_true",
+        help="skip identifying the network: check with finite differences of J alone "
+        "(--mode and its options apply; they also apply when no network is identified)",
+    )
     add_how_flags(how, OCTAVE_MODES, DEFAULT_MODE)
     how.add_argument("--seed", type=nonnegative_int, default=0, metavar="N",
                      help="seeds the sampled entries and random directions (default: 0)")
@@ -109,6 +129,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
             shapes=args.shapes,
             order=args.order,
             timeout=args.timeout,
+            identify=not args.black_box,
             mode=args.mode,
             rtol=args.rtol,
             atol=args.atol,
@@ -119,6 +140,9 @@ def run(args: argparse.Namespace, console: Console) -> int:
     if args.json:
         print_json(console, {**report.to_dict(), "expr": args.expr})
     else:
-        console.print(Text(f"{args.expr} in GNU Octave, {args.mode} mode", style="bold"))
+        mode = "network identified" if report.mode == "network" else f"{args.mode} mode"
+        console.print(Text(f"{args.expr} in GNU Octave, {mode}", style="bold"))
+        if report.model is not None:
+            console.print(Text(model_line(report.model)))
         print_report(console, report)
     return EXIT_OK if report.passed else EXIT_FAILED

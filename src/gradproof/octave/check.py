@@ -1,16 +1,19 @@
 """``gradproof.octave.check``: a MATLAB cost function's gradient, checked where it runs.
 
 Contract: ``check(expr, path=..., variables=..., var="theta", shapes=None, ...) -> GradReport``
-runs ``[J, grad] = expr`` once in Octave (``OctaveRunner.first``), checks what came back
+runs ``[J, grad] = expr`` once in Octave (``OctaveRunner.first``) and checks what came back
 (``user_gradient``: a finite scalar J and a finite gradient with one entry per entry of the
-parameter vector), then runs the black-box engine (``check_gradient``) on the runner, which
-evaluates the perturbed points in batches inside Octave. The two steps are separate so that a
-model identified from the user's code can take the second one's place with an exact check,
-given the same runner and the same ``UserGradient``.
+parameter vector). The network (of ``shapes``, or of the shapes the layer sizes among the
+expression's arguments describe) is identified from the user's J and the data the expression
+names, and every entry checked against its backprop (``octave.network``); where no member of
+the family computes J, or with ``identify=False``, the black-box engine
+(``check_gradient``) runs on the runner, which evaluates the perturbed points in batches inside
+Octave. Either report speaks MATLAB where MATLAB differs (``matlab_transposed``).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +21,10 @@ from typing import Any
 
 import numpy as np
 
+from gradproof import blas
 from gradproof.check import check_gradient
 from gradproof.errors import InputError
+from gradproof.octave.network import check_identified
 from gradproof.octave.runner import DEFAULT_TIMEOUT, OctaveRunner
 from gradproof.report import Finding, GradReport
 
@@ -42,6 +47,9 @@ class UserGradient:
     gradient: np.ndarray
     notes: list[Finding]
 
+
+# The options of ``check_network``, the identified path (the rest are the black box's).
+_NETWORK_OPTIONS = ("rtol", "atol", "safety", "seed")
 
 # numpy's names for the MATLAB classes that differ.
 _MATLAB_CLASS = {"float64": "double", "float32": "single", "bool": "logical"}
@@ -120,6 +128,42 @@ def tensor_shapes(
     return named
 
 
+def matlab_transposed(finding: Finding, report: GradReport) -> Finding:
+    """An ``unroll_order`` finding (flattened row-major, read back column-major) as what it
+    is in MATLAB, where ``(:)`` and ``reshape`` are both column-major: the gradient computed
+    as the tensor's transpose, then unrolled; other findings unchanged."""
+    if finding.kind != "unroll_order" or finding.details.get("flattened") != "C":
+        return finding
+    name = finding.tensor
+    rows, cols = report.tensor(name).shape
+    # The outer product that has the weight's shape: a' * delta for a weight used as a * W.
+    right = {"in_out": ("a", "delta"), "out_in": ("delta", "a")}.get(
+        (report.model or {}).get("layout", {}).get("weights"))
+    details: dict[str, Any] = {**finding.details}
+    if right is None:
+        fix = (f"build the gradient of {name} in {name}'s shape, {rows}x{cols}: the outer "
+               "product the other way round (a' * delta for delta' * a, or the reverse)")
+    else:
+        left, other = right
+        details["numpy"] = (f"grad_{name} = {left}.T @ {other}  # {rows}x{cols}, like {name}; "
+                            f"{other}.T @ {left} is its transpose")
+        details["matlab"] = (f"grad_{name} = {left}' * {other};  % {rows}x{cols}, like {name}; "
+                             f"{other}' * {left} is its transpose")
+        fix = f"numpy: {details['numpy']}  |  MATLAB: {details['matlab']}"
+    return Finding(
+        kind="transposed",
+        tensors=(name,),
+        message=(
+            f"the gradient of {name} was computed as its transpose, {cols}x{rows} for the "
+            f"{rows}x{cols} {name}, and unrolled with (:): its part of grad is the right "
+            f"gradient read in the other order (residual {finding.evidence:.1g})"
+        ),
+        evidence=finding.evidence,
+        fix=fix,
+        details=details,
+    )
+
+
 def check(
     expr: str,
     *,
@@ -129,6 +173,7 @@ def check(
     shapes: Mapping[str, Sequence[int]] | None = None,
     order: str = "F",
     timeout: float = DEFAULT_TIMEOUT,
+    identify: bool = True,
     **options: Any,
 ) -> GradReport:
     """Check the gradient a MATLAB expression returns, running it in GNU Octave.
@@ -152,16 +197,26 @@ def check(
         row-major.
     timeout : float
         Seconds any one Octave command may run; past it Octave is killed and InputError raised.
+    identify : bool
+        Identify the network (of ``shapes``, or of the shapes the layer sizes among the
+        expression's arguments describe, ``octave.network.inferred_shapes``) from J and the
+        data the expression names, and check every entry against its backprop (False: the
+        black-box check alone).
     **options
         ``mode``, ``samples``, ``directions``, ``budget``, ``rtol``, ``atol``, ``safety``,
-        ``seed``, ``progress``: as for ``gradproof.check_gradient``, which does the check.
+        ``seed``, ``progress``: as for ``gradproof.check_gradient``, which does the black-box
+        check (``rtol``, ``atol``, ``safety`` and ``seed`` also apply to the identified one).
 
     Returns
     -------
     GradReport
-        The report of ``check_gradient``, with a ``convention`` note when grad's orientation
-        differs from the parameter vector's; positions are MATLAB's, 1-based, in ``var`` and
-        in the tensor of ``shapes`` (``theta(17) = Theta2(2, 2)``).
+        Identified: ``check_network``'s report (``mode="network"``, ``model`` the network with
+        ``x`` and ``y``, the names of the data it read, and ``shapes``). Else
+        ``check_gradient``'s, with ``model`` saying why no network was identified (None where
+        no shapes describe one, or with ``identify=False``). Either with a ``convention`` note
+        when grad's orientation differs from the parameter vector's; ``seconds`` includes
+        Octave's start. Positions are MATLAB's, 1-based, in ``var`` and in the
+        tensor of ``shapes`` (``theta(17) = Theta2(2, 2)``).
 
     Raises
     ------
@@ -171,12 +226,28 @@ def check(
         J not a finite scalar; grad of the wrong length or not finite; shapes that do not add
         up; a command that outlived ``timeout``; and whatever ``check_gradient`` refuses.
     """
-    with OctaveRunner(expr, path=path, variables=variables, var=var, timeout=timeout) as runner:
+    started = time.perf_counter()
+    # numpy's identification and exact check alternate small products with elementwise work,
+    # as the other hot paths do: the same thread policy (gradproof.blas).
+    with blas.limited("octave"), OctaveRunner(
+        expr, path=path, variables=variables, var=var, timeout=timeout
+    ) as runner:
         named = tensor_shapes(shapes, var, runner.theta.size)
         user = user_gradient(runner, *runner.first())
-        report = check_gradient(
-            runner, user.gradient, runner.theta, shapes=named, order=order,
-            subscripts="matlab", flat_name=var, **options
-        )
+        report, model = None, None
+        if identify:
+            report, model = check_identified(
+                runner, user.gradient, None if shapes is None else named, order,
+                **{k: v for k, v in options.items() if k in _NETWORK_OPTIONS},
+            )
+        if report is None:
+            report = check_gradient(
+                runner, user.gradient, runner.theta, shapes=named, order=order,
+                subscripts="matlab", flat_name=var, **options,
+            )
+            report.model = model
     report.findings[:0] = user.notes
+    report.seconds = time.perf_counter() - started  # Octave's start and identification included
+    if order == "F":
+        report.findings[:] = [matlab_transposed(f, report) for f in report.findings]
     return report

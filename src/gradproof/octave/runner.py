@@ -10,13 +10,15 @@ side so that one exchange serves hundreds of points. Arrays cross through .mat f
 temporary directory; commands go to Octave's stdin and each ends with a line on its stdout.
 
 No Octave command may run longer than ``timeout`` seconds: past it the process group (Octave
-and anything it started) is killed and an ``InputError`` says so. ``close()`` (or leaving the
+and anything it started) is killed and an ``OctaveError`` says so. ``close()`` (or leaving the
 ``with`` block) ends Octave and removes the temporary directory. Every failure of the user's
-code is an ``InputError`` with Octave's own message and the file and line it names.
+code is an ``OctaveError`` (an ``InputError``) with Octave's own message and the file and line
+it names.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import queue
 import shutil
@@ -25,13 +27,14 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import scipy.io
 
+from gradproof import blas
 from gradproof.errors import InputError
 
 INSTALL_LINE = "apt-get install -y --no-install-recommends octave libopenblas0-pthread"
@@ -50,6 +53,10 @@ _DRIVER = Path(__file__).parent / "driver"
 
 # What Octave says when an expression gives fewer outputs than asked for.
 _ONE_OUTPUT = ("element number 2 undefined in return list", "called with too many outputs")
+
+
+class OctaveError(InputError):
+    """Octave, or the user's code in it, failed: an error raised, a timeout, Octave exiting."""
 
 
 def octave_executable() -> str:
@@ -109,6 +116,7 @@ class OctaveRunner:
         self.var = var
         self.timeout = float(timeout)
         self.seconds_per_call = 0.0
+        self._known: dict[bytes, float] = {}
         executable = octave_executable()
         folders = [Path(p) for p in ([path] if isinstance(path, (str, Path)) else path)]
         for folder in folders:
@@ -118,6 +126,12 @@ class OctaveRunner:
         self._process: subprocess.Popen[str] | None = None
         try:
             vars_file = self._variables_file(variables)
+            env = dict(os.environ)
+            threads = blas.resolve("octave")
+            if threads is not None:
+                # The user's cost alternates BLAS products with elementwise work, as numpy's
+                # hot paths do: gradproof.blas's policy (and $GRADPROOF_BLAS_THREADS) holds.
+                env["OPENBLAS_NUM_THREADS"] = str(threads)
             self._process = subprocess.Popen(
                 [executable, "--quiet", "--norc", "--no-history", "--no-line-editing"],
                 stdin=subprocess.PIPE,
@@ -126,6 +140,7 @@ class OctaveRunner:
                 text=True,
                 cwd=self._dir,
                 start_new_session=True,  # its own process group, killed as one
+                env=env,
             )
             self._lines: queue.Queue[str | None] = queue.Queue()
             threading.Thread(target=self._read, daemon=True).start()
@@ -176,7 +191,7 @@ class OctaveRunner:
         return str(target)
 
     def _command(self, statement: str, doing: str) -> None:
-        """Run ``statement`` in Octave and wait for it; any Octave error becomes an InputError."""
+        """Run ``statement`` in Octave and wait for it; any Octave error becomes an OctaveError."""
         error_file = self._dir / "error.txt"
         error_file.unlink(missing_ok=True)
         line = (
@@ -196,7 +211,7 @@ class OctaveRunner:
                 received = self._lines.get(timeout=max(remaining, 0.0))
             except queue.Empty:
                 self._kill()
-                raise InputError(
+                raise OctaveError(
                     f"{self.expr} did not finish within {self.timeout:g} s ({doing}); Octave "
                     "was stopped (give --timeout more seconds if it needs longer)"
                 ) from None
@@ -206,7 +221,7 @@ class OctaveRunner:
                 break
             output.append(received)
         if error_file.exists():
-            raise InputError(self._octave_error(error_file.read_text(), doing))
+            raise OctaveError(self._octave_error(error_file.read_text(), doing))
 
     def _octave_error(self, message: str, doing: str) -> str:
         text = f"Octave failed while {doing}: {message.strip()}"
@@ -217,10 +232,10 @@ class OctaveRunner:
             )
         return text
 
-    def _died(self, doing: str, output: list[str] | None = None) -> InputError:
+    def _died(self, doing: str, output: list[str] | None = None) -> OctaveError:
         tail = "\n".join((output or [])[-10:])
         self._kill()
-        return InputError(f"Octave exited while {doing}" + (f"; its last output:\n{tail}" if tail else ""))
+        return OctaveError(f"Octave exited while {doing}" + (f"; its last output:\n{tail}" if tail else ""))
 
     @property
     def pid(self) -> int | None:
@@ -276,10 +291,47 @@ class OctaveRunner:
         )
         return scipy.io.loadmat(self._dir / "out.mat")["J"].reshape(-1)
 
+    def many(self, points: Sequence[Any]) -> np.ndarray:
+        """J at each parameter vector of ``points`` (flat), in one exchange; each is sent as the
+        entries that differ from the starting vector. A point asked for in an earlier call is
+        not evaluated again (identification reads the same seeded points once to identify and
+        once to check); one asked for twice in the same call is, so that a loss that does not
+        repeat itself shows."""
+        flats = [np.asarray(point, dtype=np.float64).reshape(-1) for point in points]
+        keys = [hashlib.sha1(flat.tobytes()).digest() for flat in flats]
+        asked = [i for i, key in enumerate(keys) if key not in self._known]
+        changed = [np.flatnonzero(flats[i] != self.theta) for i in asked]
+        start = np.concatenate([[0], np.cumsum([c.size for c in changed], dtype=np.int64)])
+        values = self.moves(
+            np.concatenate([np.zeros(0, np.int64), *changed]),
+            start,
+            np.concatenate([np.zeros(0), *(flats[i][c] for i, c in zip(asked, changed))]),
+        ) if asked else np.zeros(0)
+        out = np.array([self._known.get(key, np.nan) for key in keys])
+        out[asked] = values
+        self._known.update((keys[i], float(value)) for i, value in zip(asked, values))
+        return out
+
     def __call__(self, theta: np.ndarray) -> float:
-        """J at ``theta`` (flat), sent as the entries that differ from the starting vector."""
+        """J at ``theta`` (flat), sent as the entries that differ from the starting vector;
+        always evaluated (the engine calls twice at the same point to see nondeterminism)."""
         changed = np.flatnonzero(theta != self.theta)
         return float(self.moves(changed, np.array([0, changed.size]), theta[changed])[0])
+
+    def captured(self) -> dict[str, np.ndarray]:
+        """The numeric arrays the expression names (those it captured from the variables),
+        by name: where identification looks for the data."""
+        target = self._dir / "captured.mat"
+        self._command(
+            "gp_captured__ = functions(gp_f__).workspace{1}; "
+            f"save('-mat', {_quote(str(target))}, '-struct', 'gp_captured__')",
+            f"reading the variables {self.expr} names",
+        )
+        return {
+            name: value for name, value in scipy.io.loadmat(target).items()
+            if not name.startswith("__") and isinstance(value, np.ndarray)
+            and value.dtype.kind in "biuf"
+        }
 
     # -------------------------------------------------------------- cleanup
 
