@@ -197,7 +197,9 @@ def test_a_float32_gradient_gets_its_precision_allowance():
     report = gp.check_network(user.loss, grad32, user.params, user.x)
     assert report.passed, str(report)
     assert "finite differences (exact)" in report.rule
-    assert {f.kind for f in report.findings} == {"precision"}
+    # the float32 allowance is stated; the decay's form may add a convention note, no bug
+    assert "precision" in {f.kind for f in report.findings}
+    assert not [f for f in report.findings if f.is_bug], str(report)
 
 
 def test_a_loss_rounded_in_float32_keeps_the_black_box_evidence():

@@ -190,8 +190,7 @@ def test_seed_example_identified_names_both_mistakes_with_matlab_fixes(octave):
     assert {name: f.kind for name, f in bugs.items()} == {
         "encoder": "wrong_backprop_matrix", "decoder": "transposed"}
     # error_0 * encoder where decoder' belongs; error_0' * a, the decoder's transpose
-    assert bugs["encoder"].details["matlab"] == (
-        "d_a2 = d3 * decoder';  % dJ/da2: through the next layer's weight, not its mirror")
+    assert bugs["encoder"].details["matlab"] == "d2 = (d3 * decoder') .* sigmoidGradient(z2);"
     assert bugs["decoder"].details["matlab"] == (
         "grad_decoder = a' * delta;  % 4x16, like decoder; delta' * a is its transpose")
 

@@ -76,10 +76,17 @@ class BlackBoxRun(Run):
     @property
     def sharper(self) -> str | None:
         """The float64 call, where the loss's precision limits the check (evaluated in a lower
-        precision, or carrying rounding noise); None where the loss was exact enough."""
+        precision, or carrying rounding noise); None where the loss was exact enough. A call
+        set here (``engine.noise``: a loss only as accurate as a solver) takes precedence."""
+        if self._sharper is not None:
+            return self._sharper
         objective = self.objective
         limited = objective is not None and (objective.fallback is not None or self.noisy)
         return SHARPER_CALLS if limited else None
+
+    @sharper.setter
+    def sharper(self, call: str) -> None:
+        self._sharper = call
 
     def __init__(
         self,
@@ -92,6 +99,7 @@ class BlackBoxRun(Run):
         rng: np.random.Generator,
     ) -> None:
         super().__init__(rule)
+        self._sharper: str | None = None
         self.layout = layout
         self.mode = mode
         self.samples = samples
