@@ -226,7 +226,7 @@ def test_scaled_shows_simple_fractions(factor, text, undo):
     g, numeric, tol, _ = make_problem((7, 4), masked=True)
     findings = run_one(factor * g, numeric, tol)
     assert kinds_and_tensors(findings) == [("scaled", "W")]
-    assert f"is {text} times the numeric one" in findings[0].message
+    assert f"is {text} times the true one" in findings[0].message
     assert f"by {undo}," in findings[0].fix
     assert findings[0].details["factor"] == pytest.approx(factor, rel=1e-6)
 

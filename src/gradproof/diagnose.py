@@ -278,7 +278,7 @@ def _scaled(case: TensorCase, failing: Mapping[str, TensorCase]) -> Finding | No
         kind="scaled",
         tensors=(name,),
         message=(
-            f"the analytic gradient of {name} is {factor} times the numeric one"
+            f"the gradient of {name} is {factor} times the true one"
             f"{_batch_note(case, factor)} (residual {residual:.1g}): {sign_note}a constant factor is off"
         ),
         evidence=residual,
@@ -433,14 +433,14 @@ def _zero(case: TensorCase, failing: Mapping[str, TensorCase]) -> Finding | None
         kind="zero",
         tensors=(name,),
         message=(
-            f"the gradient of {name} is all zeros while the numeric one is not (largest "
-            f"|numeric| {magnitude[largest]:.3g} at {_entry(name, largest)})"
+            f"the gradient of {name} is all zeros while the true one is not (the finite "
+            f"differences reach {magnitude[largest]:.3g} at {_entry(name, largest)})"
         ),
         # How far the analytic gradient is from zero, relative to the numeric one.
         evidence=float(np.linalg.norm(case.analytic) / np.linalg.norm(case.numeric[case.known])),
         fix=(
-            f"the gradient of {name} is never filled in: compute it and store it under "
-            f"'{name}' instead of leaving it at its initial zeros"
+            f"the gradient of {name} is never filled in: compute it instead of leaving it at "
+            "its initial zeros"
         ),
     )
 

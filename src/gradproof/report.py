@@ -431,9 +431,20 @@ class FindingGroup:
 
     @property
     def where(self) -> str | None:
-        """What the fix line's local names stand for (``details["where"]``), for a single
-        finding; a group's members each have their own."""
-        return self.findings[0].details.get("where") if len(self.findings) == 1 else None
+        """What the fix line's local names stand for (``details["where"]``), where every
+        member says the same."""
+        return self._shared("where")
+
+    @property
+    def lines(self) -> tuple[str, str] | None:
+        """The corrected line in numpy and in MATLAB (``details["numpy"]``,
+        ``details["matlab"]``), where every member has the same pair."""
+        numpy_line, matlab_line = self._shared("numpy"), self._shared("matlab")
+        return (numpy_line, matlab_line) if numpy_line and matlab_line else None
+
+    def _shared(self, key: str) -> Any:
+        values = {str(f.details.get(key)) for f in self.findings}
+        return self.findings[0].details.get(key) if len(values) == 1 else None
 
     def label(self, name: Callable[[str], str] = str) -> str:
         """The tensors as a heading: ``W1``, ``W1, W2``, ``every tensor (W1, b1, ...)``, or
@@ -443,9 +454,9 @@ class FindingGroup:
         return f"every tensor ({names})" if self.every else names
 
 
-# A measured number as the findings print it (1.2e-07, 3e-16); integers (shapes, indices) are
-# left alone, so findings that differ in them are never grouped.
-_MEASURED = re.compile(r"(?<![\w.])\d+(?:\.\d+)?e[+-]\d+(?![\w.])")
+# A measured number as the findings print it (1.2e-07, 3e-16, and a residual of exactly 0);
+# integers (shapes, indices) are left alone, so findings that differ in them are never grouped.
+_MEASURED = re.compile(r"(?<![\w.])\d+(?:\.\d+)?e[+-]\d+(?![\w.])|(?<=residual )0(?![\w.])")
 _NAME_SLOT = "\x00"
 _NUMBER_SLOT = "\x01"
 _GRADIENT_SLOT = "\x02"

@@ -10,7 +10,8 @@ line in the user's variable names.
 Finding texts write positions in one form that this module reads back: an entry as
 ``W1[3, 4]`` (gradproof's name, 0-based, gradproof's orientation) and lines as ``rows 3-5 of
 W1`` / ``columns ...`` / ``entries ...``; a tensor's gradient is ``the gradient of W1`` in
-prose and ``dW1`` in a fix line (both become the user's gradient variable where it has one). That
+prose and ``dW1`` or ``grad_W1`` in a fix line (each becomes the user's gradient variable where
+it has one). That
 keeps the diagnosis ignorant of the user's storage, and this module the one place that knows
 it: 1-based subscripts in parentheses for MATLAB / Octave, subscripts swapped where the
 user's array is the transpose of gradproof's, and for a flat vector the position in it
@@ -192,7 +193,7 @@ class _Rewriter:
             rf"{edge}(?P<at>{names})\[(?P<index>\d+(?:, \d+)*)\]"
             rf"|\b(?P<word>rows?|columns?|entries|entry) (?P<span>{_SPAN}) of (?P<of>{names}){end}"
             rf"|\bthe gradient of (?P<gradient_of>{names}){end}"
-            rf"|{edge}d(?P<grad>{names}){end}"
+            rf"|{edge}(?P<prefix>d|grad_)(?P<grad>{names}){end}"
             rf"|{edge}(?P<name>{names}){end}"
             rf"|{edge}(?P<local>{local}){end}"
         )
@@ -215,7 +216,7 @@ class _Rewriter:
             return user.gradient or f"the gradient of {user.name}"
         if match["grad"]:
             user = terms[match["grad"]]
-            return user.gradient or f"d{user.name}"
+            return user.gradient or f"{match['prefix']}{user.name}"
         if match["name"]:
             return terms[match["name"]].name
         return self._symbols[match["local"]]
