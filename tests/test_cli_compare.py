@@ -93,6 +93,28 @@ def test_matlab_column_convention_with_biases_and_tanh(tmp_path, capsys):
     assert report["layout"]["examples"] == "columns" and report["layout"]["weights"] == "out_in"
 
 
+def test_fix_lines_follow_the_users_columns_and_out_in_weights(tmp_path, capsys):
+    """The motivating user's two mistakes, saved as a MATLAB user holds the arrays (examples
+    as columns, weights (n_out, n_in)): the fix lines are written for those arrays."""
+    model, params, x = model_case(bias=False, batch=3)
+    grads = flawed_backprop(model, params, x, Flaws(back_weight="mirror", transposed_outer=True))
+    path = tmp_path / "f.mat"
+    # the user's encoder is (n1, n0) = W1.T, and the transposed outer product's gradient of
+    # the decoder is the transpose of the user's decoder gradient too
+    scipy.io.savemat(path, {
+        "encoder": params["W1"].T, "decoder": params["W2"].T, "x": x.T,
+        "gEncoder": grads["W1"].T, "gDecoder": grads["W2"].T,
+    })
+    code, report = run_json(capsys, str(path), "--no-bias")
+    assert code == 1
+    assert report["layout"] == {**report["layout"], "examples": "columns", "weights": "out_in"}
+    fixes = {(f["kind"], f["tensor"]): f["details"] for f in report["findings"]}
+    back = fixes["wrong_backprop_matrix", "encoder"]
+    assert back["matlab"] == "d_s1 = (decoder' * d_s2) .* a1 .* (1 - a1);"
+    assert "sigmoid(encoder @ x)" in back["where"]
+    assert fixes["transposed", "decoder"]["matlab"] == "gDecoder = d_s2 * a1';"
+
+
 def test_model_flags_decide_what_the_gradient_is_checked_against(tmp_path, capsys):
     model, params, x = model_case(batch=3, loss="cross_entropy")
     _, grads = model.loss_and_grad(params, x)
