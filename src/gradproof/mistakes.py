@@ -401,9 +401,8 @@ MISTAKES: dict[str, Mistake] = {
         ),
         _mistake(
             "backprop_untransposed", "wrong_backprop_matrix",
-            "sending the error back through a square weight without transposing it "
-            "(`d_s{k} @ W{k}` instead of `d_s{k} @ W{k}.T`; a square layer's shapes cannot "
-            "tell)",
+            "sending the error back through a square weight without transposing it (a "
+            "square layer's shapes cannot tell)",
             _HIDDEN_LINE, Flaws(back_weight="untransposed"), _square_upper_layer,
         ),
         _mistake(
@@ -459,7 +458,8 @@ MISTAKES: dict[str, Mistake] = {
         ),
         _mistake(
             "transposed_outer_product", "transposed",
-            "the outer product taken the wrong way round (`d_s.T @ a` instead of `a.T @ d_s`)",
+            "the outer product taken the wrong way round: the error and the activation "
+            "exchanged in the product, which gives the transpose",
             ("dW{j} = {outer}  # {w_shape}, like W{j}", "dW{j} = {outer};"),
             Flaws(transposed_outer=True), _untied,
         ),
