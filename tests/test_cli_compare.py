@@ -113,6 +113,18 @@ def test_fix_lines_follow_the_users_columns_and_out_in_weights(tmp_path, capsys)
     assert back["matlab"] == "d_s1 = (decoder' * d_s2) .* a1 .* (1 - a1);"
     assert "sigmoid(encoder @ x)" in back["where"]
     assert fixes["transposed", "decoder"]["matlab"] == "gDecoder = d_s2 * a1';"
+    # shapes and positions are the user's too: encoder 4x6, gDecoder 4x6 for decoder 6x4
+    tensors = {t["name"]: t for t in report["tensors"]}
+    assert (tensors["encoder"]["shape"], tensors["decoder"]["shape"]) == ([4, 6], [6, 4])
+    assert tensors["decoder"]["gradient_shape"] == [4, 6]
+    assert "decoder's 6x4" in tensors["decoder"]["reason"]
+    assert fixes["transposed", "decoder"]["gradient_shape"] == [4, 6]
+    assert any(f["message"].startswith("gDecoder has shape 4x6, the transpose of decoder's 6x4")
+               for f in report["findings"])
+    # worst_index on the encoder (4x6), worst_at on the gEncoder saved, its transpose
+    i, j = tensors["encoder"]["worst_index"]
+    assert tensors["encoder"]["gradient_shape"] == [6, 4]
+    assert tensors["encoder"]["worst_at"] == f"gEncoder({j + 1}, {i + 1})"
 
 
 def test_model_flags_decide_what_the_gradient_is_checked_against(tmp_path, capsys):

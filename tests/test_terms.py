@@ -301,7 +301,8 @@ def test_compare_writes_positions_on_the_users_matlab_variables(tmp_path, capsys
     assert main(["compare", str(path), "--map", "X=x", "--json"]) == 1
     report = json.loads(capsys.readouterr().out)
     w2 = next(t for t in report["tensors"] if t["name"] == "W2")
-    assert (w2["worst_index"], w2["worst_at"]) == ([3, 1], "gW2(2, 4)")
+    # the table's shape and worst index are the user's orientation too
+    assert (w2["shape"], w2["worst_index"], w2["worst_at"]) == ([6, 4], [1, 3], "gW2(2, 4)")
     [partial] = report["findings"]
     assert "only gW2(2, 4) is wrong" in partial["message"]
 

@@ -804,7 +804,8 @@ def _mistake_finding(model: Autoencoder, mistake: Mistake, name: str, residual: 
 def in_orientation(findings: list[Finding], model: Autoencoder, orientation: Orientation
                    ) -> list[Finding]:
     """The findings with each catalogued mistake's fix lines (and what their names stand
-    for) written for arrays held in ``orientation``, the user's; the rest as they are."""
+    for) written for arrays held in ``orientation``, the user's, and with weights stored
+    ``(n_out, n_in)`` the shapes a misshapen gradient's finding states; the rest as they are."""
     oriented = []
     for finding in findings:
         mistake = MISTAKES.get(finding.details.get("mistake", ""))
@@ -812,11 +813,17 @@ def in_orientation(findings: list[Finding], model: Autoencoder, orientation: Ori
             oriented.append(finding)
             continue
         numpy_line, matlab_line = mistake.fix_lines(model, finding.tensor, orientation)
-        oriented.append(replace(
-            finding, fix=_fix_text(numpy_line, matlab_line),
-            details={**finding.details, "numpy": numpy_line, "matlab": matlab_line,
-                     "where": where_text(model, numpy_line, orientation)},
-        ))
+        details = {**finding.details, "numpy": numpy_line, "matlab": matlab_line,
+                   "where": where_text(model, numpy_line, orientation)}
+        message = finding.message
+        got = finding.details.get("gradient_shape")
+        if got is not None and orientation.out_in:
+            # the user's weight and its gradient are the transposes of gradproof's
+            got = tuple(got)[::-1]
+            message = _shape_transposed(model, finding.tensor, got, got[::-1]).message
+            details["gradient_shape"] = list(got)
+        oriented.append(replace(finding, message=message, details=details,
+                                fix=_fix_text(numpy_line, matlab_line)))
     return oriented
 
 

@@ -46,6 +46,9 @@ class UserTensor:
     transposed : bool
         The user's gradient array is the transpose of gradproof's (weights stored
         ``(n_out, n_in)``, or a gradient returned in the transposed shape): subscripts swap.
+    stored_transposed : bool
+        The user's parameter array is the transpose of gradproof's (weights stored
+        ``(n_out, n_in)``): the report's shapes are written reversed, as the user's are.
     one_based : bool
         MATLAB / Octave: subscripts count from 1 and are written ``name(i, j)``.
     flat : str or None
@@ -62,6 +65,7 @@ class UserTensor:
     name: str
     gradient: str | None = None
     transposed: bool = False
+    stored_transposed: bool = False
     one_based: bool = False
     flat: str | None = None
     offset: int = 0
@@ -146,12 +150,20 @@ def in_user_terms(
 def _tensor(result: TensorResult, user: UserTensor | None, rewrite: _Rewriter) -> TensorResult:
     if user is None:
         return result
+    oriented: dict[str, Any] = {"reason": rewrite(result.reason)}
+    if user.stored_transposed and len(result.shape) == 2:
+        # The user's shapes and worst index, and the reason a misshapen gradient fails
+        # written from them.
+        gradient_shape, worst = result.gradient_shape, result.worst_index
+        oriented = {"shape": result.shape[::-1], "reason": None,
+                    "gradient_shape": None if gradient_shape is None else gradient_shape[::-1],
+                    "worst_index": None if worst is None else tuple(worst)[::-1]}
     return replace(
         result,
         name=user.name,
         canonical=user.canonical if user.mapped else None,
         worst_at=None if result.worst_index is None else user.at(result.worst_index),
-        reason=rewrite(result.reason),
+        **oriented,
     )
 
 

@@ -186,14 +186,6 @@ def _print(
 ) -> None:
     console.print(Text(f"gradproof compare {gradient_file.path}", style="bold"))
     console.print(Text("read: ", style="dim") + Text(describe_layout(gradient_file)))
-    if gradient_file.weights == "out_in":
-        console.print(
-            Text("note: ", style="yellow")
-            + Text(
-                "your weights are stored (n_out, n_in); shapes below are in gradproof's "
-                "(n_in, n_out) orientation, positions and fix lines in yours"
-            )
-        )
     for note in gradient_file.notes:
         console.print(Text("note: ", style="yellow") + Text(note))
     config = model.config()
