@@ -112,6 +112,9 @@ def test_fix_lines_follow_the_users_columns_and_out_in_weights(tmp_path, capsys)
     back = fixes["wrong_backprop_matrix", "encoder"]
     assert back["matlab"] == "d_s1 = (decoder' * d_s2) .* a1 .* (1 - a1);"
     assert "sigmoid(encoder @ x)" in back["where"]
+    assert [f["message"] for f in report["findings"]
+            if f["kind"] == "wrong_backprop_matrix"][0].count(
+        "(seed network: `encoder @ d_s2` instead of `decoder.T @ d_s2`;") == 1
     assert fixes["transposed", "decoder"]["matlab"] == "gDecoder = d_s2 * a1';"
     # shapes and positions are the user's too: encoder 4x6, gDecoder 4x6 for decoder 6x4
     tensors = {t["name"]: t for t in report["tensors"]}

@@ -112,7 +112,8 @@ class Mistake:
         The finding kind it is reported as (a key of ``FINDING_KINDS``).
     description : str
         What the mistake is, as a phrase ("leaving the hidden activation's derivative out of
-        the hidden error"), with an example where the notation helps.
+        the hidden error"), with an example where the notation helps (a template filled by
+        ``Mistake.describe``, as the fix lines are).
     fix_numpy, fix_matlab : str
         The corrected line, a template filled per tensor by ``Mistake.fix_lines``.
     flaws : Flaws
@@ -132,6 +133,12 @@ class Mistake:
     def gradient(self, model: Autoencoder, params: Mapping[str, Any], x: Any) -> Grads:
         """The gradient this mistake gives, keyed like ``params`` (float64)."""
         return flawed_backprop(model, params, x, self.flaws)
+
+    def describe(self, model: Autoencoder, tensor: str,
+                 orientation: Orientation | None = None) -> str:
+        """The description, its example written for arrays held in ``orientation``."""
+        fields = _fix_fields(model, _layer_of(tensor), orientation or Orientation())
+        return self.description.format(**fields[0])
 
     def fix_lines(self, model: Autoencoder, tensor: str,
                   orientation: Orientation | None = None) -> tuple[str, str]:
@@ -395,8 +402,8 @@ MISTAKES: dict[str, Mistake] = {
         _mistake(
             "backprop_through_mirror_weight", "wrong_backprop_matrix",
             "sending the error back to a hidden layer through the mirrored encoder weight "
-            "instead of the layer's own weight transposed (seed network: `d_s2 @ W1` instead "
-            "of `d_s2 @ W2.T`; the shapes fit, so nothing fails)",
+            "instead of the layer's own weight transposed (seed network: `{seed_mirror}` "
+            "instead of `{seed_back}`; the shapes fit, so nothing fails)",
             _HIDDEN_LINE, Flaws(back_weight="mirror"), _symmetric_untied,
         ),
         _mistake(
@@ -527,6 +534,9 @@ def _fix_fields(model: Autoencoder, j: int, orientation: Orientation
         fields.append({
             "j": j, "k": k, "n": n, "c": c, "c1": c + 1, "i": j - 1, "mirror": mirror,
             "back_k": write.back(f"d_s{k}", *_weight_transposed(model, k)),
+            # the seed network's error sent back through W1 where W2 transposed belongs
+            "seed_mirror": write.back("d_s2", "W1", False),
+            "seed_back": write.back("d_s2", "W2", True),
             "back_c": write.back(f"d_s{c + 1}", *_weight_transposed(model, min(c + 1, n))),
             "outer": write.outer(_activation_text(j - 1, n), f"d_s{j}"),
             "outer_mirror": write.outer(_activation_text(mirror - 1, n), f"d_s{mirror}"),
@@ -792,7 +802,7 @@ def _mistake_finding(model: Autoencoder, mistake: Mistake, name: str, residual: 
         tensors=(name,),
         message=(
             f"the gradient of {name} is exactly what this mistake gives (residual "
-            f"{residual:.1g}): {mistake.description}"
+            f"{residual:.1g}): {mistake.describe(model, name)}"
         ),
         evidence=residual,
         fix=_fix_text(numpy_line, matlab_line),
@@ -815,7 +825,8 @@ def in_orientation(findings: list[Finding], model: Autoencoder, orientation: Ori
         numpy_line, matlab_line = mistake.fix_lines(model, finding.tensor, orientation)
         details = {**finding.details, "numpy": numpy_line, "matlab": matlab_line,
                    "where": where_text(model, numpy_line, orientation)}
-        message = finding.message
+        message = finding.message.replace(mistake.describe(model, finding.tensor),
+                                          mistake.describe(model, finding.tensor, orientation))
         got = finding.details.get("gradient_shape")
         if got is not None and orientation.out_in:
             # the user's weight and its gradient are the transposes of gradproof's
