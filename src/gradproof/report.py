@@ -140,13 +140,14 @@ class TensorResult:
     name : str
         The tensor's name (``"W2"``, ``"enc.W"``, ``"[0]"`` ...).
     shape : tuple of int
-        The parameter's shape.
+        The parameter's shape (as the user stores it, in a report in the user's terms).
     checked : int
         How many entries were compared one by one (0 when only projections were checked).
     max_abs_error, max_rel_error : float
         Largest ``|analytic - numeric|`` and largest ``|a - n| / max(|a|, |n|)`` seen.
     worst_index : tuple of int or None
-        The entry with the largest error relative to its tolerance.
+        The entry with the largest error relative to its tolerance, 0-based, on an array of
+        ``shape``.
     passed : bool
         Whether every comparison was within tolerance.
     step : float or None

@@ -14,8 +14,9 @@ prose and ``dW1`` or ``grad_W1`` in a fix line (each becomes the user's gradient
 it has one). That
 keeps the diagnosis ignorant of the user's storage, and this module the one place that knows
 it: 1-based subscripts in parentheses for MATLAB / Octave, subscripts swapped where the
-user's array is the transpose of gradproof's, and for a flat vector the position in it
-beside the tensor's subscript (``theta(17) = Theta2(2, 2)``).
+user's array is the transpose of gradproof's (and the table's shapes reversed where the user
+stores the parameter so), and for a flat vector the position in it beside the tensor's
+subscript (``theta(17) = Theta2(2, 2)``).
 """
 
 from __future__ import annotations
