@@ -93,6 +93,43 @@ def test_matlab_column_convention_with_biases_and_tanh(tmp_path, capsys):
     assert report["layout"]["examples"] == "columns" and report["layout"]["weights"] == "out_in"
 
 
+def test_fix_lines_follow_the_users_columns_and_out_in_weights(tmp_path, capsys):
+    """The motivating user's two mistakes, saved as a MATLAB user holds the arrays (examples
+    as columns, weights (n_out, n_in)): the fix lines are written for those arrays."""
+    model, params, x = model_case(bias=False, batch=3)
+    grads = flawed_backprop(model, params, x, Flaws(back_weight="mirror", transposed_outer=True))
+    path = tmp_path / "f.mat"
+    # the user's encoder is (n1, n0) = W1.T, and the transposed outer product's gradient of
+    # the decoder is the transpose of the user's decoder gradient too
+    scipy.io.savemat(path, {
+        "encoder": params["W1"].T, "decoder": params["W2"].T, "x": x.T,
+        "gEncoder": grads["W1"].T, "gDecoder": grads["W2"].T,
+    })
+    code, report = run_json(capsys, str(path), "--no-bias")
+    assert code == 1
+    assert report["layout"] == {**report["layout"], "examples": "columns", "weights": "out_in"}
+    fixes = {(f["kind"], f["tensor"]): f["details"] for f in report["findings"]}
+    back = fixes["wrong_backprop_matrix", "encoder"]
+    assert back["matlab"] == "d_s1 = (decoder' * d_s2) .* a1 .* (1 - a1);"
+    assert "sigmoid(encoder @ x)" in back["where"]
+    assert [f["message"] for f in report["findings"]
+            if f["kind"] == "wrong_backprop_matrix"][0].count(
+        "(seed network: `encoder @ d_s2` instead of `decoder.T @ d_s2`;") == 1
+    assert fixes["transposed", "decoder"]["matlab"] == "gDecoder = d_s2 * a1';"
+    # shapes and positions are the user's too: encoder 4x6, gDecoder 4x6 for decoder 6x4
+    tensors = {t["name"]: t for t in report["tensors"]}
+    assert (tensors["encoder"]["shape"], tensors["decoder"]["shape"]) == ([4, 6], [6, 4])
+    assert tensors["decoder"]["gradient_shape"] == [4, 6]
+    assert "decoder's 6x4" in tensors["decoder"]["reason"]
+    assert fixes["transposed", "decoder"]["gradient_shape"] == [4, 6]
+    assert any(f["message"].startswith("gDecoder has shape 4x6, the transpose of decoder's 6x4")
+               for f in report["findings"])
+    # worst_index on the encoder (4x6), worst_at on the gEncoder saved, its transpose
+    i, j = tensors["encoder"]["worst_index"]
+    assert tensors["encoder"]["gradient_shape"] == [6, 4]
+    assert tensors["encoder"]["worst_at"] == f"gEncoder({j + 1}, {i + 1})"
+
+
 def test_model_flags_decide_what_the_gradient_is_checked_against(tmp_path, capsys):
     model, params, x = model_case(batch=3, loss="cross_entropy")
     _, grads = model.loss_and_grad(params, x)

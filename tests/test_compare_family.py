@@ -90,6 +90,46 @@ def test_a_flat_theta_with_shapes_is_read_column_major(tmp_path, capsys):
     assert "Theta2(:, 2:end)" in named[0]["details"]["matlab"]  # the names --shapes gave
 
 
+def _worst_at(report, name):
+    tensor = next(t for t in report["tensors"] if t["name"] == name)
+    return tensor["worst_index"], tensor["worst_at"]
+
+
+def test_positions_are_matlabs_on_the_users_own_variables(tmp_path, capsys):
+    code, report = run_json(capsys, str(course_file(tmp_path, "slope_of_activation")))
+    (i, j), at = _worst_at(report, "Theta1")
+    assert code == 1 and at == f"Theta1_grad({i + 1}, {j + 1})"
+    code, report = run_json(capsys, str(course_file(tmp_path, "slope_of_activation",
+                                                    flat="theta", name="flat.mat")),
+                            "--shapes", "Theta1=8x21,Theta2=4x9")
+    (i, j), at = _worst_at(report, "Theta1")
+    assert at == f"nn_params({1 + i + 8 * j}) = Theta1({i + 1}, {j + 1})"
+
+
+def numpy_classifier_file(tmp_path):
+    """A numpy softmax classifier saved with np.savez, its gradients keyed dW1 ..., without
+    the softmax's target: the file and the --weight-decay flag of its lambda."""
+    user = numpy_softmax_classifier(lam=0.3)
+    grads = user.grad(user.params, "softmax_without_target")
+    path = tmp_path / "clf.npz"
+    np.savez(path, x=user.x, y=user.y, J=user.loss(user.params), **user.params,
+             **{f"d{name}": g for name, g in grads.items()})
+    return str(path), ["--weight-decay", str(0.3 * len(user.y))]
+
+
+def test_an_npz_gets_numpys_positions_on_the_users_gradient(tmp_path, capsys):
+    path, flags = numpy_classifier_file(tmp_path)
+    code, report = run_json(capsys, path, *flags)
+    (i, j), at = _worst_at(report, "W1")
+    assert code == 1 and at == f"dW1[{i}, {j}]"
+    # one mistake for every tensor is said once, with its one pair of fix lines, although
+    # one tensor's residual is exactly 0
+    main(["compare", path, *flags])
+    text = capsys.readouterr().out
+    assert text.count("[mismatch]") == 1 and "[mismatch] every tensor (W1, b1, W2, b2)" in text
+    assert text.count("fix (numpy):") == 1
+
+
 def test_a_flat_gradient_beside_the_thetas_is_split_like_matlab(tmp_path, capsys):
     code, report = run_json(capsys, str(course_file(tmp_path, flat="grad")))
     assert code == 0 and report["passed"]
@@ -121,12 +161,8 @@ def test_a_value_no_member_gives_is_said_so(tmp_path, capsys):
 
 
 def test_a_numpy_classifier_in_an_npz_is_identified(tmp_path, capsys):
-    user = numpy_softmax_classifier(lam=0.3)
-    grads = user.grad(user.params, "softmax_without_target")
-    path = tmp_path / "clf.npz"
-    np.savez(path, x=user.x, y=user.y, J=user.loss(user.params), **user.params,
-             **{f"d{name}": g for name, g in grads.items()})
-    code, report = run_json(capsys, str(path), "--weight-decay", str(0.3 * len(user.y)))
+    path, flags = numpy_classifier_file(tmp_path)
+    code, report = run_json(capsys, path, *flags)
     network = report["model"]["network"]
     assert (network["output"], network["activation"], network["label_base"]) == (
         "softmax", ["tanh"], 0)

@@ -338,3 +338,49 @@ def test_check_model_names_the_mistakes_of_a_small_motivating_case(seed_case):
     assert bugs == {("transposed", "W1"), ("wrong_backprop_matrix", "W1"), ("transposed", "W2")}
     right = gp.check_model(model, params, x, grad=reference_gradient(model, params, x))
     assert right.passed and not [f for f in right.findings if f.is_bug]
+
+
+# --------------------------------------------------------- fix lines in the user's orientation
+
+
+@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
+@pytest.mark.parametrize("columns", [False, True], ids=["rows", "columns"])
+@pytest.mark.parametrize("out_in", [False, True], ids=["in_out", "out_in"])
+def test_fix_lines_compute_the_right_arrays_as_the_user_holds_them(columns, out_in, tied):
+    """Each corrected numpy line, evaluated on the user's arrays (examples as columns: every
+    activation and error transposed; weights stored (n_out, n_in): each W transposed), gives
+    the true quantity in the user's orientation, by the autograd oracle."""
+    from gradproof.mistakes import Orientation, where_text
+
+    config = {"layers": [5, 3, 5], "bias": False, "tied": tied}
+    model = Autoencoder.from_config({**Autoencoder(5, 3).config(), **config})
+    rng = np.random.default_rng(7)
+    params = {k: rng.normal(size=s) for k, s in model.param_shapes().items()}
+    x = rng.random((4, 5))
+    W1 = params["W1"]
+    W2 = W1.T if tied else params["W2"]
+    a1 = 1 / (1 + np.exp(-(x @ W1)))  # (m, n1)
+    z = 1 / (1 + np.exp(-(a1 @ W2)))  # (m, n2)
+    d_s2 = (z - x) * z * (1 - z)
+    d_s1 = (d_s2 @ W2.T) * a1 * (1 - a1)
+    true = autograd_grad(lambda p: oracle_loss(config, p, x))(params)
+
+    def user(array):
+        return array.T if columns else array
+
+    arrays = {"x": user(x), "a1": user(a1), "z": user(z), "d_s2": user(d_s2), "d_s1": user(d_s1)}
+    arrays.update({k: v.T if out_in else v for k, v in params.items()})
+    orientation = Orientation(columns=columns, out_in=out_in)
+    hidden, _ = MISTAKES["hidden_slope_missing"].fix_lines(model, "W1", orientation)
+    lhs, rhs = (side.strip() for side in hidden.split("#")[0].split("="))
+    assert lhs == "d_s1"
+    np.testing.assert_allclose(eval(rhs, {}, arrays), arrays["d_s1"], rtol=1e-12)
+    outer_id = "tied_encoder_use_only" if tied else "transposed_outer_product"
+    for name in model.param_shapes():
+        line, _ = MISTAKES[outer_id].fix_lines(model, name, orientation)
+        rhs = line.split("#")[0].split("=", 1)[1]
+        want = true[name].T if out_in else true[name]
+        np.testing.assert_allclose(eval(rhs, {}, arrays), want, rtol=1e-12)
+    forward = {(False, False): "x @ W1", (False, True): "x @ W1.T",
+               (True, False): "W1.T @ x", (True, True): "W1 @ x"}[columns, out_in]
+    assert f"a1: layer 1's activation, sigmoid({forward})" in where_text(model, hidden, orientation)

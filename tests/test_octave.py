@@ -317,6 +317,14 @@ def test_course_classifier_mistake_named_in_matlab(code):
     bug = next(f for f in report.findings if f.is_bug)
     assert (bug.kind, bug.tensor) == ("wrong_activation_derivative", "Theta1")
     assert "Theta2(:, 2:end)" in bug.details["matlab"]
+    # positions as MATLAB writes them, on theta and on the tensor --shapes named
+    worst = report.tensor("Theta1")
+    i, j = worst.worst_index
+    assert worst.worst_at == f"theta({1 + i + 5 * j}) = Theta1({i + 1}, {j + 1})"
+    # every entry was compared with the network's backprop: no note of what finite
+    # differences alone could not see, and the comparison's own reach instead
+    assert not report.findings_of("precision")
+    assert all(t.detectable_relative < 1e-7 for t in report.tensors)
 
 
 def test_cost_outside_the_family_falls_back_to_the_black_box(code):

@@ -301,7 +301,8 @@ def test_compare_writes_positions_on_the_users_matlab_variables(tmp_path, capsys
     assert main(["compare", str(path), "--map", "X=x", "--json"]) == 1
     report = json.loads(capsys.readouterr().out)
     w2 = next(t for t in report["tensors"] if t["name"] == "W2")
-    assert (w2["worst_index"], w2["worst_at"]) == ([3, 1], "gW2(2, 4)")
+    # the table's shape and worst index are the user's orientation too
+    assert (w2["shape"], w2["worst_index"], w2["worst_at"]) == ([6, 4], [1, 3], "gW2(2, 4)")
     [partial] = report["findings"]
     assert "only gW2(2, 4) is wrong" in partial["message"]
 
@@ -320,14 +321,81 @@ def test_check_network_keeps_the_users_names_with_the_networks_beside_them():
     assert decay.tensor == "Theta1" and decay.to_dict()["canonical"] == "W1, b1"
 
 
-def test_check_networks_precision_note_suggests_no_call_check_network_cannot_take():
+def test_check_network_states_what_its_exact_comparison_catches_not_the_differences_limits():
     from user_networks import course_classifier
 
-    # Large enough that the finite differences are directional, and coarse for Theta1.
+    # Large enough that the finite differences are directional, and coarse for Theta1: their
+    # limit is no limit of a check that compares every entry with the network's backprop.
     user = course_classifier(m=100, n_in=784, hidden=25, classes=10)
     report = gp.check_network(user.loss, user.grad, user.params, user.x, user.y)
-    [note] = report.findings_of("precision")
-    assert "cannot see" in note.message and note.fix is None
+    assert report.passed and not report.findings_of("precision"), str(report)
+    eps = np.finfo(np.float64).eps
+    for result in report.tensors:
+        assert result.checked == result.size
+        # the comparison's tolerance, sqrt(eps) of the entry plus of the largest entry
+        assert 0 < result.detectable_relative <= 2 * np.sqrt(eps) * (1 + 1e-9)
+    # and an error in one entry just above that is caught, wherever it lies
+    theta1 = report.tensor("Theta1")
+    for entry in [(0, 0), (24, 784), (11, 300)]:
+        def planted(p, entry=entry):
+            grads = user.grad(p)
+            grads["Theta1"][entry] += 1.01 * theta1.detectable
+            return grads
+
+        wrong = gp.check_network(user.loss, planted, user.params, user.x, user.y)
+        assert wrong.tensor("Theta1").verdict == "FAIL" and wrong.tensor("Theta2").passed
+        assert wrong.tensor("Theta1").worst_index == entry
+
+
+@pytest.mark.parametrize(
+    ("subscripts", "gradient", "expected"),
+    [("numpy", "Theta1", "Theta1[2, 0]"), ("matlab", "Theta1", "Theta1(3, 1)"),
+     ("matlab", "Theta1_grad", "Theta1_grad(3, 1)")],
+)
+def test_check_network_writes_positions_on_the_users_arrays(subscripts, gradient, expected):
+    from user_networks import course_classifier
+
+    user = course_classifier()
+
+    def planted(p):
+        grads = user.grad(p)
+        grads["Theta1"][2, 0] += 0.5  # the bias of hidden unit 3
+        grads[gradient] = grads.pop("Theta1")
+        return grads
+
+    report = gp.check_network(user.loss, planted, user.params, user.x, user.y,
+                              subscripts=subscripts)
+    worst = report.tensor("Theta1")
+    assert worst.worst_index == (2, 0) and worst.worst_at == expected
+    assert f"{expected}  FAIL" in str(report)
+    assert report.to_dict()["tensors"][0]["worst_at"] == expected
+
+
+def test_check_network_on_a_flat_theta_writes_its_position_beside_the_tensors():
+    from user_networks import course_classifier
+
+    user = course_classifier()
+    shapes = {name: value.shape for name, value in user.params.items()}
+
+    def unrolled(p):
+        return np.concatenate([p["Theta1"].ravel(order="F"), p["Theta2"].ravel(order="F")])
+
+    def rolled(theta):
+        cut = user.params["Theta1"].size
+        return {"Theta1": theta[:cut].reshape(shapes["Theta1"], order="F"),
+                "Theta2": theta[cut:].reshape(shapes["Theta2"], order="F")}
+
+    def grad(theta):
+        grads = user.grad(rolled(theta))
+        grads["Theta2"][1, 3] -= 0.5
+        return unrolled(grads)
+
+    theta = unrolled(user.params)
+    report = gp.check_network(lambda t: user.loss(rolled(t)), grad, theta, user.x, user.y,
+                              shapes=shapes, order="F", subscripts="matlab",
+                              flat_name="nn_params")
+    # Theta2(2, 4) is entry 1 + 1 + 3 * 4 of Theta2's 36, after Theta1's 168
+    assert report.tensor("Theta2").worst_at == "nn_params(182) = Theta2(2, 4)"
 
 
 def test_findings_that_differ_only_in_the_users_gradient_names_are_still_grouped():

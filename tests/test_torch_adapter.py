@@ -212,8 +212,11 @@ def test_low_precision_inputs_are_checked_in_float64_with_a_note(dtype):
     report = check_function(Mul.apply, a, b, names=["a", "b"])
     assert report.passed, str(report)
     (note,) = report.findings
-    assert (note.kind, note.tensor) == ("precision", "inputs")
+    # named by the inputs' own names, never a group word the user did not write
+    assert (note.kind, note.tensors) == ("precision", ("a", "b"))
     assert note.details["dtypes"] == {"a": str(dtype), "b": str(dtype)}
+    assert note.message.startswith(f"{str(dtype).removeprefix('torch.')}, checked as float64 copies")
+    assert "[precision] every tensor (a, b): " in str(report)
     assert a.dtype == dtype and a.requires_grad  # the user's tensors are left alone
     swapped = check_function(CASES["swapped_inputs"].buggy.apply, a, b, names=["a", "b"])
     assert bug_findings(swapped) == {("swapped", "a", "b")}
@@ -223,7 +226,14 @@ def test_one_low_precision_input_is_named_in_the_note():
     x = randn(4, 3, dtype=torch.float32)
     report = check_function(CASES["sign_flipped"].correct.apply, x)
     assert kinds(report) == {("precision", "input0")}
-    assert "float32" in report.findings[0].message
+    assert report.findings[0].message.startswith("float32, checked as a float64 copy, on its")
+
+
+def test_inputs_of_different_precisions_each_get_their_own_in_the_note():
+    a, b = randn(3, 4, dtype=torch.float32), randn(3, 4, seed=1, dtype=torch.float16)
+    report = check_function(Mul.apply, a, b, names=["a", "b"])
+    assert kinds(report) == {("precision", "a", "b")}
+    assert report.findings[0].message.startswith("a float32, b float16, checked as float64 copies")
 
 
 def test_constants_of_any_type_are_passed_through():
@@ -529,7 +539,9 @@ def test_a_float32_module_is_checked_as_a_float64_copy_and_left_unchanged():
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     report = check_module(model, randn(5, 4, grad=False, dtype=torch.float32))
     assert report.passed, str(report)
-    assert kinds(report) == {("precision", "module")}
+    [note] = report.findings
+    assert note.kind == "precision"
+    assert note.tensors == tuple(name for name, _ in model.named_parameters())
     for name, p in model.named_parameters():
         assert p.dtype == torch.float32 and torch.equal(p.detach(), before[name])
 

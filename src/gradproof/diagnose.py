@@ -211,7 +211,8 @@ def _transposed(case: TensorCase, failing: Mapping[str, TensorCase]) -> Finding 
         kind="transposed",
         tensors=(name,),
         message=(
-            f"the gradient of {name} is its transpose: analytic[i, j] matches numeric[j, i] "
+            f"the gradient of {name} is its transpose: its entry (i, j) holds the true "
+            "gradient's (j, i) "
             f"(residual {residual:.1g}); for a square {name} this is also what unrolling a flat "
             "vector in the other order (C vs Fortran) gives"
         ),
@@ -242,7 +243,7 @@ def _unroll_order(case: TensorCase, failing: Mapping[str, TensorCase]) -> Findin
                 tensors=(name,),
                 message=(
                     f"the gradient of {name} was unrolled in one order and rolled up in the "
-                    f"other: analytic matches numeric flattened in {_ORDER_WORDS[flat_order]} "
+                    f"other: it is the true gradient flattened in {_ORDER_WORDS[flat_order]} "
                     f"order and reshaped in {_ORDER_WORDS[fill_order]} order "
                     f"(residual {residual:.1g})"
                 ),
@@ -278,7 +279,7 @@ def _scaled(case: TensorCase, failing: Mapping[str, TensorCase]) -> Finding | No
         kind="scaled",
         tensors=(name,),
         message=(
-            f"the analytic gradient of {name} is {factor} times the numeric one"
+            f"the gradient of {name} is {factor} times the true one"
             f"{_batch_note(case, factor)} (residual {residual:.1g}): {sign_note}a constant factor is off"
         ),
         evidence=residual,
@@ -301,7 +302,7 @@ def _sign_flipped(case: TensorCase, failing: Mapping[str, TensorCase]) -> Findin
         kind="sign_flipped",
         tensors=(name,),
         message=(
-            f"the gradient of {name} has the wrong sign: analytic = -numeric "
+            f"the gradient of {name} has the wrong sign: it is minus the true one "
             f"(residual {residual:.1g})"
         ),
         evidence=residual,
@@ -350,7 +351,7 @@ def _relaid(array: np.ndarray, shape: tuple[int, ...], layout: str) -> np.ndarra
 
 _SWAP_WORDS = {
     "same": "",
-    "T": ".T",
+    "T": " transposed",
     "C": " reshaped in C (row-major) order",
     "F": " reshaped in Fortran/MATLAB (column-major) order",
 }
@@ -365,8 +366,9 @@ def _swap_finding(
         kind="swapped",
         tensors=(a, b),
         message=(
-            f"the gradients of {a} and {b} are exchanged: analytic {a} matches numeric {b}{t} "
-            f"and analytic {b} matches numeric {a}{t} (residual {residual:.1g})"
+            f"the gradients of {a} and {b} are exchanged: the one given for {a} is the true "
+            f"gradient of {b}{t}, and the one given for {b} that of {a}{t} (residual "
+            f"{residual:.1g})"
         ),
         evidence=residual,
         fix=(
@@ -396,7 +398,7 @@ def _missing_l2(case: TensorCase, failing: Mapping[str, TensorCase]) -> Finding 
     lam = _number_in(*sorted(abs(end) for end in k_range), fractions=False)
     if k < 0:
         message = (
-            f"the gradient of {name} lacks the weight-decay term: numeric - analytic = "
+            f"the gradient of {name} lacks the weight-decay term: the true one minus it is "
             f"{lam} * {name} (residual {residual:.1g})"
         )
         fix = (
@@ -405,8 +407,8 @@ def _missing_l2(case: TensorCase, failing: Mapping[str, TensorCase]) -> Finding 
         )
     else:
         message = (
-            f"the gradient of {name} has a weight-decay term the loss lacks: analytic - numeric "
-            f"= {lam} * {name} (residual {residual:.1g})"
+            f"the gradient of {name} has a weight-decay term the loss lacks: it minus the true "
+            f"one is {lam} * {name} (residual {residual:.1g})"
         )
         fix = (
             f"drop `{lam} * {name}` from the gradient of {name}, or add `{lam}/2 * sum({name}**2)` "
@@ -433,14 +435,14 @@ def _zero(case: TensorCase, failing: Mapping[str, TensorCase]) -> Finding | None
         kind="zero",
         tensors=(name,),
         message=(
-            f"the gradient of {name} is all zeros while the numeric one is not (largest "
-            f"|numeric| {magnitude[largest]:.3g} at {_entry(name, largest)})"
+            f"the gradient of {name} is all zeros while the true one is not (the finite "
+            f"differences reach {magnitude[largest]:.3g} at {_entry(name, largest)})"
         ),
         # How far the analytic gradient is from zero, relative to the numeric one.
         evidence=float(np.linalg.norm(case.analytic) / np.linalg.norm(case.numeric[case.known])),
         fix=(
-            f"the gradient of {name} is never filled in: compute it and store it under "
-            f"'{name}' instead of leaving it at its initial zeros"
+            f"the gradient of {name} is never filled in: compute it instead of leaving it at "
+            "its initial zeros"
         ),
     )
 
@@ -496,7 +498,7 @@ def _layout_and_factor(case: TensorCase, failing: Mapping[str, TensorCase]) -> F
 
 
 _LAYOUT_WORDS = {
-    "transposed": "is transposed (analytic[i, j] goes with numeric[j, i])",
+    "transposed": "is transposed (its entry (i, j) holds the true gradient's (j, i))",
     "unroll_order": "was unrolled and rolled up in different orders (C vs Fortran/MATLAB)",
 }
 
@@ -618,7 +620,7 @@ def _partial(case: TensorCase) -> Finding | None:
     zero_note = ""
     if np.all(case.analytic[wrong] == 0):
         zero_note = "; they are all 0" if np.count_nonzero(wrong) > 1 else "; it is 0"
-        zero_note += " in the analytic gradient"
+        zero_note += f" in the gradient of {case.name}"
     verb = "are" if plural else "is"
     others = int(np.count_nonzero(case.known & ~wrong))
     return Finding(
@@ -852,7 +854,7 @@ def _wrong_text(case: TensorCase) -> str:
     index = _worst_index(case)
     worst = _entry(case.name, index)
     values = (
-        f"analytic {case.analytic[index]:.3g} vs numeric {case.numeric[index]:.3g} "
+        f"gradient {case.analytic[index]:.3g} vs finite differences {case.numeric[index]:.3g} "
         f"(tolerance {case.tolerance[index]:.1g})"
     )
     if n_wrong == 1:

@@ -72,6 +72,24 @@ class FamilyFile:
     weight_decay: float | None
     names: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def subscripts(self) -> str:
+        """How the file's author writes positions: MATLAB's 1-based for a .mat file."""
+        return "matlab" if self.path.suffix.lower() == ".mat" else "numpy"
+
+    @property
+    def flat_name(self) -> str:
+        """The flat parameter vector's variable (with ``shapes``), which positions name."""
+        return next((role for role in self.names if f"grad {role}" in self.names
+                     and self.shapes is not None), "theta")
+
+    def user_grads(self) -> Any:
+        """The gradient keyed by the file's own variables (``Theta1_grad``), so that a report
+        writes its positions on them; a flat gradient as it is."""
+        if not isinstance(self.grads, Mapping):
+            return self.grads
+        return {self.names.get(f"grad {name}", name): g for name, g in self.grads.items()}
+
 
 def looks_like_family(arrays: Mapping[str, np.ndarray], shapes: Any) -> bool:
     """Whether a file is read as a member of the family rather than as an autoencoder by

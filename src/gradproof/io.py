@@ -731,6 +731,7 @@ def user_terms(gradient_file: GradientFile) -> dict[str, UserTensor]:
             name=gradient_file.names[name],
             gradient=gradient_file.names[f"grad {name}"],
             transposed=name.startswith("W") and flip != misshapen,
+            stored_transposed=name.startswith("W") and flip,
             one_based=one_based,
         )
     return terms

@@ -14,7 +14,9 @@ Notation of the fix lines (row-vector convention, as in the model): ``a0 = x``, 
 layer k's activation and ``z`` the output, ``d_s{k}`` is dJ/ds{k} for the pre-activation
 ``s{k} = a{k-1} @ W{k} + b{k}``, ``n{k}`` the width of layer k and ``m`` the batch size
 (shapes in comments); MATLAB lines use the same names with ``'`` for a transpose and ``.*``
-for elementwise products.
+for elementwise products. Where the user holds the arrays otherwise (examples as columns,
+weights stored ``(n_out, n_in)``), ``in_orientation`` writes the same lines as that user's
+arrays read: ``d_s1 = (decoder' * d_s2) .* a1 .* (1 - a1)`` for columns.
 """
 
 from __future__ import annotations
@@ -110,7 +112,8 @@ class Mistake:
         The finding kind it is reported as (a key of ``FINDING_KINDS``).
     description : str
         What the mistake is, as a phrase ("leaving the hidden activation's derivative out of
-        the hidden error"), with an example where the notation helps.
+        the hidden error"), with an example where the notation helps (a template filled by
+        ``Mistake.describe``, as the fix lines are).
     fix_numpy, fix_matlab : str
         The corrected line, a template filled per tensor by ``Mistake.fix_lines``.
     flaws : Flaws
@@ -131,10 +134,34 @@ class Mistake:
         """The gradient this mistake gives, keyed like ``params`` (float64)."""
         return flawed_backprop(model, params, x, self.flaws)
 
-    def fix_lines(self, model: Autoencoder, tensor: str) -> tuple[str, str]:
-        """The corrected line for ``tensor``, in numpy and in MATLAB notation."""
-        fields = _fix_fields(model, _layer_of(tensor))
+    def describe(self, model: Autoencoder, tensor: str,
+                 orientation: Orientation | None = None) -> str:
+        """The description, its example written for arrays held in ``orientation``."""
+        fields = _fix_fields(model, _layer_of(tensor), orientation or Orientation())
+        return self.description.format(**fields[0])
+
+    def fix_lines(self, model: Autoencoder, tensor: str,
+                  orientation: Orientation | None = None) -> tuple[str, str]:
+        """The corrected line for ``tensor``, in numpy and in MATLAB notation, written for
+        arrays held in ``orientation`` (by default the model's own)."""
+        fields = _fix_fields(model, _layer_of(tensor), orientation or Orientation())
         return self.fix_numpy.format(**fields[0]), self.fix_matlab.format(**fields[1])
+
+
+@dataclass(frozen=True)
+class Orientation:
+    """How the user holds the arrays a fix line names.
+
+    Attributes
+    ----------
+    columns : bool
+        Examples as columns: ``x`` is (n0, m) and every ``a{k}``, ``d_s{k}`` is (n{k}, m).
+    out_in : bool
+        Weights stored (n_out, n_in), the transpose of the model's ``W{k}``.
+    """
+
+    columns: bool = False
+    out_in: bool = False
 
 
 # --------------------------------------------------------------- the flawed backward pass
@@ -341,26 +368,24 @@ def _tied(model: Autoencoder) -> bool:
 # ------------------------------------------------------------------------------ catalogue
 
 _HIDDEN_LINE = (
-    "d_s{j} = (d_s{k} @ {Wk_T}){slope_j}  # (m, n{j}): back through layer {k}'s weight, transposed",
-    "d_s{j} = (d_s{k} * {Wk_T}){slope_j};",
+    "d_s{j} = ({back_k}){slope_j}  # {d_shape}: back through layer {k}'s weight, transposed",
+    "d_s{j} = ({back_k}){slope_j};",
 )
 _OUTPUT_SQUARED_LINE = (
     "d_s{n} = (z - x){per_m}{slope_z}  # squared error: the output slope from z",
     "d_s{n} = (z - x){per_m}{slope_z};",
 )
 _SPARSE_LINE = (
-    "d_s{c} = (d_s{c1} @ {Wc1_T} + beta / m * (-rho / rho_hat + (1 - rho) / (1 - rho_hat)))"
-    "{slope_c}",
-    "d_s{c} = (d_s{c1} * {Wc1_T} + beta / m * (-rho ./ rho_hat + (1 - rho) ./ (1 - rho_hat)))"
-    "{slope_c};",
+    "d_s{c} = ({back_c} + beta / m * (-rho / rho_hat + (1 - rho) / (1 - rho_hat))){slope_c}",
+    "d_s{c} = ({back_c} + beta / m * (-rho ./ rho_hat + (1 - rho) ./ (1 - rho_hat))){slope_c};",
 )
 _TIED_LINE = (
-    "dW{j} = {a_prev}.T @ d_s{j} + ({a_mirror_prev}.T @ d_s{mirror}).T  # both uses of W{j}",
-    "dW{j} = {a_prev}' * d_s{j} + ({a_mirror_prev}' * d_s{mirror})';",
+    "dW{j} = {outer} + ({outer_mirror}){t}  # both uses of W{j}",
+    "dW{j} = {outer} + ({outer_mirror}){t};",
 )
 _BIAS_LINE = (
-    "db{j} = d_s{j}.sum(axis=0)  # (n{j},): summed over the batch, no weight decay",
-    "db{j} = sum(d_s{j}, 1);",
+    "db{j} = d_s{j}.sum(axis={axis})  # (n{j},): summed over the batch, no weight decay",
+    "db{j} = sum(d_s{j}, {axis});",
 )
 
 
@@ -377,15 +402,14 @@ MISTAKES: dict[str, Mistake] = {
         _mistake(
             "backprop_through_mirror_weight", "wrong_backprop_matrix",
             "sending the error back to a hidden layer through the mirrored encoder weight "
-            "instead of the layer's own weight transposed (seed network: `d_s2 @ W1` instead "
-            "of `d_s2 @ W2.T`; the shapes fit, so nothing fails)",
+            "instead of the layer's own weight transposed (seed network: `{seed_mirror}` "
+            "instead of `{seed_back}`; the shapes fit, so nothing fails)",
             _HIDDEN_LINE, Flaws(back_weight="mirror"), _symmetric_untied,
         ),
         _mistake(
             "backprop_untransposed", "wrong_backprop_matrix",
-            "sending the error back through a square weight without transposing it "
-            "(`d_s{k} @ W{k}` instead of `d_s{k} @ W{k}.T`; a square layer's shapes cannot "
-            "tell)",
+            "sending the error back through a square weight without transposing it (a "
+            "square layer's shapes cannot tell)",
             _HIDDEN_LINE, Flaws(back_weight="untransposed"), _square_upper_layer,
         ),
         _mistake(
@@ -441,9 +465,9 @@ MISTAKES: dict[str, Mistake] = {
         ),
         _mistake(
             "transposed_outer_product", "transposed",
-            "the outer product taken the wrong way round (`d_s.T @ a` instead of `a.T @ d_s`)",
-            ("dW{j} = {a_prev}.T @ d_s{j}  # (n{i}, n{j}), like W{j}",
-             "dW{j} = {a_prev}' * d_s{j};"),
+            "the outer product taken the wrong way round: the error and the activation "
+            "exchanged in the product, which gives the transpose",
+            ("dW{j} = {outer}  # {w_shape}, like W{j}", "dW{j} = {outer};"),
             Flaws(transposed_outer=True), _untied,
         ),
         _mistake(
@@ -497,19 +521,30 @@ def _layer_of(tensor: str) -> int:
     return int(tensor[1:])
 
 
-def _fix_fields(model: Autoencoder, j: int) -> tuple[dict[str, Any], dict[str, Any]]:
+def _fix_fields(model: Autoencoder, j: int, orientation: Orientation
+                ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The template fields for a tensor of layer j, in numpy and in MATLAB notation."""
     n, c = model.n_layers, model.code_layer
     k = min(j + 1, n)  # the layer whose error reaches layer j (j itself for the output)
     mirror = n + 1 - j
+    columns, out_in = orientation.columns, orientation.out_in
     fields = []
     for notation in (0, 1):
+        write = _Writer(notation, orientation)
         fields.append({
             "j": j, "k": k, "n": n, "c": c, "c1": c + 1, "i": j - 1, "mirror": mirror,
-            "Wk_T": _transposed_weight_text(model, k, notation),
-            "Wc1_T": _transposed_weight_text(model, min(c + 1, n), notation),
-            "a_prev": _activation_text(j - 1, n),
-            "a_mirror_prev": _activation_text(mirror - 1, n),
+            "back_k": write.back(f"d_s{k}", *_weight_transposed(model, k)),
+            # the seed network's error sent back through W1 where W2 transposed belongs
+            "seed_mirror": write.back("d_s2", "W1", False),
+            "seed_back": write.back("d_s2", "W2", True),
+            "back_c": write.back(f"d_s{c + 1}", *_weight_transposed(model, min(c + 1, n))),
+            "outer": write.outer(_activation_text(j - 1, n), f"d_s{j}"),
+            "outer_mirror": write.outer(_activation_text(mirror - 1, n), f"d_s{mirror}"),
+            "t": write.t,
+            "d_shape": f"(n{j}, m)" if columns else f"(m, n{j})",
+            "w_shape": f"(n{j}, n{j - 1})" if out_in else f"(n{j - 1}, n{j})",
+            # the examples' axis: numpy's 0-based, MATLAB's 1-based
+            "axis": int(columns) + notation,
             "slope_j": _slope_text(model, min(j, n - 1), notation),
             "slope_c": _slope_text(model, c, notation),
             "slope_z": _slope_text(model, n, notation),
@@ -518,13 +553,48 @@ def _fix_fields(model: Autoencoder, j: int) -> tuple[dict[str, Any], dict[str, A
     return fields[0], fields[1]
 
 
-def _transposed_weight_text(model: Autoencoder, k: int, notation: int) -> str:
-    """Layer k's weight transposed, in the user's terms: ``W2.T`` / ``W2'``, or ``W1`` for a
-    tied decoder layer (whose weight is ``W1.T``)."""
+@dataclass(frozen=True)
+class _Writer:
+    """The products of a fix line in one notation (0 numpy, 1 MATLAB), for arrays held in
+    ``orientation``: the model's row-vector products, transposed where the user's arrays are."""
+
+    notation: int
+    orientation: Orientation
+
+    @property
+    def t(self) -> str:
+        return ".T" if self.notation == 0 else "'"
+
+    def _times(self, left: str, right: str) -> str:
+        return f"{left} @ {right}" if self.notation == 0 else f"{left} * {right}"
+
+    def _weight(self, name: str, transposed: bool) -> str:
+        # the model's W (or W.T), as the user holds it: the user's array is W.T when out_in
+        return name + (self.t if transposed != self.orientation.out_in else "")
+
+    def back(self, error: str, weight: str, transposed: bool) -> str:
+        """``error @ W``, the model's product (``W`` the weight's name, ``transposed`` whether
+        the model multiplies by its transpose), with the user's arrays."""
+        if self.orientation.columns:  # (error @ W).T = W.T @ error.T
+            return self._times(self._weight(weight, not transposed), error)
+        return self._times(error, self._weight(weight, transposed))
+
+    def outer(self, activation: str, error: str) -> str:
+        """A weight's gradient ``activation.T @ error`` in the user's orientation of the
+        weight."""
+        first, second = (error, activation) if self.orientation.out_in else (activation, error)
+        if self.orientation.columns:
+            return self._times(first, second + self.t)
+        return self._times(first + self.t, second)
+
+
+def _weight_transposed(model: Autoencoder, k: int) -> tuple[str, bool]:
+    """The weight the error of layer k goes back through, as the model writes it: ``W2``
+    transposed, or ``W1`` as it is for a tied decoder layer (whose weight is ``W1.T``)."""
     n = model.n_layers
     if model.tied and k > n // 2:
-        return f"W{n + 1 - k}"
-    return f"W{k}" + (".T" if notation == 0 else "'")
+        return f"W{n + 1 - k}", False
+    return f"W{k}", True
 
 
 def _activation_text(k: int, n: int) -> str:
@@ -535,30 +605,32 @@ def _activation_text(k: int, n: int) -> str:
 _LOCAL_NAME = re.compile(r"(?<![\w.])(d_s\d+|a\d+|n\d+|z|x|m)(?!\w)")
 
 
-def where_text(model: Autoencoder, line: str) -> str:
+def where_text(model: Autoencoder, line: str, orientation: Orientation | None = None) -> str:
     """What each local name of a fix line stands for, since the user's own names for them
     cannot be known: ``"d_s2: the output layer's error dJ/ds2, (z - x) * z * (1 - z); a1:
     layer 1's activation, sigmoid(x @ W1)"``."""
     code = line.split("#")[0]  # the shape comment's names explain themselves
+    orientation = orientation or Orientation()
     meanings = [
-        f"{name}: {_meaning(model, name)}" for name in dict.fromkeys(_LOCAL_NAME.findall(code))
+        f"{name}: {_meaning(model, name, orientation)}"
+        for name in dict.fromkeys(_LOCAL_NAME.findall(code))
     ]
     return "; ".join(meanings)
 
 
-def _meaning(model: Autoencoder, name: str) -> str:
+def _meaning(model: Autoencoder, name: str, orientation: Orientation) -> str:
     n = model.n_layers
     if name == "x":
-        return "the input, one example per row"
+        return f"the input, one example per {'column' if orientation.columns else 'row'}"
     if name == "m":
         return "the number of examples"
     if name == "z":
-        return f"the output, {_forward_text(model, n)}"
+        return f"the output, {_forward_text(model, n, orientation)}"
     k = int(re.sub(r"\D", "", name))
     if name.startswith("n"):
         return f"layer {k}'s width ({model.layers[k]})"
     if name.startswith("a"):
-        return f"layer {k}'s activation, {_forward_text(model, k)}"
+        return f"layer {k}'s activation, {_forward_text(model, k, orientation)}"
     if k < n:
         return f"layer {k}'s error dJ/ds{k}"
     delta = "(z - x)" + (" / m" if model.reduction == "mean" else "")
@@ -569,12 +641,15 @@ def _meaning(model: Autoencoder, name: str) -> str:
     return f"the output layer's error dJ/ds{n}, {delta}"
 
 
-def _forward_text(model: Autoencoder, k: int) -> str:
-    """Layer k's forward step: ``sigmoid(a1 @ W2 + b2)`` (a tied decoder's ``W1.T``)."""
+def _forward_text(model: Autoencoder, k: int, orientation: Orientation) -> str:
+    """Layer k's forward step: ``sigmoid(a1 @ W2 + b2)`` (a tied decoder's ``W1.T``), with
+    the user's arrays."""
     n = model.n_layers
-    weight = f"W{n + 1 - k}.T" if model.tied and k > n // 2 else f"W{k}"
+    weight, transposed = _weight_transposed(model, k)
+    # the model multiplies by W{k} itself, or by the tied W{mirror}.T
+    product = _Writer(0, orientation).back(_activation_text(k - 1, n), weight, not transposed)
     bias = f" + b{k}" if model.bias else ""
-    return f"{model.activations[k - 1]}({_activation_text(k - 1, n)} @ {weight}{bias})"
+    return f"{model.activations[k - 1]}({product}{bias})"
 
 
 def _slope_text(model: Autoencoder, k: int, notation: int) -> str:
@@ -727,13 +802,40 @@ def _mistake_finding(model: Autoencoder, mistake: Mistake, name: str, residual: 
         tensors=(name,),
         message=(
             f"the gradient of {name} is exactly what this mistake gives (residual "
-            f"{residual:.1g}): {mistake.description}"
+            f"{residual:.1g}): {mistake.describe(model, name)}"
         ),
         evidence=residual,
         fix=_fix_text(numpy_line, matlab_line),
         details={"mistake": mistake.id, "numpy": numpy_line, "matlab": matlab_line,
                  "where": where_text(model, numpy_line)},
     )
+
+
+def in_orientation(findings: list[Finding], model: Autoencoder, orientation: Orientation
+                   ) -> list[Finding]:
+    """The findings with each catalogued mistake's fix lines (and what their names stand
+    for) written for arrays held in ``orientation``, the user's, and with weights stored
+    ``(n_out, n_in)`` the shapes a misshapen gradient's finding states; the rest as they are."""
+    oriented = []
+    for finding in findings:
+        mistake = MISTAKES.get(finding.details.get("mistake", ""))
+        if mistake is None:
+            oriented.append(finding)
+            continue
+        numpy_line, matlab_line = mistake.fix_lines(model, finding.tensor, orientation)
+        details = {**finding.details, "numpy": numpy_line, "matlab": matlab_line,
+                   "where": where_text(model, numpy_line, orientation)}
+        message = finding.message.replace(mistake.describe(model, finding.tensor),
+                                          mistake.describe(model, finding.tensor, orientation))
+        got = finding.details.get("gradient_shape")
+        if got is not None and orientation.out_in:
+            # the user's weight and its gradient are the transposes of gradproof's
+            got = tuple(got)[::-1]
+            message = _shape_transposed(model, finding.tensor, got, got[::-1]).message
+            details["gradient_shape"] = list(got)
+        oriented.append(replace(finding, message=message, details=details,
+                                fix=_fix_text(numpy_line, matlab_line)))
+    return oriented
 
 
 def _fix_text(numpy_line: str, matlab_line: str) -> str:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -50,7 +49,7 @@ from gradproof.nn.autoencoder import Autoencoder
 from gradproof.nn.network import Network, Params
 from gradproof.params import ParamLayout
 from gradproof.report import Finding, GradReport, TensorResult
-from gradproof.terms import with_canonical
+from gradproof.terms import in_user_terms, layout_terms, with_canonical
 
 # ``ParamLayout.match_gradient``'s answer: tensors, transposed names, dtypes, notes.
 Matched = tuple[dict[str, np.ndarray], list[str], dict[str, np.dtype], list[Finding]]
@@ -86,6 +85,8 @@ def check_network(
     safety: float = 10.0,
     seed: int = 0,
     blas_threads: int | str | None = None,
+    subscripts: str = "numpy",
+    flat_name: str = "theta",
 ) -> GradReport:
     """Check the user's gradient of their own network's loss, and name the mistake.
 
@@ -114,6 +115,11 @@ def check_network(
     blas_threads : int or {"auto", "off"}, optional
         Threads of the BLAS and OpenMP pools during the whole call, the user's own code
         included (see ``gradproof.blas``): as for ``check_gradient``.
+    subscripts : {"numpy", "matlab"}
+        How the report writes an entry's position, on the user's own arrays: 0-based
+        ``Theta1[2, 0]`` or MATLAB's 1-based ``Theta1(3, 1)`` (as for ``check_gradient``).
+    flat_name : str
+        With a flat ``params`` vector: its name in positions, ``theta(17) = Theta2(2, 2)``.
 
     Returns
     -------
@@ -139,7 +145,8 @@ def check_network(
     else:
         identification = Identification(_given(problem, model, layout), tried=1)
     options = {"shapes": shapes, "order": order, "rtol": rtol, "atol": atol,
-               "safety": safety, "seed": seed}
+               "safety": safety, "seed": seed, "subscripts": subscripts,
+               "flat_name": flat_name}
     if identification.model is None:
         report = check_gradient(loss, grad, params, **options)
         report.model = identification.to_dict()
@@ -147,7 +154,8 @@ def check_network(
         return report
     identified = identification.model
     point = canonical_point(identified, problem, params)  # (params, x as rows, y)
-    matched = problem.layout.match_gradient(_user_grad(loss, grad, params))
+    raw = _user_grad(loss, grad, params)
+    matched = problem.layout.match_gradient(raw)
     autoencoder = (identified.network.as_autoencoder(len(point[1]))
                    if identified.residual <= EXACT_RESIDUAL else None)
     if autoencoder is not None:
@@ -158,12 +166,16 @@ def check_network(
         evidence = check_gradient(loss, grad, params, mode="full" if small else "directional",
                                   directions=None if small else DIRECTIONS, **options)
     report = _exact_report(problem, identified, point, matched, evidence)
+    # Every entry is compared with the identified network's backprop: what the finite
+    # differences alone could not resolve is resolved by that comparison, which
+    # ``TensorResult.detectable`` states; a note of their limits would contradict it.
+    report.findings = [f for f in report.findings
+                       if not (f.kind == "precision" and f.details.get("coarse"))]
+    terms = layout_terms(problem.layout, problem.layout.gradient_names(raw), matched[1],
+                         flat_name=flat_name, one_based=subscripts == "matlab")
+    report = in_user_terms(report, terms)
     names = user_names(identified.layout, identified.network, flat_names(problem))
     report = with_canonical(report, names)
-    # Every entry is compared with the identified network's backprop, whatever the finite
-    # differences could resolve: their note keeps its words but not a call the user cannot make.
-    report.findings = [replace(f, fix=None) if f.kind == "precision" and "coarse" in f.details
-                       else f for f in report.findings]
     note = None if model is not None else decay_form_note(identified, point[1].shape[0])
     if note is not None:
         report.findings.append(note)
@@ -305,6 +317,9 @@ def _tensor_result(name: str, shape: tuple[int, ...], analytic: np.ndarray,
     scale = np.maximum(np.abs(analytic), np.abs(reference))
     rel = np.divide(diff, scale, out=np.zeros_like(diff), where=scale > 0)
     worst = np.unravel_index(int(np.argmax(diff / tolerance)), shape) if diff.size else None
+    # The comparison covers every entry: an error in any one above its tolerance fails it.
+    detectable = float(tolerance.max()) if diff.size else None
+    largest = float(np.abs(reference).max(initial=0.0))
     return TensorResult(
         name=name, shape=shape, checked=int(diff.size),
         max_abs_error=float(diff.max(initial=0.0)), max_rel_error=float(rel.max(initial=0.0)),
@@ -312,7 +327,9 @@ def _tensor_result(name: str, shape: tuple[int, ...], analytic: np.ndarray,
         worst_index=None if worst is None else tuple(int(i) for i in worst),
         step=evidence.step, error_estimate=evidence.error_estimate,
         tolerance=None if worst is None else float(tolerance[worst]),
-        probes=evidence.probes, excluded=evidence.excluded,
+        probes=evidence.probes, excluded=evidence.excluded, detectable=detectable,
+        detectable_relative=detectable / largest if detectable is not None and largest > 0
+        else None,
     )
 
 

@@ -140,13 +140,14 @@ class TensorResult:
     name : str
         The tensor's name (``"W2"``, ``"enc.W"``, ``"[0]"`` ...).
     shape : tuple of int
-        The parameter's shape.
+        The parameter's shape (as the user stores it, in a report in the user's terms).
     checked : int
         How many entries were compared one by one (0 when only projections were checked).
     max_abs_error, max_rel_error : float
         Largest ``|analytic - numeric|`` and largest ``|a - n| / max(|a|, |n|)`` seen.
     worst_index : tuple of int or None
-        The entry with the largest error relative to its tolerance.
+        The entry with the largest error relative to its tolerance, 0-based, on an array of
+        ``shape``.
     passed : bool
         Whether every comparison was within tolerance.
     step : float or None
@@ -431,9 +432,20 @@ class FindingGroup:
 
     @property
     def where(self) -> str | None:
-        """What the fix line's local names stand for (``details["where"]``), for a single
-        finding; a group's members each have their own."""
-        return self.findings[0].details.get("where") if len(self.findings) == 1 else None
+        """What the fix line's local names stand for (``details["where"]``), where every
+        member says the same."""
+        return self._shared("where")
+
+    @property
+    def lines(self) -> tuple[str, str] | None:
+        """The corrected line in numpy and in MATLAB (``details["numpy"]``,
+        ``details["matlab"]``), where every member has the same pair."""
+        numpy_line, matlab_line = self._shared("numpy"), self._shared("matlab")
+        return (numpy_line, matlab_line) if numpy_line and matlab_line else None
+
+    def _shared(self, key: str) -> Any:
+        values = {str(f.details.get(key)) for f in self.findings}
+        return self.findings[0].details.get(key) if len(values) == 1 else None
 
     def label(self, name: Callable[[str], str] = str) -> str:
         """The tensors as a heading: ``W1``, ``W1, W2``, ``every tensor (W1, b1, ...)``, or
@@ -443,9 +455,9 @@ class FindingGroup:
         return f"every tensor ({names})" if self.every else names
 
 
-# A measured number as the findings print it (1.2e-07, 3e-16); integers (shapes, indices) are
-# left alone, so findings that differ in them are never grouped.
-_MEASURED = re.compile(r"(?<![\w.])\d+(?:\.\d+)?e[+-]\d+(?![\w.])")
+# A measured number as the findings print it (1.2e-07, 3e-16, and a residual of exactly 0);
+# integers (shapes, indices) are left alone, so findings that differ in them are never grouped.
+_MEASURED = re.compile(r"(?<![\w.])\d+(?:\.\d+)?e[+-]\d+(?![\w.])|(?<=residual )0(?![\w.])")
 _NAME_SLOT = "\x00"
 _NUMBER_SLOT = "\x01"
 _GRADIENT_SLOT = "\x02"

@@ -10,11 +10,13 @@ line in the user's variable names.
 Finding texts write positions in one form that this module reads back: an entry as
 ``W1[3, 4]`` (gradproof's name, 0-based, gradproof's orientation) and lines as ``rows 3-5 of
 W1`` / ``columns ...`` / ``entries ...``; a tensor's gradient is ``the gradient of W1`` in
-prose and ``dW1`` in a fix line (both become the user's gradient variable where it has one). That
+prose and ``dW1`` or ``grad_W1`` in a fix line (each becomes the user's gradient variable where
+it has one). That
 keeps the diagnosis ignorant of the user's storage, and this module the one place that knows
 it: 1-based subscripts in parentheses for MATLAB / Octave, subscripts swapped where the
-user's array is the transpose of gradproof's, and for a flat vector the position in it
-beside the tensor's subscript (``theta(17) = Theta2(2, 2)``).
+user's array is the transpose of gradproof's (and the table's shapes reversed where the user
+stores the parameter so), and for a flat vector the position in it beside the tensor's
+subscript (``theta(17) = Theta2(2, 2)``).
 """
 
 from __future__ import annotations
@@ -45,6 +47,9 @@ class UserTensor:
     transposed : bool
         The user's gradient array is the transpose of gradproof's (weights stored
         ``(n_out, n_in)``, or a gradient returned in the transposed shape): subscripts swap.
+    stored_transposed : bool
+        The user's parameter array is the transpose of gradproof's (weights stored
+        ``(n_out, n_in)``): the report's shapes are written reversed, as the user's are.
     one_based : bool
         MATLAB / Octave: subscripts count from 1 and are written ``name(i, j)``.
     flat : str or None
@@ -61,6 +66,7 @@ class UserTensor:
     name: str
     gradient: str | None = None
     transposed: bool = False
+    stored_transposed: bool = False
     one_based: bool = False
     flat: str | None = None
     offset: int = 0
@@ -145,12 +151,20 @@ def in_user_terms(
 def _tensor(result: TensorResult, user: UserTensor | None, rewrite: _Rewriter) -> TensorResult:
     if user is None:
         return result
+    oriented: dict[str, Any] = {"reason": rewrite(result.reason)}
+    if user.stored_transposed and len(result.shape) == 2:
+        # The user's shapes and worst index, and the reason a misshapen gradient fails
+        # written from them.
+        gradient_shape, worst = result.gradient_shape, result.worst_index
+        oriented = {"shape": result.shape[::-1], "reason": None,
+                    "gradient_shape": None if gradient_shape is None else gradient_shape[::-1],
+                    "worst_index": None if worst is None else tuple(worst)[::-1]}
     return replace(
         result,
         name=user.name,
         canonical=user.canonical if user.mapped else None,
         worst_at=None if result.worst_index is None else user.at(result.worst_index),
-        reason=rewrite(result.reason),
+        **oriented,
     )
 
 
@@ -192,7 +206,7 @@ class _Rewriter:
             rf"{edge}(?P<at>{names})\[(?P<index>\d+(?:, \d+)*)\]"
             rf"|\b(?P<word>rows?|columns?|entries|entry) (?P<span>{_SPAN}) of (?P<of>{names}){end}"
             rf"|\bthe gradient of (?P<gradient_of>{names}){end}"
-            rf"|{edge}d(?P<grad>{names}){end}"
+            rf"|{edge}(?P<prefix>d|grad_)(?P<grad>{names}){end}"
             rf"|{edge}(?P<name>{names}){end}"
             rf"|{edge}(?P<local>{local}){end}"
         )
@@ -215,7 +229,7 @@ class _Rewriter:
             return user.gradient or f"the gradient of {user.name}"
         if match["grad"]:
             user = terms[match["grad"]]
-            return user.gradient or f"d{user.name}"
+            return user.gradient or f"{match['prefix']}{user.name}"
         if match["name"]:
             return terms[match["name"]].name
         return self._symbols[match["local"]]

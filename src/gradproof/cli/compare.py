@@ -44,6 +44,7 @@ from gradproof.io import (
     read_gradient_file,
     user_terms,
 )
+from gradproof.mistakes import Orientation, in_orientation
 from gradproof.network_check import check_network
 from gradproof.nn.autoencoder import Autoencoder
 from gradproof.nn.network import Network
@@ -129,6 +130,9 @@ def run(args: argparse.Namespace, console: Console) -> int:
     loss_note = None
     if not report.passed:
         model, report, loss_note = _conventions(gradient_file, model, report)
+    orientation = Orientation(columns=gradient_file.examples == "columns",
+                              out_in=gradient_file.weights == "out_in")
+    report = replace(report, findings=in_orientation(report.findings, model, orientation))
     report = in_user_terms(report, user_terms(gradient_file))
     if args.json:
         print_json(console, {**_json(gradient_file, model, report.to_dict()), "loss_note": loss_note})
@@ -182,14 +186,6 @@ def _print(
 ) -> None:
     console.print(Text(f"gradproof compare {gradient_file.path}", style="bold"))
     console.print(Text("read: ", style="dim") + Text(describe_layout(gradient_file)))
-    if gradient_file.weights == "out_in":
-        console.print(
-            Text("note: ", style="yellow")
-            + Text(
-                "your weights are stored (n_out, n_in); shapes and fix lines below are in "
-                "gradproof's (n_in, n_out) orientation, positions in yours"
-            )
-        )
     for note in gradient_file.notes:
         console.print(Text("note: ", style="yellow") + Text(note))
     config = model.config()
@@ -230,9 +226,10 @@ def _run_family(args: argparse.Namespace, console: Console) -> int:
         # a file holds no loss function: the finite differences are the identified model's
         return identified.network.loss(*canonical_point(identified, problem, params))
 
-    report = check_network(loss, family_file.grads, family_file.params, family_file.x,
+    report = check_network(loss, family_file.user_grads(), family_file.params, family_file.x,
                            family_file.y, model=identified.network, layout=identified.layout,
-                           shapes=family_file.shapes, order=order)
+                           shapes=family_file.shapes, order=order,
+                           subscripts=family_file.subscripts, flat_name=family_file.flat_name)
     report.model = {**identified.to_dict(), "decided": chosen.decided,
                     "identification": chosen.text}
     if args.json:

@@ -60,9 +60,8 @@ def print_findings(console: Console, report: GradReport) -> None:
         line.append(f"{group.label(label)}: ", style="bold")
         line.append(group.message)
         console.print(line)
-        details = group.findings[0].details
-        numpy_line, matlab_line = details.get("numpy"), details.get("matlab")
-        if len(group.findings) == 1 and numpy_line and matlab_line:
+        if group.lines:
+            numpy_line, matlab_line = group.lines
             console.print(Text("    fix (numpy):  ", style="dim") + Text(numpy_line, style="cyan"))
             console.print(Text("    fix (MATLAB): ", style="dim") + Text(matlab_line, style="cyan"))
         elif group.fix:

@@ -437,13 +437,13 @@ def _kink_example(noted: list[tuple[Measured, np.ndarray]]) -> str:
             left, right = m.slopes[k]
             return (
                 f"{_probe_text(m, k)}: slopes {left:.3g} (left) and {right:.3g} (right), "
-                f"analytic {m.analytic[k]:.3g}"
+                f"gradient {m.analytic[k]:.3g}"
             )
     m, mask = noted[0]
     k = int(np.flatnonzero(mask)[0])
     return (
-        f"{_probe_text(m, k)}: numeric {m.numeric[k]:.3g} at step {m.step[k]:.2g}, analytic "
-        f"{m.analytic[k]:.3g}"
+        f"{_probe_text(m, k)}: finite difference {m.numeric[k]:.3g} at step {m.step[k]:.2g}, "
+        f"gradient {m.analytic[k]:.3g}"
     )
 
 
@@ -523,7 +523,7 @@ def _worst_text(measured: list[Measured]) -> str:
         return ""
     _, m, k = best
     return (
-        f"; worst: {_probe_text(m, k)}, analytic {m.analytic[k]:.4g} vs numeric "
+        f"; worst: {_probe_text(m, k)}, gradient {m.analytic[k]:.4g} vs finite differences "
         f"{m.numeric[k]:.4g} (tolerance {m.tolerance[k]:.1e})"
     )
 

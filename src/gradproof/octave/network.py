@@ -126,7 +126,8 @@ def check_identified(runner: OctaveRunner, gradient: np.ndarray, shapes: Shapes 
                 closest.append(f"{reading}: {identification.closest}")
                 continue
             report = check_network(runner, gradient, runner.theta, x, y, model=found.network,
-                                   layout=found.layout, shapes=shaped, order=order, **options)
+                                   layout=found.layout, shapes=shaped, order=order,
+                                   subscripts="matlab", flat_name=runner.var, **options)
             report.model = {**identification.to_dict(), "x": x_name, "y": y_name,
                             "shapes": shapes_text(shaped), "shapes_inferred": shapes is None}
             return report, report.model

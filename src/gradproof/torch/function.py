@@ -117,7 +117,7 @@ def check_function(
             args[position[name]] = tensor
         return fn(*args)
 
-    note = precision_note({labels[i]: inputs[i] for i in checked}, "inputs")
+    note = precision_note({labels[i]: inputs[i] for i in checked})
     problem = Problem(values, devices, forward, "fn", notes=[note] if note else [])
     return run(problem, seed, options)
 

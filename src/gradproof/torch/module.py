@@ -92,7 +92,7 @@ def check_module(
         return output if loss_fn is None else _loss_value(loss_fn, output)
 
     weights = None if loss_fn is None else _unit_weight
-    note = precision_note(parameters, "module")
+    note = precision_note(parameters)
     problem = Problem(values, devices, forward, "the module", weights, [note] if note else [])
     return run(problem, seed, options)
 

@@ -8,27 +8,33 @@ import torch
 
 from gradproof.report import Finding
 
-# Tensors a note names before "and N more".
+# Tensors a note's text lists with their dtypes before "and N more".
 _SHOWN = 4
 
 
-def precision_note(tensors: Mapping[str, torch.Tensor], group: str) -> Finding | None:
-    """One note naming the checked tensors that are not float64, or None when all are.
+def precision_note(tensors: Mapping[str, torch.Tensor]) -> Finding | None:
+    """One note on the checked tensors that are not float64, or None when all are.
 
-    ``group`` names them together when there are several ("inputs", "module").
+    The note concerns those tensors by their own names (the report shows them once, as it
+    shows any note on several tensors: ``a, b`` or ``every tensor (...)``), and its text says
+    each one's precision: one dtype for all, or each tensor's where they differ.
     """
-    low = {name: t.dtype for name, t in tensors.items() if t.dtype != torch.float64}
+    low = {name: str(t.dtype).removeprefix("torch.") for name, t in tensors.items()
+           if t.dtype != torch.float64}
     if not low:
         return None
-    shown = [f"{name} ({str(dtype).removeprefix('torch.')})" for name, dtype in low.items()]
-    if len(shown) > _SHOWN:
-        shown = shown[:_SHOWN] + [f"{len(shown) - _SHOWN} more"]
-    listed = ", ".join(shown)
-    verb = "is checked as a float64 copy" if len(low) == 1 else "are checked as float64 copies"
+    one = len(low) == 1
+    if len(set(low.values())) == 1:
+        what = next(iter(low.values()))
+    else:
+        shown = [f"{name} {dtype}" for name, dtype in low.items()]
+        if len(shown) > _SHOWN:
+            shown = shown[:_SHOWN] + [f"{len(shown) - _SHOWN} more"]
+        what = ", ".join(shown)
+    copies = "a float64 copy, on its" if one else "float64 copies, on their"
     return Finding(
-        "precision", (next(iter(low)) if len(low) == 1 else group,),
-        f"{listed} {verb}, on {'its' if len(low) == 1 else 'their'} own device: the check tests "
-        "the math of forward and backward; rounding in the lower precision is neither tested "
-        "nor able to fail it",
-        details={"dtypes": {name: str(dtype) for name, dtype in low.items()}},
+        "precision", tuple(low),
+        f"{what}, checked as {copies} own device: the check tests the math of forward and "
+        "backward; rounding in the lower precision is neither tested nor able to fail it",
+        details={"dtypes": {name: f"torch.{dtype}" for name, dtype in low.items()}},
     )
