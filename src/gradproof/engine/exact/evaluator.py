@@ -279,7 +279,8 @@ def entry_steps(engine: LocalDifferences, name: str) -> np.ndarray:
     """
     scale = engine.input_scale(name)
     scale = np.where(scale > 0, scale, 1.0)
-    steps = step_sizes(engine.params[name] * scale, EPS)
+    steps = engine.params[name] * scale  # θ c, made into its steps in place
+    step_sizes(steps, EPS, out=steps)
     steps /= scale
     return steps.ravel()
 
