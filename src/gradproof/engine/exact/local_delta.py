@@ -281,13 +281,18 @@ class LocalDifferences:
 
     def in_natural_order(self, name: str) -> bool:
         """Whether ``entry_order(name)`` is the flat order: biases and the output layer's
-        weights, whose entries share no units, and the untied weights of a layer whose units
-        the series table evaluates (a unit there costs a few multiply-adds, so that entries
-        of one column in different pieces may compute a shared unit again)."""
+        weights, whose entries share no units, and on a single example the untied weights of
+        a layer whose units the series table evaluates. There the scaled steps give all the
+        entries of a column one shift, so a column holds about one unit, a few multiply-adds
+        with the table, which entries of the column in another piece compute again; with
+        more examples a column holds a unit per example and distinct input, and computing
+        them again per piece cost more than the pieces save (18% more CPU time at 100
+        MNIST images, bench/README.md)."""
         site = self._site(name)
         if site.bias or site.layer == self.n_layers:
             return True
-        return site.partner is None and self._series_table(site.layer) is not None
+        return (site.partner is None and self.batch == 1
+                and self._series_table(site.layer) is not None)
 
     def input_scale(self, name: str) -> np.ndarray:
         """Largest |input| each entry multiplies over the batch (1 for biases), broadcastable
