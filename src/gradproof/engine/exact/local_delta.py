@@ -286,8 +286,7 @@ class LocalDifferences:
         entries of a column one shift, so a column holds about one unit, a few multiply-adds
         with the table, which entries of the column in another piece compute again; with
         more examples a column holds a unit per example and distinct input, and computing
-        them again per piece cost more than the pieces save (18% more CPU time at 100
-        MNIST images, bench/README.md)."""
+        them again per piece cost more than the pieces save (bench/README.md)."""
         site = self._site(name)
         if site.bias or site.layer == self.n_layers:
             return True
