@@ -6,8 +6,8 @@
 - ``check_gradient`` (mode auto) on the seed network without biases (``model.loss`` as the
   black box), the same image, as in ``bench_check.py``: target <= 0.5 s (median);
 - the same check with the motivating user's own loss as the black box
-  (``sigmoid(sigmoid(x @ W1) @ W2)``, squared error, in plain numpy, which does not scan its
-  parameters for NaN as ``model.loss`` does): "check_gradient numpy".
+  (``sigmoid(sigmoid(x @ W1) @ W2)``, squared error, in plain numpy, which validates nothing,
+  where ``model.loss`` refuses NaN and Inf in its parameters): "check_gradient numpy".
 
 For each black box the table also gives its loss evaluations per check and the median time of
 one evaluation alone, whose product is what the check cannot go below.

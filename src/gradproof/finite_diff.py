@@ -52,13 +52,17 @@ _NOISE_ORDERS = range(3, 7)
 NOISE_POINTS = 9
 
 
-def step_sizes(x: np.ndarray, eps: float) -> np.ndarray:
-    """Central-difference steps h = cbrt(eps) * max(1, |x|).
+def step_sizes(x: np.ndarray, eps: float, out: np.ndarray | None = None) -> np.ndarray:
+    """Central-difference steps h = cbrt(eps) * max(1, |x|), into ``out`` when given (which
+    may be ``x`` itself: one array for a large tensor instead of three).
 
     With truncation c·h² and rounding eps·|J|/h, the total error is smallest at
     h ~ cbrt(3·eps·|J|/|J'''|); lacking J''', the relative scale max(1, |x|) stands in.
     """
-    return np.cbrt(eps) * np.maximum(1.0, np.abs(x))
+    steps = np.abs(x, out=out)
+    np.maximum(steps, 1.0, out=steps)
+    steps *= np.cbrt(eps)
+    return steps
 
 
 def noise_level(values: np.ndarray) -> float:

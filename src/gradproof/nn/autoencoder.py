@@ -37,6 +37,7 @@ from gradproof.errors import InputError
 from gradproof.nn.activations import ACTIVATIONS
 from gradproof.nn.layers import FRESH, Dense, DenseBuffers, DenseCache, flush_tiny
 from gradproof.nn.losses import LOSSES, REDUCTIONS, kl_divergence, kl_slope
+from gradproof.nn.screened import screened_forward
 
 # Supported compute dtypes, by name.
 DTYPES: tuple[str, ...] = ("float64", "float32")
@@ -375,10 +376,24 @@ class Autoencoder:
 
     def loss(self, params: Mapping[str, Any], x: Any) -> float:
         """The objective J for a batch ``x`` of shape (batch, n_visible)."""
-        checked = self._checked_params(params)
-        _, cache = self._forward(checked, self.validate_input(x))
+        checked = self._checked_params(params, check_finite=False)
+        arr = self._checked_input(x, check_finite=False)
+        cache = self._screened_forward(checked, arr)
         self._check_code_mean(cache)
         return self._objective(checked, cache)
+
+    def _screened_forward(self, params: Params, x: np.ndarray) -> ForwardCache:
+        """``_forward`` for ``loss``, which a gradient check calls thousands of times: the
+        forward pass screens the parameters for NaN and Inf itself (``nn.screened``), and
+        only where it finds one (or a sum that overflowed) do the full scans run, in the
+        order ``validate_params`` then ``validate_input``, to name what is not finite."""
+        layer_params = [self._layer_params(params, k) for k in range(1, self.n_layers + 1)]
+        with np.errstate(invalid="ignore"):  # NaN and Inf are refused below, not warned of
+            activations, pre_activations, finite = screened_forward(self._dense, layer_params, x)
+        if not (finite and all_finite(x)):
+            self._checked_params(params)
+            self._checked_input(x)
+        return ForwardCache(activations, pre_activations)
 
     def loss_and_grad(
         self, params: Mapping[str, Any], x: Any, *, out: Workspace | None = None,

@@ -18,10 +18,10 @@ gradient's own rounding allowance alone was measured 23 times too small, and wit
 float32 backprop stays within a few times its allowance (bench/README.md, the stress run's
 ``--rounding`` table).
 
-Each weight-sized array is made once (|W|, squared in place and kept for the backward pass;
-one product for both error terms of a weight's gradient, square-rooted in place): every fresh
-array of a large tensor faults in its memory page by page, which made this estimate a large
-share of a one-image check.
+One weight-sized array per weight, made once: |W|, squared in place and kept for the backward
+pass, which then writes into it the one product that holds both error terms of the weight's
+gradient, square-rooted in place. Every fresh array of a large tensor faults in its memory
+page by page, which made this estimate a large share of a one-image check.
 """
 
 from __future__ import annotations
@@ -75,13 +75,17 @@ def derivative_rounding(base: LocalDifferences) -> dict[str, np.ndarray]:
     squares: dict[str, np.ndarray] = {}
     for k in range(n, 0, -1):
         name, transposed = model._weight_of[k - 1]
+        w_square = squared_weights[k - 1]
+        # The error carried back to layer k - 1 reads W_k**2 for the last time: the weight's
+        # own product then goes into its array instead of a fresh one.
+        carried = square @ w_square.T if k > 1 else None  # (batch, n_{k-1})
         # (n_{k-1}, n_k), like layer k's weight: a.T @ dJ/ds with both factors' errors, the
         # two terms as one product over the batch stacked twice (no input error at layer 1)
         inputs, errors = acts[k - 1] ** 2, square
         if forward[k - 1] is not None:
             inputs = np.concatenate((inputs, forward[k - 1]))  # (2 batch, n_{k-1})
             errors = np.concatenate((errors, d_s**2))  # (2 batch, n_k)
-        w_square = inputs.T @ errors
+        np.matmul(inputs.T, errors, out=w_square)
         if transposed:
             w_square = w_square.T
         if name in squares:
@@ -99,7 +103,7 @@ def derivative_rounding(base: LocalDifferences) -> dict[str, np.ndarray]:
                                                                    base.rho_hat)
         record = records[k - 2]
         slope = record.derivative(acts[k - 1])
-        square = (square @ squared_weights[k - 1].T) * slope**2 + (
+        square = carried * slope**2 + (
             record.derivative_rounding * d_a
         ) ** 2
         d_s = d_a * slope

@@ -90,7 +90,7 @@ LARGEST_OBJECTIVE = 1e140
 # the same sums in another order); more means this module does not know the model.
 _AGREEMENT = 1e-10
 
-# Entries per piece of a first step in the flat order (biases, the output layer): 128 KiB
+# Entries per piece of a first step in the flat order (``in_natural_order``): 128 KiB
 # per float64 temporary, small enough that malloc hands each piece the memory the previous
 # one freed instead of fresh pages (bench/README.md has the page faults measured).
 IN_ORDER_PIECE = 1 << 14
@@ -210,9 +210,12 @@ class ExactEvaluator:
         order, which keeps a hidden unit's entries in the same chunk; when one chunk holds
         them all, that order is moot, and in their natural order the results are written as
         slices instead of scattered. Where the engine's order is the natural one (biases, the
-        output layer), the entries go in pieces of at most ``IN_ORDER_PIECE``, written as
-        slices: each piece's temporaries reuse the memory the last one freed, where one
-        chunk for a whole large tensor faults in fresh pages for every temporary.
+        output layer, a hidden layer whose units the series table evaluates), the entries go
+        in pieces of at most ``IN_ORDER_PIECE``, written as slices: each piece's temporaries
+        reuse the memory the last one freed, where one chunk for a whole large tensor faults
+        in fresh pages for every temporary, and raises the heap's high-water mark so far
+        that the allocator hands the memory back after each check and the next one faults it
+        in again.
         """
         self.total += 2 * sum(which.size for _, which in requests)
         for k, (result, which) in enumerate(requests):
@@ -279,7 +282,8 @@ def entry_steps(engine: LocalDifferences, name: str) -> np.ndarray:
     """
     scale = engine.input_scale(name)
     scale = np.where(scale > 0, scale, 1.0)
-    steps = step_sizes(engine.params[name] * scale, EPS)
+    steps = engine.params[name] * scale  # θ c, made into its steps in place
+    step_sizes(steps, EPS, out=steps)
     steps /= scale
     return steps.ravel()
 

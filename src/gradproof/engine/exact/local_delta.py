@@ -281,9 +281,17 @@ class LocalDifferences:
 
     def in_natural_order(self, name: str) -> bool:
         """Whether ``entry_order(name)`` is the flat order: biases and the output layer's
-        weights, whose entries share no units."""
+        weights, whose entries share no units, and on a single example the untied weights of
+        a layer whose units the series table evaluates. There the scaled steps give all the
+        entries of a column one shift, so a column holds about one unit, a few multiply-adds
+        with the table, which entries of the column in another piece compute again; with
+        more examples a column holds a unit per example and distinct input, and computing
+        them again per piece cost more than the pieces save (bench/README.md)."""
         site = self._site(name)
-        return site.bias or site.layer == self.n_layers
+        if site.bias or site.layer == self.n_layers:
+            return True
+        return (site.partner is None and self.batch == 1
+                and self._series_table(site.layer) is not None)
 
     def input_scale(self, name: str) -> np.ndarray:
         """Largest |input| each entry multiplies over the batch (1 for biases), broadcastable
@@ -463,7 +471,10 @@ class LocalDifferences:
         kink = np.zeros(n_entries, dtype=bool)
         if len(entry):
             starts = np.flatnonzero(np.r_[True, np.diff(entry) != 0])
-            sums[:, entry[starts]] = np.add.reduceat(per_pair, starts, axis=1)
+            if starts.size == len(entry):  # one pair per entry (one example): nothing to sum
+                sums[:, entry] = per_pair
+            else:
+                sums[:, entry[starts]] = np.add.reduceat(per_pair, starts, axis=1)
             kink[entry[units.kink[unit_of_pair]]] = True
         data, rounding = sums[:2], np.sqrt(sums[2], out=sums[2])
         kl = None
@@ -827,16 +838,21 @@ class _SeriesTable:
         coefficients = np.empty((order,) + bound.shape[:1] + w.shape[:1])
         magnitudes = np.empty_like(coefficients)
         power = np.ones_like(w)
+        # |W|^k beside W^k, both updated in place (|a b| = |a| |b| exactly, so these are the
+        # same values as |W^k|): no fresh weight-sized array per power.
+        size = np.abs(w)
+        size_power = np.ones_like(w)
         # Absurd weights overflow the powers: those units get non-finite values here and are
         # evaluated directly (``evaluate``).
         with np.errstate(over="ignore", invalid="ignore"):
             for k in range(1, order + 1):  # repeated products: ** costs ten times more
                 power *= w
+                size_power *= size
                 np.matmul(series[k], power.T, out=coefficients[k - 1])
-                np.matmul(np.abs(series[k]), np.abs(power).T, out=magnitudes[k - 1])
-            power *= w
-            tail = bound @ np.abs(power, out=power).T
-        return cls(coefficients, magnitudes, tail, np.abs(w).max(axis=1, initial=0.0),
+                np.matmul(np.abs(series[k]), size_power.T, out=magnitudes[k - 1])
+            size_power *= size
+            tail = bound @ size_power.T
+        return cls(coefficients, magnitudes, tail, size.max(axis=1, initial=0.0),
                    ULPS + np.sqrt(w.shape[1]))
 
     def evaluate(self, example: np.ndarray, col: np.ndarray, t: np.ndarray,

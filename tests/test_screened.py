@@ -1,0 +1,101 @@
+"""Spec for the screened forward pass behind ``Autoencoder.loss`` (``gradproof.nn.screened``).
+
+``loss`` no longer scans every parameter for NaN and Inf before its forward pass; the pass
+screens them itself, from its own products and a product of the weight rows whose inputs are
+all zero. These tests hold it to
+what the scan promised: a NaN or an infinity in any entry of any parameter, whatever the
+inputs (all-zero ones included, where a product need not multiply a weight at all), is
+refused with an InputError naming the parameter; finite parameters whose sums overflow are
+not refused; and the values are the plain forward pass's, bit for bit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gradproof.errors import InputError
+from gradproof.nn import Autoencoder
+from gradproof.nn.screened import screened_forward
+
+MODELS = {
+    "seed": dict(layers=[7, 4, 7]),
+    "no-bias": dict(layers=[7, 4, 7], bias=False),
+    "tied-deep": dict(layers=[6, 5, 3, 5, 6], tied=True, activation=["tanh", "sigmoid", "tanh"]),
+    "relu-identity": dict(layers=[5, 6, 3, 5], activation="relu", output_activation="identity"),
+    "sparse-mean": dict(layers=[6, 3, 6], sparsity_weight=0.5, reduction="mean",
+                        weight_decay=0.1),
+}
+
+INPUTS = {
+    "zeros": lambda rng, shape: np.zeros(shape),
+    "sparse": lambda rng, shape: rng.uniform(0, 1, shape) * (rng.uniform(0, 1, shape) < 0.2),
+    "dense": lambda rng, shape: rng.normal(size=shape),
+}
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf], ids=["nan", "inf", "-inf"])
+@pytest.mark.parametrize("inputs", list(INPUTS))
+@pytest.mark.parametrize("options", list(MODELS))
+def test_a_non_finite_entry_anywhere_is_refused_by_name(options, inputs, bad):
+    model = Autoencoder(**MODELS[options])
+    rng = np.random.default_rng(len(options) * 7 + len(inputs))
+    for batch in (1, 3):
+        x = INPUTS[inputs](rng, (batch, model.n_visible))
+        for name, shape in model.param_shapes().items():
+            params = model.init_params(seed=batch)
+            params[name][np.unravel_index(rng.integers(np.prod(shape)), shape)] = bad
+            with pytest.raises(InputError, match=f"parameter {name} has non-finite values"):
+                model.loss(params, x)
+
+
+def test_the_first_non_finite_parameter_is_named_and_then_x():
+    model = Autoencoder(layers=[4, 3, 4])
+    params = model.init_params(seed=0)
+    params["b2"][1] = np.nan
+    params["W1"][3, 0] = np.inf
+    x = np.full((2, 4), np.nan)
+    with pytest.raises(InputError, match="parameter W1"):  # W1 comes before b2, x after both
+        model.loss(params, x)
+    with pytest.raises(InputError, match="x has non-finite values"):
+        model.loss(model.init_params(seed=0), x)
+
+
+def test_finite_parameters_whose_sums_overflow_are_not_refused():
+    model = Autoencoder(layers=[4, 3, 4], output_activation="identity")
+    params = model.init_params(seed=0)
+    params["b2"] = np.full(4, 1e308)
+    params["W2"][:, 2] = 1e308  # the column sum overflows; every entry is finite
+    x = np.zeros((1, 4))
+    with np.errstate(over="ignore"):  # the overflow is the point here
+        _, cache = model.forward(params, x)  # the unscreened pass, which scans first
+        assert model.loss(params, x) == model._objective(params, cache) == np.inf
+
+
+@pytest.mark.parametrize("options", list(MODELS))
+def test_the_screened_pass_computes_the_plain_forward_pass(options):
+    model = Autoencoder(**MODELS[options])
+    rng = np.random.default_rng(3)
+    params = model.init_params(seed=rng)
+    x = rng.uniform(0, 1, (3, model.n_visible))
+    z, cache = model.forward(params, x)
+    layer_params = [model._layer_params(params, k) for k in range(1, model.n_layers + 1)]
+    activations, pre_activations, finite = screened_forward(model._dense, layer_params, x)
+    assert finite
+    assert activations[0] is x
+    for mine, plain in zip(activations + pre_activations,
+                           cache.activations + cache.pre_activations):
+        np.testing.assert_array_equal(mine, plain)
+    assert model.loss(params, x) == model._objective(params, cache)
+
+
+def test_the_screen_sees_a_weight_that_zero_inputs_never_multiply():
+    model = Autoencoder(layers=[5, 2, 5], bias=False)
+    params = model.init_params(seed=0)
+    params["W1"][4, 1] = np.inf  # pixel 4 is 0 in every example: x @ W1 need not touch it
+    x = np.zeros((2, 5))
+    x[:, :4] = 1.0
+    layer_params = [model._layer_params(params, k) for k in (1, 2)]
+    with np.errstate(invalid="ignore"):
+        *_, finite = screened_forward(model._dense, layer_params, x)
+    assert not finite
