@@ -621,13 +621,21 @@ def running_in(folder: Path) -> list[str]:
     return running
 
 
+def left_running(folder: Path) -> list[str]:
+    """``running_in(folder)`` once SIGKILL has had a moment to end what it reached."""
+    deadline = time.monotonic() + 5.0
+    while running_in(folder) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return running_in(folder)
+
+
 def test_cli_exits_with_clean_stderr_and_nothing_left_running(code, tmp_path):
     folder = code("background", BACKGROUND)
     cli = cli_in_subprocess(folder, "background(theta)", tmp_path)
     out, err = cli.communicate(timeout=120)
     assert cli.returncode == 0, out + err
     assert err == ""
-    assert running_in(tmp_path / "tmp") == []  # Octave and the sleep it started both ended
+    assert left_running(tmp_path / "tmp") == []  # Octave and the sleep it started both ended
 
 
 def test_cli_timeout_leaves_a_clear_message_and_nothing_running(code, tmp_path):
@@ -637,7 +645,7 @@ def test_cli_timeout_leaves_a_clear_message_and_nothing_running(code, tmp_path):
     assert cli.returncode == 2
     assert err.startswith("error: spin(theta) did not finish within 2 s")
     assert "Traceback" not in err and "ignoring" not in err
-    assert running_in(tmp_path / "tmp") == []
+    assert left_running(tmp_path / "tmp") == []
 
 
 def test_cli_stopped_by_sigterm_stops_octave(code, tmp_path):
@@ -652,4 +660,4 @@ def test_cli_stopped_by_sigterm_stops_octave(code, tmp_path):
     out, err = cli.communicate(timeout=60)
     assert cli.returncode == EXIT_INTERRUPTED
     assert err.strip() == "interrupted: stopped by SIGTERM"
-    assert running_in(tmp_path / "tmp") == []
+    assert left_running(tmp_path / "tmp") == []
