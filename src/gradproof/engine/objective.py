@@ -18,9 +18,9 @@ A loss with a ``moves(positions, start, values)`` method (J at many points, poin
 base point with ``positions[start[k]:start[k+1]]`` set to those entries of ``values``) is
 evaluated through it in ``entries``, ``directions`` and ``at_points``, a chunk of points per
 call: a loss that runs in another process (``gradproof.octave``) then pays the crossing once
-per chunk, not per point. Its ``moves_chunk`` attribute, where it has one, raises the chunk's size (``check_vjp``
-takes whole requests, to move entries together). An ``InputError`` it raises passes through
-unchanged.
+per chunk, not per point. Its ``moves_chunk`` attribute, where it has one, raises the chunk's
+size (``check_vjp`` takes whole requests, to move entries together). An ``InputError`` it
+raises passes through unchanged.
 
 Every failure is an ``InputError`` that names the point: the loss raising, returning something
 that is not a finite scalar (described: "an array of shape (784,)"), changing its argument in
