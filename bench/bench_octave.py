@@ -66,7 +66,7 @@ def write_variables(target: Path, seed: int = 0) -> int:
 
 def octave(script: str) -> str:
     done = subprocess.run(
-        [octave_executable(), "--quiet", "--norc", "--eval", script],
+        [octave_executable(), "--quiet", "--norc", "--no-history", "--eval", script],
         capture_output=True, text=True, check=True,
     )
     return done.stdout

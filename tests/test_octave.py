@@ -9,6 +9,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -19,7 +22,7 @@ import numpy as np
 import pytest
 import scipy.io
 
-from gradproof.cli import main
+from gradproof.cli import EXIT_INTERRUPTED, main
 from gradproof.errors import InputError
 from gradproof.octave import INSTALL_LINE, OctaveRunner, check
 from gradproof.octave.network import data_readings, inferred_shapes, integer_arguments
@@ -575,3 +578,86 @@ def test_missing_files_and_folders_are_named(capsys, octave, tmp_path):
 
 def test_a_tensor_named_twice_in_shapes(capsys, octave):
     assert "W is named twice" in cli_error(capsys, "f(theta)", "--shapes", "W=2x2,W=3")
+
+
+# ------------------------------------------------- the CLI's Octave at exit
+
+BACKGROUND = """function [J, grad] = background(theta)
+  system('sleep 300 &');
+  J = 0.5 * sum(theta .^ 2);
+  grad = theta;
+end
+"""
+
+SPIN = "function [J, grad] = spin(theta)\n  while true\n  end\nend\n"
+
+
+def cli_in_subprocess(folder: Path, expr: str, tmp_path: Path, *flags: str) -> subprocess.Popen:
+    """`gradproof octave EXPR` in its own Python, its temporary files (Octave's working
+    directory) under tmp_path/tmp, so that what it leaves running can be found."""
+    scipy.io.savemat(tmp_path / "vars.mat", {"theta": np.arange(1.0, 5.0).reshape(4, 1)})
+    (tmp_path / "tmp").mkdir()
+    env = {**os.environ, "TMPDIR": str(tmp_path / "tmp"),
+           "PYTHONPATH": os.pathsep.join(sys.path)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "gradproof", "octave", expr, "--path", str(folder),
+         "--load", str(tmp_path / "vars.mat"), *flags],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+
+
+def running_in(folder: Path) -> list[str]:
+    """The commands of running processes whose working directory is under ``folder`` (one
+    that was removed still reads as its old path, with " (deleted)")."""
+    running = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cwd = os.readlink(proc / "cwd")
+            stat = (proc / "stat").read_text()
+        except OSError:
+            continue  # ended while we looked, or not ours to read
+        if cwd.startswith(str(folder)) and stat[stat.rindex(")") + 2] != "Z":
+            running.append(stat[stat.index("(") + 1 : stat.rindex(")")])
+    return running
+
+
+def left_running(folder: Path) -> list[str]:
+    """``running_in(folder)`` once SIGKILL has had a moment to end what it reached."""
+    deadline = time.monotonic() + 5.0
+    while running_in(folder) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return running_in(folder)
+
+
+def test_cli_exits_with_clean_stderr_and_nothing_left_running(code, tmp_path):
+    folder = code("background", BACKGROUND)
+    cli = cli_in_subprocess(folder, "background(theta)", tmp_path)
+    out, err = cli.communicate(timeout=120)
+    assert cli.returncode == 0, out + err
+    assert err == ""
+    assert left_running(tmp_path / "tmp") == []  # Octave and the sleep it started both ended
+
+
+def test_cli_timeout_leaves_a_clear_message_and_nothing_running(code, tmp_path):
+    folder = code("spin", SPIN)
+    cli = cli_in_subprocess(folder, "spin(theta)", tmp_path, "--timeout", "2")
+    out, err = cli.communicate(timeout=120)
+    assert cli.returncode == 2
+    assert err.startswith("error: spin(theta) did not finish within 2 s")
+    assert "Traceback" not in err and "ignoring" not in err
+    assert left_running(tmp_path / "tmp") == []
+
+
+def test_cli_stopped_by_sigterm_stops_octave(code, tmp_path):
+    folder = code("spin", SPIN)
+    cli = cli_in_subprocess(folder, "spin(theta)", tmp_path, "--timeout", "600")
+    # Wait until Octave runs the function, then stop the CLI as a job control would.
+    deadline = time.monotonic() + 60
+    while "octave-cli" not in running_in(tmp_path / "tmp") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "octave-cli" in running_in(tmp_path / "tmp")
+    cli.send_signal(signal.SIGTERM)
+    out, err = cli.communicate(timeout=60)
+    assert cli.returncode == EXIT_INTERRUPTED
+    assert err.strip() == "interrupted: stopped by SIGTERM"
+    assert left_running(tmp_path / "tmp") == []

@@ -7,12 +7,17 @@ gradient; then, where the shapes (given, or read from the layer sizes among the 
 the data the expression names form a network of the family that computes J, every entry against that network's backprop with the mistake named
 (``--black-box`` skips this); else the black-box engine with the perturbed points evaluated in
 batches inside Octave. A rich table, or with ``--json`` the report as JSON alone. Exit codes: 0 passed,
-1 failed, 2 bad usage or input (Octave missing, the user's code failing, a timeout).
+1 failed, 2 bad usage or input (Octave missing, the user's code failing, a timeout), 130
+interrupted (Ctrl-C, SIGTERM or SIGHUP: Octave and what it started are stopped either way).
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -116,11 +121,33 @@ def add_parser(subparsers: Any) -> None:
     parser.set_defaults(run=run)
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
+
+
+@contextmanager
+def _stops_as_interrupts() -> Iterator[None]:
+    """SIGTERM and SIGHUP (a job stopped, a terminal closed) end the check as Ctrl-C does.
+
+    Octave runs in its own process group, out of the terminal's reach; by default these
+    signals end Python at once, and an Octave busy in the user's code would run on. As an
+    interrupt they unwind the check, which stops Octave and what it started."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set handlers
+        return
+    kept = {number: signal.signal(number, _interrupt) for number in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for number, handler in kept.items():
+            signal.signal(number, handler)
+
+
 def run(args: argparse.Namespace, console: Console) -> int:
     """Check as ``args`` say; return the exit code."""
     _check_mode_flags(args)
     given = {"samples": args.samples, "directions": args.directions}
-    with _progress(console, args.mode, enabled=not args.json) as progress:
+    with _stops_as_interrupts(), _progress(console, args.mode, enabled=not args.json) as progress:
         report = check(
             args.expr,
             path=args.path,

@@ -163,19 +163,16 @@ class BlackBoxRun(Run):
         v = unit_direction(center, self.rng)
         spacing = 100 * eps * math.sqrt(size)
         half = NOISE_POINTS // 2
-        objective.plan(NOISE_POINTS - 1)
-        values = []
-        for i in range(-half, half + 1):
-            if i == 0:
-                values.append(objective.j0)
-                continue
-            point = (center + i * spacing * v).astype(objective.buffer.dtype)
-            where = (
-                f"at the parameters moved {i * spacing:+.1e} along a random direction (measuring "
-                "the loss's rounding noise)"
-            )
-            values.append(objective.at(slice(None), point, where))
-        return noise_level(np.array(values))
+        # The given point's J is known: the others are evaluated together.
+        moves = np.array([i for i in range(-half, half + 1) if i != 0]) * spacing
+        objective.plan(moves.size)
+        values = objective.at_points(
+            moves.size,
+            lambda k: (center + moves[k] * v).astype(objective.buffer.dtype),
+            lambda k: f"at the parameters moved {moves[k]:+.1e} along a random direction "
+            "(measuring the loss's rounding noise)",
+        )
+        return noise_level(np.insert(values, half, objective.j0))
 
     def _precision_findings(self, dtypes: dict[str, np.dtype], sigma: float) -> list[Finding]:
         objective, context = self.objective, self.context

@@ -121,19 +121,15 @@ def roughness(run: BlackBoxRun, center: np.ndarray) -> tuple[float, float] | Non
     along the line at any spacing (a kink is not a jump)."""
     objective = run.objective
     v = unit_direction(center, run.rng) * math.sqrt(center.size)
-    support = np.arange(center.size)
 
     def line(middle: float, spacing: float, count: int) -> np.ndarray:
-        values = []
-        for i in range(-(count // 2), count // 2 + 1):
-            t = middle + i * spacing
-            where = (
-                f"at the parameters moved {t:+.1e} along a random direction (measuring how "
-                "accurate the loss is)"
-            )
-            point = (center + t * v).astype(objective.buffer.dtype)
-            values.append(objective.at(support, point, where))
-        return np.array(values)
+        moves = middle + np.arange(-(count // 2), count // 2 + 1) * spacing
+        return objective.at_points(
+            moves.size,
+            lambda k: (center + moves[k] * v).astype(objective.buffer.dtype),
+            lambda k: f"at the parameters moved {moves[k]:+.1e} along a random direction "
+            "(measuring how accurate the loss is)",
+        )
 
     objective.plan(len(LADDER) * POINTS)
     for spacing in LADDER:

@@ -16,11 +16,11 @@ sized for float64 would vanish in that rounding, so the buffer holds what the lo
 
 A loss with a ``moves(positions, start, values)`` method (J at many points, point k being the
 base point with ``positions[start[k]:start[k+1]]`` set to those entries of ``values``) is
-evaluated through it in ``entries`` and ``directions``, a chunk of points per call: a loss that
-runs in another process (``gradproof.octave``) then pays the crossing once per chunk, not per
-point. Its ``moves_chunk`` attribute, where it has one, raises the chunk's size (``check_vjp``
-takes whole requests, to move entries together). An ``InputError`` it raises passes through
-unchanged.
+evaluated through it in ``entries``, ``directions`` and ``at_points``, a chunk of points per
+call: a loss that runs in another process (``gradproof.octave``) then pays the crossing once
+per chunk, not per point. Its ``moves_chunk`` attribute, where it has one, raises the chunk's
+size (``check_vjp`` takes whole requests, to move entries together). An ``InputError`` it
+raises passes through unchanged.
 
 Every failure is an ``InputError`` that names the point: the loss raising, returning something
 that is not a finite scalar (described: "an array of shape (784,)"), changing its argument in
@@ -46,6 +46,10 @@ _PROGRESS_UPDATES = 200
 
 # Points per call of a batched loss's ``moves``, at least (more when progress is sparser).
 _MIN_CHUNK = 64
+
+# Entries moved per call of a batched loss's ``moves`` in ``at_points`` (every entry of each
+# point moves): a few points of a large network per call keep the arrays crossing small.
+_POINT_ENTRIES = 1 << 22
 
 # ``detect_rounding`` moves every entry by this fraction of its spacing in a lower precision: a
 # move that rounding to that precision undoes, and float64 arithmetic does not.
@@ -396,6 +400,36 @@ class Objective:
             raise _evaluation_failed(exc, where)
         finally:
             self.buffer[positions] = self.base[positions]
+
+    def at_points(
+        self, count: int, point: Callable[[int], np.ndarray], where: Callable[[int], str]
+    ) -> np.ndarray:
+        """J at ``point(k)`` (every entry moved) for k < ``count``, as ``at`` gives them one by
+        one; non-finite values are returned, not raised.
+
+        A loss with ``moves`` gets the points together, ``_POINT_ENTRIES`` moved entries per
+        call: a loss in another process pays one crossing for the lot, not one per point.
+        Otherwise each point is built when it is evaluated, so that no more than one is held.
+        """
+        if self._moves is None:
+            return np.array([self.at(slice(None), point(k), where(k)) for k in range(count)])
+        size = self.buffer.size
+        per_call = max(1, _POINT_ENTRIES // max(size, 1))
+        out = np.empty(count)
+        for first in range(0, count, per_call):
+            last = min(first + per_call, count)
+            try:
+                out[first:last] = self._moves(
+                    np.tile(np.arange(size), last - first),
+                    np.arange(last - first + 1) * size,
+                    np.concatenate([point(k) for k in range(first, last)]),
+                )
+            except InputError:
+                raise
+            except Exception as exc:
+                raise _evaluation_failed(exc, where(first))
+            self.evaluations += last - first
+        return out
 
     def _finish(
         self, out_plus: np.ndarray, out_minus: np.ndarray, where: Callable[[int, float], str]

@@ -48,6 +48,9 @@ _BATCH_SHARE = 0.1
 # At most this many points per batch (the .mat file of moves stays small).
 _MAX_BATCH = 4096
 
+# Seconds Octave gets to exit by itself at ``close`` before its process group is killed.
+_GRACE = 2.0
+
 _DONE = "__gradproof_done__"
 _DRIVER = Path(__file__).parent / "driver"
 
@@ -336,24 +339,40 @@ class OctaveRunner:
     # -------------------------------------------------------------- cleanup
 
     def _kill(self) -> None:
-        """Kill Octave's process group: Octave and anything it started (``system('... &')``)."""
-        if self._process is None:
-            return
+        """Kill Octave's process group (Octave and anything it started, ``system('... &')``),
+        then reap Octave: until it is reaped its id, which names the group, cannot be taken by
+        another process, so the kill reaches this group alone."""
+        if self._process is None or self._process.returncode is not None:
+            return  # never started, or killed and reaped already
         try:
             os.killpg(self._process.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
         self._process.wait()
 
+    def _exited(self) -> bool:
+        """Whether Octave has ended, without reaping it (see ``_kill``)."""
+        try:
+            ended = os.waitid(os.P_PID, self._process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return True  # already reaped
+        return ended is not None
+
     def close(self) -> None:
-        """End Octave (and whatever it started) and remove the temporary files."""
+        """End Octave (and whatever it started) and remove the temporary files.
+
+        Octave reads the end of its input and exits by itself after the command it runs; past
+        ``_GRACE`` seconds, or once it has exited, its process group is killed, so that nothing
+        it started outlives it."""
         process = self._process
-        if process is not None and process.poll() is None:
+        if process is not None and process.returncode is None:
             try:
                 process.stdin.close()
-                process.wait(timeout=2.0)
-            except (OSError, subprocess.TimeoutExpired):
-                pass
+            except OSError:
+                pass  # Octave already gone: its pipe is broken
+            deadline = time.monotonic() + _GRACE
+            while not self._exited() and time.monotonic() < deadline:
+                time.sleep(0.01)
         self._kill()
         shutil.rmtree(self._dir, ignore_errors=True)
 
