@@ -37,8 +37,7 @@ from gradproof.errors import InputError
 from gradproof.layouts import Fit, Layout, examples_as_rows, fit_layouts, from_canonical, to_canonical
 from gradproof.nn.activations import ACTIVATIONS
 from gradproof.nn.losses import LOSSES, REDUCTIONS, kl_divergence
-from gradproof.nn.autoencoder import ForwardCache
-from gradproof.nn.network import DATA_TERMS, Network
+from gradproof.nn.network import DATA_TERMS, ForwardCache, Network
 from gradproof.nn.softmax import softmax_cross_entropy
 from gradproof.network_mistakes import decay_slope
 from gradproof.params import ParamLayout, parse_params
