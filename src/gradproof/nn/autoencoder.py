@@ -56,6 +56,7 @@ from gradproof.nn.validation import (
     real_number,
 )
 
+
 class Autoencoder:
     """A symmetric-or-not stack of dense layers trained to reproduce its input.
 
