@@ -608,8 +608,14 @@ class Network:
 
     def loss(self, params: Mapping[str, Any], x: Any, y: Any = None) -> float:
         """The objective J for a batch ``x`` (batch, layers[0]) and its targets ``y``."""
+        return self.evaluate(params, x, y)[0]
+
+    def evaluate(self, params: Mapping[str, Any], x: Any, y: Any = None
+                 ) -> tuple[float, ForwardCache, np.ndarray]:
+        """The objective J, the forward pass it came from and the targets t (batch,
+        layers[-1]): for a caller that reads more of the same pass than ``loss`` returns."""
         checked, cache, t = self._checked(params, x, y)
-        return self._total(checked, cache, self._data_value(cache, t))
+        return self._total(checked, cache, self._data_value(cache, t)), cache, t
 
     def loss_and_grad(self, params: Mapping[str, Any], x: Any, y: Any = None
                       ) -> tuple[float, Params]:
