@@ -612,8 +612,16 @@ class Network:
 
     def evaluate(self, params: Mapping[str, Any], x: Any, y: Any = None
                  ) -> tuple[float, ForwardCache, np.ndarray]:
-        """The objective J, the forward pass it came from and the targets t (batch,
-        layers[-1]): for a caller that reads more of the same pass than ``loss`` returns."""
+        """The objective J with the forward pass it came from: for a caller that reads more
+        of the same pass than ``loss`` returns (one forward pass instead of two).
+
+        Returns
+        -------
+        loss : float
+        cache : ForwardCache
+        t : ndarray, shape (batch, layers[-1])
+            The targets the output was compared with (the input, one-hot labels or ``y``).
+        """
         checked, cache, t = self._checked(params, x, y)
         return self._total(checked, cache, self._data_value(cache, t)), cache, t
 
