@@ -231,26 +231,26 @@ def _user_points(problem: UserProblem, params: Any) -> list[UserPoint]:
     asked for together; a point where the loss is not finite is asked again nearer."""
     rng = np.random.default_rng(0)
     # Uniform noise of unit variance, from raw random bits read as 16-bit integers (65,536
-    # levels in +-sqrt(3)): the points need only be generic, and on a large network drawing
-    # floating-point noise was a visible share of check_network's time (three times slower).
-    scale = np.empty_like(problem.flat)
-    whole = float(np.sqrt(np.mean(problem.flat**2))) or 0.1
+    # levels in +-sqrt(3)), scaled tensor by tensor into the point's own array: the points
+    # need only be generic, and on a large network drawing floating-point noise, and every
+    # fresh array of the size of the parameters, was a visible share of check_network's time.
+    flat, size = problem.flat, problem.flat.size
+    whole = math.sqrt(float(np.vdot(flat, flat)) / size) if size else 0.0
+    factors = []  # (span, noise factor) per tensor: a fraction of its root mean square
     for spec in problem.layout.specs:
-        rms = float(np.sqrt(np.mean(problem.flat[spec.span] ** 2))) if spec.size else 0.0
-        scale[spec.span] = math.sqrt(3) / 32768 * (rms if rms > 0 else whole)
-    size = problem.flat.size
-
-    def noise() -> np.ndarray:
-        bits = rng.bit_generator.random_raw(-(-size // 4)).view(np.int16)[:size]  # 4 a draw
-        return bits * scale
-
-    moves = [(move, noise()) for move in _MOVE[: POINTS - 1]]
+        part = flat[spec.span]
+        rms = math.sqrt(float(np.vdot(part, part)) / spec.size) if spec.size else 0.0
+        factors.append((spec.span, math.sqrt(3) / 32768 * (rms or whole or 0.1)))
+    moves = [(move, rng.bit_generator.random_raw(-(-size // 4)).view(np.int16)[:size])
+             for move in _MOVE[: POINTS - 1]]  # four 16-bit draws from each 64 random bits
 
     def near(i: int, shrink: float) -> Any:
-        move, noise = moves[i]
-        flat = noise * (move * shrink)  # in place from here: each pass is a fresh array less
-        flat += problem.flat
-        return problem.layout.structure(flat.astype(problem.dtype, copy=False))
+        move, bits = moves[i]
+        point = np.empty(size)
+        for span, factor in factors:
+            np.multiply(bits[span], factor * move * shrink, out=point[span])
+        point += flat
+        return problem.layout.structure(point.astype(problem.dtype, copy=False))
 
     moved = [near(i, 1.0) for i in range(len(moves))]
     first, again, *values = problem.values([params, params, *moved])
@@ -672,7 +672,9 @@ def _identify_fit(problem: UserProblem, fit: Fit, best: _Best, mixed: bool
     x_rows = examples_as_rows(fit.layout, problem.x)
     m = x_rows.shape[0]
     structural = Network(**fit.network_options(), target="one_hot")
-    canonical = [to_canonical(fit.layout, structural, p.params) for p in problem.points]
+    # read, never written: views where the layout allows
+    canonical = [to_canonical(fit.layout, structural, p.params, copy=False)
+                 for p in problem.points]
     forwards = _Forwards(fit, canonical, x_rows)
     user = np.array([p.value for p in problem.points])
     rtol = RTOL[problem.dtype]
