@@ -926,7 +926,8 @@ def canonical_point(identified: Identified, problem: UserProblem, params: Any
 def _canonical(layout: Layout, net: Network, problem: UserProblem, params: Any,
                mapped: Params | None = None) -> tuple[Params, np.ndarray, Any]:
     """The point, data and targets as ``net`` reads them in ``layout``; ``mapped``: the
-    point's parameters already mapped."""
+    point's parameters already mapped. The parameters are views of the user's arrays where
+    the layout allows (``to_canonical(copy=False)``): every caller only reads them."""
     x_rows = examples_as_rows(layout, problem.x)
     y = problem.y
     if net.target == "one_hot":
@@ -934,7 +935,9 @@ def _canonical(layout: Layout, net: Network, problem: UserProblem, params: Any,
         y = arr if arr.shape == (x_rows.shape[0], net.layers[-1]) else arr.T
     elif net.target == "labels":
         y = np.asarray(y).reshape(-1)
-    return (to_canonical(layout, net, params) if mapped is None else mapped), x_rows, y
+    if mapped is None:
+        mapped = to_canonical(layout, net, params, copy=False)
+    return mapped, x_rows, y
 
 
 def user_gradient(identified: Identified, grads: Params) -> Any:
