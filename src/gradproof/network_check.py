@@ -221,13 +221,14 @@ def _exact_evidence(problem: UserProblem, identified: Identified, autoencoder: A
     analytic, transposed, dtypes, notes = matched
     # network tensor -> the user's tensor
     holder = user_names(identified.layout, net, flat_names(problem))
+    # The gradient in the user's structure: a dict of plain names is that structure already.
+    user_grad = (analytic if problem.structure == "dict"
+                 else layout.structure(layout.unroll(analytic)))
     # In the precision the user's tensors came in, which sets the gradient's own allowance;
-    # views of the unrolled copy, which only check_model reads.
+    # views, which only check_model reads.
     canonical_grad = {
         name: g.astype(dtypes[holder[name]], copy=False)
-        for name, g in to_canonical(identified.layout, net,
-                                    layout.structure(layout.unroll(analytic)),
-                                    copy=False).items()
+        for name, g in to_canonical(identified.layout, net, user_grad, copy=False).items()
     }
     exact = check_model(autoencoder, canonical, x_rows, grad=canonical_grad, **rule)
     tensors = [_joined_result(spec.name, spec.shape,
