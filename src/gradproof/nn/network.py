@@ -363,9 +363,11 @@ class Network:
         """Number of weight layers."""
         return len(self.layers) - 1
 
-    @property
+    @cached_property
     def code_layer(self) -> int | None:
-        """Index k of the narrowest hidden layer ``a_k`` (the first if several tie), or None."""
+        """Index k of the narrowest hidden layer ``a_k`` (the first if several tie), or None.
+
+        Kept once found: the backward pass of every training step asks for it."""
         if self.n_layers < 2:
             return None
         return 1 + int(np.argmin(self.layers[1:-1]))
@@ -672,7 +674,7 @@ class Network:
         self._collect(grads, n, layer_grads)
         for k in range(n - 1, 0, -1):
             d_a = d_x  # (batch, layers[k]): dJ/da_k, our own array
-            if k == self.code_layer and self.sparsity_weight:
+            if self.sparsity_weight and k == self.code_layer:
                 d_a += scale * self._sparsity_grad(cache, batch)  # the same row for each example
             d_x, layer_grads = self._dense[k - 1].backward(
                 self._layer_params(params, k), DenseCache(acts[k - 1], pres[k - 1], acts[k]), d_a,
