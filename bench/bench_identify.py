@@ -7,10 +7,12 @@
    and identification plus check (target: <= 2 s).
 2. The seed network (784-200-784, sigmoid, ``sum(0.5 * (z - x)**2)``, numpy layout) on one
    image of the bundled MNIST sample: ``check_network`` on the user's own loss and gradient
-   beside ``check_model`` on the same network (target: within 20 %).
-
+   beside ``check_model`` on the same network, the two taking turns (target: within 20 %).
 3. Members of the family, each as a user would store it (``gradproof.layouts``), its loss the
    network's own: the model identified and the identification's time.
+4. The users' networks of the tests (``tests/user_networks.py``, written from the course and
+   textbook formulas without gradproof), each with its right gradient: the model identified,
+   the identification's time and ``check_network``'s.
 
 Each time is the median of ``--repeats`` runs after one warm-up (wall and CPU seconds; the load
 average is printed, as the cores may be shared). ``--blas-threads 1`` runs everything (the
@@ -24,9 +26,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
+from pathlib import Path
 
 import numpy as np
-from _timing import timed
+from _timing import alternated, timed
 from threadpoolctl import threadpool_limits
 
 import gradproof as gp
@@ -108,6 +112,21 @@ MEMBERS = {
 }
 
 
+def test_users() -> dict:
+    """The users' networks of the tests (``tests/user_networks.py``), by the table's names."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    import user_networks as users
+
+    return {
+        "course classifier, Theta1 8x21, Theta2 4x9, 60 examples": users.course_classifier(),
+        "numpy softmax classifier 12-7-5, 50 examples": users.numpy_softmax_classifier(),
+        "sparse autoencoder 10-4-10, 40 examples": users.sparse_autoencoder(),
+        "tied sparse autoencoder 10-4-10, 40 examples": users.sparse_autoencoder(tied=True),
+        "MATLAB autoencoder 8-5-8, examples as columns": users.matlab_autoencoder(),
+        "deep classifier 6-5-5-3, 40 examples": users.deep_classifier(),
+    }
+
+
 def member_problem(options: dict, layout: Layout, batch: int):
     net = gp.Network(**options)
     rng = np.random.default_rng(0)
@@ -154,12 +173,12 @@ def run(repeats: int) -> None:
           f"passed={checked.result.passed}")
 
     model, params, x, loss, grad = seed_network()
-    network = timed(lambda: gp.check_network(loss, grad, params, x), repeats)
-    exact = timed(lambda: gp.check_model(model, params, x), repeats)
+    network, exact = alternated([lambda: gp.check_network(loss, grad, params, x),
+                                 lambda: gp.check_model(model, params, x)], repeats)
     print(f"seed network, one image: {network.result.model['description']}")
-    print(f"  check_network       {network.wall:6.2f} s wall  {network.cpu:6.2f} s CPU  "
+    print(f"  check_network       {network.wall:6.3f} s wall  {network.cpu:6.3f} s CPU  "
           f"passed={network.result.passed}")
-    print(f"  check_model         {exact.wall:6.2f} s wall  {exact.cpu:6.2f} s CPU  "
+    print(f"  check_model         {exact.wall:6.3f} s wall  {exact.cpu:6.3f} s CPU  "
           f"passed={exact.result.passed}")
     print(f"  ratio network/model {network.wall / exact.wall:6.2f} wall  "
           f"{network.cpu / exact.cpu:6.2f} CPU")
@@ -168,6 +187,13 @@ def run(repeats: int) -> None:
         loss, user, user_x, user_y = member_problem(options, layout, batch)
         found = timed(lambda: identify(loss, user, user_x, user_y), repeats)
         print(f"{name}: {found.wall:.3f} s wall, {found.result.tried} candidates; "
+              f"{found.result.summary()}")
+    for name, user in test_users().items():
+        found = timed(lambda: identify(user.loss, user.params, user.x, user.y), repeats)
+        checked = timed(lambda: gp.check_network(user.loss, user.grad, user.params, user.x,
+                                                 user.y), repeats)
+        print(f"{name}: identify {found.wall:.3f} s wall, check_network {checked.wall:.3f} s "
+              f"wall, passed={checked.result.passed}, {found.result.tried} candidates; "
               f"{found.result.summary()}")
 
 

@@ -232,6 +232,20 @@ def test_network_configured_like_an_autoencoder_computes_the_same(options):
         assert rel_err(grads[name], expected[name]) <= 1e-13, name
 
 
+@pytest.mark.parametrize("options", AUTOENCODER_OPTIONS.values(), ids=AUTOENCODER_OPTIONS.keys())
+def test_an_autoencoder_runs_the_network_its_options_map_to(options):
+    model = Autoencoder(**options)
+    assert model.network == network_like(model)
+    rng = np.random.default_rng(8)
+    params = random_params(model.param_shapes(), rng)
+    x = rng.random((3, model.layers[0]))
+    J, grads = model.loss_and_grad(params, x)
+    expected_J, expected = model.network.loss_and_grad(params, x)
+    assert J == expected_J and model.loss(params, x) == model.network.loss(params, x)
+    for name in expected:
+        np.testing.assert_array_equal(grads[name], expected[name], err_msg=name)
+
+
 def test_init_params_draws_what_the_autoencoder_draws():
     model = Autoencoder(layers=[6, 4, 6], activation="tanh")
     net = network_like(model)

@@ -49,6 +49,12 @@ def test_a_non_finite_entry_anywhere_is_refused_by_name(options, inputs, bad):
                 model.loss(params, x)
 
 
+
+def objective(model, params, cache, x):
+    """The objective from an unscreened forward pass, as the network computes it."""
+    net = model.network
+    return net._total(params, cache, net._data_value(cache, x))
+
 def test_the_first_non_finite_parameter_is_named_and_then_x():
     model = Autoencoder(layers=[4, 3, 4])
     params = model.init_params(seed=0)
@@ -69,7 +75,7 @@ def test_finite_parameters_whose_sums_overflow_are_not_refused():
     x = np.zeros((1, 4))
     with np.errstate(over="ignore"):  # the overflow is the point here
         _, cache = model.forward(params, x)  # the unscreened pass, which scans first
-        assert model.loss(params, x) == model._objective(params, cache) == np.inf
+        assert model.loss(params, x) == objective(model, params, cache, x) == np.inf
 
 
 @pytest.mark.parametrize("options", list(MODELS))
@@ -79,14 +85,14 @@ def test_the_screened_pass_computes_the_plain_forward_pass(options):
     params = model.init_params(seed=rng)
     x = rng.uniform(0, 1, (3, model.n_visible))
     z, cache = model.forward(params, x)
-    layer_params = [model._layer_params(params, k) for k in range(1, model.n_layers + 1)]
-    activations, pre_activations, finite = screened_forward(model._dense, layer_params, x)
+    layer_params = [model.network._layer_params(params, k) for k in range(1, model.n_layers + 1)]
+    activations, pre_activations, finite = screened_forward(model.network._dense, layer_params, x)
     assert finite
     assert activations[0] is x
     for mine, plain in zip(activations + pre_activations,
                            cache.activations + cache.pre_activations):
         np.testing.assert_array_equal(mine, plain)
-    assert model.loss(params, x) == model._objective(params, cache)
+    assert model.loss(params, x) == objective(model, params, cache, x)
 
 
 def test_the_screen_sees_a_weight_that_zero_inputs_never_multiply():
@@ -95,7 +101,7 @@ def test_the_screen_sees_a_weight_that_zero_inputs_never_multiply():
     params["W1"][4, 1] = np.inf  # pixel 4 is 0 in every example: x @ W1 need not touch it
     x = np.zeros((2, 5))
     x[:, :4] = 1.0
-    layer_params = [model._layer_params(params, k) for k in (1, 2)]
+    layer_params = [model.network._layer_params(params, k) for k in (1, 2)]
     with np.errstate(invalid="ignore"):
-        *_, finite = screened_forward(model._dense, layer_params, x)
+        *_, finite = screened_forward(model.network._dense, layer_params, x)
     assert not finite

@@ -37,8 +37,7 @@ from gradproof.errors import InputError
 from gradproof.layouts import Fit, Layout, examples_as_rows, fit_layouts, from_canonical, to_canonical
 from gradproof.nn.activations import ACTIVATIONS
 from gradproof.nn.losses import LOSSES, REDUCTIONS, kl_divergence
-from gradproof.nn.autoencoder import ForwardCache
-from gradproof.nn.network import DATA_TERMS, Network
+from gradproof.nn.network import DATA_TERMS, ForwardCache, Network
 from gradproof.nn.softmax import softmax_cross_entropy
 from gradproof.network_mistakes import decay_slope
 from gradproof.params import ParamLayout, parse_params
@@ -231,18 +230,27 @@ def _user_points(problem: UserProblem, params: Any) -> list[UserPoint]:
     """The given point (evaluated twice: a loss must repeat itself) and seeded points near it,
     asked for together; a point where the loss is not finite is asked again nearer."""
     rng = np.random.default_rng(0)
-    scale = np.empty_like(problem.flat)
-    whole = float(np.sqrt(np.mean(problem.flat**2))) or 0.1
+    # Uniform noise of unit variance, from raw random bits read as 16-bit integers (65,536
+    # levels in +-sqrt(3)), scaled tensor by tensor into the point's own array: the points
+    # need only be generic, and on a large network drawing floating-point noise, and every
+    # fresh array of the size of the parameters, was a visible share of check_network's time.
+    flat, size = problem.flat, problem.flat.size
+    whole = math.sqrt(float(np.vdot(flat, flat)) / size) if size else 0.0
+    factors = []  # (span, noise factor) per tensor: a fraction of its root mean square
     for spec in problem.layout.specs:
-        rms = float(np.sqrt(np.mean(problem.flat[spec.span] ** 2))) if spec.size else 0.0
-        scale[spec.span] = rms if rms > 0 else whole
-    moves = [(move, rng.standard_normal(problem.flat.size) * scale)
-             for move in _MOVE[: POINTS - 1]]
+        part = flat[spec.span]
+        rms = math.sqrt(float(np.vdot(part, part)) / spec.size) if spec.size else 0.0
+        factors.append((spec.span, math.sqrt(3) / 32768 * (rms or whole or 0.1)))
+    moves = [(move, rng.bit_generator.random_raw(-(-size // 4)).view(np.int16)[:size])
+             for move in _MOVE[: POINTS - 1]]  # four 16-bit draws from each 64 random bits
 
     def near(i: int, shrink: float) -> Any:
-        move, noise = moves[i]
-        flat = problem.flat + move * shrink * noise
-        return problem.layout.structure(flat.astype(problem.dtype))
+        move, bits = moves[i]
+        point = np.empty(size)
+        for span, factor in factors:
+            np.multiply(bits[span], factor * move * shrink, out=point[span])
+        point += flat
+        return problem.layout.structure(point.astype(problem.dtype, copy=False))
 
     moved = [near(i, 1.0) for i in range(len(moves))]
     first, again, *values = problem.values([params, params, *moved])
@@ -664,7 +672,9 @@ def _identify_fit(problem: UserProblem, fit: Fit, best: _Best, mixed: bool
     x_rows = examples_as_rows(fit.layout, problem.x)
     m = x_rows.shape[0]
     structural = Network(**fit.network_options(), target="one_hot")
-    canonical = [to_canonical(fit.layout, structural, p.params) for p in problem.points]
+    # read, never written: views where the layout allows
+    canonical = [to_canonical(fit.layout, structural, p.params, copy=False)
+                 for p in problem.points]
     forwards = _Forwards(fit, canonical, x_rows)
     user = np.array([p.value for p in problem.points])
     rtol = RTOL[problem.dtype]
@@ -689,7 +699,7 @@ def _identify_fit(problem: UserProblem, fit: Fit, best: _Best, mixed: bool
             for form in _forms(candidate.net):
                 fitted, score = _fit_penalty(user - data, values, form, tol)
                 if score <= 1.0:
-                    found = _confirm(problem, fit, candidate, scale, fitted, x_rows)
+                    found = _confirm(problem, fit, candidate, scale, fitted, x_rows, canonical)
                     if found is not None:
                         return found, tried
                 if score * rtol < best.score:
@@ -711,7 +721,8 @@ def _network(candidate: _DataCandidate, scale: _Scale, penalty: _Penalty, m: int
 
 
 def _confirm(problem: UserProblem, fit: Fit, candidate: _DataCandidate, scale: _Scale,
-             penalty: _Penalty, x_rows: np.ndarray) -> Identified | None:
+             penalty: _Penalty, x_rows: np.ndarray, canonical: list[Params]
+             ) -> Identified | None:
     """The network rebuilt from the fitted constants, rounded to 6 digits where that still
     fits, and its loss compared with the user's at every point."""
     m = x_rows.shape[0]
@@ -721,22 +732,25 @@ def _confirm(problem: UserProblem, fit: Fit, candidate: _DataCandidate, scale: _
                       sparsity_weight=_round(exact.sparsity_weight),
                       sparsity_target=_round(exact.sparsity_target))
     for net in (rounded, exact):
-        residual = _residual(problem, fit.layout, net)
+        residual = _residual(problem, fit.layout, net, canonical)
         if residual <= rtol * 2:
             return Identified(net, fit.layout, residual, _describe(net, fit.layout, problem))
     return None
 
 
-def _residual(problem: UserProblem, layout: Layout, net: Network) -> float:
+def _residual(problem: UserProblem, layout: Layout, net: Network,
+              canonical: list[Params] | None = None) -> float:
     """The largest difference between ``net``'s loss and the user's over the points, relative
-    to |J| plus ``_size_weight`` times the size of the loss's terms (``loss_size``); inf where
-    the network cannot read the parameters or the targets."""
+    to |J| plus ``_size_weight`` times the size of the loss's terms (``loss_and_size``); inf
+    where the network cannot read the parameters or the targets. ``canonical``: the points
+    already mapped onto a network of ``net``'s shapes in ``layout``, where the caller has them
+    (each mapping copies every parameter)."""
     worst = 0.0
-    for point in problem.points:
+    for i, point in enumerate(problem.points):
         try:
-            params, x_rows, y = _canonical(layout, net, problem, point.params)
-            value = net.loss(params, x_rows, y)
-            size = loss_size(net, params, x_rows, y)
+            params, x_rows, y = _canonical(layout, net, problem, point.params,
+                                           None if canonical is None else canonical[i])
+            value, size = loss_and_size(net, params, x_rows, y)
         except InputError:
             return math.inf
         scale = abs(point.value) + _size_weight(problem.dtype) * size
@@ -744,16 +758,16 @@ def _residual(problem: UserProblem, layout: Layout, net: Network) -> float:
     return worst
 
 
-def loss_size(net: Network, params: Params, x_rows: np.ndarray, y: Any) -> float:
-    """The size of the terms ``net``'s loss adds up at a point: its data term's
-    (``_term_size``) with the loss's factor, plus the penalties (never negative)."""
-    t = net.targets(x_rows, y)
-    s = net.forward(params, x_rows)[1].pre_activations[-1]
-    data, size = _data_term(net, s, t)
+def loss_and_size(net: Network, params: Params, x_rows: np.ndarray, y: Any
+                  ) -> tuple[float, float]:
+    """``net``'s loss at a point and the size of the terms it adds up there: its data term's
+    (``_term_size``) with the loss's factor, plus the penalties (never negative); from one
+    forward pass."""
+    value, cache, t = net.evaluate(params, x_rows, y)
+    data, size = _data_term(net, cache.pre_activations[-1], t)
     factor = REDUCTIONS[net.reduction](x_rows.shape[0]) * (
         2.0 if net.loss_name == "squared" and not net.squared_half else 1.0)
-    penalties = net.loss(params, x_rows, y) - factor * data
-    return factor * size + abs(penalties)
+    return value, factor * size + abs(value - factor * data)
 
 
 def _round(value: float) -> float:
@@ -909,8 +923,11 @@ def canonical_point(identified: Identified, problem: UserProblem, params: Any
     return _canonical(identified.layout, identified.network, problem, params)
 
 
-def _canonical(layout: Layout, net: Network, problem: UserProblem, params: Any
-               ) -> tuple[Params, np.ndarray, Any]:
+def _canonical(layout: Layout, net: Network, problem: UserProblem, params: Any,
+               mapped: Params | None = None) -> tuple[Params, np.ndarray, Any]:
+    """The point, data and targets as ``net`` reads them in ``layout``; ``mapped``: the
+    point's parameters already mapped. The parameters are views of the user's arrays where
+    the layout allows (``to_canonical(copy=False)``): every caller only reads them."""
     x_rows = examples_as_rows(layout, problem.x)
     y = problem.y
     if net.target == "one_hot":
@@ -918,7 +935,9 @@ def _canonical(layout: Layout, net: Network, problem: UserProblem, params: Any
         y = arr if arr.shape == (x_rows.shape[0], net.layers[-1]) else arr.T
     elif net.target == "labels":
         y = np.asarray(y).reshape(-1)
-    return to_canonical(layout, net, params), x_rows, y
+    if mapped is None:
+        mapped = to_canonical(layout, net, params, copy=False)
+    return mapped, x_rows, y
 
 
 def user_gradient(identified: Identified, grads: Params) -> Any:

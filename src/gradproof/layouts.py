@@ -161,11 +161,14 @@ def _flat_layout(layout: Layout, shapes: Mapping[str, tuple[int, ...]]) -> Param
     return ParamLayout("flat", specs, flat_shape=(offset,))
 
 
-def _user_tensors(layout: Layout, shapes: Mapping[str, tuple[int, ...]], user: Any) -> Params:
-    """The user's stored tensors keyed by network name, each checked against its shape."""
+def _user_tensors(layout: Layout, shapes: Mapping[str, tuple[int, ...]], user: Any,
+                  copy: bool = True) -> Params:
+    """The user's stored tensors keyed by network name, each checked against its shape, as
+    float64 copies (``copy``) or, where they already are float64, the user's arrays."""
     keys = list(shapes) if layout.names is None else list(layout.names)
     if layout.container == "flat":
-        theta = _numeric_array(user, "the flat parameter vector").astype(np.float64).reshape(-1)
+        theta = _numeric_array(user, "the flat parameter vector").astype(
+            np.float64, copy=copy).reshape(-1)
         flat = _flat_layout(layout, shapes)
         if theta.size != flat.size:
             raise InputError(f"the flat parameter vector has {theta.size} entries; this layout "
@@ -190,31 +193,34 @@ def _user_tensors(layout: Layout, shapes: Mapping[str, tuple[int, ...]], user: A
         given = {name: user[key] for name, key in zip(shapes, keys)}
     tensors: Params = {}
     for (name, shape), key in zip(shapes.items(), keys):
-        arr = _numeric_array(given[name], f"parameter {key}").astype(np.float64)
+        arr = _numeric_array(given[name], f"parameter {key}").astype(np.float64, copy=copy)
         if arr.shape != shape:
             raise InputError(f"parameter {key} has shape {arr.shape}; this layout expects {shape}")
         tensors[name] = arr
     return tensors
 
 
-def to_canonical(layout: Layout, net: Network, user: Any) -> Params:
+def to_canonical(layout: Layout, net: Network, user: Any, copy: bool = True) -> Params:
     """The user's parameters (or a gradient of the same structure) as the network's dict.
 
-    Returns float64 arrays keyed and shaped like ``net.param_shapes()``.
+    Returns float64 arrays keyed and shaped like ``net.param_shapes()``: copies, or with
+    ``copy=False`` views of the user's arrays where the layout allows, for a caller that only
+    reads them (a copy of a large network's parameters costs more than the reading).
     """
     shapes = stored_shapes(layout, net)
-    tensors = _user_tensors(layout, shapes, user)
+    tensors = _user_tensors(layout, shapes, user, copy)
     params: Params = {}
     for name in net.param_shapes():
         if name.startswith("W"):
             w = tensors[name] if layout.weights == "in_out" else tensors[name].T
             # w: (n_in, n_out), or (n_in + 1, n_out) with the bias as row 0
             if layout.biases == "augmented":
-                params[f"b{name[1:]}"] = w[0].copy()  # (n_out,): the bias row / column 0
+                params[f"b{name[1:]}"] = w[0].copy() if copy else w[0]  # (n_out,): row 0
                 w = w[1:]
             params[name] = np.ascontiguousarray(w)  # (n_in, n_out), like the network's W
         elif layout.biases != "augmented":
-            params[name] = tensors[name].reshape(-1).copy()  # (n_out,)
+            bias = tensors[name].reshape(-1)  # (n_out,)
+            params[name] = bias.copy() if copy else bias
     return {name: params[name] for name in net.param_shapes()}
 
 

@@ -233,11 +233,14 @@ def _exact_evidence(problem: UserProblem, identified: Identified, autoencoder: A
     analytic, transposed, dtypes, notes = matched
     # network tensor -> the user's tensor
     holder = user_names(identified.layout, net, flat_names(problem))
-    # In the precision the user's tensors came in, which sets the gradient's own allowance.
+    # The gradient in the user's structure: a dict of plain names is that structure already.
+    user_grad = (analytic if problem.structure == "dict"
+                 else layout.structure(layout.unroll(analytic)))
+    # In the precision the user's tensors came in, which sets the gradient's own allowance;
+    # views, which only check_model reads.
     canonical_grad = {
         name: g.astype(dtypes[holder[name]], copy=False)
-        for name, g in to_canonical(identified.layout, net,
-                                    layout.structure(layout.unroll(analytic))).items()
+        for name, g in to_canonical(identified.layout, net, user_grad, copy=False).items()
     }
     exact = check_model(autoencoder, canonical, x_rows, grad=canonical_grad, **rule)
     tensors = [_joined_result(spec.name, spec.shape,
@@ -313,9 +316,12 @@ def _exact_report(problem: UserProblem, identified: Identified,
 def _tensor_result(name: str, shape: tuple[int, ...], analytic: np.ndarray,
                    reference: np.ndarray, tolerance: np.ndarray, evidence: TensorResult
                    ) -> TensorResult:
-    diff = np.abs(analytic - reference)
-    scale = np.maximum(np.abs(analytic), np.abs(reference))
-    rel = np.divide(diff, scale, out=np.zeros_like(diff), where=scale > 0)
+    diff = np.subtract(analytic, reference)
+    np.abs(diff, out=diff)
+    # in place where it can be: each fresh array of a large tensor costs its page faults
+    scale = np.abs(analytic, dtype=np.float64)
+    np.maximum(scale, np.abs(reference), out=scale)
+    rel = np.divide(diff, scale, out=scale, where=scale > 0)  # 0 where both are 0
     worst = np.unravel_index(int(np.argmax(diff / tolerance)), shape) if diff.size else None
     # The comparison covers every entry: an error in any one above its tolerance fails it.
     detectable = float(tolerance.max()) if diff.size else None

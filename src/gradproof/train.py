@@ -49,7 +49,9 @@ from gradproof import blas
 from gradproof.checkpoint import EpochMetrics, TrainState, save_checkpoint
 from gradproof.errors import InputError, TrainingDiverged
 from gradproof.nn import aligned
-from gradproof.nn.autoencoder import Autoencoder, Workspace, all_finite
+from gradproof.nn.autoencoder import Autoencoder
+from gradproof.nn.network import Workspace
+from gradproof.nn.validation import all_finite
 from gradproof.params import parse_params
 
 # Method name -> what it does (CLI choices and help read these keys).

@@ -26,7 +26,8 @@ from gradproof.checkpoint import TrainState, load_checkpoint
 from gradproof.data.mnist import ENV_VAR
 from gradproof.errors import DataError, InputError
 from gradproof.nn.activations import ACTIVATIONS
-from gradproof.nn.autoencoder import DTYPES, Autoencoder
+from gradproof.nn.autoencoder import Autoencoder
+from gradproof.nn.validation import DTYPES
 from gradproof.nn.losses import LOSSES, REDUCTIONS
 
 _MODEL_DEFAULTS = {

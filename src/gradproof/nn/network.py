@@ -27,42 +27,139 @@ every violation raises ``InputError`` naming the option and what it allows.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from gradproof.errors import InputError
 from gradproof.nn.activations import ACTIVATIONS
-from gradproof.nn.autoencoder import (
-    Autoencoder,
-    ForwardCache,
-    _check_dtype,
-    _check_flag,
-    _check_nonnegative,
-    _check_open_unit,
-    _is_positive_int,
-    _real_array,
-    all_finite,
-    checked_params,
-    collect_layer_grads,
-    initial_params,
-)
-from gradproof.nn.layers import Dense, DenseCache
+from gradproof.nn.layers import FRESH, Dense, DenseBuffers, DenseCache, flush_tiny
 from gradproof.nn.losses import LOSSES, REDUCTIONS, kl_divergence, kl_slope
 from gradproof.nn.softmax import softmax, softmax_cross_entropy
+from gradproof.nn.validation import (
+    Params,
+    all_finite,
+    check_dtype,
+    check_flag,
+    check_nonnegative,
+    check_open_unit,
+    checked_params,
+    is_positive_int,
+    real_array,
+)
 
-Params = dict[str, np.ndarray]
+if TYPE_CHECKING:
+    from gradproof.nn.autoencoder import Autoencoder
+
+@dataclass(frozen=True)
+class ForwardCache:
+    """The values a forward pass keeps for the backward pass.
+
+    Attributes
+    ----------
+    activations : list of ndarray
+        ``[x, a1, ..., an]``; ``a_k`` has shape (batch, layers[k]) and ``a_n`` is the output.
+    pre_activations : list of ndarray
+        ``[s1, ..., sn]``; ``s_k`` has shape (batch, layers[k]).
+    """
+
+    activations: list[np.ndarray]
+    pre_activations: list[np.ndarray]
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Preallocated arrays for ``loss_and_grad(..., out=workspace)`` on batches of one size.
+
+    Made by ``Autoencoder.workspace(batch)``. A step that reuses it allocates none of its
+    large arrays: a fresh array over about 128 KiB can cost a page fault per 4 KiB whenever
+    the allocator has handed the memory back to the system, and reused arrays stay in cache.
+
+    Attributes
+    ----------
+    batch : int
+        Rows of every batch it serves.
+    layers : list of int
+        The layer sizes of the model it was made for.
+    dtype : numpy.dtype
+    buffers : tuple of DenseBuffers
+        One per weight layer; the first has no room for dJ/dx. The loss writes the output
+        layer's dJ/ds into the last one's ``d_s``, using its ``scratch``.
+    """
+
+    batch: int
+    layers: list[int]
+    dtype: np.dtype
+    buffers: tuple[DenseBuffers, ...]
+
+
+def collect_layer_grads(
+    grads: Params, weight: tuple[str, bool], bias: bool, k: int, layer_grads: Params
+) -> None:
+    """File layer k's gradients in ``grads`` under the network's names: ``weight`` is the
+    name of its weight and whether the layer uses it transposed; a tied weight sums the
+    gradients of both its uses."""
+    name, transposed = weight
+    d_w = layer_grads["W"].T if transposed else layer_grads["W"]  # like params[name]
+    if name in grads:
+        d_w += grads[name]  # d_w is this layer's own array, fresh or in a workspace
+    grads[name] = d_w
+    if bias:
+        grads[f"b{k}"] = layer_grads["b"]
+
+
+def initial_params(
+    shapes: Mapping[str, tuple[int, ...]],
+    init_scale: Callable[[int], float],
+    dtype: Any,
+    seed: int | np.random.Generator,
+) -> Params:
+    """Weights ``Wk`` uniform in +-r, ``r = init_scale(k) * sqrt(6 / (fan_in + fan_out))``,
+    drawn in float64 in the order of ``shapes`` and then cast to ``dtype``; biases zero.
+
+    Raises
+    ------
+    InputError
+        A ``seed`` that is neither a non-negative integer nor a numpy Generator.
+    """
+    try:
+        rng = np.random.default_rng(seed)
+    except (TypeError, ValueError) as err:
+        raise InputError(
+            f"seed must be a non-negative integer or a numpy Generator; got {seed!r}"
+        ) from err
+    params: Params = {}
+    for name, shape in shapes.items():
+        if name.startswith("W"):
+            fan_in, fan_out = shape
+            r = init_scale(int(name[1:])) * math.sqrt(6.0 / (fan_in + fan_out))
+            params[name] = rng.uniform(-r, r, size=shape).astype(dtype, copy=False)
+        else:
+            params[name] = np.zeros(shape, dtype=dtype)
+    return params
+
 
 # Data term name -> (targets, outputs z, pre-activations s, output activation) -> (value, dJ/ds),
 # summed over the examples. The elementwise losses come from their records in LOSSES.
-DataTerm = Callable[[np.ndarray, np.ndarray, np.ndarray, Any], tuple[float, np.ndarray]]
+DataTerm = Callable[..., tuple[float, np.ndarray]]
 DATA_TERMS: dict[str, DataTerm] = {
     "squared": LOSSES["squared"].value_and_delta,
     "cross_entropy": LOSSES["cross_entropy"].value_and_delta,
-    "softmax_cross_entropy": lambda t, z, s, act: softmax_cross_entropy(t, s),
+    # The softmax couples each row: its dJ/ds is a fresh array, whatever ``out`` offers.
+    "softmax_cross_entropy": lambda t, z, s, act, out=None, scratch=None: softmax_cross_entropy(
+        t, s
+    ),
+}
+
+# Data term name -> (targets, outputs z, pre-activations s) -> the value alone, for ``loss``.
+DATA_VALUES: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], float]] = {
+    "squared": LOSSES["squared"].value,
+    "cross_entropy": LOSSES["cross_entropy"].value,
+    "softmax_cross_entropy": lambda t, z, s: softmax_cross_entropy(t, s)[0],
 }
 
 # The output activations: every elementwise one, and the softmax (with its own loss).
@@ -95,7 +192,7 @@ def _sizes(value: Any, option: str) -> tuple[int, ...]:
             f"{option} must be a list of layer sizes like [400, 25, 10]; got {value!r}"
         )
     sizes = list(value)
-    if len(sizes) < 2 or not all(_is_positive_int(v) for v in sizes):
+    if len(sizes) < 2 or not all(is_positive_int(v) for v in sizes):
         raise InputError(
             f"{option} must hold at least 2 positive integers (input size, ..., output size); "
             f"got {sizes!r}"
@@ -115,7 +212,7 @@ def _hidden_activations(value: Any, option: str) -> str | tuple[str, ...]:
 
 
 def _dtype_name(value: Any, option: str) -> str:
-    return _check_dtype(value).name
+    return check_dtype(value).name
 
 
 # Option -> its check, which returns the normalised value or raises InputError naming the
@@ -125,18 +222,18 @@ _OPTIONS: dict[str, Callable[[Any, str], Any]] = {
     "activation": _hidden_activations,
     "output": _one_of(OUTPUTS),
     "loss_name": _one_of(tuple(DATA_TERMS)),
-    "squared_half": _check_flag,
+    "squared_half": check_flag,
     "reduction": _one_of(tuple(REDUCTIONS)),
     "target": _one_of(TARGETS),
     "label_base": _one_of(LABEL_BASES),
-    "bias": _check_flag,
-    "tied": _check_flag,
-    "weight_decay": _check_nonnegative,
-    "decay_half": _check_flag,
-    "decay_mean": _check_flag,
-    "decay_biases": _check_flag,
-    "sparsity_weight": _check_nonnegative,
-    "sparsity_target": _check_open_unit,
+    "bias": check_flag,
+    "tied": check_flag,
+    "weight_decay": check_nonnegative,
+    "decay_half": check_flag,
+    "decay_mean": check_flag,
+    "decay_biases": check_flag,
+    "sparsity_weight": check_nonnegative,
+    "sparsity_target": check_open_unit,
     "dtype": _dtype_name,
 }
 
@@ -266,9 +363,11 @@ class Network:
         """Number of weight layers."""
         return len(self.layers) - 1
 
-    @property
+    @cached_property
     def code_layer(self) -> int | None:
-        """Index k of the narrowest hidden layer ``a_k`` (the first if several tie), or None."""
+        """Index k of the narrowest hidden layer ``a_k`` (the first if several tie), or None.
+
+        Kept once found: the backward pass of every training step asks for it."""
         if self.n_layers < 2:
             return None
         return 1 + int(np.argmin(self.layers[1:-1]))
@@ -321,6 +420,8 @@ class Network:
                 or (self.loss_name == "squared" and not self.squared_half)
                 or (self.weight_decay and self.decay_biases)):
             return None
+        from gradproof.nn.autoencoder import Autoencoder  # a configuration of this class
+
         return Autoencoder(
             layers=list(self.layers), activation=list(self.activation),
             output_activation=self.output, loss=self.loss_name, reduction=self.reduction,
@@ -365,7 +466,7 @@ class Network:
 
     def validate_input(self, x: Any) -> np.ndarray:
         """``x`` as a finite array of the network's dtype, shape (batch, layers[0])."""
-        arr = _real_array(x, "x", np.dtype(self.dtype))
+        arr = real_array(x, "x", np.dtype(self.dtype))
         n_in = self.layers[0]
         if arr.ndim != 2 or arr.shape[1] != n_in or arr.shape[0] == 0:
             hint = ""
@@ -393,7 +494,7 @@ class Network:
             raise InputError(f"target={self.target!r} needs y, the targets of the examples in x")
         if self.target == "labels":
             return self._one_hot(y, x.shape[0])
-        t = _real_array(y, "y", np.dtype(self.dtype))
+        t = real_array(y, "y", np.dtype(self.dtype))
         shape = (x.shape[0], self.layers[-1])
         if t.shape != shape:
             raise InputError(f"y must have shape {shape} (one row per example); got {t.shape}")
@@ -436,15 +537,21 @@ class Network:
         return t[:, 1:] if self.layers[-1] == 1 else t
 
     # ----- forward and objective --------------------------------------------------------
+    #
+    # The one layer walk of the family: ``Autoencoder`` runs these too, with its workspace
+    # buffers and its gradient scale.
 
-    def _forward(self, params: Params, x: np.ndarray) -> ForwardCache:
+    def _forward(self, params: Params, x: np.ndarray, depth: int | None = None,
+                 buffers: Sequence[DenseBuffers] | None = None) -> ForwardCache:
+        """Run layers 1 .. depth (all by default) on validated inputs, into ``buffers``."""
+        outs = buffers or (FRESH,) * self.n_layers
         activations, pre_activations = [x], []
         a = x
-        for k, layer in enumerate(self._dense, start=1):
-            a, cache = layer.forward(self._layer_params(params, k), a)
+        for k, layer in enumerate(self._dense[:depth], start=1):
+            a, cache = layer.forward(self._layer_params(params, k), a, out=outs[k - 1])
             activations.append(a)  # (batch, layers[k])
             pre_activations.append(cache.s)
-        if self.output == "softmax":
+        if self.output == "softmax" and len(pre_activations) == self.n_layers:
             activations[-1] = softmax(pre_activations[-1])
         return ForwardCache(activations, pre_activations)
 
@@ -453,13 +560,22 @@ class Network:
         cache = self._forward(self.validate_params(params), self.validate_input(x))
         return cache.activations[-1], cache
 
-    def _data_term(self, cache: ForwardCache, t: np.ndarray) -> tuple[float, np.ndarray]:
-        """The data term summed over the examples, and its dJ/ds at the output (fresh)."""
+    def _data_value(self, cache: ForwardCache, t: np.ndarray) -> float:
+        """The data term summed over the examples, without its gradient."""
+        value = DATA_VALUES[self.loss_name](t, cache.activations[-1], cache.pre_activations[-1])
+        return value if self.squared_half or self.loss_name != "squared" else 2.0 * value
+
+    def _data_term(self, cache: ForwardCache, t: np.ndarray, buffers: DenseBuffers = FRESH
+                   ) -> tuple[float, np.ndarray]:
+        """The data term summed over the examples, and its dJ/ds at the output, written into
+        the output layer's ``buffers`` (fresh arrays by default)."""
         value, d_s = DATA_TERMS[self.loss_name](
-            t, cache.activations[-1], cache.pre_activations[-1], self._dense[-1].activation
+            t, cache.activations[-1], cache.pre_activations[-1], self._dense[-1].activation,
+            out=buffers.d_s, scratch=buffers.scratch,
         )
         if self.loss_name == "squared" and not self.squared_half:
-            return 2.0 * value, 2.0 * d_s
+            d_s *= 2.0  # our own array
+            return 2.0 * value, d_s
         return value, d_s
 
     def _decayed(self) -> list[str]:
@@ -474,6 +590,7 @@ class Network:
         return cache.activations[self.code_layer].mean(axis=0)  # (layers[code_layer],)
 
     def _total(self, params: Params, cache: ForwardCache, data: float) -> float:
+        """The objective from the data term's value: the reduction and the penalties."""
         batch = cache.activations[0].shape[0]
         total = REDUCTIONS[self.reduction](batch) * data
         if self.weight_decay:
@@ -493,8 +610,22 @@ class Network:
 
     def loss(self, params: Mapping[str, Any], x: Any, y: Any = None) -> float:
         """The objective J for a batch ``x`` (batch, layers[0]) and its targets ``y``."""
+        return self.evaluate(params, x, y)[0]
+
+    def evaluate(self, params: Mapping[str, Any], x: Any, y: Any = None
+                 ) -> tuple[float, ForwardCache, np.ndarray]:
+        """The objective J with the forward pass it came from: for a caller that reads more
+        of the same pass than ``loss`` returns (one forward pass instead of two).
+
+        Returns
+        -------
+        loss : float
+        cache : ForwardCache
+        t : ndarray, shape (batch, layers[-1])
+            The targets the output was compared with (the input, one-hot labels or ``y``).
+        """
         checked, cache, t = self._checked(params, x, y)
-        return self._total(checked, cache, self._data_term(cache, t)[0])
+        return self._total(checked, cache, self._data_value(cache, t)), cache, t
 
     def loss_and_grad(self, params: Mapping[str, Any], x: Any, y: Any = None
                       ) -> tuple[float, Params]:
@@ -519,29 +650,39 @@ class Network:
 
     # ----- backward ---------------------------------------------------------------------
 
-    def _backward(self, params: Params, cache: ForwardCache, d_s: np.ndarray) -> Params:
-        """The gradient from the data term's dJ/ds at the output, which it overwrites."""
+    def _backward(self, params: Params, cache: ForwardCache, d_s: np.ndarray,
+                  buffers: Sequence[DenseBuffers] | None = None, scale: float = 1.0) -> Params:
+        """The gradient times ``scale`` from the data term's dJ/ds at the output, which it
+        overwrites; the layers write into ``buffers`` (fresh arrays by default).
+
+        Every term of the gradient is linear in the starting error, so scaling ``d_s`` scales
+        them all.
+        """
         acts, pres = cache.activations, cache.pre_activations
         batch = acts[0].shape[0]
         n = self.n_layers
-        d_s *= REDUCTIONS[self.reduction](batch)
+        outs = buffers or (FRESH,) * n
+        factor = scale * REDUCTIONS[self.reduction](batch)
+        if factor != 1.0:
+            d_s *= factor
+        flush_tiny(d_s, scratch=outs[-1].scratch, mask=outs[-1].mask)
         d_x, layer_grads = self._dense[-1].backward_linear(
             self._layer_params(params, n), DenseCache(acts[n - 1], pres[n - 1], acts[n]), d_s,
-            need_d_x=n > 1,
+            need_d_x=n > 1, out=outs[-1],
         )
         grads: Params = {}
         self._collect(grads, n, layer_grads)
         for k in range(n - 1, 0, -1):
             d_a = d_x  # (batch, layers[k]): dJ/da_k, our own array
-            if k == self.code_layer and self.sparsity_weight:
-                d_a += self._sparsity_grad(cache, batch)  # the same row for each example
+            if self.sparsity_weight and k == self.code_layer:
+                d_a += scale * self._sparsity_grad(cache, batch)  # the same row for each example
             d_x, layer_grads = self._dense[k - 1].backward(
                 self._layer_params(params, k), DenseCache(acts[k - 1], pres[k - 1], acts[k]), d_a,
-                need_d_x=k > 1,
+                need_d_x=k > 1, out=outs[k - 1],
             )
             self._collect(grads, k, layer_grads)
         if self.weight_decay:
-            decay = 2.0 * self._decay_factor(batch)  # d/dP of d(m) * sum(P**2)
+            decay = scale * (2.0 * self._decay_factor(batch))  # d/dP of d(m) * sum(P**2)
             for name in self._decayed():
                 grads[name] += decay * params[name]
         return {name: grads[name] for name in self._shapes}
