@@ -336,8 +336,8 @@ NETWORK_MISTAKES: dict[str, NetworkMistake] = {
         NetworkMistake(
             "backprop_through_mirror_weight", "wrong_backprop_matrix",
             "the error sent back to a hidden layer through the mirrored layer's weight instead "
-            "of the layer's own weight transposed (seed network: `d_s2 @ W1` for "
-            "`d_s2 @ W2.T`; in a symmetric stack the shapes fit, so nothing fails)",
+            "of the next layer's own weight transposed (in a symmetric stack, such as an "
+            "autoencoder's, the shapes fit, so nothing fails)",
             *_BACK_FIX, _variant(Deviation(back_weight="mirror")), _symmetric_untied,
         ),
         NetworkMistake(
