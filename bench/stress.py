@@ -368,9 +368,14 @@ def _failure(case: Case, layout, center: np.ndarray, m, k: int, rule, evaluator)
     # The first step's differences, measured again: the staging keeps them only while it runs.
     _, ev = next(evaluator.evaluate([(m, np.array([k]))], 1.0))
     first = ev.differences(slice(None))
+    # Slopes are kept from the first smaller step on (one-sided ones too, blind or not).
     sloped = bool(np.isfinite(m.slopes[k, 0]))
-    if sloped:
-        stage = f"failed at h/64^{round(np.log(h / m.step[k]) / np.log(64))}"
+    shrunk = h / float(m.step[k])
+    if m.one_sided[k]:
+        stage = "one-sided slopes agree on another value"
+        stage += ", kink seen before" if m.kink[k] else ""
+    elif sloped and shrunk > 1.5:
+        stage = f"failed at h/64^{round(np.log(shrunk) / np.log(64))}"
         stage += ", kink seen before" if m.kink[k] else ""
     elif m.kink[k]:
         stage = "kink seen at 2h, smaller steps blind: the 2h failure kept"
@@ -378,6 +383,7 @@ def _failure(case: Case, layout, center: np.ndarray, m, k: int, rule, evaluator)
         stage = "clear failure at h, not measured again"
     else:
         stage = "failed at h or 2h, no kink seen"
+        stage += ", smaller and one-sided steps blind" if sloped else ""
     gap = float(first.curvature[0])
     tolerance = float(rule.tolerance(first.rounding, m.rounding_g[[k]], first.analytic,
                                      first.numeric)[0])

@@ -148,3 +148,61 @@ def test_check_model_still_catches_a_small_error_in_a_float32_network():
         wrong = {k: v.copy() for k, v in grads.items()}
         wrong[name].flat[int(np.argmax(np.abs(g)))] += 1e-4 * np.max(np.abs(g))
         assert not gp.check_model(model, params, x, grad=wrong).passed, name
+
+
+# Cases of a run of bench/stress.py (seeds 0-149) that check_gradient failed or dragged on:
+# taylor along a tensor whose relu units sit at their kink (14, 45: relu pre-activations put
+# at 0; 21: a saturated float64 network where units reach 0 by themselves), where several
+# units at once make the loss linear along the direction with a slope no subgradient gives.
+TAYLOR_REGRESSIONS = (14, 21, 45)
+
+
+@pytest.mark.parametrize("seed", TAYLOR_REGRESSIONS, ids=lambda s: f"seed{s}")
+def test_taylor_at_a_kink_passes_when_no_entry_fails_on_its_own(seed):
+    case = stress.random_case(seed)
+    assert stress.confirmed(case)[0]
+    _, grads = case.model.loss_and_grad(case.params, case.x)
+    report = stress.run_checker("taylor", case, grads, case.seed)
+    assert report.passed, f"{case.describe()}\n{report}"
+    notes = [f for f in report.findings_of("kink") if "Taylor" in f.message]
+    assert notes and sum(f.details["entries"] for f in notes) >= 1
+
+
+def test_taylor_still_fails_a_wrong_entry_beside_a_kink():
+    # Seed 14's b1 sits at a kink; an error of 1e-2 of W1's largest entry in W1 still fails,
+    # and the entries measured to settle the direction name the tensor.
+    case = stress.random_case(14)
+    _, grads = case.model.loss_and_grad(case.params, case.x)
+    wrong = {k: v.copy() for k, v in grads.items()}
+    wrong["W1"].flat[0] += 1e-2 * np.max(np.abs(grads["W1"]))
+    report = stress.run_checker("taylor", case, wrong, case.seed)
+    assert not report.passed and not report.tensor("W1").passed
+
+
+def test_splitting_probes_at_kinks_keeps_within_the_budget():
+    # Seed 79 (59-54-20-54-59, relu units at 0): every random direction crosses kinks. Each
+    # was once split in halves down to its entries, 8 trees over the same 3,186 weights:
+    # 292,605 loss evaluations (175 s). Directions sharing a support are split once, and a
+    # tensor spends at most `budget` probes on splitting.
+    case = stress.random_case(79)
+    _, grads = case.model.loss_and_grad(case.params, case.x)
+    report = gp.check_gradient(lambda p: case.model.loss(p, case.x), grads, case.params,
+                               mode="directional", seed=case.seed, budget=200)
+    assert report.passed, str(report)
+    assert report.loss_evaluations < 20_000
+
+
+def test_halves_split_each_probe_into_two_unit_parts():
+    from gradproof.engine.probes import halves, line_probes
+    from gradproof.params import parse_params
+
+    layout, flat = parse_params(gp.Autoencoder(layers=[7, 5, 7]).init_params(0))
+    spec = layout.spec("W1")
+    rows = line_probes(spec, 0, np.arange(7), flat, 1e-16, np.random.default_rng(0))
+    parts = halves(rows, np.array([1, 4]))
+    assert parts.kind == "row part" and list(parts.labels) == [1, 1, 4, 4]
+    assert list(np.diff(parts.start)) == [2, 3, 2, 3]
+    norms = np.add.reduceat(parts.values**2, parts.start[:-1])
+    np.testing.assert_allclose(norms, 1.0)
+    whole = np.concatenate([rows.positions[rows.start[k]:rows.start[k + 1]] for k in (1, 4)])
+    np.testing.assert_array_equal(parts.positions, whole)

@@ -181,8 +181,11 @@ def check_gradient(
       (J(θ+hv) - J(θ-hv))/2h, two evaluations per direction whatever the tensor's size.
     * ``taylor``: along a random direction, the remainder |J(θ+hv) - J(θ) - h·g·v| for
       h = 1, 1/2, 1/4 ...: it shrinks like h² when g is right and like h when it is wrong; the
-      fitted order is reported (``TensorResult.taylor_order``), and an order below 1.5 fails.
-      No step size to choose.
+      fitted order is reported (``TensorResult.taylor_order``), and an order below 1.5 fails
+      unless the tensor's entries (up to ``budget``), then measured as in ``full``, show none
+      failing and some at a kink: several relu units at their kink at once can make the
+      remainder shrink like h along a direction of a correct gradient. No step size to
+      choose.
     * ``auto`` (the default) checks every entry when the parameters have at most ``budget``
       (2000) entries: a few thousand loss evaluations. Otherwise, per tensor:
 

@@ -46,7 +46,7 @@ from gradproof.engine.probes import (
     unit_direction,
 )
 from gradproof.report import Finding
-from gradproof.engine.taylor import taylor
+from gradproof.engine.taylor import TaylorResult, taylor
 from gradproof.engine.verdict import (
     SHARPER_CALLS,
     noisy_loss_finding,
@@ -65,8 +65,8 @@ NOISY_LOSS_ULPS = 1e4
 # At most this many entries are probed where failing rows and columns cross (auto mode).
 CROSSING_BUDGET = 256
 
-# A probe excluded at a kink is split in halves while its support is larger than this, and
-# into its entries once it is not.
+# A probe excluded at a kink is split into its entries once its support is no larger than
+# this, or than half the splitting allowance its tensor has left; in halves otherwise.
 SPLIT_TO_ENTRIES = 4
 
 
@@ -110,6 +110,9 @@ class BlackBoxRun(Run):
         self.noisy = False  # the loss's rounding noise is beyond NOISY_LOSS_ULPS
         self.context: Context | None = None
         self.measured = {spec.name: [] for spec in layout.specs}
+        self.spent = {spec.name: 0 for spec in layout.specs}  # probes made by ``_split``
+        self.kinks = False  # some step crossed a kink of the loss (the split parts are
+        # measured after the probes that showed it)
         self.taylor = {spec.name: [] for spec in layout.specs}
 
     @property
@@ -218,7 +221,8 @@ class BlackBoxRun(Run):
         if self.partial or not sets:
             return
         results = [Measured.empty(s, self.context.rounding_g(s)) for s in sets]
-        interrupted = measure(results, BlackBoxEvaluator(self.context), self.rule)
+        interrupted = measure(results, BlackBoxEvaluator(self.context), self.rule, self.kinks)
+        self.kinks |= any(result.kink.any() for result in results)
         for result in results:
             self.measured[result.probes.spec.name].append(result)
         self.partial = interrupted
@@ -226,21 +230,39 @@ class BlackBoxRun(Run):
 
     def _split(self, results: list[Measured]) -> list[ProbeSet]:
         """The probes that add up many entries (rows, columns, directions, blocks and their
-        parts) and were excluded at a kink, split in halves (``probes.halves``), down to their
-        entries: one entry whose step crosses a kink then costs no more than itself."""
+        parts) and were excluded at a kink, split into their entries, or in halves
+        (``probes.halves``) while those would be more than the tensor's allowance: one entry
+        whose step crosses a kink then costs no more than itself.
+
+        Each tensor may spend ``budget`` probes on splitting in all; beyond that a probe stays
+        excluded, unsplit. A probe whose support another one split here already covers (the
+        random directions of one tensor share theirs) is not split again: the kinks it
+        crossed are the same.
+        """
         sets, entries = [], {}
         for result in results:
             probes = result.probes
             if probes.is_entries:
                 continue
-            excluded = np.flatnonzero(result.status == EXCLUDED)
-            result.split[excluded] = True
-            for k in excluded:
-                if probes.start[k + 1] - probes.start[k] > SPLIT_TO_ENTRIES:
-                    sets.append(halves(probes, int(k)))
+            name = probes.spec.name
+            lengths = np.diff(probes.start)
+            halved, seen = [], set()
+            for k in np.flatnonzero(result.status == EXCLUDED):
+                support = probes.positions[probes.start[k]:probes.start[k + 1]]
+                key = (int(support[0]), int(support[-1]), support.size)
+                left = self.budget - self.spent[name]
+                if key in seen or left < 2:
+                    continue
+                seen.add(key)
+                result.split[k] = True
+                if lengths[k] <= max(SPLIT_TO_ENTRIES, left // 2):
+                    entries.setdefault(name, []).append(support)
+                    self.spent[name] += support.size
                 else:
-                    support = probes.positions[probes.start[k]:probes.start[k + 1]]
-                    entries.setdefault(probes.spec.name, []).append(support)
+                    halved.append(k)
+                    self.spent[name] += 2
+            if halved:
+                sets.append(halves(probes, np.array(halved)))
         for name, supports in entries.items():
             spec = self.layout.spec(name)
             done = [m.probes.labels for m in self.measured[name] if m.probes.is_entries]
@@ -356,7 +378,33 @@ class BlackBoxRun(Run):
     def _probe_taylor(self) -> None:
         for spec in self.layout.specs:
             for _ in range(self.directions if spec.size else 0):
-                self.taylor[spec.name].append(taylor(spec, self.context, self.rng))
+                result = taylor(spec, self.context, self.rng)
+                if not result.passed:
+                    result = self._settle_taylor(spec, result)
+                self.taylor[spec.name].append(result)
+
+    def _settle_taylor(self, spec: TensorSpec, result: TaylorResult) -> TaylorResult:
+        """A Taylor direction that failed stands only where some entry fails on its own.
+
+        Several units at their kink at the point make the loss linear along a line with a
+        slope that no (sub)gradient gives (relu(z) - relu(-z) = z, while relu'(0) = 0 gives
+        0): the line alone cannot tell that from a wrong slope, an entry's one-sided slopes
+        can. The entries (all up to ``budget``, else ``budget`` of them holding the largest
+        |g|) go through the staged measurement; where none fails and some crossed a kink,
+        the direction is a kink, not a failure. A wrong entry among them fails, and names
+        itself.
+        """
+        before = len(self.measured[spec.name])
+        positions = (
+            _positions(spec) if spec.size <= self.budget else self._sample(spec, self.budget)
+        )
+        self._measure([entry_probes(spec, positions, self.context.center, self.eps_step)])
+        entries = self.measured[spec.name][before:]
+        failed = any((m.status == FAILED).any() for m in entries)
+        kinked = any((m.kink | (m.status == EXCLUDED)).any() for m in entries)
+        if failed or not kinked or self.partial:
+            return result
+        return replace(result, kink=True, passed=True, entries=True)
 
     # ----------------------------------------------------------------- finish
 

@@ -155,24 +155,28 @@ def _dense(
     )
 
 
-def halves(probes: ProbeSet, k: int) -> ProbeSet:
-    """Probe k of a set split in two: the first and the second half of its support, each with
-    its share of the direction scaled back to unit length (kind "<kind> part", labelled like
-    probe k), so that a kink crossed by one half no longer spoils the other."""
-    support = slice(probes.start[k], probes.start[k + 1])
-    positions, values = probes.positions[support], probes.values[support]
-    middle = positions.size // 2
-    parts = [values[:middle], values[middle:]]
-    norms = [np.linalg.norm(v) for v in parts]
-    kind = probes.kind.removesuffix(" part") + " part"
+def halves(probes: ProbeSet, which: np.ndarray) -> ProbeSet:
+    """Probes ``which`` of a set (each moving two entries or more), each split in two: the
+    first and the second half of its support, each with its share of the direction scaled
+    back to unit length (kind "<kind> part", labelled like the probe it is part of), so that
+    a kink crossed by one half no longer spoils the other. One set for all of them: each set
+    costs a round of evaluations per stage, whatever its size."""
+    lengths = np.diff(probes.start)[which]
+    first = lengths // 2
+    sizes = np.column_stack((first, lengths - first)).ravel()  # (2n,) first and second halves
+    start = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
+    pick = ranges(probes.start[which], lengths)
+    values = probes.values[pick]
+    norms = np.sqrt(segment_sum(np.square(values), start))
+    norms[norms == 0] = 1.0  # a part of zero weights stays zero
     return ProbeSet(
         probes.spec,
-        kind,
-        np.repeat(probes.labels[k], 2),
-        positions,
-        np.concatenate([v / n if n > 0 else v for v, n in zip(parts, norms)]),
-        np.array([0, middle, positions.size], dtype=np.int64),
-        np.repeat(probes.step[k], 2),
+        probes.kind.removesuffix(" part") + " part",
+        np.repeat(probes.labels[which], 2),
+        probes.positions[pick],
+        values / np.repeat(norms, sizes),
+        start,
+        np.repeat(probes.step[which], 2),
     )
 
 

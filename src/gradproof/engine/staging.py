@@ -135,8 +135,11 @@ class FirstStep:
         return self.values.take(self.position[which])
 
 
-def measure(results: list[Measured], evaluator: Evaluator, rule: Rule) -> bool:
-    """Measure every probe of every set (see the module docstring).
+def measure(results: list[Measured], evaluator: Evaluator, rule: Rule,
+            kinks: bool = False) -> bool:
+    """Measure every probe of every set (see the module docstring). ``kinks``: an earlier
+    measurement of the same loss crossed a kink (its probes' parts are measured later), so
+    that a failure here must be confirmed as where these probes show one.
 
     Returns
     -------
@@ -167,7 +170,7 @@ def measure(results: list[Measured], evaluator: Evaluator, rule: Rule) -> bool:
     ]
     if _decide(results, firsts, doubtful, [d[:0] for d in doubtful], evaluator, rule):
         return True
-    kinks = not evaluator.kinks_known and any(result.kink.any() for result in results)
+    kinks = not evaluator.kinks_known and (kinks or any(r.kink.any() for r in results))
     if not evaluator.kinks_known:
         unmeasured = [np.setdiff1d(rest, d) for rest, d in zip(clear, doubtful)]
         _one_sided(results, [_crossed(r, u) for r, u in zip(results, unmeasured)], evaluator,

@@ -31,6 +31,7 @@ class TaylorResult:
     passed: bool
     steps: int  # loss evaluations spent
     direction: np.ndarray  # v, over the tensor's entries in their unrolling order
+    entries: bool = False  # the kink was shown by the entries' own one-sided slopes
 
 
 def taylor(spec: TensorSpec, context: Context, rng: np.random.Generator) -> TaylorResult:

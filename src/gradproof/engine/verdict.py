@@ -160,7 +160,8 @@ def taylor_result(spec: TensorSpec, results: list[TaylorResult], largest: float)
     with np.errstate(divide="ignore"):
         thresholds = np.min([r.fit.bound / np.abs(r.direction) for r in results], axis=0)
     orders = [r.fit.order for r in results if r.fit.order is not None and not r.kink]
-    errors = [abs(r.fit.derivative_error) for r in results]
+    # A kink's remainder measures the loss's slope gap, not an error of the gradient.
+    errors = [abs(r.fit.derivative_error) for r in results if not r.kink] or [0.0]
     relative = [
         abs(r.fit.derivative_error) / max(abs(r.analytic), abs(r.analytic + r.fit.derivative_error))
         if r.fit.order is not None and r.fit.order < 1.5 and not r.kink
@@ -367,15 +368,22 @@ def kink_findings(
         )
     kinks = [r for r in taylor if r.kink]
     if kinks:
+        even = sum(not r.entries for r in kinks)
+        why = [
+            f"{even} with a remainder that shrinks like h but is even in h (absent on one "
+            "side, or of the same sign on both), which a wrong slope cannot give",
+            f"{len(kinks) - even} whose odd remainder the entries explain: none of "
+            f"{spec.name}'s entries fails on its own, and some cross a kink (several units "
+            "at their kink at once can make the loss linear along a line with another slope)",
+        ]
         findings.append(
             Finding(
                 "kink",
                 (spec.name,),
                 f"along {len(kinks)} Taylor direction(s) of {spec.name} the loss has a kink at "
-                "the point: the remainder shrinks like h, but its linear part is even in h "
-                "(absent on one side, or of the same sign on both), which a wrong slope cannot "
-                "give; the gradient is a one-sided slope there (not a failure)",
-                details={"count": len(kinks)},
+                f"the point: {'; '.join(w for w, n in zip(why, (even, len(kinks) - even)) if n)}"
+                "; the gradient is a one-sided slope there (not a failure)",
+                details={"count": len(kinks), "even": even, "entries": len(kinks) - even},
             )
         )
     return findings
