@@ -487,7 +487,11 @@ class _Forwards:
         if key not in self._cache:
             linear = Network(**self._options, activation=net.activation, output="identity",
                              target="one_hot")
-            self._cache[key] = linear.forward(self._canonical[point], self._x)[1]
+            # Not scanned for NaN and Inf: the user's point was (``parse_params``) and the
+            # others differ from it by bounded noise; one that overflowed gives a non-finite
+            # loss, whose fit scores NaN and never matches.
+            self._cache[key] = linear.forward(self._canonical[point], self._x,
+                                              check_finite=False)[1]
         return self._cache[key]
 
 
@@ -742,7 +746,8 @@ def _residual(problem: UserProblem, layout: Layout, net: Network,
               canonical: list[Params] | None = None) -> float:
     """The largest difference between ``net``'s loss and the user's over the points, relative
     to |J| plus ``_size_weight`` times the size of the loss's terms (``loss_and_size``); inf
-    where the network cannot read the parameters or the targets. ``canonical``: the points
+    where the network cannot read the parameters or the targets, or its loss is not finite
+    (the points are not scanned for NaN and Inf: see ``_Forwards.at``). ``canonical``: the points
     already mapped onto a network of ``net``'s shapes in ``layout``, where the caller has them
     (each mapping copies every parameter)."""
     worst = 0.0
@@ -750,20 +755,22 @@ def _residual(problem: UserProblem, layout: Layout, net: Network,
         try:
             params, x_rows, y = _canonical(layout, net, problem, point.params,
                                            None if canonical is None else canonical[i])
-            value, size = loss_and_size(net, params, x_rows, y)
+            value, size = loss_and_size(net, params, x_rows, y, check_finite=False)
         except InputError:
             return math.inf
+        if not math.isfinite(value + size):
+            return math.inf  # max() would pass over a NaN residual: max(0.0, nan) is 0.0
         scale = abs(point.value) + _size_weight(problem.dtype) * size
         worst = max(worst, abs(value - point.value) / max(scale, 1e-300))
     return worst
 
 
-def loss_and_size(net: Network, params: Params, x_rows: np.ndarray, y: Any
-                  ) -> tuple[float, float]:
+def loss_and_size(net: Network, params: Params, x_rows: np.ndarray, y: Any,
+                  check_finite: bool = True) -> tuple[float, float]:
     """``net``'s loss at a point and the size of the terms it adds up there: its data term's
     (``_term_size``) with the loss's factor, plus the penalties (never negative); from one
-    forward pass."""
-    value, cache, t = net.evaluate(params, x_rows, y)
+    forward pass (``check_finite`` as for ``Network.evaluate``)."""
+    value, cache, t = net.evaluate(params, x_rows, y, check_finite)
     data, size = _data_term(net, cache.pre_activations[-1], t)
     factor = REDUCTIONS[net.reduction](x_rows.shape[0]) * (
         2.0 if net.loss_name == "squared" and not net.squared_half else 1.0)
