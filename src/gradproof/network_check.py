@@ -285,7 +285,9 @@ def _exact_report(problem: UserProblem, identified: Identified,
     # match_gradient's notes (shape conventions) are already among the evidence's findings.
     analytic, _, dtypes, _ = matched
     named = layout.named(problem.flat)
-    tolerance = {name: rounding_tolerance(reference[name], analytic[name].astype(dtypes[name]))
+    # the user's dtype sets the tolerance; a float64 gradient is not copied for it
+    tolerance = {name: rounding_tolerance(reference[name],
+                                          analytic[name].astype(dtypes[name], copy=False))
                  for name in layout.names}
     results, failing = [], []
     for spec in layout.specs:
@@ -319,13 +321,15 @@ def _tensor_result(name: str, shape: tuple[int, ...], analytic: np.ndarray,
     diff = np.subtract(analytic, reference)
     np.abs(diff, out=diff)
     # in place where it can be: each fresh array of a large tensor costs its page faults
+    magnitude = np.abs(reference)
+    largest = float(magnitude.max(initial=0.0))
     scale = np.abs(analytic, dtype=np.float64)
-    np.maximum(scale, np.abs(reference), out=scale)
+    np.maximum(scale, magnitude, out=scale)
     rel = np.divide(diff, scale, out=scale, where=scale > 0)  # 0 where both are 0
-    worst = np.unravel_index(int(np.argmax(diff / tolerance)), shape) if diff.size else None
+    ratio = np.divide(diff, tolerance, out=magnitude)
+    worst = np.unravel_index(int(np.argmax(ratio)), shape) if diff.size else None
     # The comparison covers every entry: an error in any one above its tolerance fails it.
     detectable = float(tolerance.max()) if diff.size else None
-    largest = float(np.abs(reference).max(initial=0.0))
     return TensorResult(
         name=name, shape=shape, checked=int(diff.size),
         max_abs_error=float(diff.max(initial=0.0)), max_rel_error=float(rel.max(initial=0.0)),
