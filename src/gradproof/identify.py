@@ -465,7 +465,9 @@ class _Forwards:
     def __init__(self, fit: Fit, canonical: list[Params], x: np.ndarray) -> None:
         self._options = fit.network_options()
         self._canonical = canonical
-        self._x = Network(**self._options, target="one_hot").validate_input(x)
+        self._structural = Network(**self._options, target="one_hot")
+        self._x = self._structural.validate_input(x)
+        self._checked: dict[int, Params] = {}
         self._cache: dict[tuple[tuple[str, ...], int], ForwardCache] = {}
         self._squares: dict[str, np.ndarray] = {}
 
@@ -482,15 +484,26 @@ class _Forwards:
             ])
         return self._squares[prefix]
 
+    def params(self, point: int) -> Params:
+        """The point's parameters as the networks read them (their dtype), converted once.
+
+        Not scanned for NaN and Inf: the user's point was (``parse_params``) and the others
+        differ from it by bounded noise; one that overflowed gives a non-finite loss, whose
+        fit scores NaN and never matches, and whose residual is inf (``_residual``).
+        """
+        if point not in self._checked:
+            self._checked[point] = self._structural.validate_params(self._canonical[point],
+                                                                    check_finite=False)
+        return self._checked[point]
+
     def at(self, net: Network, point: int) -> ForwardCache:
+        """The forward pass at the point with ``net``'s hidden activations and an identity
+        output (``Network.completed`` adds any other)."""
         key = (net.activation, point)
         if key not in self._cache:
             linear = Network(**self._options, activation=net.activation, output="identity",
                              target="one_hot")
-            # Not scanned for NaN and Inf: the user's point was (``parse_params``) and the
-            # others differ from it by bounded noise; one that overflowed gives a non-finite
-            # loss, whose fit scores NaN and never matches.
-            self._cache[key] = linear.forward(self._canonical[point], self._x,
+            self._cache[key] = linear.forward(self.params(point), self._x,
                                               check_finite=False)[1]
         return self._cache[key]
 
@@ -703,7 +716,7 @@ def _identify_fit(problem: UserProblem, fit: Fit, best: _Best, mixed: bool
             for form in _forms(candidate.net):
                 fitted, score = _fit_penalty(user - data, values, form, tol)
                 if score <= 1.0:
-                    found = _confirm(problem, fit, candidate, scale, fitted, x_rows, canonical)
+                    found = _confirm(problem, fit, candidate, scale, fitted, forwards)
                     if found is not None:
                         return found, tried
                 if score * rtol < best.score:
@@ -725,39 +738,45 @@ def _network(candidate: _DataCandidate, scale: _Scale, penalty: _Penalty, m: int
 
 
 def _confirm(problem: UserProblem, fit: Fit, candidate: _DataCandidate, scale: _Scale,
-             penalty: _Penalty, x_rows: np.ndarray, canonical: list[Params]
-             ) -> Identified | None:
+             penalty: _Penalty, forwards: _Forwards) -> Identified | None:
     """The network rebuilt from the fitted constants, rounded to 6 digits where that still
-    fits, and its loss compared with the user's at every point."""
-    m = x_rows.shape[0]
+    fits, and its loss (``Network.objective``, on the hidden layers' passes the fit read)
+    compared with the user's at every point."""
+    m = forwards.x.shape[0]
     rtol = RTOL[problem.dtype]
     exact = _network(candidate, scale, penalty, m)
     rounded = replace(exact, weight_decay=_round(exact.weight_decay),
                       sparsity_weight=_round(exact.sparsity_weight),
                       sparsity_target=_round(exact.sparsity_target))
     for net in (rounded, exact):
-        residual = _residual(problem, fit.layout, net, canonical)
+        residual = _residual(problem, fit.layout, net, forwards)
         if residual <= rtol * 2:
             return Identified(net, fit.layout, residual, _describe(net, fit.layout, problem))
     return None
 
 
 def _residual(problem: UserProblem, layout: Layout, net: Network,
-              canonical: list[Params] | None = None) -> float:
+              forwards: _Forwards | None = None) -> float:
     """The largest difference between ``net``'s loss and the user's over the points, relative
     to |J| plus ``_size_weight`` times the size of the loss's terms (``loss_and_size``); inf
     where the network cannot read the parameters or the targets, or its loss is not finite
-    (the points are not scanned for NaN and Inf: see ``_Forwards.at``). ``canonical``: the points
-    already mapped onto a network of ``net``'s shapes in ``layout``, where the caller has them
-    (each mapping copies every parameter)."""
+    (the points are not scanned for NaN and Inf: see ``_Forwards.params``). ``forwards``: the
+    points already mapped onto a network of ``net``'s shapes in ``layout`` and passed through
+    its hidden layers, where the caller has them (each mapping and pass reads every
+    parameter)."""
     worst = 0.0
     for i, point in enumerate(problem.points):
         try:
-            params, x_rows, y = _canonical(layout, net, problem, point.params,
-                                           None if canonical is None else canonical[i])
-            value, size = loss_and_size(net, params, x_rows, y, check_finite=False)
+            if forwards is None:
+                params, x_rows, y = _canonical(layout, net, problem, point.params)
+                value, cache, t = net.evaluate(params, x_rows, y, check_finite=False)
+            else:
+                t = net.targets(forwards.x, _read_targets(layout, net, problem))
+                cache = net.completed(forwards.at(net, i))
+                value = net.objective(forwards.params(i), cache, t)
         except InputError:
             return math.inf
+        size = _loss_size(net, value, cache, t)
         if not math.isfinite(value + size):
             return math.inf  # max() would pass over a NaN residual: max(0.0, nan) is 0.0
         scale = abs(point.value) + _size_weight(problem.dtype) * size
@@ -771,10 +790,15 @@ def loss_and_size(net: Network, params: Params, x_rows: np.ndarray, y: Any,
     (``_term_size``) with the loss's factor, plus the penalties (never negative); from one
     forward pass (``check_finite`` as for ``Network.evaluate``)."""
     value, cache, t = net.evaluate(params, x_rows, y, check_finite)
+    return value, _loss_size(net, value, cache, t)
+
+
+def _loss_size(net: Network, value: float, cache: ForwardCache, t: np.ndarray) -> float:
+    """``loss_and_size``'s size, from the forward pass that gave the loss ``value``."""
     data, size = _data_term(net, cache.pre_activations[-1], t)
-    factor = REDUCTIONS[net.reduction](x_rows.shape[0]) * (
+    factor = REDUCTIONS[net.reduction](t.shape[0]) * (
         2.0 if net.loss_name == "squared" and not net.squared_half else 1.0)
-    return value, factor * size + abs(value - factor * data)
+    return factor * size + abs(value - factor * data)
 
 
 def _round(value: float) -> float:
@@ -935,16 +959,21 @@ def _canonical(layout: Layout, net: Network, problem: UserProblem, params: Any,
     """The point, data and targets as ``net`` reads them in ``layout``; ``mapped``: the
     point's parameters already mapped. The parameters are views of the user's arrays where
     the layout allows (``to_canonical(copy=False)``): every caller only reads them."""
-    x_rows = examples_as_rows(layout, problem.x)
+    if mapped is None:
+        mapped = to_canonical(layout, net, params, copy=False)
+    return mapped, examples_as_rows(layout, problem.x), _read_targets(layout, net, problem)
+
+
+def _read_targets(layout: Layout, net: Network, problem: UserProblem) -> Any:
+    """The user's ``y`` as ``net`` reads it in ``layout`` (one row per example)."""
     y = problem.y
     if net.target == "one_hot":
         arr = np.asarray(y)
-        y = arr if arr.shape == (x_rows.shape[0], net.layers[-1]) else arr.T
-    elif net.target == "labels":
-        y = np.asarray(y).reshape(-1)
-    if mapped is None:
-        mapped = to_canonical(layout, net, params, copy=False)
-    return mapped, x_rows, y
+        m = examples_as_rows(layout, problem.x).shape[0]
+        return arr if arr.shape == (m, net.layers[-1]) else arr.T
+    if net.target == "labels":
+        return np.asarray(y).reshape(-1)
+    return y
 
 
 def user_gradient(identified: Identified, grads: Params) -> Any:

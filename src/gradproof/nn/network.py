@@ -632,7 +632,21 @@ class Network:
             The targets the output was compared with (the input, one-hot labels or ``y``).
         """
         checked, cache, t = self._checked(params, x, y, check_finite)
-        return self._total(checked, cache, self._data_value(cache, t)), cache, t
+        return self.objective(checked, cache, t), cache, t
+
+    def objective(self, params: Params, cache: ForwardCache, t: np.ndarray) -> float:
+        """``evaluate``'s J from a forward pass already made, of validated ``params``, and
+        the targets ``t`` (``targets``)."""
+        return self._total(params, cache, self._data_value(cache, t))
+
+    def completed(self, cache: ForwardCache) -> ForwardCache:
+        """This network's forward pass from that of a network that differs from it only in
+        the output activation, at the same parameters and data: the layers before the
+        output and the output's pre-activation are the same, so only the output activation
+        is computed (as ``_forward`` computes it)."""
+        s = cache.pre_activations[-1]
+        a = softmax(s) if self.output == "softmax" else self._dense[-1].activation.forward(s)
+        return ForwardCache([*cache.activations[:-1], a], list(cache.pre_activations))
 
     def loss_and_grad(self, params: Mapping[str, Any], x: Any, y: Any = None
                       ) -> tuple[float, Params]:
