@@ -241,8 +241,12 @@ def _user_points(problem: UserProblem, params: Any) -> list[UserPoint]:
         part = flat[spec.span]
         rms = math.sqrt(float(np.vdot(part, part)) / spec.size) if spec.size else 0.0
         factors.append((spec.span, math.sqrt(3) / 32768 * (rms or whole or 0.1)))
-    moves = [(move, rng.bit_generator.random_raw(-(-size // 4)).view(np.int16)[:size])
-             for move in _MOVE[: POINTS - 1]]  # four 16-bit draws from each 64 random bits
+    # One draw for all the moves (four 16-bit draws from each 64 random bits), each move
+    # reading it from its own offset: shifted windows of independent draws are themselves
+    # generic directions, uncorrelated entry by entry, at a quarter of the drawing.
+    count = len(_MOVE[: POINTS - 1])
+    raw = rng.bit_generator.random_raw(-(-(size + count) // 4)).view(np.int16)
+    moves = [(move, raw[i: i + size]) for i, move in enumerate(_MOVE[:count])]
 
     def near(i: int, shrink: float) -> Any:
         move, bits = moves[i]
