@@ -472,6 +472,7 @@ class _Forwards:
         self._structural = Network(**self._options, target="one_hot")
         self._x = self._structural.validate_input(x)
         self._checked: dict[int, Params] = {}
+        self._linear: dict[tuple[str, ...], Network] = {}
         self._cache: dict[tuple[tuple[str, ...], int], ForwardCache] = {}
         self._squares: dict[str, np.ndarray] = {}
 
@@ -505,10 +506,12 @@ class _Forwards:
         output (``Network.completed`` adds any other)."""
         key = (net.activation, point)
         if key not in self._cache:
-            linear = Network(**self._options, activation=net.activation, output="identity",
-                             target="one_hot")
-            self._cache[key] = linear.forward(self.params(point), self._x,
-                                              check_finite=False)[1]
+            if net.activation not in self._linear:  # built once: a Network is not free to build
+                self._linear[net.activation] = Network(
+                    **self._options, activation=net.activation, output="identity",
+                    target="one_hot")
+            self._cache[key] = self._linear[net.activation].forward(
+                self.params(point), self._x, check_finite=False)[1]
         return self._cache[key]
 
 
