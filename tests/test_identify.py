@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 import gradproof as gp
 from gradproof.errors import InputError
-from gradproof.identify import identify
+from gradproof.identify import UserPoint, given_model, identify, read_problem
 from gradproof.layouts import Layout, from_canonical, to_canonical
 from gradproof.network_mistakes import Deviation, NETWORK_MISTAKES, variant_backprop
 from gradproof.nn import Network
@@ -254,12 +254,17 @@ def test_an_unidentified_loss_falls_back_to_check_gradient():
     assert not wrong.passed
 
 
-def test_model_given_skips_identification_and_must_compute_the_loss():
+def _softmax_classifier_and_model():
+    """The numpy softmax classifier (lambda 0.3) and the network its loss computes."""
     user = numpy_softmax_classifier(lam=0.3)
-    m = user.x.shape[0]
     net = Network([12, 7, 5], activation="tanh", output="softmax",
                   loss_name="softmax_cross_entropy", target="labels", reduction="mean",
-                  weight_decay=0.3 * m, decay_mean=True)
+                  weight_decay=0.3 * user.x.shape[0], decay_mean=True)
+    return user, net
+
+
+def test_model_given_skips_identification_and_must_compute_the_loss():
+    user, net = _softmax_classifier_and_model()
     report = gp.check_network(user.loss, user.grad, user.params, user.x, user.y, model=net)
     assert report.passed
     with pytest.raises(InputError, match="does not compute your loss"):
@@ -307,6 +312,18 @@ def test_points_where_the_loss_is_not_finite_are_asked_again_nearer():
     found = identify(FarIsInfinite(), user.params, user.x, user.y).model
     assert found is not None
     assert calls == [6, 2]  # the two asked again at half the distance, together
+
+
+def test_a_point_where_the_network_loss_is_not_finite_never_matches():
+    # The identification's points are not scanned for NaN and Inf: a point where the network's
+    # loss is NaN must count as a mismatch, not vanish in max(worst, nan).
+    user, net = _softmax_classifier_and_model()
+    problem = read_problem(user.loss, user.params, user.x, user.y)
+    assert given_model(problem, net, None).residual < 1e-12
+    overflowed = {name: np.full_like(value, np.nan) for name, value in user.params.items()}
+    problem.points[1] = UserPoint(overflowed, problem.points[1].value)
+    with pytest.raises(InputError, match="does not compute your loss"):
+        given_model(problem, net, None)
 
 
 # ----- bad input ----------------------------------------------------------------------------

@@ -241,8 +241,12 @@ def _user_points(problem: UserProblem, params: Any) -> list[UserPoint]:
         part = flat[spec.span]
         rms = math.sqrt(float(np.vdot(part, part)) / spec.size) if spec.size else 0.0
         factors.append((spec.span, math.sqrt(3) / 32768 * (rms or whole or 0.1)))
-    moves = [(move, rng.bit_generator.random_raw(-(-size // 4)).view(np.int16)[:size])
-             for move in _MOVE[: POINTS - 1]]  # four 16-bit draws from each 64 random bits
+    # One draw for all the moves (four 16-bit draws from each 64 random bits), each move
+    # reading it from its own offset: shifted windows of independent draws are themselves
+    # generic directions, uncorrelated entry by entry, at a quarter of the drawing.
+    count = len(_MOVE[: POINTS - 1])
+    raw = rng.bit_generator.random_raw(-(-(size + count) // 4)).view(np.int16)
+    moves = [(move, raw[i: i + size]) for i, move in enumerate(_MOVE[:count])]
 
     def near(i: int, shrink: float) -> Any:
         move, bits = moves[i]
@@ -465,7 +469,10 @@ class _Forwards:
     def __init__(self, fit: Fit, canonical: list[Params], x: np.ndarray) -> None:
         self._options = fit.network_options()
         self._canonical = canonical
-        self._x = Network(**self._options, target="one_hot").validate_input(x)
+        self._structural = Network(**self._options, target="one_hot")
+        self._x = self._structural.validate_input(x)
+        self._checked: dict[int, Params] = {}
+        self._linear: dict[tuple[str, ...], Network] = {}
         self._cache: dict[tuple[tuple[str, ...], int], ForwardCache] = {}
         self._squares: dict[str, np.ndarray] = {}
 
@@ -482,12 +489,29 @@ class _Forwards:
             ])
         return self._squares[prefix]
 
+    def params(self, point: int) -> Params:
+        """The point's parameters as the networks read them (their dtype), converted once.
+
+        Not scanned for NaN and Inf: the user's point was (``parse_params``) and the others
+        differ from it by bounded noise; one that overflowed gives a non-finite loss, whose
+        fit scores NaN and never matches, and whose residual is inf (``_residual``).
+        """
+        if point not in self._checked:
+            self._checked[point] = self._structural.validate_params(self._canonical[point],
+                                                                    check_finite=False)
+        return self._checked[point]
+
     def at(self, net: Network, point: int) -> ForwardCache:
+        """The forward pass at the point with ``net``'s hidden activations and an identity
+        output (``Network.completed`` adds any other)."""
         key = (net.activation, point)
         if key not in self._cache:
-            linear = Network(**self._options, activation=net.activation, output="identity",
-                             target="one_hot")
-            self._cache[key] = linear.forward(self._canonical[point], self._x)[1]
+            if net.activation not in self._linear:  # built once: a Network is not free to build
+                self._linear[net.activation] = Network(
+                    **self._options, activation=net.activation, output="identity",
+                    target="one_hot")
+            self._cache[key] = self._linear[net.activation].forward(
+                self.params(point), self._x, check_finite=False)[1]
         return self._cache[key]
 
 
@@ -699,7 +723,7 @@ def _identify_fit(problem: UserProblem, fit: Fit, best: _Best, mixed: bool
             for form in _forms(candidate.net):
                 fitted, score = _fit_penalty(user - data, values, form, tol)
                 if score <= 1.0:
-                    found = _confirm(problem, fit, candidate, scale, fitted, x_rows, canonical)
+                    found = _confirm(problem, fit, candidate, scale, fitted, forwards)
                     if found is not None:
                         return found, tried
                 if score * rtol < best.score:
@@ -721,53 +745,67 @@ def _network(candidate: _DataCandidate, scale: _Scale, penalty: _Penalty, m: int
 
 
 def _confirm(problem: UserProblem, fit: Fit, candidate: _DataCandidate, scale: _Scale,
-             penalty: _Penalty, x_rows: np.ndarray, canonical: list[Params]
-             ) -> Identified | None:
+             penalty: _Penalty, forwards: _Forwards) -> Identified | None:
     """The network rebuilt from the fitted constants, rounded to 6 digits where that still
-    fits, and its loss compared with the user's at every point."""
-    m = x_rows.shape[0]
+    fits, and its loss (``Network.objective``, on the hidden layers' passes the fit read)
+    compared with the user's at every point."""
+    m = forwards.x.shape[0]
     rtol = RTOL[problem.dtype]
     exact = _network(candidate, scale, penalty, m)
     rounded = replace(exact, weight_decay=_round(exact.weight_decay),
                       sparsity_weight=_round(exact.sparsity_weight),
                       sparsity_target=_round(exact.sparsity_target))
     for net in (rounded, exact):
-        residual = _residual(problem, fit.layout, net, canonical)
+        residual = _residual(problem, fit.layout, net, forwards)
         if residual <= rtol * 2:
             return Identified(net, fit.layout, residual, _describe(net, fit.layout, problem))
     return None
 
 
 def _residual(problem: UserProblem, layout: Layout, net: Network,
-              canonical: list[Params] | None = None) -> float:
+              forwards: _Forwards | None = None) -> float:
     """The largest difference between ``net``'s loss and the user's over the points, relative
     to |J| plus ``_size_weight`` times the size of the loss's terms (``loss_and_size``); inf
-    where the network cannot read the parameters or the targets. ``canonical``: the points
-    already mapped onto a network of ``net``'s shapes in ``layout``, where the caller has them
-    (each mapping copies every parameter)."""
+    where the network cannot read the parameters or the targets, or its loss is not finite
+    (the points are not scanned for NaN and Inf: see ``_Forwards.params``). ``forwards``: the
+    points already mapped onto a network of ``net``'s shapes in ``layout`` and passed through
+    its hidden layers, where the caller has them (each mapping and pass reads every
+    parameter)."""
     worst = 0.0
     for i, point in enumerate(problem.points):
         try:
-            params, x_rows, y = _canonical(layout, net, problem, point.params,
-                                           None if canonical is None else canonical[i])
-            value, size = loss_and_size(net, params, x_rows, y)
+            if forwards is None:
+                params, x_rows, y = _canonical(layout, net, problem, point.params)
+                value, cache, t = net.evaluate(params, x_rows, y, check_finite=False)
+            else:
+                t = net.targets(forwards.x, _read_targets(layout, net, problem))
+                cache = net.completed(forwards.at(net, i))
+                value = net.objective(forwards.params(i), cache, t)
         except InputError:
             return math.inf
+        size = _loss_size(net, value, cache, t)
+        if not math.isfinite(value + size):
+            return math.inf  # max() would pass over a NaN residual: max(0.0, nan) is 0.0
         scale = abs(point.value) + _size_weight(problem.dtype) * size
         worst = max(worst, abs(value - point.value) / max(scale, 1e-300))
     return worst
 
 
-def loss_and_size(net: Network, params: Params, x_rows: np.ndarray, y: Any
-                  ) -> tuple[float, float]:
+def loss_and_size(net: Network, params: Params, x_rows: np.ndarray, y: Any,
+                  check_finite: bool = True) -> tuple[float, float]:
     """``net``'s loss at a point and the size of the terms it adds up there: its data term's
     (``_term_size``) with the loss's factor, plus the penalties (never negative); from one
-    forward pass."""
-    value, cache, t = net.evaluate(params, x_rows, y)
+    forward pass (``check_finite`` as for ``Network.evaluate``)."""
+    value, cache, t = net.evaluate(params, x_rows, y, check_finite)
+    return value, _loss_size(net, value, cache, t)
+
+
+def _loss_size(net: Network, value: float, cache: ForwardCache, t: np.ndarray) -> float:
+    """``loss_and_size``'s size, from the forward pass that gave the loss ``value``."""
     data, size = _data_term(net, cache.pre_activations[-1], t)
-    factor = REDUCTIONS[net.reduction](x_rows.shape[0]) * (
+    factor = REDUCTIONS[net.reduction](t.shape[0]) * (
         2.0 if net.loss_name == "squared" and not net.squared_half else 1.0)
-    return value, factor * size + abs(value - factor * data)
+    return factor * size + abs(value - factor * data)
 
 
 def _round(value: float) -> float:
@@ -928,16 +966,21 @@ def _canonical(layout: Layout, net: Network, problem: UserProblem, params: Any,
     """The point, data and targets as ``net`` reads them in ``layout``; ``mapped``: the
     point's parameters already mapped. The parameters are views of the user's arrays where
     the layout allows (``to_canonical(copy=False)``): every caller only reads them."""
-    x_rows = examples_as_rows(layout, problem.x)
+    if mapped is None:
+        mapped = to_canonical(layout, net, params, copy=False)
+    return mapped, examples_as_rows(layout, problem.x), _read_targets(layout, net, problem)
+
+
+def _read_targets(layout: Layout, net: Network, problem: UserProblem) -> Any:
+    """The user's ``y`` as ``net`` reads it in ``layout`` (one row per example)."""
     y = problem.y
     if net.target == "one_hot":
         arr = np.asarray(y)
-        y = arr if arr.shape == (x_rows.shape[0], net.layers[-1]) else arr.T
-    elif net.target == "labels":
-        y = np.asarray(y).reshape(-1)
-    if mapped is None:
-        mapped = to_canonical(layout, net, params, copy=False)
-    return mapped, x_rows, y
+        m = examples_as_rows(layout, problem.x).shape[0]
+        return arr if arr.shape == (m, net.layers[-1]) else arr.T
+    if net.target == "labels":
+        return np.asarray(y).reshape(-1)
+    return y
 
 
 def user_gradient(identified: Identified, grads: Params) -> Any:

@@ -883,7 +883,10 @@ def rounding_tolerance(reference: np.ndarray, analytic: np.ndarray) -> np.ndarra
     """
     dtype = np.result_type(np.asarray(analytic).dtype, np.float32)
     rtol = math.sqrt(float(np.finfo(dtype).eps))
-    reference = np.asarray(reference, dtype=np.float64)
-    largest = float(np.max(np.abs(reference), initial=0.0))
-    floor = float(np.finfo(np.float64).tiny)
-    return rtol * (np.abs(reference) + largest) + floor
+    # one array, in place: on a large tensor each temporary costs a pass and its page faults
+    tolerance = np.abs(np.asarray(reference, dtype=np.float64))
+    largest = float(tolerance.max(initial=0.0))
+    tolerance += largest
+    tolerance *= rtol
+    tolerance += float(np.finfo(np.float64).tiny)
+    return tolerance

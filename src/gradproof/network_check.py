@@ -279,13 +279,14 @@ def _exact_report(problem: UserProblem, identified: Identified,
     ``ParamLayout.match_gradient`` gives it); the evidence's verdicts kept."""
     net = identified.network
     canonical, x_rows, y = point
-    reference_grads = net.loss_and_grad(canonical, x_rows, y)[1]
     layout = problem.layout
-    reference = layout.match_gradient(user_gradient(identified, reference_grads))[0]
+    reference = _in_layout(layout, identified, net.loss_and_grad(canonical, x_rows, y)[1])
     # match_gradient's notes (shape conventions) are already among the evidence's findings.
     analytic, _, dtypes, _ = matched
     named = layout.named(problem.flat)
-    tolerance = {name: rounding_tolerance(reference[name], analytic[name].astype(dtypes[name]))
+    # the user's dtype sets the tolerance; a float64 gradient is not copied for it
+    tolerance = {name: rounding_tolerance(reference[name],
+                                          analytic[name].astype(dtypes[name], copy=False))
                  for name in layout.names}
     results, failing = [], []
     for spec in layout.specs:
@@ -313,23 +314,41 @@ def _exact_report(problem: UserProblem, identified: Identified,
     )
 
 
+def _in_layout(layout: ParamLayout, identified: Identified, grads: Params
+               ) -> dict[str, np.ndarray]:
+    """A gradient of the identified network as float64 tensors keyed by the user's names, each
+    of the user's shape: ``from_canonical`` gives the user's own structure and shapes, so
+    ``match_gradient``'s reading of a user's gradient (its copy, its scan for NaN and Inf)
+    is not needed for the network's."""
+    structure = user_gradient(identified, grads)
+    if layout.kind != "tree":
+        return layout.named(np.asarray(structure, dtype=np.float64).reshape(-1))
+    return {spec.name: np.asarray(leaf, dtype=np.float64).reshape(spec.shape)
+            for spec, leaf in zip(layout.specs, layout.leaves(structure))}
+
+
 def _tensor_result(name: str, shape: tuple[int, ...], analytic: np.ndarray,
                    reference: np.ndarray, tolerance: np.ndarray, evidence: TensorResult
                    ) -> TensorResult:
     diff = np.subtract(analytic, reference)
     np.abs(diff, out=diff)
     # in place where it can be: each fresh array of a large tensor costs its page faults
+    magnitude = np.abs(reference)
+    largest = float(magnitude.max(initial=0.0))
     scale = np.abs(analytic, dtype=np.float64)
-    np.maximum(scale, np.abs(reference), out=scale)
+    np.maximum(scale, magnitude, out=scale)
     rel = np.divide(diff, scale, out=scale, where=scale > 0)  # 0 where both are 0
-    worst = np.unravel_index(int(np.argmax(diff / tolerance)), shape) if diff.size else None
+    ratio = np.divide(diff, tolerance, out=magnitude)
+    worst = np.unravel_index(int(np.argmax(ratio)), shape) if diff.size else None
     # The comparison covers every entry: an error in any one above its tolerance fails it.
     detectable = float(tolerance.max()) if diff.size else None
-    largest = float(np.abs(reference).max(initial=0.0))
     return TensorResult(
         name=name, shape=shape, checked=int(diff.size),
         max_abs_error=float(diff.max(initial=0.0)), max_rel_error=float(rel.max(initial=0.0)),
-        passed=bool(np.all(diff <= tolerance)) and evidence.passed,
+        # every ratio below 1 (as floats) means every difference below its tolerance; only
+        # otherwise is the comparison itself needed (NaN compares as a failure either way)
+        passed=(worst is None or float(ratio[worst]) < 1.0
+                or bool(np.all(diff <= tolerance))) and evidence.passed,
         worst_index=None if worst is None else tuple(int(i) for i in worst),
         step=evidence.step, error_estimate=evidence.error_estimate,
         tolerance=None if worst is None else float(tolerance[worst]),
@@ -352,7 +371,7 @@ def _mistake_hypotheses(problem: UserProblem, identified: Identified, canonical:
         def test(case: TensorCase, failing: Mapping[str, TensorCase]) -> Finding | None:
             if mistake.id not in computed:
                 wrong = mistake.gradient(net, canonical, x_rows, y)
-                computed[mistake.id] = layout.match_gradient(user_gradient(identified, wrong))[0]
+                computed[mistake.id] = _in_layout(layout, identified, wrong)
             corrected = case.numeric + (case.analytic - computed[mistake.id][case.name])
             if not case.explains(corrected):
                 return None

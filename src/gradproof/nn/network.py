@@ -443,16 +443,18 @@ class Network:
             self._shapes, lambda k: self._dense[k - 1].activation.init_scale, self.dtype, seed
         )
 
-    def validate_params(self, params: Mapping[str, Any]) -> Params:
+    def validate_params(self, params: Mapping[str, Any], check_finite: bool = True) -> Params:
         """``params`` as arrays of the network's dtype; ``InputError`` unless they fit.
 
         Checks exactly the names of ``param_shapes()`` (listing the missing and the extra
-        ones), real numeric arrays, the right shapes and finite values.
+        ones), real numeric arrays, the right shapes and (with ``check_finite``) finite
+        values: a caller whose points are already known finite, or that treats a non-finite
+        loss as a mismatch, skips those scans of every entry.
         """
         described = (
             f"this network (layers {list(self.layers)}, bias={self.bias}, tied={self.tied})"
         )
-        return checked_params(params, self._shapes, self.dtype, described)
+        return checked_params(params, self._shapes, self.dtype, described, check_finite)
 
     def _layer_params(self, params: Params, k: int) -> Params:
         """The layer-local params {"W", "b"} of layer k (1-based), tied weights transposed."""
@@ -555,9 +557,12 @@ class Network:
             activations[-1] = softmax(pre_activations[-1])
         return ForwardCache(activations, pre_activations)
 
-    def forward(self, params: Mapping[str, Any], x: Any) -> tuple[np.ndarray, ForwardCache]:
-        """The output ``z`` (batch, layers[-1]) and what the backward pass needs."""
-        cache = self._forward(self.validate_params(params), self.validate_input(x))
+    def forward(self, params: Mapping[str, Any], x: Any, check_finite: bool = True
+                ) -> tuple[np.ndarray, ForwardCache]:
+        """The output ``z`` (batch, layers[-1]) and what the backward pass needs
+        (``check_finite`` as for ``validate_params``)."""
+        cache = self._forward(self.validate_params(params, check_finite),
+                              self.validate_input(x))
         return cache.activations[-1], cache
 
     def _data_value(self, cache: ForwardCache, t: np.ndarray) -> float:
@@ -602,9 +607,9 @@ class Network:
             total += self.sparsity_weight * float(np.sum(kl))
         return float(total)
 
-    def _checked(self, params: Mapping[str, Any], x: Any, y: Any
+    def _checked(self, params: Mapping[str, Any], x: Any, y: Any, check_finite: bool = True
                  ) -> tuple[Params, ForwardCache, np.ndarray]:
-        checked, x = self.validate_params(params), self.validate_input(x)
+        checked, x = self.validate_params(params, check_finite), self.validate_input(x)
         t = self.targets(x, y)  # before the forward pass: bad labels fail fast
         return checked, self._forward(checked, x), t
 
@@ -612,10 +617,12 @@ class Network:
         """The objective J for a batch ``x`` (batch, layers[0]) and its targets ``y``."""
         return self.evaluate(params, x, y)[0]
 
-    def evaluate(self, params: Mapping[str, Any], x: Any, y: Any = None
-                 ) -> tuple[float, ForwardCache, np.ndarray]:
+    def evaluate(self, params: Mapping[str, Any], x: Any, y: Any = None,
+                 check_finite: bool = True) -> tuple[float, ForwardCache, np.ndarray]:
         """The objective J with the forward pass it came from: for a caller that reads more
         of the same pass than ``loss`` returns (one forward pass instead of two).
+        ``check_finite`` as for ``validate_params``: without it, non-finite parameters give
+        a non-finite J.
 
         Returns
         -------
@@ -624,8 +631,22 @@ class Network:
         t : ndarray, shape (batch, layers[-1])
             The targets the output was compared with (the input, one-hot labels or ``y``).
         """
-        checked, cache, t = self._checked(params, x, y)
-        return self._total(checked, cache, self._data_value(cache, t)), cache, t
+        checked, cache, t = self._checked(params, x, y, check_finite)
+        return self.objective(checked, cache, t), cache, t
+
+    def objective(self, params: Params, cache: ForwardCache, t: np.ndarray) -> float:
+        """``evaluate``'s J from a forward pass already made, of validated ``params``, and
+        the targets ``t`` (``targets``)."""
+        return self._total(params, cache, self._data_value(cache, t))
+
+    def completed(self, cache: ForwardCache) -> ForwardCache:
+        """This network's forward pass from that of a network that differs from it only in
+        the output activation, at the same parameters and data: the layers before the
+        output and the output's pre-activation are the same, so only the output activation
+        is computed (as ``_forward`` computes it)."""
+        s = cache.pre_activations[-1]
+        a = softmax(s) if self.output == "softmax" else self._dense[-1].activation.forward(s)
+        return ForwardCache([*cache.activations[:-1], a], list(cache.pre_activations))
 
     def loss_and_grad(self, params: Mapping[str, Any], x: Any, y: Any = None
                       ) -> tuple[float, Params]:
