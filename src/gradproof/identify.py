@@ -40,8 +40,8 @@ from gradproof.nn.losses import LOSSES, REDUCTIONS, kl_divergence
 from gradproof.nn.network import DATA_TERMS, ForwardCache, Network
 from gradproof.nn.softmax import softmax_cross_entropy
 from gradproof.network_mistakes import decay_slope
+from gradproof.network_words import describe, user_names
 from gradproof.params import ParamLayout, parse_params
-from gradproof.report import Finding
 
 Params = dict[str, np.ndarray]
 
@@ -845,108 +845,23 @@ def _check_labels(problem: UserProblem, fits: list[Fit]) -> None:
 # ------------------------------------------------------------------------------ words
 
 
-def user_names(layout: Layout, net: Network, flat_names: Sequence[str] | None = None
-               ) -> dict[str, str]:
-    """Network tensor name -> the user's name for what holds it; ``flat_names``: the names
-    given to the tensors of a flat vector (``shapes=``'s keys), in its order."""
-    stored = list(layout.stored) if layout.stored is not None else list(net.param_shapes())
-    if layout.container == "dict" and layout.names is not None:
-        names = dict(zip(stored, layout.names))
-    elif layout.container == "flat" and flat_names is not None:
-        names = dict(zip(stored, flat_names))
-    elif layout.container == "list":
-        names = {name: f"[{i}]" for i, name in enumerate(stored)}
-    else:
-        names = {name: name for name in stored}
-    if layout.biases == "augmented":
-        for name in list(names):
-            names[f"b{name[1:]}"] = names[name]
-    return names
-
-
-def _decay_text(net: Network, layout: Layout, flat_names: Sequence[str] | None) -> str:
-    if not net.weight_decay:
-        return "no weight decay"
-    names = user_names(layout, net, flat_names)
-    weights = [name for name in net.param_shapes() if name.startswith("W")]
-    if layout.biases == "augmented" and not net.decay_biases:
-        cut = "[:, 1:]" if layout.weights == "out_in" else "[1:, :]"
-        terms = [f"{names[w]}{cut}" for w in weights]
-        tail = " (the bias column skipped)" if layout.weights == "out_in" else " (the bias row skipped)"
-    else:
-        decayed = weights + ([n for n in net.param_shapes() if n.startswith("b")]
-                             if net.decay_biases and layout.biases != "augmented" else [])
-        terms = [names[n] for n in decayed]
-        tail = " (biases included)" if net.decay_biases else " (biases excluded)"
-    factor = "lambda/(2m)" if net.decay_mean else "lambda/2"
-    squares = " + ".join(f"sum {t}**2" for t in terms)
-    return f"{factor} * ({squares}){tail}, lambda = {net.weight_decay:.6g}"
-
-
 def _describe(net: Network, layout: Layout, problem: UserProblem | None) -> str:
-    m = "m" if problem is None else str(problem.x.shape[0 if layout.examples == "rows" else 1])
-    layers = "-".join(str(n) for n in net.layers)
-    hidden = ""
-    if len(set(net.activation)) == 1:
-        hidden = f"{net.activation[0]} hidden, "
-    elif net.activation:
-        hidden = f"{', '.join(net.activation)} hidden (layer by layer), "
-    k = net.layers[-1]
-    if net.loss_name == "squared":
-        data = f"{'1/2 * ' if net.squared_half else ''}squared error summed over the {k} outputs"
-    elif net.loss_name == "cross_entropy":
-        data = f"cross-entropy summed over the {k} outputs"
-    else:
-        data = f"softmax cross-entropy over {k} classes"
-    data += (f" and averaged over {m} examples" if net.reduction == "mean"
-             else f" and summed over {m} examples")
-    target = {"input": "reconstructing its input",
-              "labels": f"labels {net.label_base}..{net.label_base + max(k, 2) - 1}",
-              "one_hot": "targets as rows of y"}[net.target]
-    text = (f"{layers}, {hidden}{net.output} output, {data}, {target}, "
-            f"{_decay_text(net, layout, None if problem is None else flat_names(problem))}")
-    if net.sparsity_weight:
-        text += (f", KL sparsity beta = {net.sparsity_weight:.6g} with rho = "
-                 f"{net.sparsity_target:.6g}")
-    if net.tied:
-        text += ", tied weights"
-    return f"{text}; {layout.describe()}"
-
-
-def decay_form_note(identified: Identified, m: int) -> Finding | None:
-    """A ``convention`` note: the weight decay's forms that fit the loss values equally.
-
-    Only the factor of ``sum W**2`` enters the loss, so ``lambda/(2m)``, ``lambda/2``,
-    ``lambda/m`` and ``lambda`` with each its own lambda compute the same loss and the same
-    gradient: the values cannot tell them apart. Not a bug claim; it says which form the
-    report's lambda belongs to. None without a decay.
-    """
-    net = identified.network
-    if not net.weight_decay:
-        return None
-    kappa = decay_slope(net, m) / 2  # the factor of sum W**2
-    forms = {"lambda/(2m)": 2 * m * kappa, "lambda/2": 2 * kappa, "lambda/m": m * kappa,
-             "lambda": kappa}
-    stated = "lambda/(2m)" if net.decay_mean else "lambda/2"
-    others = ", ".join(f"{form} * sum W**2 with lambda = {value:.6g}"
-                       for form, value in forms.items() if form != stated)
-    return Finding(
-        # the note concerns the loss as a whole, not one tensor
-        "convention", ("loss",),
-        f"the loss values fit the weight decay as {stated} * sum W**2 with lambda = "
-        f"{forms[stated]:.6g}, and equally as {others}: only the factor of sum W**2 "
-        f"({kappa:.6g} with m = {m}) enters the loss, so the values cannot tell the forms "
-        f"apart; the report states {stated}, the course's form for a loss "
-        f"{'averaged' if net.reduction == 'mean' else 'summed'} over the examples",
-        fix="nothing to fix: every form gives the same loss and the same gradient; read the "
-        "report's lambda as the lambda of that form",
-        details={"stated": stated, "forms": forms, "factor": kappa},
-    )
+    """``network_words.describe`` of ``net`` as it reads the user's problem."""
+    if problem is None:
+        return describe(net, layout, "m", None)
+    m = problem.x.shape[0 if layout.examples == "rows" else 1]
+    return describe(net, layout, m, flat_names(problem))
 
 
 def flat_names(problem: UserProblem) -> Sequence[str] | None:
     """The names of a flat vector's tensors (``shapes=``'s keys), else None."""
     return problem.layout.names if problem.structure == "flat" else None
+
+
+def identified_names(identified: Identified, problem: UserProblem) -> dict[str, str]:
+    """Network tensor name -> the user's name for it, in the problem the network was
+    identified from (``network_words.user_names``)."""
+    return user_names(identified.layout, identified.network, flat_names(problem))
 
 
 def _shapes_text(problem: UserProblem) -> str:

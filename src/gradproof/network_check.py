@@ -33,18 +33,17 @@ from gradproof.identify import (
     Identified,
     UserProblem,
     canonical_point,
-    decay_form_note,
-    flat_names,
     given_model,
+    identified_names,
     identify_problem,
     read_problem,
     user_gradient,
-    user_names,
 )
 from gradproof.engine.verdict import transposed_finding
 from gradproof.layouts import Layout, to_canonical
 from gradproof.mistakes import order_findings, rounding_tolerance
 from gradproof.network_mistakes import NetworkMistake, applicable, fix_fields
+from gradproof.network_words import decay_form_note
 from gradproof.nn.autoencoder import Autoencoder
 from gradproof.nn.network import Network, Params
 from gradproof.params import ParamLayout
@@ -174,9 +173,9 @@ def check_network(
     terms = layout_terms(problem.layout, problem.layout.gradient_names(raw), matched[1],
                          flat_name=flat_name, one_based=subscripts == "matlab")
     report = in_user_terms(report, terms)
-    names = user_names(identified.layout, identified.network, flat_names(problem))
-    report = with_canonical(report, names)
-    note = None if model is not None else decay_form_note(identified, point[1].shape[0])
+    report = with_canonical(report, identified_names(identified, problem))
+    note = None if model is not None else decay_form_note(identified.network,
+                                                          point[1].shape[0])
     if note is not None:
         report.findings.append(note)
     report.model = identification.to_dict()
@@ -231,8 +230,7 @@ def _exact_evidence(problem: UserProblem, identified: Identified, autoencoder: A
     net, layout = identified.network, problem.layout
     canonical, x_rows, _ = point
     analytic, transposed, dtypes, notes = matched
-    # network tensor -> the user's tensor
-    holder = user_names(identified.layout, net, flat_names(problem))
+    holder = identified_names(identified, problem)  # network tensor -> the user's tensor
     # The gradient in the user's structure: a dict of plain names is that structure already.
     user_grad = (analytic if problem.structure == "dict"
                  else layout.structure(layout.unroll(analytic)))
@@ -365,7 +363,7 @@ def _mistake_hypotheses(problem: UserProblem, identified: Identified, canonical:
     once when a failing tensor first asks for it."""
     net = identified.network
     computed: dict[str, dict[str, np.ndarray]] = {}
-    names = user_names(identified.layout, net, flat_names(problem))
+    names = identified_names(identified, problem)
 
     def hypothesis(mistake: NetworkMistake) -> Hypothesis:
         def test(case: TensorCase, failing: Mapping[str, TensorCase]) -> Finding | None:
