@@ -211,3 +211,10 @@ def test_a_loss_rounded_in_float32_keeps_the_black_box_evidence():
     assert report.model["residual"] > 1e-13
     assert "finite differences (exact)" not in report.rule
     assert report.passed, str(report)
+
+
+@pytest.mark.parametrize(("option", "value"), [("subscripts", "fortran"), ("flat_name", "1x")])
+def test_naming_options_are_refused_before_the_exact_path_uses_them(option, value):
+    user = sparse_autoencoder()
+    with pytest.raises(gp.InputError, match=f"{option} must be"):
+        gp.check_network(user.loss, user.grad, user.params, user.x, **{option: value})

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from gradproof import blas
-from gradproof.check import check_gradient, check_model
+from gradproof.check import CHECK_GRADIENT_OPTIONS, check_gradient, check_model
 from gradproof.diagnose import HYPOTHESES, Hypothesis, TensorCase, diagnose
 from gradproof.errors import InputError
 from gradproof.identify import (
@@ -39,6 +39,7 @@ from gradproof.identify import (
     read_problem,
     user_gradient,
 )
+from gradproof.engine.options import validate
 from gradproof.engine.verdict import transposed_finding
 from gradproof.layouts import Layout, to_canonical
 from gradproof.mistakes import order_findings, rounding_tolerance
@@ -137,6 +138,9 @@ def check_network(
         loss is not the user's.
     """
     started = time.perf_counter()
+    # The exact path writes positions without passing through check_gradient's own checks.
+    naming = {"subscripts": subscripts, "flat_name": flat_name}
+    validate({name: CHECK_GRADIENT_OPTIONS[name] for name in naming}, naming)
     value = _loss_value(loss, grad)
     problem = read_problem(value, params, x, y, shapes, order)
     if model is None:
