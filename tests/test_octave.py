@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -28,15 +27,6 @@ from gradproof.octave import INSTALL_LINE, OctaveRunner, check
 from gradproof.octave.network import data_readings, inferred_shapes, integer_arguments
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-
-
-@pytest.fixture
-def octave():
-    """Skip without octave-cli, or fail in CI."""
-    if shutil.which("octave-cli") is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("octave-cli is missing in CI, which must install it (.ci/run)")
-        pytest.skip("GNU Octave (octave-cli) is not installed")
 
 
 @pytest.fixture
