@@ -638,16 +638,35 @@ def test_cli_timeout_leaves_a_clear_message_and_nothing_running(code, tmp_path):
     assert left_running(tmp_path / "tmp") == []
 
 
-def test_cli_stopped_by_sigterm_stops_octave(code, tmp_path):
-    folder = code("spin", SPIN)
-    cli = cli_in_subprocess(folder, "spin(theta)", tmp_path, "--timeout", "600")
-    # Wait until Octave runs the function, then stop the CLI as a job control would.
+# Spins as SPIN does, once it has left a file named "spinning" in Octave's working directory.
+MARKED_SPIN = ("function [J, grad] = marked_spin(theta)\n  fclose(fopen('spinning', 'w'));\n"
+               "  while true\n  end\nend\n")
+
+
+def spinning_cli(code, tmp_path: Path) -> subprocess.Popen:
+    """The CLI once Octave is busy in a function that never ends (before that, Octave reads
+    its input and would end by itself at its end)."""
+    folder = code("marked_spin", MARKED_SPIN)
+    cli = cli_in_subprocess(folder, "marked_spin(theta)", tmp_path, "--timeout", "600")
     deadline = time.monotonic() + 60
-    while "octave-cli" not in running_in(tmp_path / "tmp") and time.monotonic() < deadline:
+    while not list((tmp_path / "tmp").glob("*/spinning")) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert "octave-cli" in running_in(tmp_path / "tmp")
-    cli.send_signal(signal.SIGTERM)
+    return cli
+
+
+def test_cli_stopped_by_sigterm_stops_octave(code, tmp_path):
+    cli = spinning_cli(code, tmp_path)
+    cli.send_signal(signal.SIGTERM)  # as a job control would
     out, err = cli.communicate(timeout=60)
     assert cli.returncode == EXIT_INTERRUPTED
     assert err.strip() == "interrupted: stopped by SIGTERM"
+    assert left_running(tmp_path / "tmp") == []
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl's parent-death signal")
+def test_cli_killed_by_sigkill_takes_octave_with_it(code, tmp_path):
+    cli = spinning_cli(code, tmp_path)
+    cli.kill()  # no handler runs: the kernel ends Octave
+    cli.communicate(timeout=60)
     assert left_running(tmp_path / "tmp") == []

@@ -10,7 +10,10 @@ side so that one exchange serves hundreds of points. Arrays cross through .mat f
 temporary directory; commands go to Octave's stdin and each ends with a line on its stdout.
 
 No Octave command may run longer than ``timeout`` seconds: past it the process group (Octave
-and anything it started) is killed and an ``OctaveError`` says so. ``close()`` (or leaving the
+and anything it started) is killed and an ``OctaveError`` says so. On Linux, Octave is also
+killed when the thread that started it ends, which covers the Python process dying by SIGKILL,
+which no handler can catch (an Octave busy in the user's code would otherwise run until its
+command ends); so a runner is used while the thread that made it lives. ``close()`` (or leaving the
 ``with`` block) ends Octave and removes the temporary directory. Every failure of the user's
 code is an ``OctaveError`` (an ``InputError``) with Octave's own message and the file and line
 it names.
@@ -18,6 +21,8 @@ it names.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import hashlib
 import os
 import queue
@@ -51,6 +56,9 @@ _MAX_BATCH = 4096
 # Seconds Octave gets to exit by itself at ``close`` before its process group is killed.
 _GRACE = 2.0
 
+# prctl(2)'s option that sends the child a signal when the thread that started it ends.
+_PR_SET_PDEATHSIG = 1
+
 _DONE = "__gradproof_done__"
 _DRIVER = Path(__file__).parent / "driver"
 
@@ -76,6 +84,22 @@ def octave_executable() -> str:
 def _quote(text: str) -> str:
     """``text`` as an Octave single-quoted string literal."""
     return "'" + text.replace("'", "''") + "'"
+
+
+def _dies_with_parent(parent: int) -> Any:
+    """A ``preexec_fn`` that has the kernel kill the child when ``parent`` dies (Linux), or
+    ``None`` where ``prctl`` is not available."""
+    libc_name = ctypes.util.find_library("c")
+    if not libc_name or not hasattr(ctypes.CDLL(libc_name), "prctl"):
+        return None
+    prctl = ctypes.CDLL(libc_name, use_errno=True).prctl
+
+    def set_parent_death_signal() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the parent died before the signal was set
+            os._exit(1)
+
+    return set_parent_death_signal
 
 
 class OctaveRunner:
@@ -144,6 +168,7 @@ class OctaveRunner:
                 cwd=self._dir,
                 start_new_session=True,  # its own process group, killed as one
                 env=env,
+                preexec_fn=_dies_with_parent(os.getpid()),
             )
             self._lines: queue.Queue[str | None] = queue.Queue()
             threading.Thread(target=self._read, daemon=True).start()
