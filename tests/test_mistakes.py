@@ -384,3 +384,39 @@ def test_fix_lines_compute_the_right_arrays_as_the_user_holds_them(columns, out_
     forward = {(False, False): "x @ W1", (False, True): "x @ W1.T",
                (True, False): "W1.T @ x", (True, True): "W1 @ x"}[columns, out_in]
     assert f"a1: layer 1's activation, sigmoid({forward})" in where_text(model, hidden, orientation)
+
+
+@pytest.mark.parametrize("columns", [False, True], ids=["rows", "columns"])
+@pytest.mark.parametrize("out_in", [False, True], ids=["in_out", "out_in"])
+def test_the_sparsity_fix_line_computes_the_hidden_error_with_its_where_text(columns, out_in):
+    """The sparsity term's fix line, with beta, rho and rho_hat as its where-text defines
+    them (rho_hat's shape differs when examples are columns), gives the hidden error whose
+    outer product with the input is the true gradient of W1, by the autograd oracle."""
+    from gradproof.mistakes import Orientation, where_text
+
+    config = {"layers": [5, 3, 5], "bias": False, "sparsity_weight": 0.7, "sparsity_target": 0.2}
+    model = Autoencoder.from_config({**Autoencoder(5, 3).config(), **config})
+    rng = np.random.default_rng(11)
+    params = {k: rng.normal(size=s) for k, s in model.param_shapes().items()}
+    x = rng.random((6, 5))
+    a1 = 1 / (1 + np.exp(-(x @ params["W1"])))
+    z = 1 / (1 + np.exp(-(a1 @ params["W2"])))
+    d_s2 = (z - x) * z * (1 - z)
+    true = autograd_grad(lambda p: oracle_loss(config, p, x))(params)
+
+    def user(array):
+        return array.T if columns else array
+
+    arrays = {"x": user(x), "a1": user(a1), "z": user(z), "d_s2": user(d_s2), "m": x.shape[0],
+              **{k: v.T if out_in else v for k, v in params.items()}}
+    orientation = Orientation(columns=columns, out_in=out_in)
+    line, _ = MISTAKES["sparsity_missing"].fix_lines(model, "W1", orientation)
+    meanings = dict(part.split(": ", 1) for part in where_text(model, line, orientation).split("; "))
+    assert meanings["beta"] == "the sparsity weight (0.7)"
+    assert meanings["rho"] == "the sparsity target (0.2)"
+    arrays.update(beta=0.7, rho=0.2, rho_hat=eval(meanings["rho_hat"].partition("examples, ")[2], {}, arrays))
+    lhs, rhs = (side.strip() for side in line.split("#")[0].split("=", 1))
+    assert lhs == "d_s1"
+    d_s1 = eval(rhs, {}, arrays)
+    rows = d_s1.T if columns else d_s1
+    np.testing.assert_allclose(x.T @ rows, true["W1"], rtol=1e-12)

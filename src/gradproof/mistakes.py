@@ -602,7 +602,7 @@ def _activation_text(k: int, n: int) -> str:
 
 
 # The local names a fix line may use (the notation of this module's docstring).
-_LOCAL_NAME = re.compile(r"(?<![\w.])(d_s\d+|a\d+|n\d+|z|x|m)(?!\w)")
+_LOCAL_NAME = re.compile(r"(?<![\w.])(d_s\d+|a\d+|n\d+|z|x|m|beta|rho_hat|rho)(?!\w)")
 
 
 def where_text(model: Autoencoder, line: str, orientation: Orientation | None = None) -> str:
@@ -624,6 +624,16 @@ def _meaning(model: Autoencoder, name: str, orientation: Orientation) -> str:
         return f"the input, one example per {'column' if orientation.columns else 'row'}"
     if name == "m":
         return "the number of examples"
+    if name == "beta":
+        return f"the sparsity weight ({model.sparsity_weight:g})"
+    if name == "rho":
+        return f"the sparsity target ({model.sparsity_target:g})"
+    if name == "rho_hat":
+        # its shape must broadcast against the code layer's error, which examples as columns
+        # turn round: (n,) beside (m, n), but (n, 1) beside (n, m)
+        c = model.code_layer
+        mean = "mean(axis=1, keepdims=True)" if orientation.columns else "mean(axis=0)"
+        return f"layer {c}'s mean activation over the examples, a{c}.{mean}"
     if name == "z":
         return f"the output, {_forward_text(model, n, orientation)}"
     k = int(re.sub(r"\D", "", name))
