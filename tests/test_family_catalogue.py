@@ -40,12 +40,16 @@ CONFIGS = {
     "backprop_through_mirror_weight": AUTOENCODER,
     "backprop_untransposed": SOFTMAX,
     "slope_of_activation": CLASSIFIER,
+    "slope_missing": CLASSIFIER,
+    "squared_error_slope_missing": AUTOENCODER,
     "cross_entropy_slope_again": CLASSIFIER,
     "softmax_without_target": SOFTMAX,
     "mean_twice": CLASSIFIER,
     "mean_never": CLASSIFIER,
     "decay_on_biases": CLASSIFIER,
     "decay_of_gradient": CLASSIFIER,
+    "decay_halved": CLASSIFIER,
+    "decay_doubled": CLASSIFIER,
     "sparsity_missing": SPARSE,
     "tied_decoder_path_missing": TIED,
     "tied_encoder_path_missing": TIED,
@@ -141,3 +145,74 @@ def test_a_decayed_bias_vector_is_fixed_on_the_bias_line():
     assert finding.tensor.startswith("b")
     assert finding.details["numpy"].startswith(f"grad_{finding.tensor} = d")
     assert "sum(d" in finding.details["matlab"] and "lambda" not in finding.details["matlab"]
+
+
+def _two_layer_softmax(bug: str):
+    """A hand-written two-layer ReLU softmax classifier with L2 `reg * sum W**2`, as people
+    write it, with ``bug`` planted in its own backward pass (not gradproof's variants)."""
+    rng = np.random.default_rng(3)
+    n, d, h, c = 30, 8, 6, 4
+    x, y = rng.normal(size=(n, d)), rng.integers(0, c, n)
+    params = {"W1": 0.3 * rng.normal(size=(d, h)), "b1": 0.1 * rng.normal(size=h),
+              "W2": 0.3 * rng.normal(size=(h, c)), "b2": np.zeros(c)}
+    reg = 0.05
+
+    def loss_and_grad(p):
+        hidden = np.maximum(0, x @ p["W1"] + p["b1"])
+        scores = hidden @ p["W2"] + p["b2"]
+        probs = np.exp(scores - scores.max(axis=1, keepdims=True))
+        probs /= probs.sum(axis=1, keepdims=True)
+        loss = -np.log(probs[np.arange(n), y]).mean() + reg * (
+            np.sum(p["W1"] ** 2) + np.sum(p["W2"] ** 2))
+        d_scores = probs.copy()
+        d_scores[np.arange(n), y] -= 1
+        d_scores /= n
+        decay = reg if bug == "decay_halved" else 2 * reg
+        d_hidden = d_scores @ p["W2"].T
+        if bug != "slope_missing":
+            d_hidden[hidden <= 0] = 0
+        return loss, {"W1": x.T @ d_hidden + decay * p["W1"], "b1": d_hidden.sum(axis=0),
+                      "W2": hidden.T @ d_scores + decay * p["W2"], "b2": d_scores.sum(axis=0)}
+
+    return loss_and_grad, params, x, y
+
+
+@pytest.mark.parametrize("bug,tensors", [("decay_halved", {"W1", "W2"}),
+                                         ("slope_missing", {"W1", "b1"})])
+def test_hand_written_bugs_of_a_relu_softmax_classifier_are_named(bug, tensors):
+    loss_and_grad, params, x, y = _two_layer_softmax(bug)
+    report = gp.check_network(loss_and_grad, None, params, x, y)
+    assert not report.passed
+    named = {f.tensor for f in report.findings if f.details.get("mistake") == bug}
+    assert named == tensors, str(report)
+
+
+def test_the_hand_written_relu_softmax_classifier_passes_when_right():
+    loss_and_grad, params, x, y = _two_layer_softmax("none")
+    report = gp.check_network(loss_and_grad, None, params, x, y)
+    assert report.passed and not [f for f in report.findings if f.is_bug], str(report)
+
+
+def test_a_squared_error_regression_with_the_cross_entropy_delta_is_named():
+    """Sigmoid outputs, 1/2 squared error averaged over examples as columns, and `a - y` as
+    the output delta, written by hand."""
+    rng = np.random.default_rng(4)
+    x, t = rng.random((5, 20)), rng.random((3, 20))
+    params = {"W1": rng.normal(size=(4, 5)), "b1": rng.normal(size=(4, 1)),
+              "W2": rng.normal(size=(3, 4)), "b2": rng.normal(size=(3, 1))}
+    sigmoid = lambda s: 1 / (1 + np.exp(-s))  # noqa: E731
+
+    def loss_and_grad(p):
+        a2 = sigmoid(p["W1"] @ x + p["b1"])
+        a3 = sigmoid(p["W2"] @ a2 + p["b2"])
+        d3 = (a3 - t) / 20  # the bug: no a3 * (1 - a3)
+        d2 = (p["W2"].T @ d3) * a2 * (1 - a2)
+        return 0.5 * np.sum((a3 - t) ** 2) / 20, {
+            "W1": d2 @ x.T, "b1": d2.sum(axis=1, keepdims=True),
+            "W2": d3 @ a2.T, "b2": d3.sum(axis=1, keepdims=True)}
+
+    report = gp.check_network(loss_and_grad, None, params, x, t)
+    assert "targets as columns of y" in str(report)
+    named = [f for f in report.findings if f.details.get("mistake") == "squared_error_slope_missing"]
+    assert named and {f.tensor for f in named} >= {"W2", "b2"}, str(report)
+    assert "a3 * (1 - a3)" in named[0].details["numpy"] or "sigmoid_gradient" in named[0].details["numpy"]

@@ -34,8 +34,8 @@ from gradproof.nn.softmax import softmax_cross_entropy
 
 Params = dict[str, np.ndarray]
 
-OUTPUT_DELTAS = ("right", "slope_again", "no_target")
-HIDDEN_SLOPES = ("right", "of_activation")
+OUTPUT_DELTAS = ("right", "slope_again", "no_target", "no_slope")
+HIDDEN_SLOPES = ("right", "of_activation", "missing")
 BACK_WEIGHTS = ("transposed", "mirror", "untransposed")
 
 
@@ -45,14 +45,15 @@ class Deviation:
 
     Attributes
     ----------
-    output_delta : {"right", "slope_again", "no_target"}
+    output_delta : {"right", "slope_again", "no_target", "no_slope"}
         The output delta: right; multiplied by the output activation's slope again (the
-        squared-error habit kept under a cross-entropy, whose delta is ``a - y``); or the
-        output itself, the target never subtracted.
-    hidden_slope : {"right", "of_activation"}
-        The hidden layers' slope taken at the right point, or its formula applied to the
+        squared-error habit kept under a cross-entropy, whose delta is ``a - y``); the
+        output itself, the target never subtracted; or, under a squared error, ``a - y``
+        without the output activation's slope (the cross-entropy's delta kept).
+    hidden_slope : {"right", "of_activation", "missing"}
+        The hidden layers' slope taken at the right point, its formula applied to the
         activation instead of the pre-activation (``sigmoidGradient(a2)`` for
-        ``sigmoidGradient(z2)``).
+        ``sigmoidGradient(z2)``), or left out of the delta (a ReLU's mask never applied).
     back_weight : {"transposed", "mirror", "untransposed"}
         What the error at every layer k > 1 is sent back through: layer k's own weight
         transposed (right); the mirrored layer's weight, layer ``n+1-k``'s as it is stored
@@ -126,6 +127,8 @@ def variant_backprop(net: Network, params: Mapping[str, Any], x: Any, y: Any,
         d_s = d_s * ACTIVATIONS[net.output if net.output != "softmax" else "sigmoid"].derivative(z)
     elif deviation.output_delta == "no_target":
         d_s = d_s + t  # (z - t) + t: the output alone
+    elif deviation.output_delta == "no_slope":
+        d_s = (z - t) * (1.0 if net.squared_half else 2.0)
     d_s = d_s * REDUCTIONS[net.reduction](m)  # (m, layers[n])
     grads: Params = {}
     for k in range(n, 0, -1):
@@ -142,9 +145,12 @@ def variant_backprop(net: Network, params: Mapping[str, Any], x: Any, y: Any,
             d_a = d_a + net.sparsity_weight / m * ((1 - rho) / (1 - rho_hat) - rho / rho_hat)
         activation = ACTIVATIONS[net.activation[k - 2]]
         a = acts[k - 1]
-        # the derivative from the output a = f(s) (right), or the formula fed a itself: f'(a)
-        at = a if deviation.hidden_slope == "right" else activation.forward(a)
-        d_s = d_a * activation.derivative(at)  # (m, layers[k-1])
+        if deviation.hidden_slope == "missing":
+            d_s = d_a
+        else:
+            # the derivative from the output a = f(s) (right), or the formula fed a itself
+            at = a if deviation.hidden_slope == "right" else activation.forward(a)
+            d_s = d_a * activation.derivative(at)  # (m, layers[k-1])
     decay = decay_slope(net, m)
     for name in net.param_shapes():
         if decay and (name.startswith("W") or net.decay_biases):
@@ -254,6 +260,14 @@ def _decay_of_gradient(net: Network, params: Params, x: np.ndarray, y: Any) -> P
     return _sum(terms.data, decayed, terms.sparsity)
 
 
+def _decay_scaled(factor: float) -> Gradient:
+    def gradient(net: Network, params: Params, x: np.ndarray, y: Any) -> Params:
+        terms = gradient_terms(net, params, x, y)
+        return _sum(terms.data, _scaled(terms.decay, factor), terms.sparsity)
+
+    return gradient
+
+
 def _without_sparsity(net: Network, params: Params, x: np.ndarray, y: Any) -> Params:
     terms = gradient_terms(net, params, x, y)
     return _sum(terms.data, terms.decay)
@@ -294,6 +308,10 @@ def _hidden_slope_changes(net: Network) -> bool:
     return any(name != "identity" for name in net.activation)
 
 
+def _output_slope_changes(net: Network) -> bool:
+    return net.loss_name == "squared" and net.output in _SLOPES and net.output != "identity"
+
+
 def _symmetric_untied(net: Network) -> bool:
     # tied, the mirrored layer's weight is W_k.T itself
     return net.n_layers > 1 and net.layers == net.layers[::-1] and not net.tied
@@ -312,6 +330,14 @@ _BACK_FIX = (
     "here; the same at every layer",
     "d{k} = ({down}){slope};",
 )
+_MISSING_SLOPE_FIX = (
+    "d{k} = ({down}){slope}  # the hidden activation's slope belongs in every hidden delta",
+    "d{k} = ({down}){slope};  % the hidden activation's slope belongs in every hidden delta",
+)
+_OUTPUT_SLOPE_FIX = (
+    "d{out} = {squared_delta}{out_slope}  # the squared error's delta keeps the output's slope",
+    "d{out} = {squared_delta}{out_slope};",
+)
 _OUTPUT_FIX = ("d{out} = (a{out} - Y) / m  # the output delta of the cross-entropy: no slope "
                "factor, the one-hot Y subtracted",
                "d{out} = (a{out} - Y) / m;")
@@ -322,6 +348,9 @@ _MEAN_FIX = ("grad_{W} = {outer} / m + decay  # 1/m once, on the data term",
 _BIAS_FIX = ("{bias}", "{bias}")
 _DECAY_FIX = ("grad_{W}{cut} += {decay} * {W}{cut}  # the weights themselves, biases excluded",
               "grad_{W}{cut} = grad_{W}{cut} + {decay} * {W}{cut};")
+_DECAY_FACTOR_FIX = ("grad_{W}{cut} = data_grad_{W}{cut} + {decay} * {W}{cut}  # twice the "
+                     "penalty's factor of sum W**2: the derivative of W**2 is 2 * W",
+                     "grad_{W}{cut} = data_grad_{W}{cut} + {decay} * {W}{cut};")
 _SPARSE_FIX = ("d{k} = ({down} + beta * (-rho / rho_hat + (1 - rho) / (1 - rho_hat)) / m)"
                " * a{k} * (1 - a{k})",
                "d{k} = ({down} + beta * (-rho ./ rho_hat + (1 - rho) ./ (1 - rho_hat)) / m)"
@@ -353,6 +382,21 @@ NETWORK_MISTAKES: dict[str, NetworkMistake] = {
             "pre-activation (`sigmoidGradient(a2)` for `sigmoidGradient(z2)`)",
             *_HIDDEN_FIX, _variant(Deviation(hidden_slope="of_activation")),
             _hidden_slope_changes,
+        ),
+        NetworkMistake(
+            "slope_missing", "wrong_activation_derivative",
+            "the hidden activation's derivative left out of the hidden delta (`d2 = d3 * "
+            "Theta2` without `.* sigmoidGradient(z2)`; for a ReLU, the mask `z2 > 0` never "
+            "applied)",
+            *_MISSING_SLOPE_FIX, _variant(Deviation(hidden_slope="missing")),
+            _hidden_slope_changes,
+        ),
+        NetworkMistake(
+            "squared_error_slope_missing", "wrong_activation_derivative",
+            "the output activation's derivative left out of the squared error's delta (`a - y`,"
+            " the cross-entropy's delta, used with the squared error)",
+            *_OUTPUT_SLOPE_FIX, _variant(Deviation(output_delta="no_slope")),
+            _output_slope_changes,
         ),
         NetworkMistake(
             "cross_entropy_slope_again", "wrong_activation_derivative",
@@ -388,6 +432,18 @@ NETWORK_MISTAKES: dict[str, NetworkMistake] = {
             "the regularisation term built from the gradient instead of the weights "
             "(`lambda/m * grad` for `lambda/m * Theta`)",
             *_DECAY_FIX, _decay_of_gradient, lambda net: net.weight_decay > 0,
+        ),
+        NetworkMistake(
+            "decay_halved", "missing_l2",
+            "the weight decay's gradient half of what the penalty gives: the derivative of "
+            "`lambda * sum W**2` written `lambda * W` (it is `2 * lambda * W`)",
+            *_DECAY_FACTOR_FIX, _decay_scaled(0.5), lambda net: net.weight_decay > 0,
+        ),
+        NetworkMistake(
+            "decay_doubled", "missing_l2",
+            "the weight decay's gradient twice what the penalty gives: the derivative of "
+            "`lambda/2 * sum W**2` written `2 * lambda * W` (it is `lambda * W`)",
+            *_DECAY_FACTOR_FIX, _decay_scaled(2.0), lambda net: net.weight_decay > 0,
         ),
         NetworkMistake(
             "sparsity_missing", "missing_term",
@@ -450,6 +506,11 @@ def _slope_text(net: Network, j: int, matlab: bool) -> str:
     return _SLOPES[net.activation[j - 1]][matlab].format(k=j + 1)
 
 
+def _output_slope_text(net: Network, matlab: bool) -> str:
+    """The output activation's slope factor, where the course's helpers can write it."""
+    return _SLOPES.get(net.output, ("", ""))[matlab].format(k=net.n_layers + 1)
+
+
 def _bias_line(layout: Any, names: Mapping[str, str], j: int, weight: str, cut: str,
                factor: str, matlab: bool) -> str:
     """Layer j's bias without decay: the decay skipping the bias column of an augmented
@@ -482,6 +543,9 @@ def fix_fields(net: Network, layout: Any, names: Mapping[str, str], tensor: str
     augmented = layout.biases == "augmented"
     m = "m" if net.decay_mean else "1"
     decay = f"lam / {m}" if net.decay_half else f"2 * lam / {m}"
+    target = "x" if net.target == "input" else "Y"
+    squared_delta = (f"{'' if net.squared_half else '2 * '}(a{net.n_layers + 1} - {target})"
+                     f"{' / m' if net.reduction == 'mean' else ''}")
     fields = []
     for matlab in (False, True):
         t = "'" if matlab else ".T"
@@ -499,6 +563,7 @@ def fix_fields(net: Network, layout: Any, names: Mapping[str, str], tensor: str
         factor = decay.replace("lam", "lambda") if matlab else decay
         fields.append({"W": weight, "k": j + 1, "k1": j + 2, "kp": j, "out": net.n_layers + 1,
                        "down": down, "slope": _slope_text(net, j, matlab),
+                       "squared_delta": squared_delta, "out_slope": _output_slope_text(net, matlab),
                        "outer": outer, "cut": cut if augmented else "", "decay": factor,
                        "bias": _bias_line(layout, names, j, weight, cut, factor, matlab)})
     return fields[0], fields[1]

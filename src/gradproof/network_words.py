@@ -77,7 +77,7 @@ def describe(net: Network, layout: Layout, m: int | str, flat_names: Sequence[st
              else f" and summed over {m} examples")
     target = {"input": "reconstructing its input",
               "labels": f"labels {net.label_base}..{net.label_base + max(k, 2) - 1}",
-              "one_hot": "targets as rows of y"}[net.target]
+              "one_hot": f"targets as {layout.examples} of y"}[net.target]
     text = (f"{layers}, {hidden}{net.output} output, {data}, {target}, "
             f"{decay_text(net, layout, flat_names)}")
     if net.sparsity_weight:
