@@ -146,6 +146,20 @@ def test_any_other_shape_mismatch_names_both_shapes(rng):
         layout.match_gradient({"W": np.zeros(10)})
 
 
+def test_gradients_in_another_order_than_the_parameters_are_named(rng):
+    params = [rng.normal(size=(5, 6)), rng.normal(size=(3, 5)), np.zeros((5, 1)), np.zeros((3, 1))]
+    layout, _ = parse_params(params)
+    swapped = [np.zeros((5, 6)), np.zeros((3, 5)), np.zeros((3, 1)), np.zeros((5, 1))]
+    with pytest.raises(InputError, match=r"the gradient of \[2\] has shape \(3, 1\); expected "
+                       r"\(5, 1\) like the parameter: it has \[3\]'s shape, and the gradient of "
+                       r"\[3\] has \[2\]'s, so the two are swapped"):
+        layout.match_gradient(swapped)
+    rotated = [np.zeros((5, 6)), np.zeros((3, 5)), np.zeros((3, 1)), np.zeros((3, 1))]
+    with pytest.raises(InputError, match=r"that is the shape of \[3\]: are the gradients in "
+                       r"the parameters' order\?"):
+        layout.match_gradient(rotated)
+
+
 def test_a_flat_gradient_of_the_wrong_length_is_an_error(rng):
     layout, _ = parse_params(rng.normal(size=6), shapes={"W": (2, 3)})
     with pytest.raises(InputError, match="5 entries.*expected 6"):

@@ -229,6 +229,7 @@ class ParamLayout:
                 else:
                     raise InputError(
                         f"{what} has shape {array.shape}; expected {spec.shape} like the parameter"
+                        + _order_hint(self.specs, spec, array.shape, leaves)
                     )
             _check_finite(array, spec.label, what)
             dtypes[spec.name] = array.dtype
@@ -243,6 +244,22 @@ class ParamLayout:
         keys = [str(key) for key in grad]
         owners = gradient_owners(keys, self.names)
         return {name: key for key, name in owners.items() if key != name}
+
+
+def _order_hint(specs: Sequence[TensorSpec], spec: TensorSpec, shape: tuple[int, ...],
+                leaves: Mapping[str, Any]) -> str:
+    """What a wrong shape suggests where it is another parameter's: two gradients swapped
+    (each has the other's shape), or the gradients out of the parameters' order."""
+    others = [other for other in specs if other is not spec and other.shape == shape]
+    if not others:
+        return ""
+    for other in others:
+        if np.shape(leaves[other.name]) == spec.shape:
+            return (f": it has {other.name}'s shape, and the gradient of {other.name} has "
+                    f"{spec.name}'s, so the two are swapped (returned in another order than "
+                    "the parameters)")
+    names = ", ".join(other.name for other in others)
+    return f"; that is the shape of {names}: are the gradients in the parameters' order?"
 
 
 def parse_params(
