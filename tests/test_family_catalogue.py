@@ -42,6 +42,8 @@ CONFIGS = {
     "slope_of_activation": CLASSIFIER,
     "slope_missing": CLASSIFIER,
     "squared_error_slope_missing": AUTOENCODER,
+    "output_slope_of_activation": AUTOENCODER,
+    "slope_of_activation_everywhere": AUTOENCODER,
     "cross_entropy_slope_again": CLASSIFIER,
     "softmax_without_target": SOFTMAX,
     "mean_twice": CLASSIFIER,
@@ -216,3 +218,33 @@ def test_a_squared_error_regression_with_the_cross_entropy_delta_is_named():
     named = [f for f in report.findings if f.details.get("mistake") == "squared_error_slope_missing"]
     assert named and {f.tensor for f in named} >= {"W2", "b2"}, str(report)
     assert "a3 * (1 - a3)" in named[0].details["numpy"] or "sigmoid_gradient" in named[0].details["numpy"]
+
+
+def test_a_layer_loop_with_the_slope_of_the_activation_is_named_at_every_layer():
+    """Parameters as lists of (n_out, n_in) weights and (n, 1) biases, examples as columns,
+    and the slope `s(z) * (1 - s(z))` fed the activation at every layer of the loop, the
+    output's included: the output's tensors and the hidden layer's each get the line to fix."""
+    rng = np.random.default_rng(2)
+    sizes, n = [6, 5, 3], 12
+    weights = [rng.normal(size=(b, a)) for a, b in zip(sizes[:-1], sizes[1:])]
+    biases = [rng.normal(size=(b, 1)) for b in sizes[1:]]
+    x, t = rng.random((6, n)), np.eye(3)[:, rng.integers(0, 3, n)]
+    sigmoid = lambda s: 1 / (1 + np.exp(-s))  # noqa: E731
+    slope = lambda s: sigmoid(s) * (1 - sigmoid(s))  # noqa: E731
+
+    def loss_and_grad(p):
+        activations = [x]
+        for w, b in zip(p[:2], p[2:]):
+            activations.append(sigmoid(w @ activations[-1] + b))
+        delta = (activations[-1] - t) * slope(activations[-1]) / n  # the bug: at a, not z
+        grads = [None] * 4
+        for k in (1, 0):
+            grads[k], grads[2 + k] = delta @ activations[k].T, delta.sum(axis=1, keepdims=True)
+            delta = (p[k].T @ delta) * slope(activations[k])  # the same bug
+        return 0.5 * np.sum((activations[-1] - t) ** 2) / n, grads
+
+    report = gp.check_network(loss_and_grad, None, weights + biases, x, t)
+    named = {f.tensor: f.details["mistake"] for f in report.findings if "mistake" in f.details}
+    assert named == {"[1]": "output_slope_of_activation", "[3]": "output_slope_of_activation",
+                     "[0]": "slope_of_activation_everywhere",
+                     "[2]": "slope_of_activation_everywhere"}, str(report)

@@ -34,7 +34,7 @@ from gradproof.nn.softmax import softmax_cross_entropy
 
 Params = dict[str, np.ndarray]
 
-OUTPUT_DELTAS = ("right", "slope_again", "no_target", "no_slope")
+OUTPUT_DELTAS = ("right", "slope_again", "no_target", "no_slope", "of_activation")
 HIDDEN_SLOPES = ("right", "of_activation", "missing")
 BACK_WEIGHTS = ("transposed", "mirror", "untransposed")
 
@@ -49,7 +49,8 @@ class Deviation:
         The output delta: right; multiplied by the output activation's slope again (the
         squared-error habit kept under a cross-entropy, whose delta is ``a - y``); the
         output itself, the target never subtracted; or, under a squared error, ``a - y``
-        without the output activation's slope (the cross-entropy's delta kept).
+        without the output activation's slope (the cross-entropy's delta kept) or with the
+        slope's formula applied to the output instead of its pre-activation.
     hidden_slope : {"right", "of_activation", "missing"}
         The hidden layers' slope taken at the right point, its formula applied to the
         activation instead of the pre-activation (``sigmoidGradient(a2)`` for
@@ -129,6 +130,9 @@ def variant_backprop(net: Network, params: Mapping[str, Any], x: Any, y: Any,
         d_s = d_s + t  # (z - t) + t: the output alone
     elif deviation.output_delta == "no_slope":
         d_s = (z - t) * (1.0 if net.squared_half else 2.0)
+    elif deviation.output_delta == "of_activation":
+        output = ACTIVATIONS[net.output]
+        d_s = (z - t) * (1.0 if net.squared_half else 2.0) * output.derivative(output.forward(z))
     d_s = d_s * REDUCTIONS[net.reduction](m)  # (m, layers[n])
     grads: Params = {}
     for k in range(n, 0, -1):
@@ -397,6 +401,23 @@ NETWORK_MISTAKES: dict[str, NetworkMistake] = {
             " the cross-entropy's delta, used with the squared error)",
             *_OUTPUT_SLOPE_FIX, _variant(Deviation(output_delta="no_slope")),
             _output_slope_changes,
+        ),
+        NetworkMistake(
+            "output_slope_of_activation", "wrong_activation_derivative",
+            "the output activation's derivative evaluated on the output instead of its "
+            "pre-activation in the squared error's delta (`sigmoid_prime(a3)` for "
+            "`sigmoid_prime(z3)`)",
+            *_OUTPUT_SLOPE_FIX, _variant(Deviation(output_delta="of_activation")),
+            _output_slope_changes,
+        ),
+        NetworkMistake(
+            "slope_of_activation_everywhere", "wrong_activation_derivative",
+            "every layer's activation derivative evaluated on the activation instead of the "
+            "pre-activation, the output's included (`sigmoid_prime(a)` for `sigmoid_prime(z)` "
+            "in a loop over the layers)",
+            *_HIDDEN_FIX, _variant(Deviation(output_delta="of_activation",
+                                             hidden_slope="of_activation")),
+            lambda net: _output_slope_changes(net) and _hidden_slope_changes(net),
         ),
         NetworkMistake(
             "cross_entropy_slope_again", "wrong_activation_derivative",
