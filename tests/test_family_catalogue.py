@@ -248,3 +248,29 @@ def test_a_layer_loop_with_the_slope_of_the_activation_is_named_at_every_layer()
     assert named == {"[1]": "output_slope_of_activation", "[3]": "output_slope_of_activation",
                      "[0]": "slope_of_activation_everywhere",
                      "[2]": "slope_of_activation_everywhere"}, str(report)
+
+
+def test_a_binary_classifier_with_row_biases_gets_its_mistake_on_every_tensor():
+    """Biases as (1, n) rows, labels as an (m, 1) column, tanh hidden, sigmoid output and the
+    cross-entropy averaged: the output delta multiplied by the slope again is named on every
+    tensor, the one-entry output bias included (a variant's prediction matched to rounding)."""
+    rng = np.random.default_rng(5)
+    m = 50
+    x, y = rng.normal(size=(m, 4)), (rng.random((m, 1)) > 0.5).astype(float)
+    params = {"W1": 0.5 * rng.normal(size=(4, 6)), "b1": np.zeros((1, 6)),
+              "W2": 0.5 * rng.normal(size=(6, 1)), "b2": np.zeros((1, 1))}
+
+    def loss_and_grad(p):
+        h = np.tanh(x @ p["W1"] + p["b1"])
+        a = 1 / (1 + np.exp(-(h @ p["W2"] + p["b2"])))
+        loss = -np.mean(y * np.log(a) + (1 - y) * np.log(1 - a))
+        d2 = (a - y) / m * a * (1 - a)  # the bug: the cross-entropy's delta is (a - y) / m
+        d1 = d2 @ p["W2"].T * (1 - h ** 2)
+        return loss, {"W1": x.T @ d1, "b1": d1.sum(axis=0, keepdims=True),
+                      "W2": h.T @ d2, "b2": d2.sum(axis=0, keepdims=True)}
+
+    report = gp.check_network(loss_and_grad, None, params, x, y)
+    assert "biases as (1, n) rows" in str(report)
+    named = {f.tensor for f in report.findings
+             if f.details.get("mistake") == "cross_entropy_slope_again"}
+    assert named == {"W1", "b1", "W2", "b2"}, str(report)

@@ -42,8 +42,8 @@ def networks_and_layouts(draw) -> tuple[Network, Layout]:
     if not bias:
         biases = "absent"
     else:
-        biases = draw(st.sampled_from(["vector", "column"] if tied else
-                                      ["vector", "column", "augmented"]))
+        biases = draw(st.sampled_from(["vector", "column", "row"] if tied else
+                                      ["vector", "column", "row", "augmented"]))
     container = draw(st.sampled_from(["dict", "list", "flat"]))
     layout = Layout(examples=draw(st.sampled_from(["rows", "columns"])),
                     weights=draw(st.sampled_from(["in_out", "out_in"])), biases=biases)
@@ -231,6 +231,13 @@ def test_a_column_in_a_list_is_tried_as_a_bias_and_as_a_weight():
     assert {f.layout.biases for f in fits} >= {"column", "absent"}
 
 
+def test_biases_as_rows_fit_as_such():
+    # numpy code that adds b of shape (1, n) to x @ W, examples as rows
+    fits = fit_layouts({"W1": (4, 6), "b1": (1, 6), "W2": (6, 1), "b2": (1, 1)}, (50, 4))
+    assert [(f.layout.biases, f.layers) for f in fits] == [("row", (4, 6, 1))]
+    assert "biases as (1, n) rows" in fits[0].layout.describe()
+
+
 def test_shapes_that_fit_no_layout_give_none():
     assert fit_layouts({"W1": (3, 4), "W2": (5, 3)}, (10, 7)) == []
 
@@ -239,7 +246,7 @@ def test_shapes_that_fit_no_layout_give_none():
     ("layout", "match"),
     [
         (dict(examples="cols"), "examples must be one of: 'rows', 'columns'"),
-        (dict(biases="row"), "biases must be one of"),
+        (dict(biases="rows"), "biases must be one of"),
         (dict(order="K"), "order must be one of: 'C', 'F'"),
         (dict(container="list", names=["a"], stored=["W1"]), "names applies to a dict"),
         (dict(names=["Theta1"]), "names needs stored"),

@@ -84,16 +84,21 @@ class TensorCase:
     wrong: np.ndarray
     batch: int | None = None
 
-    def explains(self, corrected: np.ndarray) -> bool:
+    def explains(self, corrected: np.ndarray, *, fitted: bool = True) -> bool:
         """Whether ``corrected`` (the analytic gradient with a mistake undone) fits the data.
 
         It must match ``numeric`` within tolerance on every known entry and differ from the
         analytic gradient by more than the tolerance on at least ``MIN_EVIDENCE`` of them.
+        A mistake with nothing ``fitted`` to the data (a variant backward pass, whose every
+        entry is a prediction) needs only as many as the tensor has, down to one: a one-entry
+        bias matched to rounding is evidence, where a pattern with a fitted constant (a scale)
+        fits any single entry.
         """
         if not np.all(_within(corrected, self.numeric, self.tolerance)[self.known]):
             return False
         moved = ~_within(corrected, self.analytic, self.tolerance) & self.known
-        return int(np.count_nonzero(moved)) >= MIN_EVIDENCE
+        needed = MIN_EVIDENCE if fitted else min(MIN_EVIDENCE, int(np.count_nonzero(self.known)))
+        return int(np.count_nonzero(moved)) >= max(needed, 1)
 
     def residual(self, corrected: np.ndarray) -> float:
         """``||corrected - numeric|| / ||numeric||`` over the known entries."""

@@ -11,7 +11,7 @@ shapes and the data's shape form a network of the family; shapes that fit severa
 several candidates, never one silently chosen, so that identification can try them all.
 
 A layout covers: examples as rows or columns; weights stored (n_in, n_out) or (n_out, n_in);
-biases as vectors, as (n, 1) columns, folded into the weights (column 0 of ``Theta1``, 25x401,
+biases as vectors, as (n, 1) columns, as (1, n) rows, folded into the weights (column 0 of ``Theta1``, 25x401,
 for weights stored (n_out, n_in + 1); row 0 for (n_in + 1, n_out)), or absent; parameters in a
 dict under any names, in a list, or in one flat vector unrolled in C or column-major order with
 the tensors in any order (``[W1(:); W2(:); b1(:); b2(:)]``). The flat vector is read and written
@@ -36,7 +36,7 @@ Params = dict[str, np.ndarray]
 
 EXAMPLES: tuple[str, ...] = ("rows", "columns")
 WEIGHTS: tuple[str, ...] = ("in_out", "out_in")  # the stored shape: (n_in, n_out) or (n_out, n_in)
-BIASES: tuple[str, ...] = ("vector", "column", "augmented", "absent")
+BIASES: tuple[str, ...] = ("vector", "column", "row", "augmented", "absent")
 CONTAINERS: tuple[str, ...] = ("dict", "list", "flat")
 
 
@@ -71,8 +71,9 @@ class Layout:
         One example per row of ``x`` (numpy) or per column (MATLAB course code).
     weights : {"in_out", "out_in"}
         Each weight stored (n_in, n_out) or (n_out, n_in).
-    biases : {"vector", "column", "augmented", "absent"}
-        Biases as (n,) vectors, as (n, 1) columns, folded into the weights (the first column
+    biases : {"vector", "column", "row", "augmented", "absent"}
+        Biases as (n,) vectors, as (n, 1) columns, as (1, n) rows (``np.zeros((1, n))``, added
+        to examples held as rows), folded into the weights (the first column
         of an (n_out, n_in + 1) weight, or the first row of an (n_in + 1, n_out) one), or none.
     container : {"dict", "list", "flat"}
         The parameters as a dict, a list, or one flat vector.
@@ -110,6 +111,7 @@ class Layout:
         weights = "(n_in, n_out)" if self.weights == "in_out" else "(n_out, n_in)"
         biases = {
             "vector": "biases as vectors", "column": "biases as (n, 1) columns",
+            "row": "biases as (1, n) rows",
             "augmented": f"biases as {'row' if self.weights == 'in_out' else 'column'} 0 of "
             "each weight", "absent": "no biases",
         }[self.biases]
@@ -142,7 +144,8 @@ def stored_shapes(layout: Layout, net: Network) -> dict[str, tuple[int, ...]]:
             n_in += layout.biases == "augmented"
             shapes[name] = (n_in, n_out) if layout.weights == "in_out" else (n_out, n_in)
         elif layout.biases != "augmented":
-            shapes[name] = shape if layout.biases == "vector" else (shape[0], 1)
+            shapes[name] = {"vector": shape, "column": (shape[0], 1),
+                            "row": (1, shape[0])}[layout.biases]
     order = tuple(shapes) if layout.stored is None else tuple(layout.stored)
     if sorted(order) != sorted(shapes):
         raise InputError(
@@ -284,12 +287,13 @@ def _layer_number(name: str) -> int:
 def _bias_choices(items: list[tuple[str, tuple[int, ...]]], named: bool
                   ) -> Iterator[tuple[bool, ...]]:
     """Each reading of which tensors are biases: one for named tensors, several where a
-    list's (n, 1) column may be a bias column or the weight of a one-output layer."""
+    list's (n, 1) column or (1, n) row may be a bias or the weight of a one-output or
+    one-input layer."""
     if named:
         yield tuple(bool(re.match(r"(?i)b|bias", name)) for name, _ in items)
         return
     options = [
-        (False, True) if len(shape) == 2 and shape[1] == 1 else (len(shape) == 1,)
+        (False, True) if len(shape) == 2 and 1 in shape else (len(shape) == 1,)
         for _, shape in items
     ]
     yield from itertools.product(*options)
@@ -351,7 +355,9 @@ def _fits(items: list[tuple[str, tuple[int, ...]]], kinds: Sequence[bool],
     elif all(len(shape) == 1 for _, shape in biases):
         bias_forms = ("vector",)
     elif all(len(shape) == 2 and shape[1] == 1 for _, shape in biases):
-        bias_forms = ("column",)
+        bias_forms = ("column",)  # (1, 1) biases alone read as columns: the same entries
+    elif all(len(shape) == 2 and shape[0] == 1 for _, shape in biases):
+        bias_forms = ("row",)
     else:
         return
     # Without biases, one stack of weights may also be the first half of a tied autoencoder.
@@ -383,7 +389,7 @@ def _fit(
     tied = tied or len(biases) == 2 * len(weights)  # a bias for each layer of both halves
     layers = tuple(sizes + sizes[-2::-1]) if tied else tuple(sizes)
     if biases and (len(biases) != len(layers) - 1 or any(
-        shape[0] != size for (_, shape), size in zip(biases, layers[1:])
+        max(shape) != size for (_, shape), size in zip(biases, layers[1:])
     )):
         return None
     network_names = {name: f"W{k}" for k, (name, _) in enumerate(weights, start=1)}

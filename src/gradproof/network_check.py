@@ -375,7 +375,7 @@ def _mistake_hypotheses(problem: UserProblem, identified: Identified, canonical:
                 wrong = mistake.gradient(net, canonical, x_rows, y)
                 computed[mistake.id] = _in_layout(layout, identified, wrong)
             corrected = case.numeric + (case.analytic - computed[mistake.id][case.name])
-            if not case.explains(corrected):
+            if not case.explains(corrected, fitted=False):
                 return None
             return _mistake_finding(mistake, case, case.residual(corrected), names, net,
                                     identified.layout)

@@ -56,6 +56,11 @@ def decay_text(net: Network, layout: Layout, flat_names: Sequence[str] | None) -
     return f"{factor} * ({squares}){tail}, lambda = {net.weight_decay:.6g}"
 
 
+def _counted(count: int | str, noun: str) -> str:
+    """``10 outputs``, ``one output``."""
+    return f"one {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def describe(net: Network, layout: Layout, m: int | str, flat_names: Sequence[str] | None
              ) -> str:
     """The model in one sentence of the user's terms, ``m`` examples: layers, activations,
@@ -68,13 +73,14 @@ def describe(net: Network, layout: Layout, m: int | str, flat_names: Sequence[st
         hidden = f"{', '.join(net.activation)} hidden (layer by layer), "
     k = net.layers[-1]
     if net.loss_name == "squared":
-        data = f"{'1/2 * ' if net.squared_half else ''}squared error summed over the {k} outputs"
+        data = (f"{'1/2 * ' if net.squared_half else ''}squared error summed over "
+                f"the {_counted(k, 'output')}")
     elif net.loss_name == "cross_entropy":
-        data = f"cross-entropy summed over the {k} outputs"
+        data = f"cross-entropy summed over the {_counted(k, 'output')}"
     else:
         data = f"softmax cross-entropy over {k} classes"
-    data += (f" and averaged over {m} examples" if net.reduction == "mean"
-             else f" and summed over {m} examples")
+    data += (f" and {'averaged' if net.reduction == 'mean' else 'summed'} over "
+             f"{_counted(m, 'example')}")
     target = {"input": "reconstructing its input",
               "labels": f"labels {net.label_base}..{net.label_base + max(k, 2) - 1}",
               "one_hot": f"targets as {layout.examples} of y"}[net.target]
