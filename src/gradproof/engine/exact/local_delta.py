@@ -837,21 +837,25 @@ class _SeriesTable:
         order = len(series) - 1
         coefficients = np.empty((order,) + bound.shape[:1] + w.shape[:1])
         magnitudes = np.empty_like(coefficients)
-        power = np.ones_like(w)
-        # |W|^k beside W^k, both updated in place (|a b| = |a| |b| exactly, so these are the
-        # same values as |W^k|): no fresh weight-sized array per power.
+        # W^k by repeated products, one array updated in place (** costs ten times more), and
+        # |W|^k beside it: |a b| = |a| |b| exactly in floating point, so |W|^k is |W^k|, and an
+        # even power is its own size. Each pass over a weight-sized array counts on a
+        # one-image check: nine here, where keeping both powers took sixteen.
         size = np.abs(w)
-        size_power = np.ones_like(w)
+        power, size_power, scratch = w, size, None
         # Absurd weights overflow the powers: those units get non-finite values here and are
         # evaluated directly (``evaluate``).
         with np.errstate(over="ignore", invalid="ignore"):
-            for k in range(1, order + 1):  # repeated products: ** costs ten times more
-                power *= w
-                size_power *= size
+            for k in range(1, order + 1):
+                if k > 1:
+                    power = power * w if k == 2 else np.multiply(power, w, out=power)
+                    if k % 2 == 0:
+                        size_power = power
+                    else:
+                        scratch = size_power = np.abs(power, out=scratch)
                 np.matmul(series[k], power.T, out=coefficients[k - 1])
                 np.matmul(np.abs(series[k]), size_power.T, out=magnitudes[k - 1])
-            size_power *= size
-            tail = bound @ size_power.T
+            tail = bound @ np.multiply(size_power, size, out=scratch).T
         return cls(coefficients, magnitudes, tail, size.max(axis=1, initial=0.0),
                    ULPS + np.sqrt(w.shape[1]))
 
