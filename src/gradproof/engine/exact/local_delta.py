@@ -404,8 +404,8 @@ class LocalDifferences:
 
     def _hidden(self, layer: int, cols: np.ndarray, shifts: np.ndarray):
         """Hidden-layer entries (untied): shared units per (example, unit, shift)."""
-        # The pairs that move anything, sorted by entry: from a boolean mask, whose nonzero
-        # entries numpy finds several times faster than a float array's.
+        # The pairs that move anything, sorted by entry: found in a boolean mask, which numpy
+        # scans much faster than the float shifts themselves (bench/README.md).
         entry, example = _divided(np.flatnonzero(shifts != 0), shifts.shape[1])
         shift = shifts[entry, example]
         col = cols[entry]
@@ -890,8 +890,9 @@ class _SeriesTable:
 
 
 def _divided(index: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """``np.divmod(index, n)`` for non-negative integers: a floor division and a product,
-    about twice as fast as numpy's integer divmod on the chunks of a large tensor."""
+    """``np.divmod(index, n)`` for non-negative integers, as a floor division and a product:
+    numpy's integer divmod is the slower way to the same two arrays, on every chunk of a large
+    tensor (bench/README.md has the timings)."""
     quotient = index // n
     return quotient, index - quotient * n
 
