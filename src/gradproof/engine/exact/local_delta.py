@@ -268,7 +268,7 @@ class LocalDifferences:
         shape = self.params[name].shape
         if len(shape) == 1:
             return np.zeros_like(index), index
-        return np.divmod(index, shape[1])
+        return _divided(index, shape[1])
 
     def entry_order(self, name: str) -> np.ndarray:
         """Flat indices of ``name``, those of a hidden weight column by column: entries that
@@ -384,22 +384,29 @@ class LocalDifferences:
         np.take(self.acts[0], cols, axis=1, out=work[1], mode="clip")
         np.take(self._base_values, cols, axis=1, out=work[2], mode="clip")
         moved = shifts != 0  # an unmoved term changes by exactly 0, whatever its last bit
+        # Times 1 changes no bit: the masks are skipped where every term moved (a sigmoid or
+        # tanh layer's outputs, the biases' ones), three passes over each piece.
+        masked = not moved.all()
         sides = np.empty((2, len(cols)))
         for side, move in enumerate((np.add, np.subtract)):
             move(s, shifts, out=u)  # s ± d
             self.loss.entries(x, self.forwards[-1](u, out=z), u, out=change)
             change -= base  # the local change, before any sum
-            change *= moved
+            if masked:
+                change *= moved
             change.sum(axis=1, out=sides[side])
         kink = _straddles(self.kinks[-1], s, shifts).any(axis=1)
         rounding = np.take(self._output_rounding, cols, axis=1, out=work[3], mode="clip").T
-        rounding *= moved
+        if masked:
+            rounding *= moved
         np.square(rounding, out=rounding)
         return sides, np.sqrt(rounding.sum(axis=1)), kink, None
 
     def _hidden(self, layer: int, cols: np.ndarray, shifts: np.ndarray):
         """Hidden-layer entries (untied): shared units per (example, unit, shift)."""
-        entry, example = np.nonzero(shifts)  # pairs that move anything, sorted by entry
+        # The pairs that move anything, sorted by entry: found in a boolean mask, which numpy
+        # scans much faster than the float shifts themselves (bench/README.md).
+        entry, example = _divided(np.flatnonzero(shifts != 0), shifts.shape[1])
         shift = shifts[entry, example]
         col = cols[entry]
         order = np.lexsort((shift, col, example))
@@ -616,7 +623,7 @@ class LocalDifferences:
                   for k, series in zip(range(layer + 1, n), later)]
         width = self.model.layers[layer]
         pairs = self.batch * width
-        example, col = np.divmod(np.arange(pairs), width)
+        example, col = _divided(np.arange(pairs), width)
         coefficients = np.empty((order, pairs))
         widest = max(self.model.layers[layer + 1:])
         per_chunk = max(1, (16 << 20) // (8 * (order + 1) * widest * 4))
@@ -837,21 +844,25 @@ class _SeriesTable:
         order = len(series) - 1
         coefficients = np.empty((order,) + bound.shape[:1] + w.shape[:1])
         magnitudes = np.empty_like(coefficients)
-        power = np.ones_like(w)
-        # |W|^k beside W^k, both updated in place (|a b| = |a| |b| exactly, so these are the
-        # same values as |W^k|): no fresh weight-sized array per power.
+        # W^k by repeated products, one array updated in place (** costs ten times more), and
+        # |W|^k beside it: |a b| = |a| |b| exactly in floating point, so |W|^k is |W^k|, and an
+        # even power is its own size. Each pass over a weight-sized array counts on a
+        # one-image check: nine here, where keeping both powers took sixteen.
         size = np.abs(w)
-        size_power = np.ones_like(w)
+        power, size_power, scratch = w, size, None
         # Absurd weights overflow the powers: those units get non-finite values here and are
         # evaluated directly (``evaluate``).
         with np.errstate(over="ignore", invalid="ignore"):
-            for k in range(1, order + 1):  # repeated products: ** costs ten times more
-                power *= w
-                size_power *= size
+            for k in range(1, order + 1):
+                if k > 1:
+                    power = power * w if k == 2 else np.multiply(power, w, out=power)
+                    if k % 2 == 0:
+                        size_power = power
+                    else:
+                        scratch = size_power = np.abs(power, out=scratch)
                 np.matmul(series[k], power.T, out=coefficients[k - 1])
                 np.matmul(np.abs(series[k]), size_power.T, out=magnitudes[k - 1])
-            size_power *= size
-            tail = bound @ size_power.T
+            tail = bound @ np.multiply(size_power, size, out=scratch).T
         return cls(coefficients, magnitudes, tail, size.max(axis=1, initial=0.0),
                    ULPS + np.sqrt(w.shape[1]))
 
@@ -876,6 +887,14 @@ class _SeriesTable:
         sides[:, usable] = _horner(coefficients, t)[:, usable]
         slope = self.magnitudes[0, example, col]
         return usable, np.where(usable, error, 0.0), np.where(usable, slope, 0.0)
+
+
+def _divided(index: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``np.divmod(index, n)`` for non-negative integers, as a floor division and a product:
+    numpy's integer divmod is the slower way to the same two arrays, on every chunk of a large
+    tensor (bench/README.md has the timings)."""
+    quotient = index // n
+    return quotient, index - quotient * n
 
 
 def _horner(coefficients: np.ndarray, t: np.ndarray) -> np.ndarray:
