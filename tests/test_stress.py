@@ -230,3 +230,31 @@ def test_a_relu_networks_kinks_are_not_taken_for_a_solvers_jumps(seed):
     run = BlackBoxRun(layout, "auto", 32, 0, 2000, Rule(), np.random.default_rng(seed))
     run.setup(lambda p: case.model.loss(p, case.x), grads, flat, None)
     assert roughness(run, run.context.center) is None
+
+
+# Float32 cases of the long run (seeds 0-599) where taylor failed a correct gradient on a
+# remainder not shaped like a wrong slope's: 159 (b1: the usable steps all cross a kink near
+# h = 1/8, their remainders change sign, fitted order -0.02), 485 (b2: only h = 1, 1/2, 1/4
+# clear float32 rounding, order 0.5), 260 (W2: h = 1 reaches past a kink and pulls the fit to
+# order 1.4 while the three smallest usable steps shrink like h²).
+TAYLOR_SHAPE_REGRESSIONS = (159, 260, 485)
+
+
+@pytest.mark.parametrize("seed", TAYLOR_SHAPE_REGRESSIONS, ids=lambda s: f"seed{s}")
+def test_taylor_reads_a_remainder_beyond_the_taylor_regime_as_no_failure(seed):
+    case = stress.random_case(seed)
+    assert stress.confirmed(case)[0]
+    _, grads = case.model.loss_and_grad(case.params, case.x)
+    report = stress.run_checker("taylor", case, grads, case.seed)
+    assert report.passed, f"{case.describe()}\n{report}"
+
+
+def test_taylor_still_fails_a_wrong_slope_whose_remainder_changes_sign_on_the_way():
+    # Seed 11, b1 off by 1e-6 of its largest entry in one entry: the remainder shrinks like h²
+    # down to h = 2^-21, changes sign, then like h (fitted order 0.73 over a window across
+    # the change); the three smallest usable steps show the wrong slope's order 1.
+    case = stress.random_case(11)
+    _, grads = case.model.loss_and_grad(case.params, case.x)
+    wrong, name = stress.planted_error(grads, 1e-6, np.random.default_rng(case.seed + 1))
+    report = stress.run_checker("taylor", case, wrong, case.seed)
+    assert not report.passed and not report.tensor(name).passed
