@@ -258,3 +258,31 @@ def test_taylor_still_fails_a_wrong_slope_whose_remainder_changes_sign_on_the_wa
     wrong, name = stress.planted_error(grads, 1e-6, np.random.default_rng(case.seed + 1))
     report = stress.run_checker("taylor", case, wrong, case.seed)
     assert not report.passed and not report.tensor(name).passed
+
+
+# Float32 cases of the long run (seeds 0-599) where one entry (or direction) failed by 1.1 to
+# 1.8 times its tolerance at a first step crossing a relu's kink hidden in float32 rounding
+# (Richardson's kink test allows for the noise), with no smaller step able to resolve it: its
+# slope gap, 5 to 9 times the tolerance, did not double with the step as a smooth function's.
+FLOAT32_REGRESSIONS = {17: "directional", 66: "auto", 276: "auto", 527: "auto"}
+
+
+@pytest.mark.parametrize("seed", sorted(FLOAT32_REGRESSIONS), ids=lambda s: f"seed{s}")
+def test_a_float32_kink_that_no_step_resolves_is_no_failure(seed):
+    case = stress.random_case(seed)
+    assert stress.confirmed(case)[0] and case.dtype == "float32"
+    _, grads = case.model.loss_and_grad(case.params, case.x)
+    report = stress.run_checker(FLOAT32_REGRESSIONS[seed], case, grads, case.seed)
+    assert report.passed, f"{case.describe()}\n{report}"
+
+
+@pytest.mark.parametrize("seed", [66, 527], ids=lambda s: f"seed{s}")
+def test_a_scaled_tensor_still_fails_in_a_float32_relu_network(seed):
+    # Failures that a kink could explain wait for a smaller step; an error of half a
+    # tensor's gradient is far beyond what its slope gaps explain and fails at once.
+    case = stress.random_case(seed)
+    _, grads = case.model.loss_and_grad(case.params, case.x)
+    for name in [n for n in grads if n.startswith("W")]:
+        wrong = {**grads, name: 1.5 * grads[name]}
+        report = stress.run_checker("auto", case, wrong, case.seed)
+        assert not report.tensor(name).passed, name
