@@ -33,6 +33,15 @@ stress = _load_harness()
 QUICK_SEEDS = range(1000, 1008)
 
 
+def correct_report(seed, checker):
+    """The case of ``seed`` (its gradient confirmed by the oracle) and ``checker``'s report on
+    its correct gradient."""
+    case = stress.random_case(seed)
+    assert stress.confirmed(case)[0]
+    _, grads = case.model.loss_and_grad(case.params, case.x)
+    return case, stress.run_checker(checker, case, grads, case.seed)
+
+
 @pytest.fixture(scope="module", params=QUICK_SEEDS, ids=lambda s: f"case{s}")
 def case(request):
     case = stress.random_case(request.param, small=True)
@@ -159,10 +168,7 @@ TAYLOR_REGRESSIONS = (14, 21, 45)
 
 @pytest.mark.parametrize("seed", TAYLOR_REGRESSIONS, ids=lambda s: f"seed{s}")
 def test_taylor_at_a_kink_passes_when_no_entry_fails_on_its_own(seed):
-    case = stress.random_case(seed)
-    assert stress.confirmed(case)[0]
-    _, grads = case.model.loss_and_grad(case.params, case.x)
-    report = stress.run_checker("taylor", case, grads, case.seed)
+    case, report = correct_report(seed, "taylor")
     assert report.passed, f"{case.describe()}\n{report}"
     notes = [f for f in report.findings_of("kink") if "Taylor" in f.message]
     assert notes and sum(f.details["entries"] for f in notes) >= 1
@@ -242,10 +248,7 @@ TAYLOR_SHAPE_REGRESSIONS = (159, 260, 485)
 
 @pytest.mark.parametrize("seed", TAYLOR_SHAPE_REGRESSIONS, ids=lambda s: f"seed{s}")
 def test_taylor_reads_a_remainder_beyond_the_taylor_regime_as_no_failure(seed):
-    case = stress.random_case(seed)
-    assert stress.confirmed(case)[0]
-    _, grads = case.model.loss_and_grad(case.params, case.x)
-    report = stress.run_checker("taylor", case, grads, case.seed)
+    case, report = correct_report(seed, "taylor")
     assert report.passed, f"{case.describe()}\n{report}"
 
 
@@ -269,11 +272,8 @@ FLOAT32_REGRESSIONS = {17: "directional", 66: "auto", 276: "auto", 527: "auto"}
 
 @pytest.mark.parametrize("seed", sorted(FLOAT32_REGRESSIONS), ids=lambda s: f"seed{s}")
 def test_a_float32_kink_that_no_step_resolves_is_no_failure(seed):
-    case = stress.random_case(seed)
-    assert stress.confirmed(case)[0] and case.dtype == "float32"
-    _, grads = case.model.loss_and_grad(case.params, case.x)
-    report = stress.run_checker(FLOAT32_REGRESSIONS[seed], case, grads, case.seed)
-    assert report.passed, f"{case.describe()}\n{report}"
+    case, report = correct_report(seed, FLOAT32_REGRESSIONS[seed])
+    assert case.dtype == "float32" and report.passed, f"{case.describe()}\n{report}"
 
 
 @pytest.mark.parametrize("seed", [66, 527], ids=lambda s: f"seed{s}")
