@@ -392,7 +392,9 @@ class BlackBoxRun(Run):
         can. The entries (all up to ``budget``, else ``budget`` of them holding the largest
         |g|) go through the staged measurement; where none fails and some crossed a kink,
         the direction is a kink, not a failure. A wrong entry among them fails, and names
-        itself.
+        itself. A remainder not shaped like a wrong slope's (``TaylorResult.shapeless``) is
+        no evidence against the gradient: where the entries all agree, the direction passes
+        as ``beyond`` the Taylor regime.
         """
         before = len(self.measured[spec.name])
         positions = (
@@ -402,9 +404,13 @@ class BlackBoxRun(Run):
         entries = self.measured[spec.name][before:]
         failed = any((m.status == FAILED).any() for m in entries)
         kinked = any((m.kink | (m.status == EXCLUDED)).any() for m in entries)
-        if failed or not kinked or self.partial:
+        if failed or self.partial:
             return result
-        return replace(result, kink=True, passed=True, entries=True)
+        if kinked:
+            return replace(result, kink=True, passed=True, entries=True)
+        if result.shapeless:
+            return replace(result, passed=True, beyond=True)
+        return result
 
     # ----------------------------------------------------------------- finish
 

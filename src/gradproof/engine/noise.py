@@ -15,20 +15,26 @@ How: high-order differences of values at equal spacing cancel the smooth part (i
 slowly along the line) and keep jumps: many of them as noise whose level differences of orders
 4 to 6 agree on (ECnoise, ``finite_diff.noise_levels``), a lone one as a sixth difference
 standing out among the others. A kink (a ReLU crossed) shows the same way. They are told
-apart by a look ``ZOOM`` times finer around the peak: a jump's sixth differences keep their
-size, a kink's shrink with the spacing. Only jumps widen the tolerance, so a ReLU network's
-real bug is not excused as noise.
+apart by following the peak through ``ZOOM_ROUNDS`` looks, each ``ZOOM`` times finer than the
+last: a jump's sixth differences keep their size at every spacing, a kink's (a slope change
+at an isolated point, the function piecewise smooth) shrink with the spacing. One finer look
+is not enough: where a coarse stencil straddles a kink off its middle, or several kinks (a
+ReLU network's units along a random line), its sixth difference can be smaller than the
+finer look's, which puts the kink where the binomial weights are largest; over three looks
+(64 times finer) a kink's shrinks far below half. Only jumps widen the tolerance, so a ReLU
+network's real bug is not excused as noise.
 
 What a black box cannot show: a solver whose computed loss is smooth over the moves measured
 (no step or iteration count changes within them) has no measurable accuracy; its gradient is
 then compared as any other, and a gradient that differs from the solver's loss by the solver's
 tolerance fails. Costs up to ``len(LADDER) * POINTS`` evaluations, plus ``ZOOM_POINTS`` per
-closer look, and only when a tensor failed by little.
+closer look (up to ``ZOOM_ROUNDS`` a spacing), and only when a tensor failed by little.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -41,6 +47,7 @@ from gradproof.report import Finding
 
 if TYPE_CHECKING:
     from gradproof.engine.blackbox import BlackBoxRun
+    from gradproof.engine.objective import Objective
 
 # Per-entry moves between neighbouring points, relative to max(1, |entry|): from a few
 # finite-difference steps up to moves over which an iteration count or a solver's steps change.
@@ -49,9 +56,10 @@ LADDER = (1e-3, 3e-3, 1e-2)
 # Points per line: sixth differences at enough places for a jump to stand out among them.
 POINTS = 65
 
-# Points of the finer look at the roughest place, ZOOM times finer.
+# Points of each finer look at the roughest place, each ZOOM times finer than the last.
 ZOOM_POINTS = 17
 ZOOM = 4
+ZOOM_ROUNDS = 3
 
 # Many jumps (an iteration count changing often) look like noise: differences of orders 4 to
 # 6 agree on their level within this factor (a smooth trend's fall from order to order).
@@ -64,8 +72,8 @@ STANDS_OUT = 8.0
 # Sixth differences of a step of height a peak at C(5, 2) a = 10 a.
 STEP_PEAK = 10.0
 
-# A jump's sixth differences keep their size when the spacing shrinks ZOOM-fold; a kink's
-# shrink with it. A jump keeps at least this fraction.
+# A jump's sixth differences keep their size when the spacing shrinks; a kink's shrink with
+# it. A jump keeps at least this fraction at every finer look.
 JUMP_KEPT = 0.5
 
 # Only failures this close (errors relative to the tensor's largest gradient entry) are looked
@@ -142,12 +150,26 @@ def roughness(run: BlackBoxRun, center: np.ndarray) -> tuple[float, float] | Non
         size = float(np.median(levels)) if dense else top / STEP_PEAK
         if not ((dense or lone) and size > ROUGH * run.context.noise):
             continue
-        # A closer look at the highest sixth difference: a jump keeps its size there.
-        where = (int(np.argmax(sixth)) + 3 - POINTS // 2) * spacing
-        objective.plan(ZOOM_POINTS)
-        if np.max(np.abs(np.diff(line(where, spacing / ZOOM, ZOOM_POINTS), 6))) >= JUMP_KEPT * top:
+        if _jump(line, objective, sixth, spacing, top):
             return size, spacing
     return None
+
+
+def _jump(line: Callable[[float, float, int], np.ndarray], objective: Objective,
+          sixth: np.ndarray, spacing: float, top: float) -> bool:
+    """Whether the highest sixth difference keeps at least ``JUMP_KEPT`` of its size ``top``
+    in each of ``ZOOM_ROUNDS`` ever finer looks centred on the previous look's peak (a jump),
+    rather than shrinking with the spacing (a kink)."""
+    where, fine = 0.0, spacing
+    for _ in range(ZOOM_ROUNDS):
+        # sixth[k] is centred on the line's point k + 3, the middle point being sixth.size//2 + 3.
+        where += (int(np.argmax(sixth)) - sixth.size // 2) * fine
+        fine /= ZOOM
+        objective.plan(ZOOM_POINTS)
+        sixth = np.abs(np.diff(line(where, fine, ZOOM_POINTS), 6))
+        if np.max(sixth) < JUMP_KEPT * top:
+            return False
+    return True
 
 
 def _finding(run: BlackBoxRun, sigma: float, spacing: float) -> Finding:

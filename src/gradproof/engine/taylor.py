@@ -20,6 +20,16 @@ from gradproof.engine.probes import Context, unit_direction
 TAYLOR_MAX_STEPS = 40
 TAYLOR_PATIENCE = 3
 
+# A wrong slope leaves a remainder that shrinks like h at the smallest steps clear of rounding
+# (order 1, up to 2 where the h² term adds). One that shrinks more slowly over the three
+# smallest (an order below this), or changes sign among them, lies beyond the Taylor regime (a
+# kink or saturation further than the smallest usable step, the steps below it lost in
+# rounding) and says nothing about the slope at the point. A wrong slope whose h² term
+# opposes it reads below this order only where its smallest usable step is within a factor 3
+# to 8 of the crossover (where h·δ = h²·c), an error within a few times what the direction
+# resolves.
+SLOPE_ORDER = 0.6
+
 
 @dataclass(frozen=True)
 class TaylorResult:
@@ -32,6 +42,8 @@ class TaylorResult:
     steps: int  # loss evaluations spent
     direction: np.ndarray  # v, over the tensor's entries in their unrolling order
     entries: bool = False  # the kink was shown by the entries' own one-sided slopes
+    shapeless: bool = False  # the remainder is not shaped like a wrong slope's (SLOPE_ORDER)
+    beyond: bool = False  # shapeless, and the entries, measured on their own, all agree
 
 
 def taylor(spec: TensorSpec, context: Context, rng: np.random.Generator) -> TaylorResult:
@@ -39,8 +51,8 @@ def taylor(spec: TensorSpec, context: Context, rng: np.random.Generator) -> Tayl
     unit direction v (see ``unit_direction``): it shrinks like h² when g is right and like h
     when it is wrong.
 
-    An order near 1 is checked on the other side (-v). A wrong slope makes the linear part of
-    the remainder odd: r(-h) ≈ -r(h). A kink at θ makes it even instead: order 2 on one side
+    An order below 1.5, over the fit and over its three smallest steps, is checked on the
+    other side (-v). A wrong slope makes the linear part of the remainder odd: r(-h) ≈ -r(h). A kink at θ makes it even instead: order 2 on one side
     when g is the other side's slope, or remainders of the same sign on both sides when g lies
     between the one-sided slopes (a ReLU at 0 in several coordinates). Either is a ``kink``,
     not a failure.
@@ -49,7 +61,8 @@ def taylor(spec: TensorSpec, context: Context, rng: np.random.Generator) -> Tayl
     v = unit_direction(context.center[support], rng)
     fit, remainders, used = _taylor_side(spec, support, v, context)
     analytic = float(context.gradient[support] @ v)
-    passed = fit.order is None or fit.order >= 1.5
+    smallest = _smallest_order(fit, remainders)
+    passed = fit.order is None or fit.order >= 1.5 or smallest is not None and smallest >= 1.5
     kink = False
     if not passed:
         other, mirrored, more = _taylor_side(spec, support, -v, context)
@@ -58,7 +71,22 @@ def taylor(spec: TensorSpec, context: Context, rng: np.random.Generator) -> Tayl
         even = bool(np.sign(remainders[k]) == np.sign(mirrored[k]))
         kink = other.order is None or other.order >= 1.5 or even
         passed = kink
-    return TaylorResult(fit, analytic, kink, passed, used, v)
+    shapeless = smallest is not None and smallest < SLOPE_ORDER
+    return TaylorResult(fit, analytic, kink, passed, used, v, shapeless=shapeless)
+
+
+def _smallest_order(fit: TaylorFit, remainders: np.ndarray) -> float | None:
+    """The order over the three smallest usable steps alone (None with fewer; -inf where
+    the remainder changes sign among them): a wrong slope shows there as order 1 above all,
+    while the whole fit's larger steps may reach past a kink or saturation (a float32 loss
+    has few usable steps) and read 1.4 for a right one."""
+    if fit.points < 3:
+        return None
+    smallest = remainders[fit.last - 2 : fit.last + 1]
+    if np.ptp(np.sign(smallest)) > 0:
+        return -np.inf
+    # Steps halve: |r| ~ h^p gives |r(4h)| / |r(h)| = 4^p.
+    return float(np.log(abs(smallest[0] / smallest[2])) / np.log(4.0))
 
 
 def _taylor_side(

@@ -159,12 +159,14 @@ def taylor_result(spec: TensorSpec, results: list[TaylorResult], largest: float)
     resolution is coarser still."""
     with np.errstate(divide="ignore"):
         thresholds = np.min([r.fit.bound / np.abs(r.direction) for r in results], axis=0)
-    orders = [r.fit.order for r in results if r.fit.order is not None and not r.kink]
-    # A kink's remainder measures the loss's slope gap, not an error of the gradient.
-    errors = [abs(r.fit.derivative_error) for r in results if not r.kink] or [0.0]
+    # A kink's remainder measures the loss's slope gap, and one beyond the Taylor regime
+    # something further away, not an error of the gradient.
+    told = [r for r in results if not (r.kink or r.beyond)]
+    orders = [r.fit.order for r in told if r.fit.order is not None]
+    errors = [abs(r.fit.derivative_error) for r in told] or [0.0]
     relative = [
         abs(r.fit.derivative_error) / max(abs(r.analytic), abs(r.analytic + r.fit.derivative_error))
-        if r.fit.order is not None and r.fit.order < 1.5 and not r.kink
+        if r.fit.order is not None and r.fit.order < 1.5 and not (r.kink or r.beyond)
         else 0.0
         for r in results
     ]
@@ -384,6 +386,21 @@ def kink_findings(
                 f"the point: {'; '.join(w for w, n in zip(why, (even, len(kinks) - even)) if n)}"
                 "; the gradient is a one-sided slope there (not a failure)",
                 details={"count": len(kinks), "even": even, "entries": len(kinks) - even},
+            )
+        )
+    beyond = [r for r in taylor if r.beyond]
+    if beyond:
+        orders = ", ".join(f"{r.fit.order:.2f}" for r in beyond)
+        findings.append(
+            Finding(
+                "precision",
+                (spec.name,),
+                f"along {len(beyond)} Taylor direction(s) of {spec.name} the remainder does not "
+                f"shrink like a wrong slope's (order {orders}, not 1): the steps clear of "
+                "rounding lie beyond the Taylor regime (a kink or saturation further away than "
+                "the smallest of them), so the direction says nothing of the slope at the "
+                f"point; {spec.name}'s entries, measured on their own, all agree (not a failure)",
+                details={"count": len(beyond), "orders": [r.fit.order for r in beyond]},
             )
         )
     return findings
