@@ -484,10 +484,13 @@ class _Forwards:
     """The hidden layers' forward pass at each point, once per hidden activation: every
     output and loss of a candidate reads the same output pre-activation."""
 
-    def __init__(self, fit: Fit, canonical: list[Params], x: np.ndarray) -> None:
+    def __init__(self, fit: Fit, structural: Network, canonical: list[Params], x: np.ndarray
+                 ) -> None:
+        """``structural``: the fit's network (``target="one_hot"``) that mapped the points
+        (``canonical``), reused: a Network is not free to build."""
         self._options = fit.network_options()
         self._canonical = canonical
-        self._structural = Network(**self._options, target="one_hot")
+        self._structural = structural
         self._x = self._structural.validate_input(x)
         self._checked: dict[int, Params] = {}
         self._linear: dict[tuple[str, ...], Network] = {}
@@ -715,7 +718,7 @@ def _identify_fit(problem: UserProblem, fit: Fit, best: _Best, mixed: bool
     # read, never written: views where the layout allows
     canonical = [to_canonical(fit.layout, structural, p.params, copy=False)
                  for p in problem.points]
-    forwards = _Forwards(fit, canonical, x_rows)
+    forwards = _Forwards(fit, structural, canonical, x_rows)
     user = np.array([p.value for p in problem.points])
     rtol = RTOL[problem.dtype]
     weight = _size_weight(problem.dtype)
@@ -1046,9 +1049,9 @@ def _members(problem: UserProblem, fits: list[Fit], params: Any, value: float | 
     for fit in fits:
         x_rows = examples_as_rows(fit.layout, problem.x)
         m = x_rows.shape[0]
-        canonical = [to_canonical(fit.layout, Network(**fit.network_options(), target="one_hot"),
-                                  params)]
-        forwards = _Forwards(fit, canonical, x_rows)
+        structural = Network(**fit.network_options(), target="one_hot")
+        canonical = [to_canonical(fit.layout, structural, params)]
+        forwards = _Forwards(fit, structural, canonical, x_rows)
         for candidate in _data_candidates(fit, problem.y, m):
             net = _with_sparsity(candidate.net, constants)
             try:
