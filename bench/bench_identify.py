@@ -19,7 +19,7 @@ average is printed, as the cores may be shared). ``--blas-threads 1`` runs every
 user's code too) with one BLAS thread: on shared cores numpy's spinning BLAS workers slow the
 classifier's own cost function about tenfold (see DESIGN's measured facts).
 
-Run: python bench/bench_identify.py [--repeats 5] [--blas-threads 1]
+Run: python bench/bench_identify.py [--repeats 5] [--blas-threads 1] [--seed-only]
 """
 
 from __future__ import annotations
@@ -156,14 +156,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--blas-threads", type=int, default=None)
+    parser.add_argument("--seed-only", action="store_true",
+                        help="only the seed network's rows (2.), for many repeats")
     args = parser.parse_args()
     print(f"load average: {os.getloadavg()[0]:.2f}; BLAS threads: {args.blas_threads or 'default'}")
     with threadpool_limits(args.blas_threads):
-        run(args.repeats)
+        if args.seed_only:
+            run_seed(args.repeats)
+        else:
+            run(args.repeats)
 
 
 def run(repeats: int) -> None:
-
     params, x, y, cost_and_grad = course_classifier()
     found = timed(lambda: identify(lambda p: cost_and_grad(p)[0], params, x, y), repeats)
     checked = timed(lambda: gp.check_network(cost_and_grad, None, params, x, y), repeats)
@@ -172,17 +176,7 @@ def run(repeats: int) -> None:
     print(f"  check_network       {checked.wall:6.2f} s wall  {checked.cpu:6.2f} s CPU  "
           f"passed={checked.result.passed}")
 
-    model, params, x, loss, grad = seed_network()
-    network, exact = alternated([lambda: gp.check_network(loss, grad, params, x),
-                                 lambda: gp.check_model(model, params, x)], repeats)
-    print(f"seed network, one image: {network.result.model['description']}")
-    print(f"  check_network       {network.wall:6.3f} s wall  {network.cpu:6.3f} s CPU  "
-          f"passed={network.result.passed}")
-    print(f"  check_model         {exact.wall:6.3f} s wall  {exact.cpu:6.3f} s CPU  "
-          f"passed={exact.result.passed}")
-    print(f"  ratio network/model {network.wall / exact.wall:6.2f} wall  "
-          f"{network.cpu / exact.cpu:6.2f} CPU")
-
+    run_seed(repeats)
     for name, (options, layout, batch) in MEMBERS.items():
         loss, user, user_x, user_y = member_problem(options, layout, batch)
         found = timed(lambda: identify(loss, user, user_x, user_y), repeats)
@@ -195,6 +189,20 @@ def run(repeats: int) -> None:
         print(f"{name}: identify {found.wall:.3f} s wall, check_network {checked.wall:.3f} s "
               f"wall, passed={checked.result.passed}, {found.result.tried} candidates; "
               f"{found.result.summary()}")
+
+
+def run_seed(repeats: int) -> None:
+    """The seed network's rows: ``check_network`` and ``check_model`` taking turns."""
+    model, params, x, loss, grad = seed_network()
+    network, exact = alternated([lambda: gp.check_network(loss, grad, params, x),
+                                 lambda: gp.check_model(model, params, x)], repeats)
+    print(f"seed network, one image: {network.result.model['description']}")
+    print(f"  check_network       {network.wall:6.3f} s wall  {network.cpu:6.3f} s CPU  "
+          f"passed={network.result.passed}")
+    print(f"  check_model         {exact.wall:6.3f} s wall  {exact.cpu:6.3f} s CPU  "
+          f"passed={exact.result.passed}")
+    print(f"  ratio network/model {network.wall / exact.wall:6.2f} wall  "
+          f"{network.cpu / exact.cpu:6.2f} CPU")
 
 
 if __name__ == "__main__":

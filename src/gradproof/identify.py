@@ -235,18 +235,22 @@ def _user_points(problem: UserProblem, params: Any) -> list[UserPoint]:
     # need only be generic, and on a large network drawing floating-point noise, and every
     # fresh array of the size of the parameters, was a visible share of check_network's time.
     flat, size = problem.flat, problem.flat.size
-    whole = math.sqrt(float(np.vdot(flat, flat)) / size) if size else 0.0
+    # each tensor's sum of squares, read once: the whole vector's is their sum
+    squares = [(spec, float(np.vdot(flat[spec.span], flat[spec.span])))
+               for spec in problem.layout.specs]
+    whole = math.sqrt(sum(square for _, square in squares) / size) if size else 0.0
     factors = []  # (span, noise factor) per tensor: a fraction of its root mean square
-    for spec in problem.layout.specs:
-        part = flat[spec.span]
-        rms = math.sqrt(float(np.vdot(part, part)) / spec.size) if spec.size else 0.0
+    for spec, square in squares:
+        rms = math.sqrt(square / spec.size) if spec.size else 0.0
         factors.append((spec.span, math.sqrt(3) / 32768 * (rms or whole or 0.1)))
     # One draw for all the moves (four 16-bit draws from each 64 random bits), each move
     # reading it from its own offset: shifted windows of independent draws are themselves
     # generic directions, uncorrelated entry by entry, at a quarter of the drawing.
     count = len(_MOVE[: POINTS - 1])
     raw = rng.bit_generator.random_raw(-(-(size + count) // 4)).view(np.int16)
-    moves = [(move, raw[i: i + size]) for i, move in enumerate(_MOVE[:count])]
+    # read as floats once: each move scaling integers would convert them again
+    noise = raw.astype(np.float64)
+    moves = [(move, noise[i: i + size]) for i, move in enumerate(_MOVE[:count])]
 
     def near(i: int, shrink: float) -> Any:
         move, bits = moves[i]
@@ -374,13 +378,27 @@ def _forms(net: Network) -> tuple[_Penalty, ...]:
 
 @dataclass
 class _Values:
-    """A candidate's pieces at every point: data term, squared weights and biases, code means."""
+    """A candidate's pieces at every point: data term, squared weights and biases, code means.
+
+    The sums of squares are read only by a decay's fit, so they are asked of the forward
+    passes (which keep them) when first read: a member without a decay, found by the first
+    form tried, never reads every parameter at every point for them.
+    """
 
     data: np.ndarray  # (points,)
     size: np.ndarray  # (points,): the size of the data term's terms (``_term_size``)
-    weights: np.ndarray
-    biases: np.ndarray
     code_means: list[np.ndarray] | None
+    forwards: _Forwards
+
+    @property
+    def weights(self) -> np.ndarray:
+        """sum(W**2) at each point."""
+        return self.forwards.squares("W")[: len(self.data)]
+
+    @property
+    def biases(self) -> np.ndarray:
+        """sum(b**2) at each point."""
+        return self.forwards.squares("b")[: len(self.data)]
 
 
 def _penalty_columns(values: _Values, form: _Penalty, rho: float) -> np.ndarray:
@@ -466,10 +484,13 @@ class _Forwards:
     """The hidden layers' forward pass at each point, once per hidden activation: every
     output and loss of a candidate reads the same output pre-activation."""
 
-    def __init__(self, fit: Fit, canonical: list[Params], x: np.ndarray) -> None:
+    def __init__(self, fit: Fit, structural: Network, canonical: list[Params], x: np.ndarray
+                 ) -> None:
+        """``structural``: the fit's network (``target="one_hot"``) that mapped the points
+        (``canonical``), reused: a Network is not free to build."""
         self._options = fit.network_options()
         self._canonical = canonical
-        self._structural = Network(**self._options, target="one_hot")
+        self._structural = structural
         self._x = self._structural.validate_input(x)
         self._checked: dict[int, Params] = {}
         self._linear: dict[tuple[str, ...], Network] = {}
@@ -554,12 +575,10 @@ def _values(candidate: _DataCandidate, forwards: _Forwards, canonical: list[Para
     caches = [forwards.at(net, i) for i in points]
     terms = np.array([_data_term(net, cache.pre_activations[-1], t) for cache in caches])
     data, size = terms[:, 0], terms[:, 1]
-    weights = forwards.squares("W")[: len(points)]
-    biases = forwards.squares("b")[: len(points)]
     code_means = None
     if net.code_layer and net.activation[net.code_layer - 1] == "sigmoid":
         code_means = [cache.activations[net.code_layer].mean(axis=0) for cache in caches]
-    return _Values(data, size, weights, biases, code_means)
+    return _Values(data, size, code_means, forwards)
 
 
 # -------------------------------------------------------------------------- identification
@@ -699,7 +718,7 @@ def _identify_fit(problem: UserProblem, fit: Fit, best: _Best, mixed: bool
     # read, never written: views where the layout allows
     canonical = [to_canonical(fit.layout, structural, p.params, copy=False)
                  for p in problem.points]
-    forwards = _Forwards(fit, canonical, x_rows)
+    forwards = _Forwards(fit, structural, canonical, x_rows)
     user = np.array([p.value for p in problem.points])
     rtol = RTOL[problem.dtype]
     weight = _size_weight(problem.dtype)
@@ -752,10 +771,12 @@ def _confirm(problem: UserProblem, fit: Fit, candidate: _DataCandidate, scale: _
     m = forwards.x.shape[0]
     rtol = RTOL[problem.dtype]
     exact = _network(candidate, scale, penalty, m)
-    rounded = replace(exact, weight_decay=_round(exact.weight_decay),
-                      sparsity_weight=_round(exact.sparsity_weight),
-                      sparsity_target=_round(exact.sparsity_target))
-    for net in (rounded, exact):
+    constants = {name: getattr(exact, name)
+                 for name in ("weight_decay", "sparsity_weight", "sparsity_target")}
+    rounded = {name: _round(value) for name, value in constants.items()}
+    # a Network is not free to build: the rounded one only where rounding changed a constant
+    nets = [exact] if rounded == constants else [replace(exact, **rounded), exact]
+    for net in nets:
         residual = _residual(problem, fit.layout, net, forwards)
         if residual <= rtol * 2:
             return Identified(net, fit.layout, residual, _describe(net, fit.layout, problem))
@@ -1028,9 +1049,9 @@ def _members(problem: UserProblem, fits: list[Fit], params: Any, value: float | 
     for fit in fits:
         x_rows = examples_as_rows(fit.layout, problem.x)
         m = x_rows.shape[0]
-        canonical = [to_canonical(fit.layout, Network(**fit.network_options(), target="one_hot"),
-                                  params)]
-        forwards = _Forwards(fit, canonical, x_rows)
+        structural = Network(**fit.network_options(), target="one_hot")
+        canonical = [to_canonical(fit.layout, structural, params)]
+        forwards = _Forwards(fit, structural, canonical, x_rows)
         for candidate in _data_candidates(fit, problem.y, m):
             net = _with_sparsity(candidate.net, constants)
             try:

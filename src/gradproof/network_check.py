@@ -18,8 +18,10 @@ mistakes (``gradproof.network_mistakes``). When no member matches, the report is
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -286,20 +288,15 @@ def _exact_report(problem: UserProblem, identified: Identified,
     # match_gradient's notes (shape conventions) are already among the evidence's findings.
     analytic, _, dtypes, _ = matched
     named = layout.named(problem.flat)
-    # the user's dtype sets the tolerance; a float64 gradient is not copied for it
+    compared = {spec.name: _compare(analytic[spec.name], reference[spec.name], dtypes[spec.name])
+                for spec in layout.specs}
+    results = [_tensor_result(spec.name, spec.shape, compared[spec.name],
+                              evidence.tensor(spec.name)) for spec in layout.specs]
+    exact_failing = [name for name, comparison in compared.items() if comparison.exceeds]
+    # the whole tolerance only where a diagnosis reads it; the user's dtype sets it
     tolerance = {name: rounding_tolerance(reference[name],
                                           analytic[name].astype(dtypes[name], copy=False))
-                 for name in layout.names}
-    results, failing = [], []
-    for spec in layout.specs:
-        result = _tensor_result(spec.name, spec.shape, analytic[spec.name],
-                                reference[spec.name], tolerance[spec.name],
-                                evidence.tensor(spec.name))
-        results.append(result)
-        if not result.passed:
-            failing.append(spec.name)
-    exact_failing = [name for name in failing
-                     if np.any(np.abs(analytic[name] - reference[name]) > tolerance[name])]
+                 for name in exact_failing}
     kept = [f for f in evidence.findings
             if not f.is_bug or f.kind == "transposed" or not set(f.tensors) & set(exact_failing)]
     hypotheses: dict[str, Hypothesis] = dict(HYPOTHESES)
@@ -329,34 +326,64 @@ def _in_layout(layout: ParamLayout, identified: Identified, grads: Params
             for spec, leaf in zip(layout.specs, layout.leaves(structure))}
 
 
-def _tensor_result(name: str, shape: tuple[int, ...], analytic: np.ndarray,
-                   reference: np.ndarray, tolerance: np.ndarray, evidence: TensorResult
-                   ) -> TensorResult:
+@dataclass(frozen=True)
+class _Comparison:
+    """Every entry of a user's gradient against the reference, within ``rounding_tolerance``."""
+
+    max_abs: float
+    max_rel: float
+    worst: tuple[int, ...] | None  # the entry with the largest error over its tolerance
+    worst_tolerance: float | None
+    passed: bool  # every error within its tolerance (a NaN is not)
+    exceeds: bool  # some error above its tolerance
+    detectable: float | None  # the largest tolerance
+    largest: float  # the largest |reference| entry
+
+
+def _compare(analytic: np.ndarray, reference: np.ndarray, dtype: np.dtype) -> _Comparison:
+    """``_Comparison`` of two tensors of one shape."""
+    if not analytic.size:
+        return _Comparison(0.0, 0.0, None, None, True, False, None, 0.0)
+    # the user's dtype sets the tolerance; a float64 gradient is not copied for it
+    tolerance = rounding_tolerance(reference, analytic.astype(dtype, copy=False))
+    # in place where it can be: each pass over a large tensor and each fresh array costs
     diff = np.subtract(analytic, reference)
     np.abs(diff, out=diff)
-    # in place where it can be: each fresh array of a large tensor costs its page faults
     magnitude = np.abs(reference)
-    largest = float(magnitude.max(initial=0.0))
-    scale = np.abs(analytic, dtype=np.float64)
+    largest = float(magnitude.max())
+    scale = np.abs(analytic)
     np.maximum(scale, magnitude, out=scale)
-    rel = np.divide(diff, scale, out=scale, where=scale > 0)  # 0 where both are 0
+    # 0 where both are 0 (then so is diff); adding tiny changes no normal scale, and costs a
+    # pass less than a masked division
+    scale += float(np.finfo(np.float64).tiny)
+    rel = np.divide(diff, scale, out=scale)
     ratio = np.divide(diff, tolerance, out=magnitude)
-    worst = np.unravel_index(int(np.argmax(ratio)), shape) if diff.size else None
+    worst = np.unravel_index(int(np.argmax(ratio)), analytic.shape)  # the first NaN if any
+    # every ratio below 1 (as floats) means every difference below its tolerance; only
+    # otherwise is the comparison itself needed (NaN compares as a failure either way)
+    passed = float(ratio[worst]) < 1.0 or bool(np.all(diff <= tolerance))
+    return _Comparison(
+        max_abs=float(diff.max()), max_rel=float(rel.max()),
+        worst=tuple(int(i) for i in worst), worst_tolerance=float(tolerance[worst]),
+        passed=passed, exceeds=not passed and bool(np.any(diff > tolerance)),
+        detectable=float(tolerance.max()), largest=largest,
+    )
+
+
+def _tensor_result(name: str, shape: tuple[int, ...], comparison: _Comparison,
+                   evidence: TensorResult) -> TensorResult:
     # The comparison covers every entry: an error in any one above its tolerance fails it.
-    detectable = float(tolerance.max()) if diff.size else None
+    detectable = comparison.detectable
     return TensorResult(
-        name=name, shape=shape, checked=int(diff.size),
-        max_abs_error=float(diff.max(initial=0.0)), max_rel_error=float(rel.max(initial=0.0)),
-        # every ratio below 1 (as floats) means every difference below its tolerance; only
-        # otherwise is the comparison itself needed (NaN compares as a failure either way)
-        passed=(worst is None or float(ratio[worst]) < 1.0
-                or bool(np.all(diff <= tolerance))) and evidence.passed,
-        worst_index=None if worst is None else tuple(int(i) for i in worst),
+        name=name, shape=shape, checked=math.prod(shape),
+        max_abs_error=comparison.max_abs, max_rel_error=comparison.max_rel,
+        passed=comparison.passed and evidence.passed,
+        worst_index=comparison.worst,
         step=evidence.step, error_estimate=evidence.error_estimate,
-        tolerance=None if worst is None else float(tolerance[worst]),
+        tolerance=comparison.worst_tolerance,
         probes=evidence.probes, excluded=evidence.excluded, detectable=detectable,
-        detectable_relative=detectable / largest if detectable is not None and largest > 0
-        else None,
+        detectable_relative=detectable / comparison.largest
+        if detectable is not None and comparison.largest > 0 else None,
     )
 
 
