@@ -113,6 +113,30 @@ def test_a_loss_outside_the_family_names_the_closest_and_why():
     assert "closest" in outcome.closest and "rejected" in outcome.closest
 
 
+def test_the_closest_to_a_leaky_relu_classifier_is_a_softmax_classifier_without_fitted_terms():
+    """A leaky ReLU (outside the family) makes the loss a little larger than any ReLU or
+    sigmoid member's data term, which no penalty can take back down: such members are still
+    contenders for the closest, and fitted constants must earn their place, so that the
+    closest is not a squared error bent towards the values by a fitted sparsity term."""
+    rng = np.random.default_rng(7)
+    m = 30
+    x, y = rng.normal(size=(m, 5)), rng.integers(0, 3, m)
+    params = {"W1": 0.5 * rng.normal(size=(5, 7)), "b1": np.zeros(7),
+              "W2": 0.5 * rng.normal(size=(7, 3)), "b2": np.zeros(3)}
+
+    def leaky_relu_classifier(p):
+        s1 = x @ p["W1"] + p["b1"]
+        s2 = np.where(s1 > 0, s1, 0.1 * s1) @ p["W2"] + p["b2"]
+        log_probs = s2 - s2.max(axis=1, keepdims=True)
+        log_probs -= np.log(np.exp(log_probs).sum(axis=1, keepdims=True))
+        return -log_probs[np.arange(m), y].mean()
+
+    outcome = identify(leaky_relu_classifier, params, x, y)
+    assert outcome.model is None
+    assert "softmax cross-entropy over 3 classes" in outcome.closest, outcome.closest
+    assert "sparsity" not in outcome.closest and "no weight decay" in outcome.closest
+
+
 # ----- the oracle: identified members of the family, any layout --------------------------------
 
 LAYOUTS = [

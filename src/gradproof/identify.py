@@ -369,6 +369,9 @@ class _Penalty:
     rho: float = 0.05
 
 
+_NO_PENALTY = _Penalty(None, False)
+
+
 def _forms(net: Network) -> tuple[_Penalty, ...]:
     decays: tuple[bool | None, ...] = (None, False, True) if net.bias else (None, False)
     sparse = (False, True) if net.code_layer and net.activation[net.code_layer - 1] == "sigmoid" \
@@ -586,8 +589,26 @@ def _values(candidate: _DataCandidate, forwards: _Forwards, canonical: list[Para
 
 @dataclass
 class _Best:
+    """The closest member so far: its worst relative misfit, and how many constants were
+    fitted to the user's values to reach it."""
+
     score: float = math.inf
+    constants: int = 0
     text: str = ""
+
+    # Each constant fitted to the loss values must buy this factor in misfit to count as
+    # closer: fitted constants absorb differences (a KL sparsity term's beta and rho bend a
+    # squared error towards a loss of another activation), so that, unweighted, the closest
+    # member of a loss outside the family would be the one with the most constants.
+    _PER_CONSTANT = 10.0
+
+    def replaced_by(self, score: float, penalty: _Penalty) -> bool:
+        """Whether a member with this misfit and fitted penalty is the closer; if so, keep it."""
+        constants = int(penalty.kappa > 0) + 2 * int(penalty.beta > 0)
+        if score * self._PER_CONSTANT ** (constants - self.constants) >= self.score:
+            return False
+        self.score, self.constants = score, constants
+        return True
 
 
 def identify(loss: Callable[[Any], Any], params: Any, x: Any, y: Any = None, *,
@@ -729,9 +750,15 @@ def _identify_fit(problem: UserProblem, fit: Fit, best: _Best, mixed: bool
             first = _values(candidate, forwards, canonical, first_only=True)
         except InputError:
             continue  # labels this reading cannot hold: checked for the user in _check_labels
-        scales = [s for s in _scales(candidate.net.loss_name)
-                  if user[0] - s.factor(candidate.net.loss_name, m) * first.data[0]
-                  >= -rtol * (abs(user[0]) + 1e-300)]
+        scales = []
+        for scale in _scales(candidate.net.loss_name):
+            excess = scale.factor(candidate.net.loss_name, m) * first.data[0] - user[0]
+            if excess <= rtol * (abs(user[0]) + 1e-300):
+                scales.append(scale)
+            elif best.replaced_by(excess / (abs(user[0]) + 1e-300), _NO_PENALTY):
+                # no penalty can take its data term back down, yet it may be the closest
+                best.text = _closest_text(problem, fit, _network(candidate, scale, _NO_PENALTY, m),
+                                          best.score, 1)
         if not scales:
             continue  # its data term alone exceeds the user's loss
         values = _values(candidate, forwards, canonical)
@@ -745,12 +772,17 @@ def _identify_fit(problem: UserProblem, fit: Fit, best: _Best, mixed: bool
                     found = _confirm(problem, fit, candidate, scale, fitted, forwards)
                     if found is not None:
                         return found, tried
-                if score * rtol < best.score:
-                    best.score = score * rtol
-                    best.text = (f"closest: {_describe(_network(candidate, scale, fitted, m), fit.layout, problem)}; "
-                                 f"rejected because its loss differs from yours by "
-                                 f"{score * rtol:.2g} relative at one of the {len(user)} points")
+                if best.replaced_by(score * rtol, fitted):
+                    best.text = _closest_text(problem, fit, _network(candidate, scale, fitted, m),
+                                              best.score, len(user))
     return None, tried
+
+
+def _closest_text(problem: UserProblem, fit: Fit, net: Network, score: float, points: int
+                  ) -> str:
+    where = "at the given point" if points == 1 else f"at one of the {points} points"
+    return (f"closest: {_describe(net, fit.layout, problem)}; rejected because its loss differs "
+            f"from yours by {score:.2g} relative {where}")
 
 
 def _network(candidate: _DataCandidate, scale: _Scale, penalty: _Penalty, m: int) -> Network:
