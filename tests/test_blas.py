@@ -365,7 +365,8 @@ class FakeMachine:
         self.windows = 0
         self.busy = self.mine = 0.0
 
-    def __call__(self) -> Sample:
+    def __call__(self, stat_path: str | None = None, cpus: frozenset[int] | None = None
+                 ) -> Sample:
         sample = Sample(wall=float(self.windows), busy=self.busy, own=self.mine, load=None)
         others = self.others[min(self.windows, len(self.others) - 1)]
         self.busy += self.own + others
@@ -404,12 +405,20 @@ def test_a_core_counts_when_at_least_half_of_it_is_free(free, most, expected):
     assert threads_for(free, most) == expected
 
 
-def test_proc_stat_gives_the_busy_seconds(tmp_path):
+def test_proc_stat_gives_the_busy_seconds_of_the_cpus_asked_for(tmp_path):
     stat = tmp_path / "stat"
     # user nice system idle iowait irq softirq steal guest guest_nice, in hundredths
-    stat.write_text("cpu  300 20 80 5000 100 0 10 0 40 0\ncpu0 1 2 3 4 5 6 7 8 9 0\n")
-    sample = cpu_load.read_sample(str(stat))
-    assert sample.busy == pytest.approx(4.1)  # user, nice, system, softirq; guest is in user
+    stat.write_text(
+        "cpu  300 20 80 5000 100 0 10 0 40 0\n"
+        "cpu0 100 0 50 2500 50 0 0 0 40 0\n"
+        "cpu1 200 20 30 2500 50 0 10 0 0 0\n"
+        "intr 1 2 3\n"
+    )
+    # user, nice, system, irq, softirq, steal; guest is in user, idle and iowait are idle
+    assert cpu_load.read_sample(str(stat)).busy == pytest.approx(4.1)
+    assert cpu_load.read_sample(str(stat), frozenset({0})).busy == pytest.approx(1.5)
+    assert cpu_load.read_sample(str(stat), frozenset({0, 1})).busy == pytest.approx(4.1)
+    assert cpu_load.read_sample(str(stat), frozenset({7})).busy is None
     assert cpu_load.read_sample(str(tmp_path / "missing")).busy is None
     stat.write_text("intr 1 2 3\n")
     assert cpu_load.read_sample(str(stat)).busy is None
@@ -422,8 +431,7 @@ def test_the_count_follows_the_free_cores_and_the_callers_setting_comes_back(use
     machine = FakeMachine(own=1.0, others=[0.0, 0.0, 1.0, 0.1])
     with blas.limited("train"):
         assert blas_threads() == {blas.POLICY["train"]}
-        follower = blas.LoadFollower(blas.POLICY["train"], every=0.0, sample=machine, cpus=2,
-                                     most=2)
+        follower = blas.LoadFollower(blas.POLICY["train"], every=0.0, sample=machine, cpus=2)
         seen = []
         for _ in range(4):
             follower.tick()
@@ -435,7 +443,7 @@ def test_the_count_follows_the_free_cores_and_the_callers_setting_comes_back(use
 def test_the_callers_setting_comes_back_after_an_error_with_a_changed_count(user_threads_apart):
     machine = FakeMachine(own=1.0, others=[0.0])
     with pytest.raises(ZeroDivisionError), blas.limited("train"):
-        follower = blas.LoadFollower(1, every=0.0, sample=machine, cpus=2, most=2)
+        follower = blas.LoadFollower(1, every=0.0, sample=machine, cpus=2)
         follower.tick()
         assert blas_threads() == {2}
         raise ZeroDivisionError("planted")
@@ -444,8 +452,7 @@ def test_the_callers_setting_comes_back_after_an_error_with_a_changed_count(user
 
 def test_a_call_nested_in_another_leaves_the_outer_setting(user_threads_apart):
     with blas.limited("check_model"), blas.limited("train"):
-        follower = blas.LoadFollower(1, every=0.0, sample=FakeMachine(1.0, [0.0]), cpus=2,
-                                     most=2)
+        follower = blas.LoadFollower(1, every=0.0, sample=FakeMachine(1.0, [0.0]), cpus=2)
         follower.tick()
         assert follower.count == 1
         assert blas_threads() == {blas.POLICY["check_model"]}
@@ -457,7 +464,7 @@ def test_nothing_measured_keeps_the_count(user_threads_apart):
         return Sample(wall=0.0, busy=None, own=0.0, load=None)
 
     with blas.limited("train"):
-        follower = blas.LoadFollower(1, every=0.0, sample=no_source, cpus=2, most=2)
+        follower = blas.LoadFollower(1, every=0.0, sample=no_source, cpus=2)
         follower.tick()
         assert follower.count == 1
         assert blas_threads() == {1}
@@ -485,8 +492,7 @@ def training_with(monkeypatch, machine, seen, stop_at=None, **options):
     interrupting after step ``stop_at``, when given)."""
     monkeypatch.setattr(blas, "FOLLOW_SECONDS", 0.0)
     monkeypatch.setattr(cpu_load, "read_sample", machine)
-    monkeypatch.setattr(blas.os, "cpu_count", lambda: 2)
-    monkeypatch.setattr(blas, "_usable_cpus", lambda: 2)
+    monkeypatch.setattr(cpu_load, "usable_cpus", lambda: frozenset({0, 1}))
     model = gp.Autoencoder(6, 3, dtype="float32")
     x = np.random.default_rng(0).random((16, 6)).astype(np.float32)
 

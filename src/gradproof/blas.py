@@ -192,11 +192,12 @@ class LoadFollower:
     every : float, optional
         Seconds per window (``FOLLOW_SECONDS``).
     sample : callable, optional
-        Returns a ``cpu_load.Sample`` (by default ``cpu_load.read_sample``).
+        Returns a ``cpu_load.Sample`` (by default ``cpu_load.read_sample`` of the CPUs this
+        process may run on: beside a process busy on one of them, a ``taskset`` to two
+        cores of a large machine has one core free, not all the others).
     cpus : int, optional
-        The machine's CPUs, which ``/proc/stat`` counts (``os.cpu_count()``).
-    most : int, optional
-        The most threads to use: the CPUs this process may run on.
+        How many CPUs the samples cover, and the most threads to use (by default those this
+        process may run on).
     """
 
     def __init__(
@@ -205,13 +206,12 @@ class LoadFollower:
         every: float | None = None,
         sample: Callable[[], cpu_load.Sample] | None = None,
         cpus: int | None = None,
-        most: int | None = None,
     ) -> None:
         self.count = count
         self.every = FOLLOW_SECONDS if every is None else every
-        self._sample = sample or cpu_load.read_sample
-        self._cpus = cpus or os.cpu_count() or 1
-        self._most = most or _usable_cpus()
+        usable = cpu_load.usable_cpus()
+        self._sample = sample or functools.partial(cpu_load.read_sample, cpus=usable)
+        self._cpus = cpus or (len(usable) if usable else os.cpu_count() or 1)
         self._before = self._sample()
         self._due = self._before.wall + min(FIRST_SECONDS, self.every)
 
@@ -224,7 +224,7 @@ class LoadFollower:
         self._before, self._due = after, after.wall + self.every
         if others is None:
             return  # nothing measured: the count stays
-        count = cpu_load.threads_for(self._cpus - others, self._most)
+        count = cpu_load.threads_for(self._cpus - others, self._cpus)
         if count != self.count and _POOLS.change(count):
             self.count = count
 
@@ -236,13 +236,6 @@ def follower(path: str, option: Any = None) -> LoadFollower | None:
     if path not in FOLLOWS_LOAD or _choice(option) != AUTO:
         return None
     return LoadFollower(POLICY[path])
-
-
-def _usable_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 class _Pools:

@@ -1,8 +1,9 @@
 """How many of the machine's CPUs other processes leave free, measured over a window.
 
-Contract: ``read_sample()`` returns a ``Sample`` of the machine's busy CPU time (from
-``/proc/stat``; None where that file cannot be read), this process's own CPU time (every
-thread) and the 1-minute load average (None where the system has none). ``others_busy(before,
+Contract: ``read_sample(cpus=usable_cpus())`` returns a ``Sample`` of the busy CPU time of the
+CPUs this process may run on (from ``/proc/stat``; None where that file cannot be read), this
+process's own CPU time (every thread) and the 1-minute load average (None where the system has
+none). ``others_busy(before,
 after)`` says how many cores other processes kept busy between two samples; ``threads_for(free,
 most)`` turns the cores left free into a thread count. Pure functions on the samples, so that
 the decision is tested with made-up samples.
@@ -37,7 +38,7 @@ class Sample:
     wall : float
         ``time.monotonic()`` seconds.
     busy : float or None
-        CPU-seconds that all of the machine's CPUs spent busy since boot, or None where
+        CPU-seconds that the CPUs sampled spent busy since boot, or None where
         ``/proc/stat`` cannot be read.
     own : float
         CPU-seconds this process (all its threads) has used.
@@ -51,9 +52,19 @@ class Sample:
     load: float | None
 
 
-def read_sample(stat_path: str = _PROC_STAT) -> Sample:
-    """Sample the machine's and this process's CPU time now."""
-    return Sample(time.monotonic(), _machine_busy(stat_path), time.process_time(), _load())
+def read_sample(stat_path: str = _PROC_STAT, cpus: frozenset[int] | None = None) -> Sample:
+    """Sample the CPU time of ``cpus`` (ids, as ``usable_cpus`` gives them; None: the whole
+    machine) and of this process now."""
+    return Sample(time.monotonic(), _busy(stat_path, cpus), time.process_time(), _load())
+
+
+def usable_cpus() -> frozenset[int] | None:
+    """The ids of the CPUs this process may run on (its affinity: ``taskset``, a container's
+    cpuset), or None where the system does not say."""
+    try:
+        return frozenset(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return None
 
 
 def others_busy(before: Sample, after: Sample) -> float | None:
@@ -76,22 +87,29 @@ def threads_for(free: float, most: int) -> int:
     return max(1, min(most, int(free + 0.5)))
 
 
-def _machine_busy(path: str) -> float | None:
+def _busy(path: str, cpus: frozenset[int] | None) -> float | None:
+    """Busy CPU-seconds since boot of ``cpus`` (the per-CPU lines) or of the whole machine (the
+    "cpu" line), from ``/proc/stat``; None where it cannot be read or names none of them."""
     try:
         with open(path, encoding="ascii") as stat:
-            fields = stat.readline().split()
+            lines = stat.read().splitlines()
     except OSError:
         return None
-    if len(fields) < 6 or fields[0] != "cpu":  # "cpu" and user .. iowait at least
-        return None
-    try:
-        ticks = [int(value) for value in fields[1:]]
-    except ValueError:
-        return None
-    # guest and guest_nice (columns 9 and 10) are already counted in user and nice.
-    total = sum(ticks[:8])
-    idle = sum(ticks[column] for column in _IDLE_COLUMNS)
-    return (total - idle) / _ticks_per_second()
+    wanted = {"cpu"} if cpus is None else {f"cpu{cpu}" for cpu in cpus}
+    busy, found = 0, 0
+    for line in lines:
+        fields = line.split()
+        # The name, then user, nice, system, idle and iowait at least.
+        if len(fields) < 6 or fields[0] not in wanted:
+            continue
+        try:
+            ticks = [int(value) for value in fields[1:]]
+        except ValueError:
+            return None
+        # guest and guest_nice (the 9th and 10th numbers) are already counted in user and nice.
+        busy += sum(ticks[:8]) - sum(ticks[column] for column in _IDLE_COLUMNS)
+        found += 1
+    return busy / _ticks_per_second() if found else None
 
 
 def _ticks_per_second() -> float:
