@@ -27,8 +27,8 @@ Following the load: for the paths in ``FOLLOWS_LOAD`` (training), ``"auto"`` sta
 ``POLICY[path]`` and ``follower(path, option)`` then chooses the count again every
 ``FOLLOW_SECONDS`` from the cores other processes left free over that window
 (``gradproof.cpu_load``): two threads train the seed network faster than one on an idle 2-core
-machine (0.99 against 1.41 s an epoch on full MNIST), one kept it within 1.04 times its idle
-time beside a busy core where two took 2.46 times, and no fixed count does both. A number pins the count: in float32 one and two
+machine, one keeps it near its idle time beside a busy core where two more than double it, and
+no fixed count does both (bench/README.md, "Following the load"). A number pins the count: in float32 one and two
 threads round the products differently, so only a pinned count makes a run, and a resumed run,
 the same bit for bit whatever the load.
 """

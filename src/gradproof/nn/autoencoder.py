@@ -301,11 +301,12 @@ class Autoencoder:
         ``{"W", "b"}``, for ``loss``.
 
         A black-box gradient check passes the same dict of the same arrays thousands of
-        times, only their values changed, and on a small batch these checks cost as much as
-        a layer's arithmetic. So the last result is kept while ``params`` is the same dict
+        times, only their values changed, and on a small batch these checks are a noticeable
+        share of a call (bench/README.md). So the last result is kept while ``params`` is the same dict
         holding the same arrays, of the same shapes and dtypes: what the checks read has not
         changed. It is kept only where no array needed a conversion, since a converted copy
-        would not follow later changes of the caller's values.
+        would not follow later changes of the caller's values. (The model holds on to that
+        dict until a call with another one.)
         """
         kept = self._kept_params
         if kept is not None and kept.fits(params):
@@ -465,7 +466,9 @@ class Autoencoder:
 class _CheckedParams:
     """The params of a call of ``Autoencoder.loss`` as checked, and the arrays they were."""
 
-    def __init__(self, given: Mapping[str, Any], checked: Params, layer_params: list[Params]):
+    def __init__(
+        self, given: Mapping[str, Any], checked: Params, layer_params: list[Params]
+    ) -> None:
         self.given = given
         self.checked = checked
         self.layer_params = layer_params
