@@ -24,12 +24,14 @@ overflows: the false alarm above). The rows whose input is zero in every example
 of an MNIST batch) are another matter: ``0 * inf`` is NaN, but a BLAS may skip a zero
 multiplier (the reference BLAS once did). Whether the product at hand does is measured once
 per kind of product (``zeros_keep_nan``: the operands' shapes, dtypes and memory layouts, from
-which numpy and its BLAS pick the kernel); where it may skip them, those rows get their own
-product, ``idle @ W`` with ``idle`` 1 exactly where the input is always zero: a multiplier of 1
-leaves each of them in a column sum. That product read the whole weight again, as much as the
-forward pass's own product on one example, so it runs only where it is needed. The inputs of
-the first layer are the caller's to check (``x``); a later layer's are finite wherever the
-earlier ``s`` were, since the activations map finite numbers to finite numbers.
+which numpy and its BLAS pick the kernel; the thread count is assumed not to matter, since
+OpenBLAS splits a product among threads running the same kernel); where it may skip them,
+those rows get their own product, ``idle @ W`` with ``idle`` 1 exactly where the input is
+always zero: a multiplier of 1 leaves each of them in a column sum. That product reads the
+whole weight again, as much as the forward pass's own product on one example, so it runs
+only where it is needed. The inputs of the first layer are the caller's to check (``x``); a
+later layer's are finite wherever the earlier ``s`` were, since the activations map finite
+numbers to finite numbers.
 """
 
 from __future__ import annotations
