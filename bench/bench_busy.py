@@ -4,7 +4,8 @@ BLAS thread policy.
 Each command runs as a user runs it (``python -m gradproof ...`` in a fresh process, wall
 time from start to exit) in two settings:
 
-- **policy**: gradproof's defaults (``gradproof.blas.POLICY``);
+- **policy**: gradproof's defaults (``gradproof.blas.POLICY``; training's count then follows
+  the cores other processes leave free, ``gradproof.blas.follower``);
 - **off**: ``GRADPROOF_BLAS_THREADS=off``, the BLAS libraries' own default (OpenBLAS: one
   thread per core), which is what gradproof did before the policy;
 - **baseline** (with ``--baseline-src DIR``): the same command from another checkout's

@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,9 @@ DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mn
 LAYERS = (784, 200, 784)
 # Rounds of one step's six matmuls per floor measurement (a round takes about 1 ms).
 FLOOR_ROUNDS = 200
+# gradproof's BLAS thread count is read every this many steps (threadpoolctl took 1.1 ms to
+# read it beside torch: 0.4% of the timed steps at this rate).
+THREADS_EVERY = 200
 
 Params = dict[str, np.ndarray]
 
@@ -85,6 +89,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def blas_threads() -> int:
+    """The thread count of numpy's BLAS (the first BLAS library threadpoolctl finds)."""
+    from threadpoolctl import threadpool_info
+
+    return next(lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas")
+
+
 def summed_squared_error(z: np.ndarray, x: np.ndarray) -> float:
     """Mean over images of the summed squared pixel error, accumulated in float64."""
     return float(np.sum(np.square(z - x), dtype=np.float64)) / len(x)
@@ -100,6 +111,9 @@ class GradproofRunner:
         self.model, self.params, self.args = model, params, args
         self.state = None
         self.run = Run("gradproof")
+        # BLAS thread count -> steps seen with it (one in THREADS_EVERY): by default the
+        # count follows the load (gradproof.blas.follower).
+        self.threads: Counter[int] = Counter()
 
     def epoch(self, x_train: np.ndarray, x_test: np.ndarray) -> None:
         marks: dict[str, float] = {}
@@ -109,8 +123,11 @@ class GradproofRunner:
             # evaluation that train() runs after every epoch.
             if isinstance(event, TrainStarted):
                 marks["start"] = time.perf_counter()
-            elif isinstance(event, StepDone) and event.step_in_epoch == event.steps_per_epoch:
-                marks["end"] = time.perf_counter()
+            elif isinstance(event, StepDone):
+                if event.step % THREADS_EVERY == 0:
+                    self.threads[blas_threads()] += 1
+                if event.step_in_epoch == event.steps_per_epoch:
+                    marks["end"] = time.perf_counter()
 
         args = self.args
         result = train(
@@ -357,6 +374,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"first-batch gradients, gradproof vs PyTorch: max relative difference "
           f"{grad_difference:.1e}; parameters after {args.epochs} epochs, gradproof vs plain "
           f"numpy: {max_relative_difference(ours.params, plain.params):.1e}")
+    seen = sum(ours.threads.values())
+    if seen:
+        print("gradproof's BLAS threads: " + ", ".join(
+            f"{count} in {steps_seen / seen:.0%} of the steps" for count, steps_seen
+            in sorted(ours.threads.items())) + f" (read every {THREADS_EVERY} steps)")
     print()
     rate = 6 * args.batch_size * weights / step_time
     print(table([ours.run, plain.run, theirs.run], floor_seconds, rate, args.epochs))

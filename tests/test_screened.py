@@ -16,7 +16,9 @@ import pytest
 
 from gradproof.errors import InputError
 from gradproof.nn import Autoencoder
-from gradproof.nn.screened import screened_forward
+from gradproof.nn import screened
+from gradproof.nn.layers import DenseCache
+from gradproof.nn.screened import _kind, screened_forward, zeros_keep_nan
 
 MODELS = {
     "seed": dict(layers=[7, 4, 7]),
@@ -105,3 +107,60 @@ def test_the_screen_sees_a_weight_that_zero_inputs_never_multiply():
     with np.errstate(invalid="ignore"):
         *_, finite = screened_forward(model.network._dense, layer_params, x)
     assert not finite
+
+
+def skipping_product(a, w):
+    """A product that leaves out every zero multiplier, as the reference BLAS once did:
+    correct for finite weights, blind to a NaN that only zero inputs multiply."""
+    out = np.zeros((a.shape[0], w.shape[1]), dtype=np.result_type(a, w))
+    for row, inputs in enumerate(a):
+        used = np.flatnonzero(inputs)
+        out[row] = inputs[used] @ w[used]
+    return out
+
+
+def skipping_all_zero_product(a, w):
+    """A product that returns zeros at once for an all-zero input, and multiplies otherwise."""
+    return np.zeros((a.shape[0], w.shape[1])) if not a.any() else a @ w
+
+
+@pytest.mark.parametrize("product", [skipping_product, skipping_all_zero_product],
+                         ids=["one-by-one", "all-zero"])
+def test_the_probe_finds_a_product_that_skips_zero_multipliers(product):
+    kinds = (((3, 8), np.dtype(np.float64), "C"), ((8, 5), np.dtype(np.float64), "F"))
+    assert not zeros_keep_nan(*kinds, product)
+    assert zeros_keep_nan(*kinds, lambda a, w: np.einsum("ij,jk->ik", a, w))  # every term summed
+
+
+def test_an_operand_of_no_measured_kind_is_always_screened():
+    strided = np.zeros((4, 10))[:, ::2]  # neither C- nor Fortran-contiguous
+    assert _kind(strided) is None
+    assert not zeros_keep_nan(None, _kind(np.zeros((5, 3))))
+
+
+class SkippingDense:
+    """A dense layer whose product skips zero multipliers (``skipping_product``)."""
+
+    def __init__(self, dense):
+        self.dense = dense
+
+    def forward(self, params, x):
+        s = skipping_product(x, params["W"])  # (batch, n_out)
+        return self.dense.activation.forward(s.copy()), DenseCache(x=x, s=s, a=None)
+
+
+@pytest.mark.parametrize("measured", [False, True], ids=["skips-measured", "skips-unmeasured"])
+def test_where_the_product_skips_zeros_the_idle_rows_get_their_own_screen(monkeypatch, measured):
+    # What the probe says decides whether the idle rows are screened: with a skipping product
+    # measured as such the NaN is found; told (wrongly) that the product keeps it, it is not.
+    model = Autoencoder(layers=[5, 2, 5], bias=False)
+    params = model.init_params(seed=0)
+    params["W1"][4, 1] = np.nan  # pixel 4 is 0 in every example
+    x = np.zeros((2, 5))
+    x[:, :4] = 1.0
+    monkeypatch.setattr(screened, "zeros_keep_nan", lambda *kinds: measured)
+    layers = [SkippingDense(dense) for dense in model.network._dense]
+    layer_params = [model.network._layer_params(params, k) for k in (1, 2)]
+    with np.errstate(invalid="ignore"):
+        *_, finite = screened_forward(layers, layer_params, x)
+    assert finite is measured

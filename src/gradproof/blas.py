@@ -22,6 +22,15 @@ else ``POLICY[path]``. Each is a positive integer, ``"auto"`` (the policy) or ``
 the pools as they are: the libraries' own defaults or whatever the caller set). The call that
 finds the pools free sets them and restores them when it ends; calls nested in it (the torch
 adapter's ``check_gradient``) or started from other threads while it runs keep its setting.
+
+Following the load: for the paths in ``FOLLOWS_LOAD`` (training), ``"auto"`` starts from
+``POLICY[path]`` and ``follower(path, option)`` then chooses the count again every
+``FOLLOW_SECONDS`` from the cores other processes left free over that window
+(``gradproof.cpu_load``): two threads train the seed network faster than one on an idle 2-core
+machine, one keeps it near its idle time beside a busy core where two more than double it, and
+no fixed count does both (bench/README.md, "Following the load"). A number pins the count: in float32 one and two
+threads round the products differently, so only a pinned count makes a run, and a resumed run,
+the same bit for bit whatever the load.
 """
 
 from __future__ import annotations
@@ -32,12 +41,14 @@ import numbers
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from threadpoolctl import ThreadpoolController
 
+from gradproof import cpu_load
 from gradproof.errors import InputError
 
 ENV_VAR = "GRADPROOF_BLAS_THREADS"
@@ -54,6 +65,18 @@ POLICY: Mapping[str, int] = {
     "torch": 1,
     "octave": 1,  # numpy's pools in gradproof.octave.check, and Octave's own OpenBLAS (its environment)
 }
+
+# The paths whose "auto" count follows the cores other processes leave free, and how often it
+# is chosen again: a quarter of a second is a few hundred training steps of the seed network,
+# long enough for the CPU times to resolve a core's share (/proc/stat counts hundredths of a
+# second) and short enough to follow a process that starts or stops.
+FOLLOWS_LOAD = frozenset({"train"})
+FOLLOW_SECONDS = 0.25
+# The first window is shorter, so that a short call (one epoch of a benchmark) is not spent
+# on the starting count: at /proc/stat's hundredths of a second, 50 ms on two cores resolve
+# the others' load to within about 0.4 of a core, enough to tell an idle machine from one
+# busy core, and the next windows correct a wrong first choice.
+FIRST_SECONDS = 0.05
 
 # The values every setting accepts, in words (the messages and the CLI's help read this).
 ALLOWED = (
@@ -94,16 +117,20 @@ def resolve(path: str, option: Any = None) -> int | None:
     """Return the thread count for ``path``, or None to leave the pools alone.
 
     ``option`` (the front door's ``blas_threads``; None when not given) wins over
-    ``$GRADPROOF_BLAS_THREADS``, which wins over ``POLICY[path]``.
+    ``$GRADPROOF_BLAS_THREADS``, which wins over ``POLICY[path]``. For a path that follows
+    the load this is the count it starts from.
     """
-    if option is not None:
-        choice = parse(option, OPTION)
-    else:
-        text = os.environ.get(ENV_VAR, "")
-        choice = parse(text, f"the environment variable {ENV_VAR}") if text.strip() else AUTO
+    choice = _choice(option)
     if choice == OFF:
         return None
     return POLICY[path] if choice == AUTO else int(choice)
+
+
+def _choice(option: Any) -> int | str:
+    if option is not None:
+        return parse(option, OPTION)
+    text = os.environ.get(ENV_VAR, "")
+    return parse(text, f"the environment variable {ENV_VAR}") if text.strip() else AUTO
 
 
 @contextmanager
@@ -153,6 +180,65 @@ def policy(path: str) -> Callable[[F], F]:
     return decorate
 
 
+class LoadFollower:
+    """Chooses the pools' thread count again, every ``every`` seconds (the first time after
+    ``FIRST_SECONDS``), from the cores other processes left free since the last choice
+    (``cpu_load``); ``tick()`` after each step of work costs a clock read until a window is
+    over.
+
+    Parameters
+    ----------
+    count : int
+        The count the pools hold now.
+    every : float, optional
+        Seconds per window (``FOLLOW_SECONDS``).
+    sample : callable, optional
+        Returns a ``cpu_load.Sample`` (by default ``cpu_load.read_sample`` of the CPUs this
+        process may run on: beside a process busy on one of them, a ``taskset`` to two
+        cores of a large machine has one core free, not all the others).
+    cpus : int, optional
+        How many CPUs the samples cover, and the most threads to use (by default those this
+        process may run on).
+    """
+
+    def __init__(
+        self,
+        count: int,
+        every: float | None = None,
+        sample: Callable[[], cpu_load.Sample] | None = None,
+        cpus: int | None = None,
+    ) -> None:
+        self.count = count
+        self.every = FOLLOW_SECONDS if every is None else every
+        usable = cpu_load.usable_cpus()
+        self._sample = sample or functools.partial(cpu_load.read_sample, cpus=usable)
+        self._cpus = cpus or (len(usable) if usable else os.cpu_count() or 1)
+        self._before = self._sample()
+        self._due = self._before.wall + min(FIRST_SECONDS, self.every)
+
+    def tick(self) -> None:
+        """Choose the count again where the window is over (and the pools are this call's)."""
+        if time.monotonic() < self._due:
+            return
+        after = self._sample()
+        others = cpu_load.others_busy(self._before, after)
+        self._before, self._due = after, after.wall + self.every
+        if others is None:
+            return  # nothing measured: the count stays
+        count = cpu_load.threads_for(self._cpus - others, self._cpus)
+        if count != self.count and _POOLS.change(count):
+            self.count = count
+
+
+def follower(path: str, option: Any = None) -> LoadFollower | None:
+    """A ``LoadFollower`` for a call of ``path`` running inside ``limited(path, option)``,
+    where the count follows the load (``path`` in ``FOLLOWS_LOAD`` and the setting "auto"),
+    else None (a number or "off": the count stays)."""
+    if path not in FOLLOWS_LOAD or _choice(option) != AUTO:
+        return None
+    return LoadFollower(POLICY[path])
+
+
 class _Pools:
     """The process's thread pools, set by the call that finds them free and restored when
     that call ends; calls nested in it, or made from other threads while it runs, keep its
@@ -185,6 +271,16 @@ class _Pools:
                 self._owner = me
             if self._owner == me:
                 self._depth += 1
+
+    def change(self, count: int) -> bool:
+        """Set the pools to ``count`` threads, where the calling thread's one call set them
+        (not a call nested in another, whose caller owns the setting); the setting found
+        before that call is still what ``leave`` restores. Returns whether it did."""
+        with self._lock:
+            if self._owner != threading.get_ident() or self._depth != 1 or self._limiter is None:
+                return False
+            self._current().limit(limits=count)
+            return True
 
     def leave(self) -> None:
         with self._lock:

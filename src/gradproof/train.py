@@ -12,7 +12,9 @@ GD and SGD share one update, classical momentum (GD's single batch is the whole 
 
 Determinism: epoch ``e`` (counting from 0) visits the images in the order
 ``epoch_order(seed, e, n_train)``, so a run resumed from a checkpoint replays the same batches
-as an uninterrupted one, and its parameters agree bit for bit. L-BFGS runs
+as an uninterrupted one, and its parameters agree bit for bit where the BLAS thread count is
+the same in both (pinned with ``blas_threads``: in float32 the count changes the rounding of
+the products, and by default it follows the machine's load). L-BFGS runs
 ``scipy.optimize.minimize(method="L-BFGS-B")`` on the flattened float64 parameters; one epoch
 is one L-BFGS iteration over the full batch. Its curvature memory is not checkpointed, so a
 resumed L-BFGS run starts that memory afresh.
@@ -283,11 +285,13 @@ def train(
         JSON-ready notes merged into ``state.info`` and saved with every checkpoint.
     blas_threads : int or {"auto", "off"}, optional
         Threads of the BLAS and OpenMP pools while training (see ``gradproof.blas``): by
-        default ``$GRADPROOF_BLAS_THREADS``, else the measured ``blas.POLICY``; "off" leaves
-        them as they are. The caller's setting is restored afterwards. A bad value (here
-        or in the variable) raises InputError. In float32 the thread count can change the
-        rounding of the products, so a fixed count (not one that follows the machine's
-        load) keeps runs and resumed runs reproducible.
+        default ``$GRADPROOF_BLAS_THREADS``, else "auto": one thread at first, then as many
+        as the cores other processes leave free, chosen again every
+        ``blas.FOLLOW_SECONDS``; "off" leaves them as they are. The caller's setting is
+        restored afterwards. A bad value (here or in the variable) raises InputError. In
+        float32 one and two threads round the products differently, so with "auto" the
+        trained parameters depend on the machine's load; a number pins the count and keeps
+        runs and resumed runs the same bit for bit.
 
     Returns
     -------
@@ -332,6 +336,7 @@ def train(
         reason = f"already at epoch {new_state.epoch}, which reaches epochs={target}"
         return TrainResult(params, new_state, reason, path)
     session = _Session(model, x_train, x_test, new_state, callback, path)
+    session.follower = blas.follower("train", blas_threads)
     # Overflow is how divergence starts; the session detects and reports it, so numpy's
     # warnings would only repeat it.
     with np.errstate(over="ignore", invalid="ignore"):
@@ -455,6 +460,12 @@ class _Session:
         self.checkpoint = checkpoint
         self.saved_epoch: int | None = None
         self.first_loss: float | None = None
+        self.follower: blas.LoadFollower | None = None  # the thread count, where it follows the load
+
+    def tick(self) -> None:
+        """After each step: the BLAS thread count follows the load, where it does."""
+        if self.follower is not None:
+            self.follower.tick()
 
     def emit(self, event: TrainEvent) -> None:
         if self.callback is not None:
@@ -570,6 +581,7 @@ def _run_momentum(session: _Session, params: dict[str, np.ndarray], epochs: int)
                 v += step  # v <- momentum * v - learning_rate * grad
                 params[name] += v
             loss_sum += float(loss)
+            session.tick()
             session.emit(
                 StepDone(
                     epoch=state.epoch + 1,
@@ -625,6 +637,7 @@ def _run_lbfgs(
             loss = float(model.loss(current, x))
         state.step += 1
         session.check_loss(loss)
+        session.tick()
         session.emit(
             StepDone(
                 epoch=state.epoch + 1,

@@ -225,7 +225,7 @@ def _output_dir(args: argparse.Namespace) -> Path:
 
 
 # Flags whose values a checkpoint does not keep, so that a resume command must repeat them.
-_NOT_KEPT = ("epochs", "download", "cache_dir", "no_plots", "json")
+_NOT_KEPT = ("epochs", "download", "cache_dir", "no_plots", "json", "blas_threads")
 
 
 def _resume_advice(args: argparse.Namespace, saved: tuple[int, Path] | None) -> str:

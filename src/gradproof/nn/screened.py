@@ -12,29 +12,50 @@ scan the parameters (``checked_params``), not a verdict.
 Why: a black-box gradient check calls a loss thousands of times, and a max and a min of each
 weight (the scan ``checked_params`` makes) read every weight twice more beside the product
 that reads it once: on the seed network and one image they were a large share of each call.
-Here the forward pass's own products do most of the screening, and a screen of its own is
-needed only for the weight rows whose inputs are zero in every example.
+Here the forward pass's own products do the screening.
 
 Why it is sound. Layer k computes ``s = a @ W + b``. In IEEE arithmetic a NaN or an infinity
 stays non-finite through every product with a nonzero finite number and through every sum it
 enters (an infinity plus a finite number is that infinity, opposite infinities give NaN, NaN
 plus anything is NaN), so ``s`` is finite only if ``b`` is and every row ``W[i]`` whose input
 ``a[:, i]`` is nonzero in some example is; no BLAS can leave out a nonzero multiplier and stay
-correct. The rows whose input is zero in every example (most pixels of an MNIST batch) are
-another matter: ``0 * inf`` is NaN, but a BLAS may skip a zero multiplier (the reference BLAS
-once did). Those rows get their own product, ``idle @ W`` with ``idle`` 1 exactly where the
-input is always zero: a multiplier of 1 leaves each of them in a column sum. The inputs of
-the first layer are the caller's to check (``x``); a later layer's are finite wherever the
-earlier ``s`` were, since the activations map finite numbers to finite numbers.
+correct. Each ``s`` is screened through its sum, which is finite only if every entry is (or
+overflows: the false alarm above). The rows whose input is zero in every example (most pixels
+of an MNIST batch) are another matter: ``0 * inf`` is NaN, but a BLAS may skip a zero
+multiplier (the reference BLAS once did). Whether the product at hand does is measured once
+per kind of product (``zeros_keep_nan``: the operands' shapes, dtypes and memory layouts, from
+which numpy and its BLAS pick the kernel; the thread count is assumed not to matter, since
+OpenBLAS splits a product among threads running the same kernel); where it may skip them,
+those rows get their own product, ``idle @ W`` with ``idle`` 1 exactly where the input is
+always zero: a multiplier of 1 leaves each of them in a column sum. That product reads the
+whole weight again, as much as the forward pass's own product on one example, so it runs
+only where it is needed. The inputs of the first layer are the caller's to check (``x``); a
+later layer's are finite wherever the earlier ``s`` were, since the activations map finite
+numbers to finite numbers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+import math
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
 from gradproof.nn.layers import Dense
+
+# An array's kind as far as the choice of a product's kernel goes: shape, dtype, and whether
+# it is C-contiguous, Fortran-contiguous or neither (then None: not measured, always screened).
+_Kind = tuple[tuple[int, ...], np.dtype, str]
+Product = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def sum_is_finite(arr: np.ndarray) -> bool:
+    """Whether the sum of ``arr`` is finite: False wherever an entry is NaN or infinite, and
+    also where finite entries sum past the dtype's range. One pass, where a max and a min, or
+    ``isfinite(arr).all()``, take two numpy calls: on a loss's small arrays the calls cost more
+    than the arithmetic."""
+    return math.isfinite(np.add.reduce(arr, axis=None))
 
 
 def screened_forward(
@@ -62,12 +83,53 @@ def screened_forward(
     activations, pre_activations, finite = [x], [], True
     a = x
     for layer, params in zip(layers, layer_params):
-        idle = ~a.any(axis=0)  # (n_in,): inputs that are zero in every example
+        weight = params["W"]
+        if finite and not zeros_keep_nan(_kind(a), _kind(weight)):
+            finite = _idle_rows_finite(a, weight)
         a, cache = layer.forward(params, a)  # (batch, n_k)
-        finite = finite and bool(np.isfinite(cache.s).all())
-        if finite and idle.any():
-            screen = idle.astype(a.dtype) @ params["W"]  # (n_k,): the idle rows' column sums
-            finite = bool(np.isfinite(screen).all())
+        finite = finite and sum_is_finite(cache.s)
         activations.append(a)
         pre_activations.append(cache.s)
     return activations, pre_activations, finite
+
+
+def _idle_rows_finite(a: np.ndarray, weight: np.ndarray) -> bool:
+    """Whether the rows of ``weight`` whose input is zero in every example of ``a`` are finite
+    (as far as their column sums show)."""
+    idle = ~a.any(axis=0)  # (n_in,): inputs that are zero in every example
+    if not idle.any():
+        return True
+    return sum_is_finite(idle.astype(a.dtype) @ weight)  # (n_k,): the idle rows' column sums
+
+
+def _kind(arr: np.ndarray) -> _Kind | None:
+    flags = arr.flags
+    if not flags.aligned:
+        return None
+    order = "C" if flags.c_contiguous else "F" if flags.f_contiguous else None
+    return None if order is None else (arr.shape, arr.dtype, order)
+
+
+@functools.lru_cache(maxsize=64)
+def zeros_keep_nan(
+    inputs: _Kind | None, weight: _Kind | None, product: Product = np.matmul
+) -> bool:
+    """Whether ``product(inputs, weight)`` (numpy's ``@`` by default) for operands of these
+    kinds (``_kind``) keeps a NaN of the weight that only zero inputs multiply, measured once
+    per pair of kinds.
+
+    Two products of fresh operands of the same kinds: every input zero against a weight of NaN,
+    and inputs alternating 0 and 1 along ``n_in`` against NaN only in the rows of the zeros.
+    Every output must be NaN in both: a kernel that skips zero multipliers, one by one or a
+    whole block of them, leaves some output finite. False (screen) for an operand of no
+    measured kind.
+    """
+    if inputs is None or weight is None:
+        return False
+    a = np.zeros(inputs[0], inputs[1], order=inputs[2])  # (batch, n_in)
+    w = np.full(weight[0], np.nan, weight[1], order=weight[2])  # (n_in, n_out)
+    if not np.isnan(product(a, w)).all():
+        return False
+    a[:, 1::2] = 1.0
+    w[1::2] = 1.0
+    return bool(np.isnan(product(a, w)).all())
