@@ -293,17 +293,13 @@ def _exact_report(problem: UserProblem, identified: Identified,
     results = [_tensor_result(spec.name, spec.shape, compared[spec.name],
                               evidence.tensor(spec.name)) for spec in layout.specs]
     exact_failing = [name for name, comparison in compared.items() if comparison.exceeds]
-    # the whole tolerance only where a diagnosis reads it; the user's dtype sets it
-    tolerance = {name: rounding_tolerance(reference[name],
-                                          analytic[name].astype(dtypes[name], copy=False))
-                 for name in exact_failing}
     kept = [f for f in evidence.findings
             if not f.is_bug or f.kind == "transposed" or not set(f.tensors) & set(exact_failing)]
     hypotheses: dict[str, Hypothesis] = dict(HYPOTHESES)
     hypotheses.update(_mistake_hypotheses(problem, identified, canonical, x_rows, y, layout))
     explained = diagnose({n: analytic[n] for n in exact_failing},
                          {n: reference[n] for n in exact_failing}, named,
-                         {n: tolerance[n] for n in exact_failing}, hypotheses=hypotheses)
+                         {n: compared[n].tolerance for n in exact_failing}, hypotheses=hypotheses)
     findings = order_findings(_one_per_kind(kept + explained), layout.names)
     return GradReport(
         results, findings, mode="network", seconds=evidence.seconds,
@@ -338,12 +334,13 @@ class _Comparison:
     exceeds: bool  # some error above its tolerance
     detectable: float | None  # the largest tolerance
     largest: float  # the largest |reference| entry
+    tolerance: np.ndarray  # each entry's, for a diagnosis of a failing tensor
 
 
 def _compare(analytic: np.ndarray, reference: np.ndarray, dtype: np.dtype) -> _Comparison:
     """``_Comparison`` of two tensors of one shape."""
     if not analytic.size:
-        return _Comparison(0.0, 0.0, None, None, True, False, None, 0.0)
+        return _Comparison(0.0, 0.0, None, None, True, False, None, 0.0, np.zeros(0))
     # the user's dtype sets the tolerance; a float64 gradient is not copied for it
     tolerance = rounding_tolerance(reference, analytic.astype(dtype, copy=False))
     # in place where it can be: each pass over a large tensor and each fresh array costs
@@ -366,7 +363,7 @@ def _compare(analytic: np.ndarray, reference: np.ndarray, dtype: np.dtype) -> _C
         max_abs=float(diff.max()), max_rel=float(rel.max()),
         worst=tuple(int(i) for i in worst), worst_tolerance=float(tolerance[worst]),
         passed=passed, exceeds=not passed and bool(np.any(diff > tolerance)),
-        detectable=float(tolerance.max()), largest=largest,
+        detectable=float(tolerance.max()), largest=largest, tolerance=tolerance,
     )
 
 
