@@ -28,9 +28,9 @@ Following the load: for the paths in ``FOLLOWS_LOAD`` (training), ``"auto"`` sta
 ``FOLLOW_SECONDS`` from the cores other processes left free over that window
 (``gradproof.cpu_load``): two threads train the seed network faster than one on an idle 2-core
 machine, one keeps it near its idle time beside a busy core where two more than double it, and
-no fixed count does both (bench/README.md, "Following the load"). A number pins the count: in float32 one and two
-threads round the products differently, so only a pinned count makes a run, and a resumed run,
-the same bit for bit whatever the load.
+no fixed count does both (bench/README.md, "Following the load"). A number pins the count: in
+float32 one and two threads round the products differently, so only a pinned count makes a
+run, and a resumed run, the same bit for bit whatever the load.
 """
 
 from __future__ import annotations

@@ -3,9 +3,8 @@
 Contract: ``read_sample(cpus=usable_cpus())`` returns a ``Sample`` of the busy CPU time of the
 CPUs this process may run on (from ``/proc/stat``; None where that file cannot be read), this
 process's own CPU time (every thread) and the 1-minute load average (None where the system has
-none). ``others_busy(before,
-after)`` says how many cores other processes kept busy between two samples; ``threads_for(free,
-most)`` turns the cores left free into a thread count. Pure functions on the samples, so that
+none). ``others_busy(before, after)`` says how many cores other processes kept busy between
+two samples; ``threads_for(free, most)`` turns the cores left free into a thread count. Pure functions on the samples, so that
 the decision is tested with made-up samples.
 
 Why both times: the machine's busy time includes this process's own threads (the BLAS worker

@@ -11,10 +11,10 @@ shapes and the data's shape form a network of the family; shapes that fit severa
 several candidates, never one silently chosen, so that identification can try them all.
 
 A layout covers: examples as rows or columns; weights stored (n_in, n_out) or (n_out, n_in);
-biases as vectors, as (n, 1) columns, as (1, n) rows, folded into the weights (column 0 of ``Theta1``, 25x401,
-for weights stored (n_out, n_in + 1); row 0 for (n_in + 1, n_out)), or absent; parameters in a
-dict under any names, in a list, or in one flat vector unrolled in C or column-major order with
-the tensors in any order (``[W1(:); W2(:); b1(:); b2(:)]``). The flat vector is read and written
+biases as vectors, as (n, 1) columns, as (1, n) rows, folded into the weights (column 0 of
+``Theta1``, 25x401, for weights stored (n_out, n_in + 1); row 0 for (n_in + 1, n_out)), or
+absent; parameters in a dict under any names, in a list, or in one flat vector unrolled in C
+or column-major order with the tensors in any order (``[W1(:); W2(:); b1(:); b2(:)]``). The flat vector is read and written
 through ``gradproof.params`` (``TensorSpec``, ``ParamLayout``), which the checker uses too.
 """
 

@@ -335,8 +335,8 @@ def train(
     if new_state.epoch >= target:
         reason = f"already at epoch {new_state.epoch}, which reaches epochs={target}"
         return TrainResult(params, new_state, reason, path)
-    session = _Session(model, x_train, x_test, new_state, callback, path)
-    session.follower = blas.follower("train", blas_threads)
+    session = _Session(model, x_train, x_test, new_state, callback, path,
+                       blas.follower("train", blas_threads))
     # Overflow is how divergence starts; the session detects and reports it, so numpy's
     # warnings would only repeat it.
     with np.errstate(over="ignore", invalid="ignore"):
@@ -451,6 +451,7 @@ class _Session:
         state: TrainState,
         callback: Callable[[TrainEvent], None] | None,
         checkpoint: Path | None,
+        follower: blas.LoadFollower | None,
     ) -> None:
         self.model = model
         self.x_train = x_train
@@ -460,7 +461,7 @@ class _Session:
         self.checkpoint = checkpoint
         self.saved_epoch: int | None = None
         self.first_loss: float | None = None
-        self.follower: blas.LoadFollower | None = None  # the thread count, where it follows the load
+        self.follower = follower  # the BLAS thread count, where it follows the load
 
     def tick(self) -> None:
         """After each step: the BLAS thread count follows the load, where it does."""

@@ -52,10 +52,10 @@ def taylor(spec: TensorSpec, context: Context, rng: np.random.Generator) -> Tayl
     when it is wrong.
 
     An order below 1.5, over the fit and over its three smallest steps, is checked on the
-    other side (-v). A wrong slope makes the linear part of the remainder odd: r(-h) ≈ -r(h). A kink at θ makes it even instead: order 2 on one side
-    when g is the other side's slope, or remainders of the same sign on both sides when g lies
-    between the one-sided slopes (a ReLU at 0 in several coordinates). Either is a ``kink``,
-    not a failure.
+    other side (-v). A wrong slope makes the linear part of the remainder odd: r(-h) ≈ -r(h).
+    A kink at θ makes it even instead: order 2 on one side when g is the other side's slope,
+    or remainders of the same sign on both sides when g lies between the one-sided slopes (a
+    ReLU at 0 in several coordinates). Either is a ``kink``, not a failure.
     """
     support = np.arange(spec.offset, spec.offset + spec.size)
     v = unit_direction(context.center[support], rng)

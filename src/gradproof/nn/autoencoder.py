@@ -302,9 +302,9 @@ class Autoencoder:
 
         A black-box gradient check passes the same dict of the same arrays thousands of
         times, only their values changed, and on a small batch these checks are a noticeable
-        share of a call (bench/README.md). So the last result is kept while ``params`` is the same dict
-        holding the same arrays, of the same shapes and dtypes: what the checks read has not
-        changed. It is kept only where no array needed a conversion, since a converted copy
+        share of a call (bench/README.md). So the last result is kept while ``params`` is the
+        same dict holding the same arrays, of the same shapes and dtypes: what the checks read
+        has not changed. It is kept only where no array needed a conversion, since a converted copy
         would not follow later changes of the caller's values. (The model holds on to that
         dict until a call with another one.)
         """
