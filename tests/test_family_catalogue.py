@@ -34,12 +34,16 @@ AUTOENCODER = dict(layers=[6, 4, 6], target="input", reduction="mean")
 SPARSE = dict(layers=[6, 3, 6], target="input", reduction="mean", sparsity_weight=0.5,
               sparsity_target=0.2)
 TIED = dict(layers=[6, 3, 6], target="input", tied=True, bias=False)
+# PyTorch's MSELoss: the mean over every entry of the output
+REGRESSION = dict(layers=[6, 4, 3], activation="tanh", output="identity", squared_half=False,
+                  target="one_hot", reduction="mean", mean_outputs=True)
 
 # Each mistake on a network it applies to.
 CONFIGS = {
     "backprop_through_mirror_weight": AUTOENCODER,
     "backprop_untransposed": SOFTMAX,
     "slope_of_activation": CLASSIFIER,
+    "slope_formula_of_pre_activation": CLASSIFIER,
     "slope_missing": CLASSIFIER,
     "squared_error_slope_missing": AUTOENCODER,
     "output_slope_of_activation": AUTOENCODER,
@@ -48,6 +52,7 @@ CONFIGS = {
     "softmax_without_target": SOFTMAX,
     "mean_twice": CLASSIFIER,
     "mean_never": CLASSIFIER,
+    "outputs_mean_never": REGRESSION,
     "decay_on_biases": CLASSIFIER,
     "decay_of_gradient": CLASSIFIER,
     "decay_halved": CLASSIFIER,
@@ -115,7 +120,7 @@ def test_each_mistake_is_named_in_both_layouts(mistake, kind):
 
 
 CASES = {"classifier": CLASSIFIER, "softmax": SOFTMAX, "autoencoder": AUTOENCODER,
-         "sparse": SPARSE, "tied": TIED}
+         "sparse": SPARSE, "tied": TIED, "regression": REGRESSION}
 
 
 @pytest.mark.parametrize("kind", ["numpy", "matlab"])

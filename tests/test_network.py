@@ -59,6 +59,7 @@ def oracle_objective(net: Network, params, x, t):
     else:
         data = -anp.sum(t * oracle_log_softmax(a))
     total = data / m if net.reduction == "mean" else data
+    total = total / a.shape[1] if net.mean_outputs else total
     decayed = [p for name, p in params.items() if name.startswith("W") or net.decay_biases]
     if net.weight_decay:
         factor = net.weight_decay * (0.5 if net.decay_half else 1.0)
@@ -115,6 +116,7 @@ def networks(draw) -> dict:
     return dict(
         layers=layers, activation=hidden, output=output, loss_name=loss_name,
         squared_half=draw(st.booleans()), reduction=draw(st.sampled_from(sorted(REDUCTIONS))),
+        mean_outputs=loss_name != "softmax_cross_entropy" and draw(st.booleans()),
         target=target, label_base=draw(st.sampled_from([0, 1])), bias=draw(st.booleans()),
         tied=tied, weight_decay=draw(st.sampled_from([0.0, 0.05, 1.3])),
         decay_half=draw(st.booleans()), decay_mean=draw(st.booleans()),
@@ -310,6 +312,10 @@ def test_configuration_is_plain_data_and_rebuilds():
         (dict(layers=[4, 4], sparsity_weight=1.0), "needs a hidden layer"),
         (dict(layers=[4, 3, 4], activation="relu", sparsity_weight=1.0), "sigmoid hidden layer"),
         (dict(layers=[4, 3, 4], dtype="float16"), "unknown dtype"),
+        (dict(layers=[4, 3, 4], mean_outputs="yes"), "mean_outputs must be True or False"),
+        (dict(layers=[4, 3], target="labels", output="softmax",
+              loss_name="softmax_cross_entropy", mean_outputs=True),
+         "mean_outputs averages a data term summed over the outputs"),
     ],
     ids=lambda v: v if isinstance(v, str) else None,
 )

@@ -36,7 +36,7 @@ from scipy.optimize import minimize_scalar
 from gradproof.errors import InputError
 from gradproof.layouts import Fit, Layout, examples_as_rows, fit_layouts, from_canonical, to_canonical
 from gradproof.nn.activations import ACTIVATIONS
-from gradproof.nn.losses import LOSSES, REDUCTIONS, kl_divergence
+from gradproof.nn.losses import LOSSES, kl_divergence
 from gradproof.nn.network import DATA_TERMS, ForwardCache, Network
 from gradproof.nn.softmax import softmax_cross_entropy
 from gradproof.network_mistakes import decay_slope
@@ -296,20 +296,34 @@ class _DataCandidate:
 
 @dataclass(frozen=True)
 class _Scale:
-    """The data term's factor: the loss's 1/2 and its reduction."""
+    """The data term's factor: the loss's 1/2, its reduction over the examples, and whether
+    it is averaged over the outputs too."""
 
     squared_half: bool
     reduction: str
+    mean_outputs: bool = False
 
-    def factor(self, loss_name: str, m: int) -> float:
+    def factor(self, loss_name: str, m: int, outputs: int) -> float:
         # The base candidate's squared error already carries 1/2.
         value = 1.0 if loss_name != "squared" or self.squared_half else 2.0
-        return value / m if self.reduction == "mean" else value
+        value = value / m if self.reduction == "mean" else value
+        return value / outputs if self.mean_outputs else value
+
+    def options(self) -> dict[str, Any]:
+        """The network options this factor sets."""
+        return {"squared_half": self.squared_half, "reduction": self.reduction,
+                "mean_outputs": self.mean_outputs}
 
 
-def _scales(loss_name: str) -> tuple[_Scale, ...]:
+def _scales(loss_name: str, outputs: int) -> tuple[_Scale, ...]:
+    """The course's forms first, so that where a mean over the outputs computes the same
+    factor (a 1/2 with two outputs) the course's form names it."""
     halves = (True, False) if loss_name == "squared" else (True,)
-    return tuple(_Scale(half, red) for red in ("mean", "sum") for half in halves)
+    forms = [_Scale(half, red) for red in ("mean", "sum") for half in halves]
+    if outputs > 1 and loss_name != "softmax_cross_entropy":
+        # PyTorch's MSELoss and BCELoss, Keras's losses: the mean over every output entry
+        forms += [_Scale(half, red, True) for red in ("mean", "sum") for half in halves]
+    return tuple(forms)
 
 
 def _targets(fit: Fit, y: Any, m: int) -> Iterator[tuple[str, int, Any]]:
@@ -751,8 +765,9 @@ def _identify_fit(problem: UserProblem, fit: Fit, best: _Best, mixed: bool
         except InputError:
             continue  # labels this reading cannot hold: checked for the user in _check_labels
         scales = []
-        for scale in _scales(candidate.net.loss_name):
-            excess = scale.factor(candidate.net.loss_name, m) * first.data[0] - user[0]
+        outputs = candidate.net.layers[-1]
+        for scale in _scales(candidate.net.loss_name, outputs):
+            excess = scale.factor(candidate.net.loss_name, m, outputs) * first.data[0] - user[0]
             if excess <= rtol * (abs(user[0]) + 1e-300):
                 scales.append(scale)
             elif best.replaced_by(excess / (abs(user[0]) + 1e-300), _NO_PENALTY):
@@ -763,7 +778,7 @@ def _identify_fit(problem: UserProblem, fit: Fit, best: _Best, mixed: bool
             continue  # its data term alone exceeds the user's loss
         values = _values(candidate, forwards, canonical)
         for scale in scales:
-            factor = scale.factor(candidate.net.loss_name, m)
+            factor = scale.factor(candidate.net.loss_name, m, outputs)
             data = factor * values.data
             tol = rtol * (np.abs(user) + weight * factor * values.size) + 1e-300
             for form in _forms(candidate.net):
@@ -789,10 +804,9 @@ def _network(candidate: _DataCandidate, scale: _Scale, penalty: _Penalty, m: int
     mean = scale.reduction == "mean"
     # kappa = lambda * 1/2 * (1/m with the loss's own mean)
     lam = 2.0 * penalty.kappa * (m if mean else 1.0)
-    return replace(candidate.net, squared_half=scale.squared_half, reduction=scale.reduction,
-                   weight_decay=lam, decay_half=True, decay_mean=mean,
-                   decay_biases=bool(penalty.decay_biases), sparsity_weight=penalty.beta,
-                   sparsity_target=penalty.rho)
+    return replace(candidate.net, **scale.options(), weight_decay=lam, decay_half=True,
+                   decay_mean=mean, decay_biases=bool(penalty.decay_biases),
+                   sparsity_weight=penalty.beta, sparsity_target=penalty.rho)
 
 
 def _confirm(problem: UserProblem, fit: Fit, candidate: _DataCandidate, scale: _Scale,
@@ -856,7 +870,7 @@ def loss_and_size(net: Network, params: Params, x_rows: np.ndarray, y: Any,
 def _loss_size(net: Network, value: float, cache: ForwardCache, t: np.ndarray) -> float:
     """``loss_and_size``'s size, from the forward pass that gave the loss ``value``."""
     data, size = _data_term(net, cache.pre_activations[-1], t)
-    factor = REDUCTIONS[net.reduction](t.shape[0]) * (
+    factor = net.data_factor(t.shape[0]) * (
         2.0 if net.loss_name == "squared" and not net.squared_half else 1.0)
     return factor * size + abs(value - factor * data)
 
@@ -1094,11 +1108,11 @@ def _members(problem: UserProblem, fits: list[Fit], params: Any, value: float | 
                 continue
             kl = (net.sparsity_weight * float(np.sum(kl_divergence(
                 net.sparsity_target, values.code_means[0]))) if net.sparsity_weight else 0.0)
-            for scale in _scales(net.loss_name):
-                base = replace(net, squared_half=scale.squared_half, reduction=scale.reduction)
+            for scale in _scales(net.loss_name, net.layers[-1]):
+                base = replace(net, **scale.options())
                 if not allowed(base):
                     continue
-                factor = scale.factor(net.loss_name, m)
+                factor = scale.factor(net.loss_name, m, net.layers[-1])
                 data, size = factor * values.data[0], factor * values.size[0]
                 rest = None if value is None else value - data - kl
                 for member in _decays(base, constants, m, values, rest if fit_decay else None):
@@ -1146,8 +1160,9 @@ def _brief(net: Network) -> str:
     loss = {"squared": f"{'1/2 * ' if net.squared_half else ''}squared error",
             "cross_entropy": "cross-entropy",
             "softmax_cross_entropy": "softmax cross-entropy"}[net.loss_name]
+    over_outputs = ", averaged over the outputs" if net.mean_outputs else ""
     text = (f"{'/'.join(dict.fromkeys(net.activation)) or 'no'} hidden, {net.output} output, "
-            f"{loss} ({net.reduction})")
+            f"{loss} ({net.reduction}{over_outputs})")
     if net.weight_decay:
         form = "lambda/(2m)" if net.decay_mean else "lambda/2"
         form = form if net.decay_half else form.replace("/(2m)", "/m").replace("/2", "")

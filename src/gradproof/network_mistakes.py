@@ -28,14 +28,14 @@ import numpy as np
 
 from gradproof.errors import InputError
 from gradproof.nn.activations import ACTIVATIONS
-from gradproof.nn.losses import LOSSES, REDUCTIONS
+from gradproof.nn.losses import LOSSES
 from gradproof.nn.network import Network
 from gradproof.nn.softmax import softmax_cross_entropy
 
 Params = dict[str, np.ndarray]
 
 OUTPUT_DELTAS = ("right", "slope_again", "no_target", "no_slope", "of_activation")
-HIDDEN_SLOPES = ("right", "of_activation", "missing")
+HIDDEN_SLOPES = ("right", "of_activation", "of_pre_activation", "missing")
 BACK_WEIGHTS = ("transposed", "mirror", "untransposed")
 
 
@@ -51,10 +51,12 @@ class Deviation:
         output itself, the target never subtracted; or, under a squared error, ``a - y``
         without the output activation's slope (the cross-entropy's delta kept) or with the
         slope's formula applied to the output instead of its pre-activation.
-    hidden_slope : {"right", "of_activation", "missing"}
+    hidden_slope : {"right", "of_activation", "of_pre_activation", "missing"}
         The hidden layers' slope taken at the right point, its formula applied to the
         activation instead of the pre-activation (``sigmoidGradient(a2)`` for
-        ``sigmoidGradient(z2)``), or left out of the delta (a ReLU's mask never applied).
+        ``sigmoidGradient(z2)``), its formula in terms of the activation applied to the
+        pre-activation (``z2 * (1 - z2)`` for ``a2 * (1 - a2)``), or left out of the delta (a
+        ReLU's mask never applied).
     back_weight : {"transposed", "mirror", "untransposed"}
         What the error at every layer k > 1 is sent back through: layer k's own weight
         transposed (right); the mirrored layer's weight, layer ``n+1-k``'s as it is stored
@@ -133,7 +135,7 @@ def variant_backprop(net: Network, params: Mapping[str, Any], x: Any, y: Any,
     elif deviation.output_delta == "of_activation":
         output = ACTIVATIONS[net.output]
         d_s = (z - t) * (1.0 if net.squared_half else 2.0) * output.derivative(output.forward(z))
-    d_s = d_s * REDUCTIONS[net.reduction](m)  # (m, layers[n])
+    d_s = d_s * net.data_factor(m)  # (m, layers[n])
     grads: Params = {}
     for k in range(n, 0, -1):
         w, name, transposed = _effective_weight(net, params, k)
@@ -148,12 +150,13 @@ def variant_backprop(net: Network, params: Mapping[str, Any], x: Any, y: Any,
             rho, rho_hat = net.sparsity_target, acts[k - 1].mean(axis=0)
             d_a = d_a + net.sparsity_weight / m * ((1 - rho) / (1 - rho_hat) - rho / rho_hat)
         activation = ACTIVATIONS[net.activation[k - 2]]
-        a = acts[k - 1]
         if deviation.hidden_slope == "missing":
             d_s = d_a
         else:
-            # the derivative from the output a = f(s) (right), or the formula fed a itself
-            at = a if deviation.hidden_slope == "right" else activation.forward(a)
+            # ``derivative`` reads the output a = f(s): fed a (right), f(a) (the formula in
+            # terms of s fed a), or s (the formula in terms of a fed s)
+            at = {"right": acts[k - 1], "of_activation": activation.forward(acts[k - 1]),
+                  "of_pre_activation": pres[k - 2]}[deviation.hidden_slope]
             d_s = d_a * activation.derivative(at)  # (m, layers[k-1])
     decay = decay_slope(net, m)
     for name in net.param_shapes():
@@ -252,6 +255,11 @@ def _mean_applied(times: int) -> Gradient:
     return gradient
 
 
+def _outputs_mean_never(net: Network, params: Params, x: np.ndarray, y: Any) -> Params:
+    terms = gradient_terms(net, params, x, y)
+    return _sum(_scaled(terms.data, float(net.layers[-1])), terms.decay, terms.sparsity)
+
+
 def _biases_decayed(net: Network, params: Params, x: np.ndarray, y: Any) -> Params:
     return replace(net, decay_biases=True).loss_and_grad(params, x, y)[1]
 
@@ -329,6 +337,11 @@ _HIDDEN_FIX = (
     "d{k} = ({down}){slope}  # the slope at the pre-activation z{k}, not at a{k}",
     "d{k} = ({down}){slope};  % the slope at z{k}, not at a{k}",
 )
+_PRE_ACTIVATION_FIX = (
+    "d{k} = ({down}){slope}  # the slope's formula in terms of the activation, fed a{k}, "
+    "not z{k}",
+    "d{k} = ({down}){slope};  % the formula in terms of a{k}, fed a{k}, not z{k}",
+)
 _BACK_FIX = (
     "d{k} = ({down}){slope}  # back through the next layer's own weight, oriented as "
     "here; the same at every layer",
@@ -347,6 +360,9 @@ _OUTPUT_FIX = ("d{out} = (a{out} - Y) / m  # the output delta of the cross-entro
                "d{out} = (a{out} - Y) / m;")
 _MEAN_FIX = ("grad_{W} = {outer} / m + decay  # 1/m once, on the data term",
              "grad_{W} = {outer} / m + decay;")
+_OUTPUTS_MEAN_FIX = ("d{out} = d{out} / {n_out}  # the loss averages over every entry of the "
+                     "output: its delta is divided by {n_out} outputs too",
+                     "d{out} = d{out} / {n_out};")
 # A bias gets no decay: where it is column 0 of the weight, the decay skips that column; where
 # it is its own tensor, its gradient is the delta summed over the examples alone.
 _BIAS_FIX = ("{bias}", "{bias}")
@@ -385,6 +401,13 @@ NETWORK_MISTAKES: dict[str, NetworkMistake] = {
             "the hidden activation's derivative evaluated on the activation instead of the "
             "pre-activation (`sigmoidGradient(a2)` for `sigmoidGradient(z2)`)",
             *_HIDDEN_FIX, _variant(Deviation(hidden_slope="of_activation")),
+            _hidden_slope_changes,
+        ),
+        NetworkMistake(
+            "slope_formula_of_pre_activation", "wrong_activation_derivative",
+            "the hidden activation's derivative, written in terms of the activation (`a2 * (1 "
+            "- a2)`, `1 - a2**2`), fed the pre-activation (`z2 * (1 - z2)`, `1 - z2**2`)",
+            *_PRE_ACTIVATION_FIX, _variant(Deviation(hidden_slope="of_pre_activation")),
             _hidden_slope_changes,
         ),
         NetworkMistake(
@@ -440,6 +463,13 @@ NETWORK_MISTAKES: dict[str, NetworkMistake] = {
         NetworkMistake(
             "mean_never", "scaled", "the 1/m of the averaged loss never applied to the gradient",
             *_MEAN_FIX, _mean_applied(0), lambda net: net.reduction == "mean",
+        ),
+        NetworkMistake(
+            "outputs_mean_never", "scaled",
+            "the mean over the outputs never applied to the gradient (the loss averages over "
+            "every entry of the output, as `np.mean((a - y)**2)` does, the delta over the "
+            "examples alone)",
+            *_OUTPUTS_MEAN_FIX, _outputs_mean_never, lambda net: net.mean_outputs,
         ),
         NetworkMistake(
             "decay_on_biases", "missing_l2",
@@ -565,8 +595,11 @@ def fix_fields(net: Network, layout: Any, names: Mapping[str, str], tensor: str
     m = "m" if net.decay_mean else "1"
     decay = f"lam / {m}" if net.decay_half else f"2 * lam / {m}"
     target = "x" if net.target == "input" else "Y"
+    divisor = {(False, False): "", (True, False): " / m", (False, True): f" / {net.layers[-1]}",
+               (True, True): f" / (m * {net.layers[-1]})"}[net.reduction == "mean",
+                                                            net.mean_outputs]
     squared_delta = (f"{'' if net.squared_half else '2 * '}(a{net.n_layers + 1} - {target})"
-                     f"{' / m' if net.reduction == 'mean' else ''}")
+                     f"{divisor}")
     fields = []
     for matlab in (False, True):
         t = "'" if matlab else ".T"
@@ -583,6 +616,7 @@ def fix_fields(net: Network, layout: Any, names: Mapping[str, str], tensor: str
             outer = f"d{j + 1}{times}a{j}{t}" if out_in else f"a{j}{times}d{j + 1}{t}"
         factor = decay.replace("lam", "lambda") if matlab else decay
         fields.append({"W": weight, "k": j + 1, "k1": j + 2, "kp": j, "out": net.n_layers + 1,
+                       "n_out": net.layers[-1],
                        "down": down, "slope": _slope_text(net, j, matlab),
                        "squared_delta": squared_delta, "out_slope": _output_slope_text(net, matlab),
                        "outer": outer, "cut": cut if augmented else "", "decay": factor,

@@ -72,11 +72,11 @@ def describe(net: Network, layout: Layout, m: int | str, flat_names: Sequence[st
     elif net.activation:
         hidden = f"{', '.join(net.activation)} hidden (layer by layer), "
     k = net.layers[-1]
+    over = f"{'averaged' if net.mean_outputs else 'summed'} over the {_counted(k, 'output')}"
     if net.loss_name == "squared":
-        data = (f"{'1/2 * ' if net.squared_half else ''}squared error summed over "
-                f"the {_counted(k, 'output')}")
+        data = f"{'1/2 * ' if net.squared_half else ''}squared error {over}"
     elif net.loss_name == "cross_entropy":
-        data = f"cross-entropy summed over the {_counted(k, 'output')}"
+        data = f"cross-entropy {over}"
     else:
         data = f"softmax cross-entropy over {k} classes"
     data += (f" and {'averaged' if net.reduction == 'mean' else 'summed'} over "

@@ -9,11 +9,13 @@ configuration ``target="input"`` with the default forms of its penalties.
 
 The objective is::
 
-    J = r(m) * c * data(t, z)                        # r(m) = 1 ("sum") or 1/m ("mean")
+    J = r(m) * o * c * data(t, z)                    # r(m) = 1 ("sum") or 1/m ("mean")
         + d(m) * sum over decayed tensors of sum(P**2)
         + sparsity_weight * sum_j KL(rho || rho_hat_j)
 
 with ``t`` the target (the input, one-hot rows from integer labels, or the user's array),
+``o = 1/layers[-1]`` with ``mean_outputs`` (a mean over every entry of the output, as
+PyTorch's ``MSELoss`` and ``BCELoss`` and Keras's losses take it) and 1 otherwise,
 ``c = 1/2`` or 1 for the squared error (``squared_half``), ``d(m) = lambda * (1/2 if decay_half)
 * (1/m if decay_mean)``, the decayed tensors the weights (and the biases with ``decay_biases``),
 and ``rho_hat`` the batch mean of the code layer, the narrowest hidden layer (the first if
@@ -224,6 +226,7 @@ _OPTIONS: dict[str, Callable[[Any, str], Any]] = {
     "loss_name": _one_of(tuple(DATA_TERMS)),
     "squared_half": check_flag,
     "reduction": _one_of(tuple(REDUCTIONS)),
+    "mean_outputs": check_flag,
     "target": _one_of(TARGETS),
     "label_base": _one_of(LABEL_BASES),
     "bias": check_flag,
@@ -260,6 +263,11 @@ _RULES: tuple[tuple[Callable[[Network], bool], Callable[[Network], str]], ...] =
         or LOSSES[net.loss_name].output_activation in (None, net.output),
         lambda net: f"loss_name {net.loss_name!r} needs output "
         f"{LOSSES[net.loss_name].output_activation!r}; got {net.output!r}",
+    ),
+    (
+        lambda net: not (net.mean_outputs and net.loss_name == "softmax_cross_entropy"),
+        lambda net: "mean_outputs averages a data term summed over the outputs (squared or "
+        "cross_entropy); the softmax cross-entropy is one term per example",
     ),
     (
         lambda net: net.output != "softmax" or net.layers[-1] >= 2,
@@ -306,6 +314,9 @@ class Network:
         ``c = 1/2`` in the squared error (else 1).
     reduction : str
         "sum" over the examples, or "mean".
+    mean_outputs : bool
+        The data term is also divided by the number of outputs: with ``reduction="mean"``,
+        the mean over every entry of the output (``np.mean((z - t)**2)``).
     target : str
         "input" (an autoencoder: ``y`` is not given), "labels" (integer class labels ``y``;
         with one output, the classes 0 and 1 of logistic regression) or "one_hot" (``y`` of
@@ -335,6 +346,7 @@ class Network:
     loss_name: str = "squared"
     squared_half: bool = True
     reduction: str = "sum"
+    mean_outputs: bool = False
     target: str = "input"
     label_base: int = 0
     bias: bool = True
@@ -410,14 +422,14 @@ class Network:
     def as_autoencoder(self, batch: int) -> Autoencoder | None:
         """The ``Autoencoder`` with this objective on ``batch`` examples and these parameters,
         or None where the options have no such form (a classifier or regression, a squared
-        error without its 1/2, decayed biases, one layer): the members that ``check_model``'s
-        exact engine knows.
+        error without its 1/2 or averaged over the outputs, decayed biases, one layer): the
+        members that ``check_model``'s exact engine knows.
 
         Every decay form of the weights alone is ``lambda'/2 * sum W**2`` for one batch size,
         with ``lambda' = 2 d(m)`` (the factor 2 is exact in floating point).
         """
         if (self.target != "input" or self.n_layers < 2 or self.output not in ACTIVATIONS
-                or (self.loss_name == "squared" and not self.squared_half)
+                or (self.loss_name == "squared" and not self.squared_half) or self.mean_outputs
                 or (self.weight_decay and self.decay_biases)):
             return None
         from gradproof.nn.autoencoder import Autoencoder  # a configuration of this class
@@ -583,6 +595,11 @@ class Network:
             return 2.0 * value, d_s
         return value, d_s
 
+    def data_factor(self, batch: int) -> float:
+        """r(m) * o, the factor of the data term (and of its gradient) on ``batch`` examples."""
+        factor = REDUCTIONS[self.reduction](batch)
+        return factor / self.layers[-1] if self.mean_outputs else factor
+
     def _decayed(self) -> list[str]:
         return [name for name in self._shapes if name.startswith("W") or self.decay_biases]
 
@@ -597,7 +614,7 @@ class Network:
     def _total(self, params: Params, cache: ForwardCache, data: float) -> float:
         """The objective from the data term's value: the reduction and the penalties."""
         batch = cache.activations[0].shape[0]
-        total = REDUCTIONS[self.reduction](batch) * data
+        total = self.data_factor(batch) * data
         if self.weight_decay:
             total += self._decay_factor(batch) * sum(
                 float(np.vdot(params[name], params[name])) for name in self._decayed()
@@ -683,7 +700,7 @@ class Network:
         batch = acts[0].shape[0]
         n = self.n_layers
         outs = buffers or (FRESH,) * n
-        factor = scale * REDUCTIONS[self.reduction](batch)
+        factor = scale * self.data_factor(batch)
         if factor != 1.0:
             d_s *= factor
         flush_tiny(d_s, scratch=outs[-1].scratch, mask=outs[-1].mask)
