@@ -678,10 +678,12 @@ def identify_problem(problem: UserProblem) -> Identification:
     _check_labels(problem, fits)
     matches: list[Identified] = []
     best, tried = _Best(), 0
-    # one activation for all hidden layers first; the mixes (many more) only where none fits
-    for mixed in (False, True):
+    # one activation for all hidden layers first, the mixes (many more) only where none fits;
+    # and in each, the data term averaged over the outputs only where the course's forms fail
+    # (its members' smaller data terms leave room for penalties, so each costs their fits)
+    for mixed, over_outputs in itertools.product((False, True), (False, True)):
         for fit in fits:
-            found, count = _identify_fit(problem, fit, best, mixed)
+            found, count = _identify_fit(problem, fit, best, mixed, over_outputs)
             tried += count
             if found is not None and not any(_same_reading(problem, found, m)
                                              for m in matches):
@@ -745,7 +747,7 @@ def given_model(problem: UserProblem, net: Network, layout: Layout | None) -> Id
     return Identified(net, lay, res, _describe(net, lay, problem))
 
 
-def _identify_fit(problem: UserProblem, fit: Fit, best: _Best, mixed: bool
+def _identify_fit(problem: UserProblem, fit: Fit, best: _Best, mixed: bool, over_outputs: bool
                   ) -> tuple[Identified | None, int]:
     x_rows = examples_as_rows(fit.layout, problem.x)
     m = x_rows.shape[0]
@@ -759,14 +761,18 @@ def _identify_fit(problem: UserProblem, fit: Fit, best: _Best, mixed: bool
     weight = _size_weight(problem.dtype)
     tried = 0
     for candidate in _data_candidates(fit, problem.y, m, mixed):
+        outputs = candidate.net.layers[-1]
+        forms = [scale for scale in _scales(candidate.net.loss_name, outputs)
+                 if scale.mean_outputs == over_outputs]
+        if not forms:
+            continue
         tried += 1
         try:
             first = _values(candidate, forwards, canonical, first_only=True)
         except InputError:
             continue  # labels this reading cannot hold: checked for the user in _check_labels
         scales = []
-        outputs = candidate.net.layers[-1]
-        for scale in _scales(candidate.net.loss_name, outputs):
+        for scale in forms:
             excess = scale.factor(candidate.net.loss_name, m, outputs) * first.data[0] - user[0]
             if excess <= rtol * (abs(user[0]) + 1e-300):
                 scales.append(scale)
