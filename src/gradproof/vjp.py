@@ -38,6 +38,7 @@ from gradproof.footprints import Footprints, evaluate, worthwhile
 from gradproof.linearity import SCALE_PROBE, Products, linearity_findings, with_backward_findings
 from gradproof.missing_output import with_missing_outputs
 from gradproof.missing_piece import with_missing_pieces
+from gradproof.statistics_term import directional_slope, with_statistics_terms
 # The params module's array checks, shared so that every input is refused in the same words.
 from gradproof.params import (
     _check_finite,
@@ -188,6 +189,13 @@ def check_vjp(
 
     report = with_missing_pieces(report, layer.values, fitted.grads, first, passes, UPSTREAM_WORD)
     report = _named_axis_sums(report, layer, fitted, first, passes)
+
+    def slope(name: str, direction: np.ndarray) -> float:
+        loss = _Projection(layer, first, [name])
+        return directional_slope(lambda v: loss({name: v}), layer.values[name], direction)
+
+    report = with_statistics_terms(report, layer.values, fitted.grads, slope, passes,
+                                   UPSTREAM_WORD)
     report = _with_unchecked(report, layer, fitted)
     found = linearity_findings(products, layer.who, UPSTREAM_WORD)
     return with_backward_findings(report, [*_precision_notes(layer), *fitted.notes], found)
