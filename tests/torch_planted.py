@@ -51,6 +51,35 @@ class LinearBiasFirstRow(Linear):
         return g @ W.T, x.T @ g, g[0]  # (D_out,): one row of the batch only
 
 
+class BatchNorm(Function):
+    """``y = gamma * (x - mu) / std + beta``, mu and std over the batch (axis 0): x (N, D),
+    gamma and beta (D,) -> y (N, D)."""
+
+    @staticmethod
+    def forward(ctx, x, gamma, beta):
+        mu = x.mean(0)
+        std = (((x - mu) ** 2).mean(0) + 1e-5).sqrt()
+        xhat = (x - mu) / std
+        ctx.save_for_backward(xhat, gamma, std)
+        return gamma * xhat + beta
+
+    @staticmethod
+    def backward(ctx, g):
+        xhat, gamma, std = ctx.saved_tensors
+        dxhat = g * gamma
+        dx = (dxhat - dxhat.mean(0) - xhat * (dxhat * xhat).mean(0)) / std
+        return dx, (g * xhat).sum(0), g.sum(0)
+
+
+class BatchNormStatisticsAsConstants(BatchNorm):
+    """Bug: ``dx = dxhat / std``, the batch mean and variance treated as constants."""
+
+    @staticmethod
+    def backward(ctx, g):
+        xhat, gamma, std = ctx.saved_tensors
+        return g * gamma / std, (g * xhat).sum(0), g.sum(0)
+
+
 class MeanSquaredError(Function):
     """``mean((x - t)**2)`` over all N entries: x, t of one shape -> a scalar."""
 
@@ -235,6 +264,11 @@ def _linear_inputs(g: torch.Generator, n: int, d: int) -> tuple[torch.Tensor, ..
     return _randn(g, n, d), _randn(g, d, d), _randn(g, d)  # x (N, D), W (D, D) square, b (D,)
 
 
+def _batch_norm_inputs(g: torch.Generator, n: int, d: int) -> tuple[torch.Tensor, ...]:
+    # two more rows than asked: a batch of 2 normalises every column to -1 and 1
+    return _randn(g, n + 2, d), _randn(g, d), _randn(g, d)  # x (N, D), gamma, beta (D,)
+
+
 def _target_inputs(g: torch.Generator, n: int, d: int) -> tuple[torch.Tensor, ...]:
     return _randn(g, n, d), _randn(g, n, d, grad=False)  # x, the target t (a constant)
 
@@ -318,6 +352,11 @@ def _linear(x, W, b):
     return x @ W + b
 
 
+def _batch_norm(x, gamma, beta):
+    mu = x.mean(0)
+    return gamma * (x - mu) / (((x - mu) ** 2).mean(0) + 1e-5).sqrt() + beta
+
+
 def _mse(x, t):
     return ((x - t) ** 2).mean()
 
@@ -374,5 +413,10 @@ CASES: dict[str, PlantedCase] = {
     "loop_stops_early": PlantedCase(
         SquareLastRowMissing, Square, _one_input, _square, ("x",), "partial", ("x",),
         "row loop stops one row early",
+    ),
+    "batch_statistics_as_constants": PlantedCase(
+        BatchNormStatisticsAsConstants, BatchNorm, _batch_norm_inputs, _batch_norm,
+        ("x", "gamma", "beta"), "missing_term", ("x",),
+        "batch norm's backward without the paths through the batch mean and variance",
     ),
 }

@@ -29,6 +29,7 @@ from gradproof.errors import InputError
 from gradproof.linearity import SCALE_PROBE, Products, linearity_findings, with_backward_findings
 from gradproof.missing_output import with_missing_outputs
 from gradproof.missing_piece import with_missing_pieces
+from gradproof.statistics_term import directional_slope, with_statistics_terms
 from gradproof.report import Finding, GradReport
 from gradproof.torch.backward import broadcast_findings, vjp
 from gradproof.torch.tensors import as_outputs, check_values, project, projection, seeded, to_numpy
@@ -135,6 +136,13 @@ def _checked(problem: Problem, seed: int, options: Mapping[str, Any]) -> GradRep
 
     upstream = [None if w is None else to_numpy(w) for w in weights]
     report = with_missing_pieces(report, problem.values, grad, upstream, passes, "grad_output")
+
+    def slope(name: str, direction: np.ndarray) -> float:
+        return directional_slope(
+            lambda v: evaluator.loss({**problem.values, name: v}, weights),
+            problem.values[name], direction)
+
+    report = with_statistics_terms(report, problem.values, grad, slope, passes, "grad_output")
     return with_backward_findings(report, problem.notes, notes)
 
 
