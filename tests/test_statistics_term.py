@@ -1,5 +1,6 @@
-"""Normalisation layers whose backward treats the mean or the variance as a constant, checked
-by ``gp.check_vjp``: the missing paths are named (``missing_term``, with the axes), and other
+"""Normalisation layers whose backward treats a statistic as a constant (a batch or layer
+norm's mean or variance, a softmax's normalising sum, a log-softmax's log-sum-exp), checked by
+``gp.check_vjp``: the missing paths are named (``missing_term``, with the axes), and other
 mistakes are not."""
 
 from __future__ import annotations
@@ -110,3 +111,47 @@ def test_statistic_axes_of_an_image_batch():
     assert statistic_axes(2) == [(0,), (1,)]
     assert (0, 2, 3) in statistic_axes(4) and (1, 2, 3) in statistic_axes(4)
     assert (2, 3) in statistic_axes(4)
+
+
+def _softmax(x, axis):
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+@pytest.mark.parametrize("bug", [None, "no_sum", "doubled"])
+def test_a_softmax_layer_without_the_normalising_sum(axis, bug):
+    def forward(x):
+        y = _softmax(x, axis)
+        return y, y
+
+    def backward(dout, y):
+        if bug == "no_sum":
+            return y * dout
+        right = y * (dout - (dout * y).sum(axis=axis, keepdims=True))
+        return 2 * right if bug == "doubled" else right
+
+    x = np.random.default_rng(4).normal(size=(5, 6))
+    report = gp.check_vjp(forward, backward, x, cache=True)
+    assert report.passed == (bug is None), str(report)
+    found = _statistics_findings(report)
+    if bug == "no_sum":
+        assert len(found) == 1 and found[0].details == {"axes": [axis], "paths": "softmax"}
+        assert f"(dout * y).sum(axis={axis}, keepdims=True)" in found[0].fix
+    else:
+        assert not found, str(report)
+
+
+def test_a_log_softmax_layer_without_the_log_sum_exp():
+    def forward(x):
+        s = x - x.max(axis=1, keepdims=True)
+        return s - np.log(np.exp(s).sum(axis=1, keepdims=True))
+
+    def backward(dout, x):
+        return dout  # bug: - softmax(x) * dout.sum(axis=1, keepdims=True) is missing
+
+    x = np.random.default_rng(5).normal(size=(4, 7))
+    report = gp.check_vjp(forward, backward, x)
+    (found,) = _statistics_findings(report)
+    assert found.details == {"axes": [1], "paths": "log_softmax"}
+    assert not [f for f in report.findings if f.is_bug and f is not found]

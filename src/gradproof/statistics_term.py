@@ -1,14 +1,19 @@
-"""A gradient that lacks the paths through an input's own statistics: ``missing_term``.
+"""A gradient that lacks the paths through a normalisation's statistics: ``missing_term``.
 
-Contract: ``with_statistics_terms(report, inputs, grads, slope, passes, word)`` takes the report
-of a check of a layer (``check_vjp``), the inputs' values, the gradients checked,
-``slope(name, direction)``, the checked J's derivative along ``direction`` of one input, and
-``passes(name, gradient, quick)`` as for ``gradproof.missing_piece``. For each failing input it
-tries the terms a backward drops when it treats a mean or a variance of the input as a
-constant (a batch normalisation's statistics over the batch axis, a layer normalisation's over
-the features, a centring ``x - x.mean(0)``): the paths through statistics over ``axes`` add,
-in each slice over those axes, a constant (the mean) plus a multiple of the input (the
-variance). The two numbers of each slice are measured, by two directional derivatives, and the
+Contract: ``with_statistics_terms(report, inputs, grads, outputs, slope, passes, word)`` takes
+the report of a check of a layer (``check_vjp``, the PyTorch adapter), the inputs' values, the
+gradients checked, forward's outputs at the point, ``slope(name, direction)``, the checked J's
+derivative along ``direction`` of one input, and ``passes(name, gradient, quick)`` as for
+``gradproof.missing_piece``. For each failing input it tries the terms a backward drops when
+it treats a statistic of the input over some axes as a constant. Such paths add, in each
+slice over those axes, a combination of a few arrays:
+
+* a batch or layer normalisation's mean: a constant; its variance: a multiple of the input
+  less its mean (a constant plus a multiple of the input for both);
+* a softmax's normalising sum: a multiple of the output;
+* a log-softmax's log-sum-exp: a multiple of exp(output), the softmax.
+
+The numbers of each slice are measured, one directional derivative per array, and the
 gradient completed with them is checked, quickly and then entry by entry. A pass names it: a
 ``missing_term`` finding in place of the input's other bug findings. Each set of axes may cost
 as many loss evaluations as the check itself made (at least ``MIN_BUDGET``); one that would
@@ -22,14 +27,14 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
 from gradproof.report import Finding, GradReport
 
-# Loss evaluations per slice: two directional derivatives of four evaluations each.
-EVALUATIONS_PER_SLICE = 8
+# Loss evaluations of one directional derivative (the five-point difference).
+EVALUATIONS_PER_SLOPE = 4
 
 # The loss evaluations allowed for each set of axes tried: as many as the check itself made,
 # at least this many.
@@ -42,17 +47,27 @@ STEP = float(np.finfo(np.float64).eps) ** 0.2
 # A slice needs more entries than the two numbers fitted to it for the fit to be evidence.
 MIN_SLICE = 3
 
+# The paths tried, in order, each with the arrays its missing part combines in a slice: the
+# fewer numbers first, so that a completion is named by the simplest form that passes.
+PATHS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("mean", ("ones",)),
+    ("softmax", ("output",)),
+    ("log_softmax", ("exp_output",)),
+    ("mean and variance", ("ones", "input")),
+)
+
 
 def with_statistics_terms(
     report: GradReport,
     inputs: Mapping[str, np.ndarray],
     grads: Mapping[str, np.ndarray],
+    outputs: Sequence[np.ndarray],
     slope: Callable[[str, np.ndarray], float],
     passes: Callable[[str, np.ndarray, bool], bool],
     word: str,
 ) -> GradReport:
-    """The report, each failing input whose gradient lacks only the paths through its own
-    statistics named ``missing_term``."""
+    """The report, each failing input whose gradient lacks only the paths through a
+    statistic of it named ``missing_term``."""
     # only a gradient wrong with no recognised pattern: a scale, a transpose ... explain theirs
     explained = {t for f in report.findings if f.is_bug and f.kind != "mismatch"
                  for t in f.tensors}
@@ -64,7 +79,8 @@ def with_statistics_terms(
         x, grad = inputs[name], grads[name]
         if grad.shape != x.shape:
             continue
-        found = _completed(name, x, grad, slope, passes,
+        arrays = _arrays(x, outputs)
+        found = _completed(name, arrays, grad, slope, passes,
                            max(MIN_BUDGET, report.loss_evaluations))
         if found is None:
             continue
@@ -98,34 +114,53 @@ def statistic_axes(ndim: int) -> list[tuple[int, ...]]:
     return [*single, *all_but, tuple(range(2, ndim))]
 
 
+def _arrays(x: np.ndarray, outputs: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+    """The arrays the paths combine: the input, ones, and the first output of the input's
+    shape with its exp (none where no output has that shape)."""
+    arrays = {"input": np.asarray(x, dtype=np.float64), "ones": np.ones(x.shape)}
+    same = [np.asarray(out, dtype=np.float64) for out in outputs if np.shape(out) == x.shape]
+    if same:
+        with np.errstate(over="ignore"):
+            exp = np.exp(same[0])
+        arrays["output"] = same[0]
+        if np.all(np.isfinite(exp)):
+            arrays["exp_output"] = exp
+    return arrays
+
+
 def _completed(
-    name: str, x: np.ndarray, grad: np.ndarray, slope: Callable[[str, np.ndarray], float],
-    passes: Callable[[str, np.ndarray, bool], bool], budget: int,
+    name: str, arrays: dict[str, np.ndarray], grad: np.ndarray,
+    slope: Callable[[str, np.ndarray], float], passes: Callable[[str, np.ndarray, bool], bool],
+    budget: int,
 ) -> tuple[tuple[int, ...], str] | None:
-    """(axes, the paths missing: "mean", "variance" or "mean and variance") of the first
-    completion of ``grad`` that passes, measuring with at most ``budget`` evaluations of the
-    loss for each set of axes. The largest slices first: a completion over fewer, larger
-    slices has fewer numbers fitted, and one that passes also passes over any finer slicing
-    (over (0,) where the statistics are over (0, 2, 3)), which would misname it."""
+    """(axes, the path missing: a name of ``PATHS``, or "variance") of the first completion
+    of ``grad`` that passes, measuring with at most ``budget`` evaluations of the loss for
+    each set of axes. The largest slices first: a completion over fewer, larger slices has
+    fewer numbers fitted, and one that passes also passes over any finer slicing (over (0,)
+    where the statistics are over (0, 2, 3)), which would misname it."""
+    x = arrays["input"]
+    paths = [(path, names) for path, names in PATHS if all(n in arrays for n in names)]
+    used = list(dict.fromkeys(n for _, names in paths for n in names))
+
     def entries(axes: tuple[int, ...]) -> int:
         return int(np.prod([x.shape[a] for a in axes]))
 
     for axes in sorted(dict.fromkeys(statistic_axes(x.ndim)), key=entries, reverse=True):
         slices = _slices(x.shape, axes)
-        if entries(axes) < MIN_SLICE or EVALUATIONS_PER_SLICE * len(slices) > budget:
+        cost = EVALUATIONS_PER_SLOPE * len(used) * len(slices)
+        if entries(axes) < MIN_SLICE or cost > budget:
             continue
-        measured = _Measured.of(name, x, grad, slices, slope)
-        for with_variance in (False, True):
-            completion = measured.completion(with_variance)
+        measured = _Measured.of(name, {n: arrays[n] for n in used}, grad, slices, slope)
+        for path, names in paths:
+            completion = measured.completion(names)
             if completion is None:
                 continue
             completed = grad + completion
             if passes(name, completed, True) and passes(name, completed, False):
-                if not with_variance:
-                    return axes, "mean"
-                # the variance's path alone adds a multiple of x minus its mean: nothing in sum
-                return axes, "variance" if measured.sums_to_zero(completion) else (
-                    "mean and variance")
+                # the variance's path alone adds a multiple of x less its mean: nothing in sum
+                if path == "mean and variance" and measured.sums_to_zero(completion):
+                    return axes, "variance"
+                return axes, path
     return None
 
 
@@ -143,71 +178,82 @@ def _slices(shape: tuple[int, ...], axes: tuple[int, ...]) -> list[tuple[slice |
 
 @dataclasses.dataclass
 class _Measured:
-    """Per slice: the residual's (the true gradient less ``grad``) projections on the slice's
-    indicator and on x there, and the Gram matrix of those two."""
+    """Per slice: the residual's (the true gradient less ``grad``) projection on each array
+    restricted to the slice, and the arrays' Gram matrix there."""
 
-    x: np.ndarray
+    arrays: dict[str, np.ndarray]
     slices: list[tuple[slice | int, ...]]
-    projections: np.ndarray  # (slices, 2)
-    grams: np.ndarray  # (slices, 2, 2)
+    projections: list[dict[str, float]]
+    grams: list[dict[tuple[str, str], float]]
 
     @classmethod
-    def of(cls, name: str, x: np.ndarray, grad: np.ndarray,
+    def of(cls, name: str, arrays: dict[str, np.ndarray], grad: np.ndarray,
            slices: list[tuple[slice | int, ...]], slope: Callable[[str, np.ndarray], float]
            ) -> _Measured:
-        projections, grams = np.empty((len(slices), 2)), np.empty((len(slices), 2, 2))
-        for k, where in enumerate(slices):
-            ones, values = np.zeros_like(x, dtype=np.float64), np.zeros_like(x, dtype=np.float64)
-            ones[where], values[where] = 1.0, x[where]
-            basis = (ones, values)
-            projections[k] = [slope(name, d) - float(np.vdot(grad, d)) for d in basis]
-            grams[k] = [[float(np.vdot(u, v)) for v in basis] for u in basis]
-        return cls(x, slices, projections, grams)
+        projections, grams = [], []
+        for where in slices:
+            basis = {}
+            for key, array in arrays.items():
+                direction = np.zeros(array.shape)
+                direction[where] = array[where]
+                basis[key] = direction
+            projections.append({key: slope(name, d) - float(np.vdot(grad, d))
+                                for key, d in basis.items()})
+            grams.append({(a, b): float(np.vdot(basis[a][where], basis[b][where]))
+                          for a in basis for b in basis})
+        return cls(arrays, slices, projections, grams)
 
-    def completion(self, with_variance: bool) -> np.ndarray | None:
-        """The missing part, a + b * x in each slice (b = 0 without the variance), solved
-        from the projections; None where x is constant on a slice (the two parts cannot be
-        told apart)."""
-        missing = np.zeros_like(self.x, dtype=np.float64)
+    def completion(self, names: tuple[str, ...]) -> np.ndarray | None:
+        """The missing part, in each slice the combination of ``names`` that the
+        projections give (least squares); None where the arrays are dependent on a slice (the
+        parts cannot be told apart)."""
+        missing = np.zeros(self.arrays["ones"].shape if "ones" in self.arrays
+                           else next(iter(self.arrays.values())).shape)
         for where, projection, gram in zip(self.slices, self.projections, self.grams):
-            if not with_variance:
-                missing[where] = projection[0] / gram[0, 0]
-                continue
-            if abs(np.linalg.det(gram)) <= 1e-12 * gram[0, 0] * gram[1, 1]:
+            matrix = np.array([[gram[a, b] for b in names] for a in names])
+            scale = float(np.prod(np.diag(matrix)))
+            if not scale > 0 or abs(np.linalg.det(matrix)) <= 1e-12 * scale:
                 return None
-            a, b = np.linalg.solve(gram, projection)
-            missing[where] = a + b * self.x[where]
+            coefficients = np.linalg.solve(matrix, [projection[a] for a in names])
+            missing[where] = sum(c * self.arrays[a][where] for c, a in zip(coefficients, names))
         return missing
 
     def sums_to_zero(self, completion: np.ndarray) -> bool:
         """Whether the residual sums to zero over every slice, to 1e-8 of the completion's
         absolute sum there."""
-        return all(abs(projection[0]) <= 1e-8 * float(np.sum(np.abs(completion[where])))
+        return all(abs(projection["ones"]) <= 1e-8 * float(np.sum(np.abs(completion[where])))
                    for where, projection in zip(self.slices, self.projections))
 
 
-def _finding(name: str, ndim: int, axes: tuple[int, ...], paths: str, word: str) -> Finding:
+def _finding(name: str, ndim: int, axes: tuple[int, ...], path: str, word: str) -> Finding:
     axis = str(axes[0]) if len(axes) == 1 else str(axes)
     keep = "" if len(axes) == ndim else ", keepdims=True"
-    mean = f".mean(axis={axis}{keep})"
+    mean, total = f".mean(axis={axis}{keep})", f".sum(axis={axis}, keepdims=True)"
     d = f"d{name}hat"
-    if paths != "mean":
-        what = f"its {paths}"
-        added = (f"a multiple of {name} minus its mean" if paths == "variance"
-                 else f"a constant plus a multiple of {name}")
-        fix = (f"for {name}hat = ({name} - mu) / std with mu and std over axis {axis}, "
-               f"with {d} = {word} * gamma (the gradient at {name}hat): d{name} = ({d} - "
-               f"{d}{mean} - {name}hat * ({d} * {name}hat){mean}) / std")
-    else:
-        what, added = "its mean", "a constant"
-        fix = (f"for an output that subtracts {name}{mean}: d{name} = g - g{mean}, with g "
-               f"the gradient that treats the mean as a constant")
+    normalised = (f"for {name}hat = ({name} - mu) / std with mu and std over axis {axis}, "
+                  f"with {d} = {word} * gamma (the gradient at {name}hat): d{name} = ({d} - "
+                  f"{d}{mean} - {name}hat * ({d} * {name}hat){mean}) / std")
+    what, added, fix = {
+        "mean": ("path through its mean", "a constant",
+                 f"for an output that subtracts {name}{mean}: d{name} = g - g{mean}, with g "
+                 "the gradient that treats the mean as a constant"),
+        "variance": ("path through its variance", f"a multiple of {name} less its mean",
+                     normalised),
+        "mean and variance": ("paths through its mean and its variance",
+                              f"a constant plus a multiple of {name}", normalised),
+        "softmax": ("path through the softmax's normalising sum", "a multiple of the output",
+                    f"for y = softmax({name}) over axis {axis}: d{name} = y * ({word} - "
+                    f"({word} * y){total})"),
+        "log_softmax": ("path through the log-softmax's log-sum-exp",
+                        "a multiple of the softmax exp(output)",
+                        f"for y = log_softmax({name}) over axis {axis}: d{name} = {word} - "
+                        f"exp(y) * {word}{total}"),
+    }[path]
     return Finding(
         "missing_term", (name,),
-        f"the gradient of {name} lacks the {'paths' if paths == 'mean and variance' else 'path'}"
-        f" through {what} over axis {axis} (a "
-        f"normalisation's statistics): with {added} added in each slice over that axis, "
-        f"finite differences match it, so backward treats the statistics as constants",
+        f"the gradient of {name} lacks the {what} over axis {axis}: with {added} added in "
+        f"each slice over that axis, finite differences match it, so backward treats the "
+        f"statistic as a constant",
         fix=fix,
-        details={"axes": list(axes), "paths": paths},
+        details={"axes": list(axes), "paths": path},
     )

@@ -194,7 +194,7 @@ def check_vjp(
         loss = _Projection(layer, first, [name])
         return directional_slope(lambda v: loss({name: v}), layer.values[name], direction)
 
-    report = with_statistics_terms(report, layer.values, fitted.grads, slope, passes,
+    report = with_statistics_terms(report, layer.values, fitted.grads, outputs, slope, passes,
                                    UPSTREAM_WORD)
     report = _with_unchecked(report, layer, fitted)
     found = linearity_findings(products, layer.who, UPSTREAM_WORD)

@@ -142,7 +142,9 @@ def _checked(problem: Problem, seed: int, options: Mapping[str, Any]) -> GradRep
             lambda v: evaluator.loss({**problem.values, name: v}, weights),
             problem.values[name], direction)
 
-    report = with_statistics_terms(report, problem.values, grad, slope, passes, "grad_output")
+    report = with_statistics_terms(report, problem.values, grad,
+                                   [to_numpy(out) for out in outputs], slope, passes,
+                                   "grad_output")
     return with_backward_findings(report, problem.notes, notes)
 
 
