@@ -436,12 +436,18 @@ class BlackBoxRun(Run):
 
 @dataclass
 class _Stage:
-    """One round of ± evaluations of some probes of a set at one multiple of their step."""
+    """One round of ± evaluations of some probes of a set at one multiple of their step.
+
+    Its points are made when it runs and dropped after: the stages of a round are built
+    together (the progress total is known up front), and the seed network's first round moves
+    1.3 million entries, whose points made all at once would each pay the page faults of fresh
+    memory; made set by set, a set's points reuse the memory the set before freed. Until a
+    stage runs (an interrupt may stop the round before it) its sums are NaN, like its values.
+    """
 
     probes: ProbeSet
     which: np.ndarray  # indices into the parent set
-    plus: np.ndarray
-    minus: np.ndarray
+    context: Context
     g_plus: np.ndarray
     g_minus: np.ndarray
     width: np.ndarray
@@ -453,27 +459,54 @@ class _Stage:
         whole = which.size == parent.count and np.array_equal(which, np.arange(parent.count))
         subset = parent if whole else parent.subset(which)
         probes = replace(subset, step=subset.step * factor)
-        n, size = probes.count, probes.positions.size
-        dtype = context.objective.buffer.dtype
-        stage = cls(probes, which, np.empty(size, dtype), np.empty(size, dtype), np.empty(n),
-                    np.empty(n), np.empty(n), np.full(n, np.nan), np.full(n, np.nan))
-        # The seed network's first step moves 1.3 million entries: the temporaries are made
-        # for a block of whole probes at a time (``probes.blocks``), in four arrays reused
-        # from block to block; each probe's sums are the same.
+        return cls(probes, which, context, *np.full((5, probes.count), np.nan))
+
+    @property
+    def evaluations(self) -> int:
+        return 2 * self.probes.count
+
+    def run(self, objective: Objective) -> None:
+        probes = self.probes
+        plus, minus = self._points()
+        if probes.is_entries:
+            objective.entries(
+                probes.positions, plus, minus, self.j_plus, self.j_minus, probes.describe
+            )
+        else:
+            objective.directions(
+                probes.positions,
+                probes.start,
+                plus,
+                minus,
+                self.j_plus,
+                self.j_minus,
+                probes.describe,
+            )
+
+    def _points(self) -> tuple[np.ndarray, np.ndarray]:
+        """The points θ ± d of every probe, in the buffer's dtype, and the sums g·d± and the
+        widths. The temporaries are made for a block of whole probes at a time
+        (``probes.blocks``), in four arrays reused from block to block; each probe's sums are
+        the same."""
+        probes = self.probes
+        size = probes.positions.size
+        dtype = self.context.objective.buffer.dtype
+        plus, minus = np.empty(size, dtype), np.empty(size, dtype)
         spans = blocks(probes.start, BLOCK_ENTRIES)
         longest = max((int(probes.start[last] - probes.start[first]) for first, last in spans),
                       default=0)
         scratch = np.empty((4, longest))
         for first, last in spans:
-            stage._fill(first, last, context, scratch)
+            self._fill(first, last, plus, minus, scratch)
         # A step below the buffer's resolution left the probe's entries where they were: it
         # measures nothing (not a derivative of 0), so its differences come out NaN.
-        stage.width[stage.width == 0] = np.nan
-        return stage
+        self.width[self.width == 0] = np.nan
+        return plus, minus
 
-    def _fill(self, first: int, last: int, context: Context, scratch: np.ndarray) -> None:
+    def _fill(self, first: int, last: int, plus: np.ndarray, minus: np.ndarray,
+              scratch: np.ndarray) -> None:
         """The points and sums of probes ``first`` to ``last`` (exclusive)."""
-        probes = self.probes
+        probes, context = self.probes, self.context
         lo, hi = int(probes.start[first]), int(probes.start[last])
         entries = slice(lo, hi)
         start = probes.start[first : last + 1] - lo  # the block's own segments
@@ -485,11 +518,11 @@ class _Stage:
             np.multiply(values, step[0], out=move)
         else:
             np.multiply(np.repeat(step, np.diff(start)), values, out=move)
-        plus = np.add(center, move, out=self.plus[entries])  # rounded to the buffer's dtype
-        minus = np.subtract(center, move, out=self.minus[entries])
+        block_plus = np.add(center, move, out=plus[entries])  # rounded to the buffer's dtype
+        block_minus = np.subtract(center, move, out=minus[entries])
         # The displacements as stored: exact differences of nearby floats.
-        np.subtract(plus, center, out=d_plus)
-        np.subtract(minus, center, out=d_minus)
+        np.subtract(block_plus, center, out=d_plus)
+        np.subtract(block_minus, center, out=d_minus)
         g = np.take(context.gradient, positions, out=center)
         self.g_plus[first:last] = segment_sum(np.multiply(g, d_plus, out=move), start)
         self.g_minus[first:last] = segment_sum(np.multiply(g, d_minus, out=move), start)
@@ -497,27 +530,6 @@ class _Stage:
         self.width[first:last] = segment_sum(moved, start) / segment_sum(
             np.square(values, out=d_plus), start
         )
-
-    @property
-    def evaluations(self) -> int:
-        return 2 * self.probes.count
-
-    def run(self, objective: Objective) -> None:
-        probes = self.probes
-        if probes.is_entries:
-            objective.entries(
-                probes.positions, self.plus, self.minus, self.j_plus, self.j_minus, probes.describe
-            )
-        else:
-            objective.directions(
-                probes.positions,
-                probes.start,
-                self.plus,
-                self.minus,
-                self.j_plus,
-                self.j_minus,
-                probes.describe,
-            )
 
     def differences(self, context: Context) -> Differences:
         return central(
