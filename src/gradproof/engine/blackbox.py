@@ -467,6 +467,8 @@ class _Stage:
 
     def run(self, objective: Objective) -> None:
         probes = self.probes
+        if not probes.count:  # nothing evaluated, nothing to look at: no pass over the buffer
+            return
         plus, minus = self._points()
         if probes.is_entries:
             objective.entries(
