@@ -113,7 +113,8 @@ def test_stage_build_matches_the_plain_formula(
 ) -> None:
     monkeypatch.setattr(blackbox, "BLOCK_ENTRIES", 40)  # several blocks per set
     rng = np.random.default_rng(2)
-    layout, flat = parse_params({"b": rng.standard_normal(3), "W": 3 * rng.standard_normal((9, 13))})
+    params = {"b": rng.standard_normal(3), "W": 3 * rng.standard_normal((9, 13))}
+    layout, flat = parse_params(params)
     spec = layout.spec("W")
     context = _context(flat, layout, rng.standard_normal(flat.size), dtype)
     eps = 1e-12
@@ -159,3 +160,9 @@ def test_entry_thresholds_match_the_plain_formula() -> None:
             per_entry = m.tolerance[k] / np.abs(m.probes.values[piece])
             expected[local] = np.minimum(expected[local], per_entry)
     np.testing.assert_array_equal(verdict._entry_thresholds(spec, measured), expected)
+
+
+def test_no_segments_give_no_norms_and_no_directions() -> None:
+    start = np.zeros(1, dtype=np.int64)
+    assert segment_norms(np.zeros(0), start).size == 0
+    assert unit_directions(None, start, np.random.default_rng(0)).size == 0

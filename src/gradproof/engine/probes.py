@@ -215,7 +215,7 @@ def unit_directions(
         v *= np.maximum(np.abs(x), 1.0)
     norms = segment_norms(v, start)
     lengths = np.diff(start)
-    if lengths.min() == lengths.max():  # rows, columns, whole-tensor directions
+    if lengths.size and lengths.min() == lengths.max():  # rows, columns, whole directions
         rows = v.reshape(lengths.size, -1)  # (segments, length), a view of v
         rows /= norms[:, None]  # the same divisions as by the repeated norms, without them
     else:
@@ -236,7 +236,7 @@ def segment_norms(values: np.ndarray, start: np.ndarray) -> np.ndarray:
     ``segment_sum`` sums it: no array of squares as large as a million-entry probe set."""
     norms = np.empty(start.size - 1)
     spans = blocks(start, BLOCK_ENTRIES)
-    squares = np.empty(max(int(start[last] - start[first]) for first, last in spans))
+    squares = np.empty(max((int(start[last] - start[first]) for first, last in spans), default=0))
     for first, last in spans:
         lo, hi = int(start[first]), int(start[last])
         block = np.square(values[lo:hi], out=squares[: hi - lo])
