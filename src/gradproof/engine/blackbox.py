@@ -32,12 +32,14 @@ from gradproof.finite_diff import (
 from gradproof.engine.objective import Objective
 from gradproof.params import ParamLayout, TensorSpec
 from gradproof.engine.probes import (
+    BLOCK_ENTRIES,
     EXCLUDED,
     FAILED,
     Context,
     Measured,
     ProbeSet,
     block_probes,
+    blocks,
     entry_probes,
     halves,
     line_probes,
@@ -434,12 +436,18 @@ class BlackBoxRun(Run):
 
 @dataclass
 class _Stage:
-    """One round of ± evaluations of some probes of a set at one multiple of their step."""
+    """One round of ± evaluations of some probes of a set at one multiple of their step.
+
+    Its points are made when it runs and dropped after: the stages of a round are built
+    together (the progress total is known up front), and the seed network's first round moves
+    1.3 million entries, whose points made all at once would each pay the page faults of fresh
+    memory; made set by set, a set's points reuse the memory the set before freed. Until a
+    stage runs (an interrupt may stop the round before it) its sums are NaN, like its values.
+    """
 
     probes: ProbeSet
     which: np.ndarray  # indices into the parent set
-    plus: np.ndarray
-    minus: np.ndarray
+    context: Context
     g_plus: np.ndarray
     g_minus: np.ndarray
     width: np.ndarray
@@ -451,41 +459,7 @@ class _Stage:
         whole = which.size == parent.count and np.array_equal(which, np.arange(parent.count))
         subset = parent if whole else parent.subset(which)
         probes = replace(subset, step=subset.step * factor)
-        dtype = context.objective.buffer.dtype
-        center = context.center[probes.positions]
-        # The seed network's first step moves 1.3 million entries: each fresh temporary of
-        # that size pays its page faults, so the arithmetic reuses a few, in place.
-        move = np.repeat(probes.step, np.diff(probes.start))
-        move *= probes.values
-        plus = (center + move).astype(dtype, copy=False)
-        minus = np.subtract(center, move, out=move).astype(dtype, copy=False)
-        # The displacements as stored: exact differences of nearby floats.
-        d_plus = plus - center
-        d_minus = np.subtract(minus, center, out=center)
-        g = context.gradient[probes.positions]
-        start = probes.start
-        product = g * d_plus
-        g_plus = segment_sum(product, start)
-        g_minus = segment_sum(np.multiply(g, d_minus, out=product), start)
-        moved = np.multiply(np.subtract(d_plus, d_minus, out=product), probes.values, out=product)
-        width = segment_sum(moved, start) / segment_sum(
-            np.square(probes.values, out=d_plus), start
-        )
-        # A step below the buffer's resolution left the probe's entries where they were: it
-        # measures nothing (not a derivative of 0), so its differences come out NaN.
-        width[width == 0] = np.nan
-        n = probes.count
-        return cls(
-            probes,
-            which,
-            plus,
-            minus,
-            g_plus,
-            g_minus,
-            width,
-            np.full(n, np.nan),
-            np.full(n, np.nan),
-        )
+        return cls(probes, which, context, *np.full((5, probes.count), np.nan))
 
     @property
     def evaluations(self) -> int:
@@ -493,20 +467,71 @@ class _Stage:
 
     def run(self, objective: Objective) -> None:
         probes = self.probes
+        if not probes.count:  # nothing evaluated, nothing to look at: no pass over the buffer
+            return
+        plus, minus = self._points()
         if probes.is_entries:
             objective.entries(
-                probes.positions, self.plus, self.minus, self.j_plus, self.j_minus, probes.describe
+                probes.positions, plus, minus, self.j_plus, self.j_minus, probes.describe
             )
         else:
             objective.directions(
                 probes.positions,
                 probes.start,
-                self.plus,
-                self.minus,
+                plus,
+                minus,
                 self.j_plus,
                 self.j_minus,
                 probes.describe,
             )
+
+    def _points(self) -> tuple[np.ndarray, np.ndarray]:
+        """The points θ ± d of every probe, in the buffer's dtype, and the sums g·d± and the
+        widths. The temporaries are made for a block of whole probes at a time
+        (``probes.blocks``), in four arrays reused from block to block; each probe's sums are
+        the same."""
+        probes = self.probes
+        size = probes.positions.size
+        dtype = self.context.objective.buffer.dtype
+        plus, minus = np.empty(size, dtype), np.empty(size, dtype)
+        spans = blocks(probes.start, BLOCK_ENTRIES)
+        longest = max((int(probes.start[last] - probes.start[first]) for first, last in spans),
+                      default=0)
+        scratch = np.empty((4, longest))
+        for first, last in spans:
+            self._fill(first, last, plus, minus, scratch)
+        # A step below the buffer's resolution left the probe's entries where they were: it
+        # measures nothing (not a derivative of 0), so its differences come out NaN.
+        self.width[self.width == 0] = np.nan
+        return plus, minus
+
+    def _fill(self, first: int, last: int, plus: np.ndarray, minus: np.ndarray,
+              scratch: np.ndarray) -> None:
+        """The points and sums of probes ``first`` to ``last`` (exclusive)."""
+        probes, context = self.probes, self.context
+        lo, hi = int(probes.start[first]), int(probes.start[last])
+        entries = slice(lo, hi)
+        start = probes.start[first : last + 1] - lo  # the block's own segments
+        positions, values = probes.positions[entries], probes.values[entries]
+        center, move, d_plus, d_minus = (row[: hi - lo] for row in scratch)
+        np.take(context.center, positions, out=center)
+        step = probes.step[first:last]
+        if step.min() == step.max():  # directions share one step: no repeat
+            np.multiply(values, step[0], out=move)
+        else:
+            np.multiply(np.repeat(step, np.diff(start)), values, out=move)
+        block_plus = np.add(center, move, out=plus[entries])  # rounded to the buffer's dtype
+        block_minus = np.subtract(center, move, out=minus[entries])
+        # The displacements as stored: exact differences of nearby floats.
+        np.subtract(block_plus, center, out=d_plus)
+        np.subtract(block_minus, center, out=d_minus)
+        g = np.take(context.gradient, positions, out=center)
+        self.g_plus[first:last] = segment_sum(np.multiply(g, d_plus, out=move), start)
+        self.g_minus[first:last] = segment_sum(np.multiply(g, d_minus, out=move), start)
+        moved = np.multiply(np.subtract(d_plus, d_minus, out=move), values, out=move)
+        self.width[first:last] = segment_sum(moved, start) / segment_sum(
+            np.square(values, out=d_plus), start
+        )
 
     def differences(self, context: Context) -> Differences:
         return central(

@@ -330,10 +330,13 @@ class Objective:
         if self._moves is not None:
             self._batched(positions, start, plus, minus, out_plus, out_minus, where)
             return
-        buffer, value = self.buffer, self.value
+        buffer, value, stride = self.buffer, self.value, self._stride
+        # Gathered once: putting a probe's entries back is then one scatter, not a gather too
+        # (a column of the seed network's weights is 784 entries 200 apart).
+        originals = self.base[positions]
         bounds = start.tolist()
         k, sign = 0, 1.0
-        support = positions[:0]
+        support, piece = positions[:0], slice(0, 0)
         try:
             for k in range(len(bounds) - 1):
                 piece = slice(bounds[k], bounds[k + 1])
@@ -344,13 +347,13 @@ class Objective:
                 sign = -1.0
                 buffer[support] = minus[piece]
                 out_minus[k] = value()
-                buffer[support] = self.base[support]
-                if k % self._stride == 0:
+                buffer[support] = originals[piece]
+                if k % stride == 0:
                     self.report_progress()
         except Exception as exc:
             raise _evaluation_failed(exc, where(k, sign))
         finally:
-            buffer[support] = self.base[support]
+            buffer[support] = originals[piece]
         self._finish(out_plus, out_minus, where)
 
     def _batched(
@@ -450,8 +453,9 @@ class Objective:
 
     def check_unchanged(self, who: str) -> None:
         """InputError if the loss (or gradient function) changed its params argument in place."""
-        changed = np.flatnonzero(self.buffer != self.base)
-        if changed.size:
+        # Nothing changed, the common case, is seen in one pass without an index array.
+        if not np.array_equal(self.buffer, self.base):
+            changed = np.flatnonzero(self.buffer != self.base)
             position = int(changed[0])
             raise InputError(
                 f"{who} changed its params argument in place: {self.layout.label(position)} was "

@@ -23,6 +23,12 @@ from gradproof.params import TensorSpec
 
 UNKNOWN, PASSED, FAILED, EXCLUDED = 0, 1, 2, 3
 
+# Work over a large probe set goes a block of whole probes of about this many entries at a
+# time (``blocks``): temporaries that size stay in the cache and are reused from block to
+# block, where temporaries of the whole set (1.3 million entries on the seed network) would
+# each pay the page faults of fresh memory.
+BLOCK_ENTRIES = 1 << 15
+
 
 @dataclass(frozen=True)
 class ProbeSet:
@@ -113,7 +119,8 @@ def line_probes(
     """One probe per row (axis 0) or column (axis 1) of the tensor seen as (rows, rest)."""
     local = spec.local_positions().reshape(spec.shape[0], -1)  # (rows, rest)
     lines = np.asarray(lines, dtype=np.int64)
-    supports = spec.offset + (local[lines] if axis == 0 else local[:, lines].T)  # one per row
+    supports = local[lines] if axis == 0 else local[:, lines].T  # (lines, length): one per row
+    supports += spec.offset  # in place: a fresh array either way
     return _dense(spec, "row" if axis == 0 else "column", lines, supports, center, eps, rng)
 
 
@@ -122,7 +129,8 @@ def random_probes(
 ) -> ProbeSet:
     """``count`` random directions over the whole tensor."""
     support = np.arange(spec.offset, spec.offset + spec.size)
-    return _dense(spec, "direction", np.arange(count), [support] * count, center, eps, rng)
+    supports = np.broadcast_to(support, (count, spec.size))  # (count, size): one per row
+    return _dense(spec, "direction", np.arange(count), supports, center, eps, rng)
 
 
 def block_probes(
@@ -142,14 +150,22 @@ def _dense(
     eps: float,
     rng: np.random.Generator,
 ) -> ProbeSet:
-    positions = np.concatenate(supports).astype(np.int64)
-    start = np.concatenate(([0], np.cumsum([s.size for s in supports]))).astype(np.int64)
+    """Probes with Gaussian unit directions (``unit_directions``) on ``supports``: a list of
+    index arrays, or one (probes, length) array of them, whose rows become the probes without a
+    Python loop over them (the seed network's lines are about two thousand)."""
+    if isinstance(supports, np.ndarray):
+        count, length = supports.shape
+        positions = supports.astype(np.int64, copy=False).ravel()  # a view where C-ordered
+        start = np.arange(count + 1, dtype=np.int64) * length
+    else:
+        positions = np.concatenate(supports).astype(np.int64, copy=False)
+        start = np.concatenate(([0], np.cumsum([s.size for s in supports]))).astype(np.int64)
     return ProbeSet(
         spec,
         kind,
         labels,
         positions,
-        unit_directions(center[positions], start, rng),
+        unit_directions(None if _within_one(center, spec) else center[positions], start, rng),
         start,
         np.full(len(supports), np.cbrt(eps)),
     )
@@ -187,15 +203,45 @@ def unit_direction(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return unit_directions(x, np.array([0, x.size]), rng)
 
 
-def unit_directions(x: np.ndarray, start: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def unit_directions(
+    x: np.ndarray | None, start: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
     """``unit_direction`` of each segment ``x[start[k]:start[k+1]]`` (none empty), in one
     draw: the same random numbers as one draw per segment, without numpy calls per probe
-    (the seed network's row and column probes are about two thousand)."""
-    v = rng.standard_normal(x.size)
-    scratch = np.abs(x)  # in place from here: the seed network's sets hold 1.3 million weights
-    v *= np.maximum(scratch, 1.0, out=scratch)
-    v /= np.repeat(np.sqrt(segment_sum(np.square(v, out=scratch), start)), np.diff(start))
+    (the seed network's row and column probes are about two thousand). ``x`` None stands for
+    entries all within [-1, 1], whose scales are all 1: no gather of them is needed."""
+    v = rng.standard_normal(int(start[-1]))
+    if x is not None and (x.max() > 1.0 or x.min() < -1.0):
+        v *= np.maximum(np.abs(x), 1.0)
+    norms = segment_norms(v, start)
+    lengths = np.diff(start)
+    if lengths.size and lengths.min() == lengths.max():  # rows, columns, whole directions
+        rows = v.reshape(lengths.size, -1)  # (segments, length), a view of v
+        rows /= norms[:, None]  # the same divisions as by the repeated norms, without them
+    else:
+        v /= np.repeat(norms, lengths)
     return v
+
+
+def _within_one(center: np.ndarray, spec: TensorSpec) -> bool:
+    """Whether every entry of the tensor lies within [-1, 1] (its steps' scales are all 1)."""
+    tensor = center[spec.offset : spec.offset + spec.size]
+    return bool(tensor.max(initial=0.0) <= 1.0 and tensor.min(initial=0.0) >= -1.0)
+
+
+def segment_norms(values: np.ndarray, start: np.ndarray) -> np.ndarray:
+    """The Euclidean norm of each segment ``values[start[k]:start[k+1]]`` (none empty).
+
+    The squares are made for a block of whole segments at a time (``blocks``), each summed as
+    ``segment_sum`` sums it: no array of squares as large as a million-entry probe set."""
+    norms = np.empty(start.size - 1)
+    spans = blocks(start, BLOCK_ENTRIES)
+    squares = np.empty(max((int(start[last] - start[first]) for first, last in spans), default=0))
+    for first, last in spans:
+        lo, hi = int(start[first]), int(start[last])
+        block = np.square(values[lo:hi], out=squares[: hi - lo])
+        norms[first:last] = segment_sum(block, start[first : last + 1] - lo)
+    return np.sqrt(norms, out=norms)
 
 
 @dataclass(frozen=True)
@@ -214,7 +260,8 @@ class Context:
     def rounding_g(self, probes: ProbeSet) -> np.ndarray:
         """The analytic gradient's own rounding along each probe (slope units)."""
         name = probes.spec.name
-        magnitude = np.abs(self.gradient[probes.positions])
+        magnitude = self.gradient[probes.positions]
+        np.abs(magnitude, out=magnitude)  # our own gathered copy
         return gradient_rounding(probes, magnitude, self.gmax[name], self.eps_grad[name])
 
 
@@ -230,7 +277,10 @@ def gradient_rounding(
     """
     if probes.is_entries:  # one entry per probe, moved with weight 1: no sums to form
         return ROUNDING_GROWTH * eps * (magnitude + largest)
-    weight = (magnitude + largest) * np.abs(probes.values)
+    weight = np.add(magnitude, largest)
+    # (|g| + max|g|) |v| as |(|g| + max|g|) v|: the same bits (rounding ignores the sign),
+    # without a fresh |v| the size of the support.
+    np.abs(np.multiply(weight, probes.values, out=weight), out=weight)
     return ROUNDING_GROWTH * eps * segment_sum(weight, probes.start)
 
 
@@ -297,6 +347,19 @@ class Measured:
         self.tolerance[which] = tolerance
         self.step[which] = step
         self.status[which] = status
+
+
+def blocks(start: np.ndarray, entries: int) -> list[tuple[int, int]]:
+    """Consecutive ranges ``(first, last)`` of the segments ``start`` bounds, covering them
+    all, each of whole segments and about ``entries`` entries (one segment alone where that is
+    longer)."""
+    spans, first, count = [], 0, start.size - 1
+    while first < count:
+        last = int(np.searchsorted(start, start[first] + entries, side="right")) - 1
+        last = min(max(last, first + 1), count)
+        spans.append((first, last))
+        first = last
+    return spans
 
 
 def segment_sum(values: np.ndarray, start: np.ndarray) -> np.ndarray:

@@ -17,7 +17,15 @@ import numpy as np
 from gradproof.diagnose import diagnose
 from gradproof.finite_diff import KINK_SHRINK, ROUNDING_GROWTH, relative_error
 from gradproof.params import TensorSpec
-from gradproof.engine.probes import EXCLUDED, FAILED, PASSED, UNKNOWN, Measured, ranges
+from gradproof.engine.probes import (
+    EXCLUDED,
+    FAILED,
+    PASSED,
+    UNKNOWN,
+    Measured,
+    ProbeSet,
+    ranges,
+)
 from gradproof.report import Finding, TensorResult
 from gradproof.engine.taylor import TaylorResult
 
@@ -101,16 +109,38 @@ def _entry_thresholds(spec: TensorSpec, measured: list[Measured]) -> np.ndarray:
             continue
         # Random directions share their support, rows (or columns) of one set do not.
         groups = [[k] for k in np.flatnonzero(keep)] if probes.kind == "direction" else [
-            np.flatnonzero(keep)
+            slice(None) if keep.all() else np.flatnonzero(keep)
         ]
         for which in groups:
-            lengths = np.diff(probes.start)[which]
-            pick = ranges(probes.start[which], lengths)
-            with np.errstate(divide="ignore"):
-                per_entry = np.repeat(threshold[which], lengths) / np.abs(probes.values[pick])
-            local = probes.positions[pick] - spec.offset
-            best[local] = np.minimum(best[local], per_entry)
+            local, per_entry = _line_thresholds(probes, which, threshold[which])
+            best[local] = np.minimum(best[local], per_entry, out=per_entry)
     return best
+
+
+def _line_thresholds(
+    probes: ProbeSet, which: list[int] | slice | np.ndarray, threshold: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The tensor-local positions the probes ``which`` move and, at each, the probe's
+    ``threshold`` over |v|: both fresh arrays. A whole set, or one probe, is a block of its
+    arrays, and probes of one length (rows, columns) are divided row by row: no index array
+    the size of their supports to gather with, nor a repeated threshold to divide by."""
+    start = probes.start
+    if isinstance(which, slice):  # the whole set
+        pick, lengths = which, np.diff(start)
+    elif len(which) == 1:
+        k = which[0]
+        pick, lengths = slice(int(start[k]), int(start[k + 1])), np.diff(start[k : k + 2])
+    else:
+        lengths = np.diff(start)[which]
+        pick = ranges(start[which], lengths)
+    per_entry = np.abs(probes.values[pick])
+    with np.errstate(divide="ignore"):
+        if lengths.min() == lengths.max():
+            block = per_entry.reshape(lengths.size, -1)  # (probes, length), a view
+            np.divide(threshold[:, None], block, out=block)
+        else:
+            np.divide(np.repeat(threshold, lengths), per_entry, out=per_entry)
+    return probes.positions[pick] - probes.spec.offset, per_entry
 
 
 # A wrong entry that fails its first step is judged again after a second one, whose tolerance
