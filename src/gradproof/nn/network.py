@@ -565,6 +565,12 @@ class Network:
                               self.validate_input(x))
         return cache.activations[-1], cache
 
+    def forward_validated(self, params: Params, x: np.ndarray) -> ForwardCache:
+        """``forward``'s pass for parameters and data that ``validate_params`` and
+        ``validate_input`` already gave: for a caller that runs many passes over points it
+        checked once (each check reads every parameter and the data again)."""
+        return self._forward(params, x)
+
     def _data_value(self, cache: ForwardCache, t: np.ndarray) -> float:
         """The data term summed over the examples, without its gradient."""
         value = DATA_VALUES[self.loss_name](t, cache.activations[-1], cache.pre_activations[-1])
