@@ -44,7 +44,7 @@ from gradproof.identify import (
 from gradproof.engine.options import validate
 from gradproof.engine.verdict import transposed_finding
 from gradproof.layouts import Layout, to_canonical
-from gradproof.mistakes import order_findings, rounding_tolerance
+from gradproof.mistakes import order_findings, rounding_rtol
 from gradproof.network_mistakes import NetworkMistake, applicable, fix_fields
 from gradproof.network_words import decay_form_note
 from gradproof.nn.autoencoder import Autoencoder
@@ -341,29 +341,38 @@ def _compare(analytic: np.ndarray, reference: np.ndarray, dtype: np.dtype) -> _C
     """``_Comparison`` of two tensors of one shape."""
     if not analytic.size:
         return _Comparison(0.0, 0.0, None, None, True, False, None, 0.0, np.zeros(0))
-    # the user's dtype sets the tolerance; a float64 gradient is not copied for it
-    tolerance = rounding_tolerance(reference, analytic.astype(dtype, copy=False))
-    # in place where it can be: each pass over a large tensor and each fresh array costs
-    diff = np.subtract(analytic, reference)
-    np.abs(diff, out=diff)
-    magnitude = np.abs(reference)
-    largest = float(magnitude.max())
+    tiny = float(np.finfo(np.float64).tiny)
+    # the user's dtype sets the tolerance
+    rtol = rounding_rtol(dtype)
+    # In place where it can be, |reference| read once for both the scale and the tolerance:
+    # each pass over a large tensor and each fresh array costs.
+    tolerance = np.abs(reference)  # |reference| until it becomes the tolerance
+    largest = float(tolerance.max())
     scale = np.abs(analytic)
-    np.maximum(scale, magnitude, out=scale)
+    np.maximum(scale, tolerance, out=scale)
     # 0 where both are 0 (then so is diff); adding tiny changes no normal scale, and costs a
     # pass less than a masked division
-    scale += float(np.finfo(np.float64).tiny)
+    scale += tiny
+    # rounding_tolerance's, in its operations: rtol * (|reference| + largest) + tiny
+    tolerance += largest
+    tolerance *= rtol
+    tolerance += tiny
+    diff = np.subtract(analytic, reference)
+    np.abs(diff, out=diff)
     rel = np.divide(diff, scale, out=scale)
-    ratio = np.divide(diff, tolerance, out=magnitude)
+    max_rel = float(rel.max())
+    ratio = np.divide(diff, tolerance, out=rel)
     worst = np.unravel_index(int(np.argmax(ratio)), analytic.shape)  # the first NaN if any
     # every ratio below 1 (as floats) means every difference below its tolerance; only
     # otherwise is the comparison itself needed (NaN compares as a failure either way)
     passed = float(ratio[worst]) < 1.0 or bool(np.all(diff <= tolerance))
     return _Comparison(
-        max_abs=float(diff.max()), max_rel=float(rel.max()),
+        max_abs=float(diff.max()), max_rel=max_rel,
         worst=tuple(int(i) for i in worst), worst_tolerance=float(tolerance[worst]),
         passed=passed, exceeds=not passed and bool(np.any(diff > tolerance)),
-        detectable=float(tolerance.max()), largest=largest, tolerance=tolerance,
+        # the tolerance is monotone in |reference|: its largest is the largest entry's, the
+        # same operations on the same floats (a pass over the tensor less)
+        detectable=(largest + largest) * rtol + tiny, largest=largest, tolerance=tolerance,
     )
 
 
