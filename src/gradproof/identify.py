@@ -25,10 +25,10 @@ dropped there.
 from __future__ import annotations
 
 import itertools
-from functools import partial
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -78,6 +78,26 @@ _OUTPUTS: tuple[tuple[str, str], ...] = (
 
 
 @dataclass(frozen=True)
+class GivenPass:
+    """A network's forward pass at the user's given point, as ``Network.loss_and_grad_from``
+    reads it.
+
+    Attributes
+    ----------
+    params : dict of str to ndarray
+        The point's parameters as the network reads them (validated, its dtype).
+    cache : ForwardCache
+        The forward pass of the network's hidden layers and output.
+    t : ndarray
+        The targets its output is compared with.
+    """
+
+    params: Params
+    cache: ForwardCache
+    t: np.ndarray
+
+
+@dataclass(frozen=True)
 class Identified:
     """The member of the family that computes the user's loss, and how the user stores it.
 
@@ -91,12 +111,16 @@ class Identified:
         The largest relative difference between its loss and the user's over the points.
     description : str
         The model in the user's terms.
+    given : GivenPass or None
+        The network's forward pass at the given point, where the identification made it: a
+        caller that needs the network's gradient there starts from it.
     """
 
     network: Network
     layout: Layout
     residual: float
     description: str
+    given: GivenPass | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: the description, the network's options and the layout."""
@@ -822,7 +846,11 @@ def _confirm(problem: UserProblem, fit: Fit, candidate: _DataCandidate, scale: _
     for net in nets:
         residual = _residual(problem, fit.layout, net, values)
         if residual <= rtol * 2:
-            return Identified(net, fit.layout, residual, _describe(net, fit.layout, problem))
+            # the pass at the given point, for the gradient there: only the output again
+            given = GivenPass(forwards.params(0), net.completed(forwards.at(net, 0)),
+                              net.targets(forwards.x, _read_targets(fit.layout, net, problem)))
+            return Identified(net, fit.layout, residual, _describe(net, fit.layout, problem),
+                              given)
     return None
 
 

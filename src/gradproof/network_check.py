@@ -284,7 +284,10 @@ def _exact_report(problem: UserProblem, identified: Identified,
     net = identified.network
     canonical, x_rows, y = point
     layout = problem.layout
-    reference = _in_layout(layout, identified, net.loss_and_grad(canonical, x_rows, y)[1])
+    given = identified.given  # the identification's forward pass at the point, if it made one
+    reference = _in_layout(layout, identified, (
+        net.loss_and_grad(canonical, x_rows, y) if given is None
+        else net.loss_and_grad_from(given.params, given.cache, given.t))[1])
     # match_gradient's notes (shape conventions) are already among the evidence's findings.
     analytic, _, dtypes, _ = matched
     named = layout.named(problem.flat)

@@ -671,9 +671,16 @@ class Network:
         loss : float
         grads : dict of str to ndarray
         """
-        checked, cache, t = self._checked(params, x, y)
+        return self.loss_and_grad_from(*self._checked(params, x, y))
+
+    def loss_and_grad_from(self, params: Params, cache: ForwardCache, t: np.ndarray
+                           ) -> tuple[float, Params]:
+        """``loss_and_grad`` from a forward pass already made (``evaluate``'s, or ``forward``'s
+        completed by ``completed``) of validated ``params``, and its targets ``t``
+        (``targets``): a caller that has the pass does not repeat it. The pass is only read.
+        """
         data, d_s = self._data_term(cache, t)
-        return self._total(checked, cache, data), self._backward(checked, cache, d_s)
+        return self._total(params, cache, data), self._backward(params, cache, d_s)
 
     # ----- backward ---------------------------------------------------------------------
 
