@@ -160,7 +160,7 @@ def check_network(
     identified = identification.model
     point = canonical_point(identified, problem, params)  # (params, x as rows, y)
     raw = _user_grad(loss, grad, params)
-    matched = problem.layout.match_gradient(raw)
+    matched = problem.layout.match_gradient(raw, copy=False)  # only read
     autoencoder = (identified.network.as_autoencoder(len(point[1]))
                    if identified.residual <= EXACT_RESIDUAL else None)
     if autoencoder is not None:
