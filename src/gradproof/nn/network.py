@@ -41,6 +41,7 @@ from gradproof.nn.layers import FRESH, Dense, DenseBuffers, DenseCache, flush_ti
 from gradproof.nn.losses import LOSSES, REDUCTIONS, kl_divergence, kl_slope
 from gradproof.nn.softmax import softmax, softmax_cross_entropy
 from gradproof.nn.validation import (
+    DTYPES,
     Params,
     all_finite,
     check_dtype,
@@ -174,7 +175,14 @@ LABEL_BASES: tuple[int, ...] = (0, 1)
 
 
 def _one_of(allowed: Sequence[Any]) -> Callable[[Any, str], Any]:
+    # (type, value) of each choice: a value of exactly a choice's type is found by a set
+    # lookup (networks are built by the dozen in an identification, each checking its options)
+    exact = {(type(choice), choice) for choice in allowed}
+    kinds = {kind for kind, _ in exact}  # hashable ones: a list given must not raise here
+
     def check(value: Any, option: str) -> Any:
+        if type(value) in kinds and (type(value), value) in exact:
+            return value
         # bool is an int: label_base=True must not pass as 1.
         if isinstance(value, bool) or not any(
             isinstance(value, type(choice)) and value == choice for choice in allowed
@@ -212,6 +220,8 @@ def _hidden_activations(value: Any, option: str) -> str | tuple[str, ...]:
 
 
 def _dtype_name(value: Any, option: str) -> str:
+    if isinstance(value, str) and value in DTYPES:
+        return value  # the name already: resolving it and reading its name back is slow
     return check_dtype(value).name
 
 
