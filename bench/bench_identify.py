@@ -8,6 +8,10 @@
 2. The seed network (784-200-784, sigmoid, ``sum(0.5 * (z - x)**2)``, numpy layout) on one
    image of the bundled MNIST sample: ``check_network`` on the user's own loss and gradient
    beside ``check_model`` on the same network, the two taking turns (target: within 20 %).
+   With ``--baseline-src DIR`` (another checkout's ``src``, such as that of the commit the
+   target was set against) the seed rows run in fresh processes, this checkout's and the
+   baseline's taking turns for ``--rounds`` rounds, and ``check_network`` is also divided by
+   the baseline's ``check_model`` of the same rounds.
 3. Members of the family, each as a user would store it (``gradproof.layouts``), its loss the
    network's own: the model identified and the identification's time.
 4. The users' networks of the tests (``tests/user_networks.py``, written from the course and
@@ -20,14 +24,19 @@ user's code too) with one BLAS thread: on shared cores numpy's spinning BLAS wor
 classifier's own cost function about tenfold (see DESIGN's measured facts).
 
 Run: python bench/bench_identify.py [--repeats 5] [--blas-threads 1] [--seed-only]
+         [--baseline-src DIR [--rounds 3]]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import statistics
+import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from _timing import alternated, timed
@@ -158,13 +167,26 @@ def main() -> None:
     parser.add_argument("--blas-threads", type=int, default=None)
     parser.add_argument("--seed-only", action="store_true",
                         help="only the seed network's rows (2.), for many repeats")
+    parser.add_argument("--baseline-src", type=Path, default=None,
+                        help="another checkout's src: its check_model beside this one's")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="with --baseline-src: seed rounds per checkout, taking turns")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker:  # one round of the seed rows, for the process that started it
+        with threadpool_limits(args.blas_threads):
+            print(json.dumps(seed_medians(args.repeats)))
+        return
     print(f"load average: {os.getloadavg()[0]:.2f}; BLAS threads: {args.blas_threads or 'default'}")
     with threadpool_limits(args.blas_threads):
-        if args.seed_only:
-            run_seed(args.repeats)
-        else:
+        if not args.seed_only:
             run(args.repeats)
+    if args.baseline_src is not None:
+        run_seed_beside(args.baseline_src.resolve(), args.rounds, args.repeats,
+                        args.blas_threads)
+    else:
+        with threadpool_limits(args.blas_threads):
+            print_seed(seed_medians(args.repeats))
 
 
 def run(repeats: int) -> None:
@@ -176,7 +198,6 @@ def run(repeats: int) -> None:
     print(f"  check_network       {checked.wall:6.2f} s wall  {checked.cpu:6.2f} s CPU  "
           f"passed={checked.result.passed}")
 
-    run_seed(repeats)
     for name, (options, layout, batch) in MEMBERS.items():
         loss, user, user_x, user_y = member_problem(options, layout, batch)
         found = timed(lambda: identify(loss, user, user_x, user_y), repeats)
@@ -191,18 +212,60 @@ def run(repeats: int) -> None:
               f"{found.result.summary()}")
 
 
-def run_seed(repeats: int) -> None:
-    """The seed network's rows: ``check_network`` and ``check_model`` taking turns."""
+def seed_medians(repeats: int) -> dict[str, Any]:
+    """The seed rows in this process: ``check_network`` and ``check_model`` taking turns call
+    by call, each one's median wall and CPU seconds."""
     model, params, x, loss, grad = seed_network()
     network, exact = alternated([lambda: gp.check_network(loss, grad, params, x),
                                  lambda: gp.check_model(model, params, x)], repeats)
-    print(f"seed network, one image: {network.result.model['description']}")
-    print(f"  check_network       {network.wall:6.3f} s wall  {network.cpu:6.3f} s CPU  "
-          f"passed={network.result.passed}")
-    print(f"  check_model         {exact.wall:6.3f} s wall  {exact.cpu:6.3f} s CPU  "
-          f"passed={exact.result.passed}")
-    print(f"  ratio network/model {network.wall / exact.wall:6.2f} wall  "
-          f"{network.cpu / exact.cpu:6.2f} CPU")
+    return {"description": network.result.model["description"],
+            "check_network": [network.wall, network.cpu, network.result.passed],
+            "check_model": [exact.wall, exact.cpu, exact.result.passed]}
+
+
+def print_seed(seed: dict[str, Any]) -> None:
+    network, exact = seed["check_network"], seed["check_model"]
+    print(f"seed network, one image: {seed['description']}")
+    for name, (wall, cpu, passed) in (("check_network", network), ("check_model", exact)):
+        print(f"  {name:19} {wall:6.3f} s wall  {cpu:6.3f} s CPU  passed={passed}")
+    print(f"  ratio network/model {network[0] / exact[0]:6.2f} wall  "
+          f"{network[1] / exact[1]:6.2f} CPU")
+
+
+def run_seed_beside(baseline: Path, rounds: int, repeats: int, threads: int | None) -> None:
+    """The seed rows in fresh processes, this checkout's and ``baseline``'s taking turns round
+    by round; the medians over the rounds, and this checkout's ``check_network`` over both
+    ``check_model``s."""
+    sources = {"this checkout": Path(__file__).resolve().parents[1] / "src",
+               "baseline": baseline}
+    found: dict[str, list[dict[str, Any]]] = {name: [] for name in sources}
+    names = list(sources)
+    for round_ in range(rounds):
+        for name in names if round_ % 2 == 0 else names[::-1]:
+            env = dict(os.environ, PYTHONPATH=str(sources[name]))
+            command = [sys.executable, __file__, "--worker", "--repeats", str(repeats)]
+            if threads is not None:
+                command += ["--blas-threads", str(threads)]
+            done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+            found[name].append(json.loads(done.stdout))
+        print(f"  seed round {round_ + 1} done (load average {os.getloadavg()[0]:.2f})",
+              flush=True)
+
+    def median(name: str, check: str, column: int) -> float:
+        return statistics.median(seed[check][column] for seed in found[name])
+
+    print(f"seed network, one image, {rounds} rounds of {repeats} calls each "
+          f"(medians over the rounds of each round's median):")
+    for name in names:
+        for check in ("check_network", "check_model"):
+            passed = all(seed[check][2] for seed in found[name])
+            print(f"  {name:13} {check:13} {median(name, check, 0):6.3f} s wall  "
+                  f"{median(name, check, 1):6.3f} s CPU  passed={passed}")
+    for name in names:
+        wall = median("this checkout", "check_network", 0) / median(name, "check_model", 0)
+        cpu = median("this checkout", "check_network", 1) / median(name, "check_model", 1)
+        print(f"  ratio check_network (this checkout) / check_model ({name}): "
+              f"{wall:.2f} wall  {cpu:.2f} CPU")
 
 
 if __name__ == "__main__":
