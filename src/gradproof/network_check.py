@@ -290,7 +290,6 @@ def _exact_report(problem: UserProblem, identified: Identified,
         else net.loss_and_grad_from(given.params, given.cache, given.t))[1])
     # match_gradient's notes (shape conventions) are already among the evidence's findings.
     analytic, _, dtypes, _ = matched
-    named = layout.named(problem.flat)
     compared = {spec.name: _compare(analytic[spec.name], reference[spec.name], dtypes[spec.name])
                 for spec in layout.specs}
     results = [_tensor_result(spec.name, spec.shape, compared[spec.name],
@@ -298,11 +297,11 @@ def _exact_report(problem: UserProblem, identified: Identified,
     exact_failing = [name for name, comparison in compared.items() if comparison.exceeds]
     kept = [f for f in evidence.findings
             if not f.is_bug or f.kind == "transposed" or not set(f.tensors) & set(exact_failing)]
-    hypotheses: dict[str, Hypothesis] = dict(HYPOTHESES)
-    hypotheses.update(_mistake_hypotheses(problem, identified, canonical, x_rows, y, layout))
-    explained = diagnose({n: analytic[n] for n in exact_failing},
-                         {n: reference[n] for n in exact_failing}, named,
-                         {n: compared[n].tolerance for n in exact_failing}, hypotheses=hypotheses)
+    explained = [] if not exact_failing else diagnose(
+        {n: analytic[n] for n in exact_failing}, {n: reference[n] for n in exact_failing},
+        layout.named(problem.flat), {n: compared[n].tolerance for n in exact_failing},
+        hypotheses={**HYPOTHESES, **_mistake_hypotheses(problem, identified, canonical, x_rows,
+                                                         y, layout)})
     findings = order_findings(_one_per_kind(kept + explained), layout.names)
     return GradReport(
         results, findings, mode="network", seconds=evidence.seconds,
