@@ -35,16 +35,21 @@ def copied(cache) -> list[np.ndarray]:
     return [a.copy() for a in (*cache.activations, *cache.pre_activations)]
 
 
+def drawn(options: dict, batch: int, seed: int):
+    """The network of ``options``, random parameters, a batch of inputs and its targets."""
+    net = Network(**options)
+    rng = np.random.default_rng(seed)
+    params = random_params(net.param_shapes(), rng)
+    x = rng.random((batch, net.layers[0]))
+    return net, params, x, random_targets(net, batch, rng)
+
+
 @settings(max_examples=80, deadline=None)
 @given(options=networks(), batch=st.integers(1, 5), seed=st.integers(0, 2**32 - 1))
 @example(options=COURSE_CLASSIFIER, batch=5, seed=0)
 @example(options=TIED_SPARSE_AUTOENCODER, batch=4, seed=3)
 def test_the_gradient_from_a_pass_already_made_is_loss_and_grads(options, batch, seed):
-    net = Network(**options)
-    rng = np.random.default_rng(seed)
-    params = random_params(net.param_shapes(), rng)
-    x = rng.random((batch, net.layers[0]))
-    y = random_targets(net, batch, rng)
+    net, params, x, y = drawn(options, batch, seed)
     J, cache, t = net.evaluate(params, x, y)
     before = copied(cache)
 
@@ -67,10 +72,7 @@ def test_the_gradient_from_a_pass_already_made_is_loss_and_grads(options, batch,
 @settings(max_examples=40, deadline=None)
 @given(options=networks(), batch=st.integers(1, 4), seed=st.integers(0, 2**32 - 1))
 def test_the_forward_pass_of_validated_inputs_is_forwards(options, batch, seed):
-    net = Network(**options)
-    rng = np.random.default_rng(seed)
-    params = random_params(net.param_shapes(), rng)
-    x = rng.random((batch, net.layers[0]))
+    net, params, x, _ = drawn(options, batch, seed)
 
     cache = net.forward_validated(net.validate_params(params), net.validate_input(x))
 
