@@ -11,7 +11,9 @@
    With ``--baseline-src DIR`` (another checkout's ``src``, such as that of the commit the
    target was set against) the seed rows run in fresh processes, this checkout's and the
    baseline's taking turns for ``--rounds`` rounds, and ``check_network`` is also divided by
-   the baseline's ``check_model`` of the same rounds.
+   the baseline's ``check_model`` of the same rounds. ``--floor`` times, in the same turns,
+   the same work in plain numpy without any checking (``plain_floor``): what no checking of
+   that work can go below.
 3. Members of the family, each as a user would store it (``gradproof.layouts``), its loss the
    network's own: the model identified and the identification's time.
 4. The users' networks of the tests (``tests/user_networks.py``, written from the course and
@@ -23,7 +25,7 @@ average is printed, as the cores may be shared). ``--blas-threads 1`` runs every
 user's code too) with one BLAS thread: on shared cores numpy's spinning BLAS workers slow the
 classifier's own cost function about tenfold (see DESIGN's measured facts).
 
-Run: python bench/bench_identify.py [--repeats 5] [--blas-threads 1] [--seed-only]
+Run: python bench/bench_identify.py [--repeats 5] [--blas-threads 1] [--seed-only] [--floor]
          [--baseline-src DIR [--rounds 3]]
 """
 
@@ -43,6 +45,7 @@ from _timing import alternated, timed
 from threadpoolctl import threadpool_limits
 
 import gradproof as gp
+from gradproof import blas
 from gradproof.identify import identify
 from gradproof.layouts import Layout, from_canonical, to_canonical
 
@@ -95,6 +98,49 @@ def seed_network():
         return {"W1": x.T @ d1, "b1": d1.sum(axis=0), "W2": a.T @ d2, "b2": d2.sum(axis=0)}
 
     return model, params, x, loss, grad
+
+
+def plain_floor(params, x, loss, grad) -> None:
+    """The work ``check_network`` does beyond ``check_model`` on the seed network, in plain
+    numpy, checking nothing: four points moved as the identification moves them, the user's
+    loss at six points (the given one twice) and gradient once, the network's forward pass at
+    the five points, a backprop (the user's gradient function again) and the comparison of
+    every entry in the passes its report needs; with the BLAS threads ``check_network``
+    runs with."""
+    with blas.limited("check_gradient"):
+        plain_work(params, x, loss, grad)
+
+
+def plain_work(params, x, loss, grad) -> None:
+    """``plain_floor``'s work."""
+    names = list(params)
+    flat = np.concatenate([params[name].ravel() for name in names])
+    raw = np.random.default_rng(0).bit_generator.random_raw(-(-(flat.size + 4) // 4))
+    noise = raw.view(np.int16).astype(np.float64)
+    ends = np.cumsum([params[name].size for name in names])[:-1]
+    points = [params]
+    for i in range(4):
+        moved = noise[i: i + flat.size] * 1e-6
+        moved += flat
+        points.append({name: part.reshape(params[name].shape)
+                       for name, part in zip(names, np.split(moved, ends))})
+    for point in [params, *points]:
+        loss(point)
+    for point in points:
+        z = sigmoid(sigmoid(x @ point["W1"] + point["b1"]) @ point["W2"] + point["b2"])
+        float(np.sum(0.5 * (z - x) ** 2))
+    user, reference = grad(params), grad(params)
+    for name in names:
+        diff = np.abs(user[name] - reference[name])
+        size = np.abs(reference[name])
+        largest = size.max()
+        scale = np.maximum(np.abs(user[name]), size)
+        scale += np.finfo(np.float64).tiny
+        float((diff / scale).max())
+        size += largest
+        size *= 1.5e-8
+        int((diff / size).argmax())
+        float(diff.max())
 
 
 # name -> (Network options, Layout, batch): one per kind of member.
@@ -171,6 +217,8 @@ def main() -> None:
                         help="another checkout's src: its check_model beside this one's")
     parser.add_argument("--rounds", type=int, default=3,
                         help="with --baseline-src: seed rounds per checkout, taking turns")
+    parser.add_argument("--floor", action="store_true",
+                        help="the seed rows' work beyond check_model in plain numpy beside them")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:  # one round of the seed rows, for the process that started it
@@ -186,7 +234,7 @@ def main() -> None:
                         args.blas_threads)
     else:
         with threadpool_limits(args.blas_threads):
-            print_seed(seed_medians(args.repeats))
+            print_seed(seed_medians(args.repeats, args.floor))
 
 
 def run(repeats: int) -> None:
@@ -212,15 +260,20 @@ def run(repeats: int) -> None:
               f"{found.result.summary()}")
 
 
-def seed_medians(repeats: int) -> dict[str, Any]:
-    """The seed rows in this process: ``check_network`` and ``check_model`` taking turns call
-    by call, each one's median wall and CPU seconds."""
+def seed_medians(repeats: int, floor: bool = False) -> dict[str, Any]:
+    """The seed rows in this process: ``check_network`` and ``check_model`` (and with
+    ``floor``, ``plain_floor``) taking turns call by call, each one's median wall and CPU
+    seconds."""
     model, params, x, loss, grad = seed_network()
-    network, exact = alternated([lambda: gp.check_network(loss, grad, params, x),
-                                 lambda: gp.check_model(model, params, x)], repeats)
+    runs = [lambda: gp.check_network(loss, grad, params, x),
+            lambda: gp.check_model(model, params, x)]
+    if floor:
+        runs.append(lambda: plain_floor(params, x, loss, grad))
+    network, exact, *plain = alternated(runs, repeats)
     return {"description": network.result.model["description"],
             "check_network": [network.wall, network.cpu, network.result.passed],
-            "check_model": [exact.wall, exact.cpu, exact.result.passed]}
+            "check_model": [exact.wall, exact.cpu, exact.result.passed],
+            **({"floor": [plain[0].wall, plain[0].cpu]} if plain else {})}
 
 
 def print_seed(seed: dict[str, Any]) -> None:
@@ -230,6 +283,11 @@ def print_seed(seed: dict[str, Any]) -> None:
         print(f"  {name:19} {wall:6.3f} s wall  {cpu:6.3f} s CPU  passed={passed}")
     print(f"  ratio network/model {network[0] / exact[0]:6.2f} wall  "
           f"{network[1] / exact[1]:6.2f} CPU")
+    if "floor" in seed:
+        wall, cpu = seed["floor"]
+        print(f"  plain numpy floor   {wall:6.3f} s wall  {cpu:6.3f} s CPU")
+        print(f"  (model + floor)/model {(exact[0] + wall) / exact[0]:4.2f} wall  "
+              f"{(exact[1] + cpu) / exact[1]:6.2f} CPU")
 
 
 def run_seed_beside(baseline: Path, rounds: int, repeats: int, threads: int | None) -> None:
