@@ -177,8 +177,9 @@ class ParamLayout:
             ``grad_W1``, ``W1_grad``); a tuple or list holding one gradient per tensor gives
             them in the parameters' order.
         copy : bool
-            False: a read-only float64 view of each gradient the user gave in float64, for a
-            caller that only reads them (a copy costs a pass over every entry).
+            False: read-only tensors, views of the gradients the user gave in float64 (the
+            others converted), for a caller that only reads them (a copy costs a pass over
+            every entry).
 
         Returns
         -------
