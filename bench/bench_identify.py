@@ -11,9 +11,9 @@
    With ``--baseline-src DIR`` (another checkout's ``src``, such as that of the commit the
    target was set against) the seed rows run in fresh processes, this checkout's and the
    baseline's taking turns for ``--rounds`` rounds, and ``check_network`` is also divided by
-   the baseline's ``check_model`` of the same rounds. ``--floor`` times, in the same turns,
-   the same work in plain numpy without any checking (``plain_floor``): what no checking of
-   that work can go below.
+   the baseline's ``check_model`` of the same rounds. Without it, ``--floor`` times in the
+   same turns the work ``check_network`` does beyond ``check_model``, in plain numpy without
+   any checking (``plain_floor``): what no checking of that work can go below.
 3. Members of the family, each as a user would store it (``gradproof.layouts``), its loss the
    network's own: the model identified and the identification's time.
 4. The users' networks of the tests (``tests/user_networks.py``, written from the course and
