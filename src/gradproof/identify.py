@@ -28,6 +28,7 @@ import itertools
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -37,7 +38,7 @@ from gradproof.errors import InputError
 from gradproof.layouts import Fit, Layout, examples_as_rows, fit_layouts, from_canonical, to_canonical
 from gradproof.nn.activations import ACTIVATIONS
 from gradproof.nn.losses import LOSSES, kl_divergence
-from gradproof.nn.network import DATA_TERMS, ForwardCache, Network
+from gradproof.nn.network import DATA_VALUES, ForwardCache, Network
 from gradproof.nn.softmax import softmax_cross_entropy
 from gradproof.network_mistakes import decay_slope
 from gradproof.network_words import describe, user_names
@@ -78,6 +79,26 @@ _OUTPUTS: tuple[tuple[str, str], ...] = (
 
 
 @dataclass(frozen=True)
+class GivenPass:
+    """A network's forward pass at the user's given point, as ``Network.loss_and_grad_from``
+    reads it.
+
+    Attributes
+    ----------
+    params : dict of str to ndarray
+        The point's parameters as the network reads them (validated, its dtype).
+    cache : ForwardCache
+        The forward pass of the network's hidden layers and output.
+    t : ndarray
+        The targets its output is compared with.
+    """
+
+    params: Params
+    cache: ForwardCache
+    t: np.ndarray
+
+
+@dataclass(frozen=True)
 class Identified:
     """The member of the family that computes the user's loss, and how the user stores it.
 
@@ -91,12 +112,16 @@ class Identified:
         The largest relative difference between its loss and the user's over the points.
     description : str
         The model in the user's terms.
+    given : GivenPass or None
+        The network's forward pass at the given point, where the identification made it: a
+        caller that needs the network's gradient there starts from it.
     """
 
     network: Network
     layout: Layout
     residual: float
     description: str
+    given: GivenPass | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: the description, the network's options and the layout."""
@@ -548,19 +573,23 @@ class _Forwards:
                 self._linear[net.activation] = Network(
                     **self._options, activation=net.activation, output="identity",
                     target="one_hot")
-            self._cache[key] = self._linear[net.activation].forward(
-                self.params(point), self._x, check_finite=False)[1]
+            self._cache[key] = self._linear[net.activation].forward_validated(
+                self.params(point), self._x)
         return self._cache[key]
 
 
-def _data_term(net: Network, s: np.ndarray, t: np.ndarray) -> tuple[float, float]:
+def _data_term(net: Network, s: np.ndarray, t: np.ndarray, sized: bool = True
+               ) -> tuple[float, float]:
     """``net``'s data term (squared error with its 1/2, summed) from the output
-    pre-activation ``s``, and the size of the terms it sums (``_term_size``)."""
+    pre-activation ``s``, and the size of the terms it sums (``_term_size``; NaN without
+    ``sized``, for a caller that reads only the value: a pruned candidate)."""
     if net.output == "softmax":
-        return softmax_cross_entropy(t, s)[0], _term_size(net, t, None, s)
-    activation = ACTIVATIONS[net.output]
-    z = activation.forward(s)
-    return DATA_TERMS[net.loss_name](t, z, s, activation)[0], _term_size(net, t, z, s)
+        z = None
+        value = DATA_VALUES[net.loss_name](t, s, s)  # the softmax's loss reads s alone
+    else:
+        z = ACTIVATIONS[net.output].forward(s)
+        value = DATA_VALUES[net.loss_name](t, z, s)
+    return value, _term_size(net, t, z, s) if sized else math.nan
 
 
 def _term_size(net: Network, t: np.ndarray, z: np.ndarray | None, s: np.ndarray) -> float:
@@ -586,14 +615,17 @@ def _term_size(net: Network, t: np.ndarray, z: np.ndarray | None, s: np.ndarray)
 
 def _values(candidate: _DataCandidate, forwards: _Forwards, canonical: list[Params],
             first_only: bool = False) -> _Values:
+    """The candidate's pieces at every point, or (``first_only``) its data term alone at the
+    given point, which is all that the pruning reads."""
     net = candidate.net
     t = net.targets(forwards.x, candidate.y)  # InputError for labels this reading cannot hold
     points = range(1 if first_only else len(canonical))
     caches = [forwards.at(net, i) for i in points]
-    terms = np.array([_data_term(net, cache.pre_activations[-1], t) for cache in caches])
+    terms = np.array([_data_term(net, cache.pre_activations[-1], t, sized=not first_only)
+                      for cache in caches])
     data, size = terms[:, 0], terms[:, 1]
     code_means = None
-    if net.code_layer and net.activation[net.code_layer - 1] == "sigmoid":
+    if not first_only and net.code_layer and net.activation[net.code_layer - 1] == "sigmoid":
         code_means = [cache.activations[net.code_layer].mean(axis=0) for cache in caches]
     return _Values(data, size, code_means, forwards)
 
@@ -603,12 +635,14 @@ def _values(candidate: _DataCandidate, forwards: _Forwards, canonical: list[Para
 
 @dataclass
 class _Best:
-    """The closest member so far: its worst relative misfit, and how many constants were
-    fitted to the user's values to reach it."""
+    """The closest member so far: its worst relative misfit, how many constants were
+    fitted to the user's values to reach it, and the words that say so (written only if no
+    member matches: a network built and described for every closer candidate was a visible
+    share of an identification that ends in a match)."""
 
     score: float = math.inf
     constants: int = 0
-    text: str = ""
+    text: Callable[[], str] = field(default=lambda: "no candidate could be evaluated")
 
     # Each constant fitted to the loss values must buy this factor in misfit to count as
     # closer: fitted constants absorb differences (a KL sparsity term's beta and rho bend a
@@ -694,7 +728,7 @@ def identify_problem(problem: UserProblem) -> Identification:
         _ambiguous([m.layout for m in matches])
     if matches:
         return Identification(matches[0], tried=tried)
-    return Identification(None, best.text or "no candidate could be evaluated", tried)
+    return Identification(None, best.text(), tried)
 
 
 def _same_reading(problem: UserProblem, a: Identified, b: Identified) -> bool:
@@ -778,8 +812,8 @@ def _identify_fit(problem: UserProblem, fit: Fit, best: _Best, mixed: bool, over
                 scales.append(scale)
             elif best.replaced_by(excess / (abs(user[0]) + 1e-300), _NO_PENALTY):
                 # no penalty can take its data term back down, yet it may be the closest
-                best.text = _closest_text(problem, fit, _network(candidate, scale, _NO_PENALTY, m),
-                                          best.score, 1)
+                best.text = partial(_closest_text, problem, fit, candidate, scale, _NO_PENALTY,
+                                    best.score, 1)
         if not scales:
             continue  # its data term alone exceeds the user's loss
         values = _values(candidate, forwards, canonical)
@@ -790,17 +824,18 @@ def _identify_fit(problem: UserProblem, fit: Fit, best: _Best, mixed: bool, over
             for form in _forms(candidate.net):
                 fitted, score = _fit_penalty(user - data, values, form, tol)
                 if score <= 1.0:
-                    found = _confirm(problem, fit, candidate, scale, fitted, forwards)
+                    found = _confirm(problem, fit, candidate, scale, fitted, values)
                     if found is not None:
                         return found, tried
                 if best.replaced_by(score * rtol, fitted):
-                    best.text = _closest_text(problem, fit, _network(candidate, scale, fitted, m),
-                                              best.score, len(user))
+                    best.text = partial(_closest_text, problem, fit, candidate, scale, fitted,
+                                        best.score, len(user))
     return None, tried
 
 
-def _closest_text(problem: UserProblem, fit: Fit, net: Network, score: float, points: int
-                  ) -> str:
+def _closest_text(problem: UserProblem, fit: Fit, candidate: _DataCandidate, scale: _Scale,
+                  penalty: _Penalty, score: float, points: int) -> str:
+    net = _network(candidate, scale, penalty, examples_as_rows(fit.layout, problem.x).shape[0])
     where = "at the given point" if points == 1 else f"at one of the {points} points"
     return (f"closest: {_describe(net, fit.layout, problem)}; rejected because its loss differs "
             f"from yours by {score:.2g} relative {where}")
@@ -816,10 +851,11 @@ def _network(candidate: _DataCandidate, scale: _Scale, penalty: _Penalty, m: int
 
 
 def _confirm(problem: UserProblem, fit: Fit, candidate: _DataCandidate, scale: _Scale,
-             penalty: _Penalty, forwards: _Forwards) -> Identified | None:
+             penalty: _Penalty, values: _Values) -> Identified | None:
     """The network rebuilt from the fitted constants, rounded to 6 digits where that still
     fits, and its loss (``Network.objective``, on the hidden layers' passes the fit read)
     compared with the user's at every point."""
+    forwards = values.forwards
     m = forwards.x.shape[0]
     rtol = RTOL[problem.dtype]
     exact = _network(candidate, scale, penalty, m)
@@ -829,34 +865,47 @@ def _confirm(problem: UserProblem, fit: Fit, candidate: _DataCandidate, scale: _
     # a Network is not free to build: the rounded one only where rounding changed a constant
     nets = [exact] if rounded == constants else [replace(exact, **rounded), exact]
     for net in nets:
-        residual = _residual(problem, fit.layout, net, forwards)
+        residual = _residual(problem, fit.layout, net, values)
         if residual <= rtol * 2:
-            return Identified(net, fit.layout, residual, _describe(net, fit.layout, problem))
+            # the pass at the given point, for the gradient there: only the output again
+            given = GivenPass(forwards.params(0), net.completed(forwards.at(net, 0)),
+                              net.targets(forwards.x, _read_targets(fit.layout, net, problem)))
+            return Identified(net, fit.layout, residual, _describe(net, fit.layout, problem),
+                              given)
     return None
 
 
 def _residual(problem: UserProblem, layout: Layout, net: Network,
-              forwards: _Forwards | None = None) -> float:
+              fitted: _Values | None = None) -> float:
     """The largest difference between ``net``'s loss and the user's over the points, relative
     to |J| plus ``_size_weight`` times the size of the loss's terms (``loss_and_size``); inf
     where the network cannot read the parameters or the targets, or its loss is not finite
-    (the points are not scanned for NaN and Inf: see ``_Forwards.params``). ``forwards``: the
-    points already mapped onto a network of ``net``'s shapes in ``layout`` and passed through
-    its hidden layers, where the caller has them (each mapping and pass reads every
-    parameter)."""
+    (the points are not scanned for NaN and Inf: see ``_Forwards.params``).
+
+    ``fitted``: the pieces a fit read at the points, where the caller has them: the points
+    mapped onto a network of ``net``'s shapes in ``layout`` and passed through its hidden
+    layers (each mapping and pass reads every parameter), and the data term and its terms'
+    size of ``net``'s output and loss, which only the factors of ``net``'s scale change.
+    """
     worst = 0.0
+    try:
+        t = None if fitted is None else net.targets(fitted.forwards.x,
+                                                    _read_targets(layout, net, problem))
+    except InputError:
+        return math.inf
     for i, point in enumerate(problem.points):
         try:
-            if forwards is None:
+            if fitted is None:
                 params, x_rows, y = _canonical(layout, net, problem, point.params)
                 value, cache, t = net.evaluate(params, x_rows, y, check_finite=False)
+                size = _loss_size(net, value, cache, t)
             else:
-                t = net.targets(forwards.x, _read_targets(layout, net, problem))
-                cache = net.completed(forwards.at(net, i))
-                value = net.objective(forwards.params(i), cache, t)
+                forwards = fitted.forwards
+                value = net.objective(forwards.params(i),
+                                      net.completed(forwards.at(net, i)), t)
+                size = _sized(net, value, fitted.data[i], fitted.size[i], t.shape[0])
         except InputError:
             return math.inf
-        size = _loss_size(net, value, cache, t)
         if not math.isfinite(value + size):
             return math.inf  # max() would pass over a NaN residual: max(0.0, nan) is 0.0
         scale = abs(point.value) + _size_weight(problem.dtype) * size
@@ -876,7 +925,14 @@ def loss_and_size(net: Network, params: Params, x_rows: np.ndarray, y: Any,
 def _loss_size(net: Network, value: float, cache: ForwardCache, t: np.ndarray) -> float:
     """``loss_and_size``'s size, from the forward pass that gave the loss ``value``."""
     data, size = _data_term(net, cache.pre_activations[-1], t)
-    factor = net.data_factor(t.shape[0]) * (
+    return _sized(net, value, data, size, t.shape[0])
+
+
+def _sized(net: Network, value: float, data: float, size: float, m: int) -> float:
+    """The size of the terms of ``net``'s loss ``value`` on ``m`` examples, from its data
+    term ``data`` (``_data_term``) and the size of its terms: the latter times the loss's
+    factor, plus the rest of the loss (the penalties, never negative)."""
+    factor = net.data_factor(m) * (
         2.0 if net.loss_name == "squared" and not net.squared_half else 1.0)
     return factor * size + abs(value - factor * data)
 

@@ -884,6 +884,12 @@ def _shape_text(shape: tuple[int, ...]) -> str:
 # ------------------------------------------------------------------- the tolerance of a judgement
 
 
+def rounding_rtol(dtype: np.dtype) -> float:
+    """The relative part of ``rounding_tolerance`` for a gradient of ``dtype``: the square
+    root of its precision (of float32's for a lower one)."""
+    return math.sqrt(float(np.finfo(np.result_type(dtype, np.float32)).eps))
+
+
 def rounding_tolerance(reference: np.ndarray, analytic: np.ndarray) -> np.ndarray:
     """Per-entry tolerance for comparing a user's gradient with an exact reference.
 
@@ -891,8 +897,7 @@ def rounding_tolerance(reference: np.ndarray, analytic: np.ndarray) -> np.ndarra
     precision (1.5e-8 for float64, 3.5e-4 for float32) relative to the entry, plus the same
     relative to the tensor's largest entry for the entries that cancel to nearly zero.
     """
-    dtype = np.result_type(np.asarray(analytic).dtype, np.float32)
-    rtol = math.sqrt(float(np.finfo(dtype).eps))
+    rtol = rounding_rtol(np.asarray(analytic).dtype)
     # one array, in place: on a large tensor each temporary costs a pass and its page faults
     tolerance = np.abs(np.asarray(reference, dtype=np.float64))
     largest = float(tolerance.max(initial=0.0))

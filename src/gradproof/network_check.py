@@ -44,7 +44,7 @@ from gradproof.identify import (
 from gradproof.engine.options import validate
 from gradproof.engine.verdict import transposed_finding
 from gradproof.layouts import Layout, to_canonical
-from gradproof.mistakes import order_findings, rounding_tolerance
+from gradproof.mistakes import order_findings, rounding_rtol
 from gradproof.network_mistakes import NetworkMistake, applicable, fix_fields
 from gradproof.network_words import decay_form_note
 from gradproof.nn.autoencoder import Autoencoder
@@ -160,7 +160,7 @@ def check_network(
     identified = identification.model
     point = canonical_point(identified, problem, params)  # (params, x as rows, y)
     raw = _user_grad(loss, grad, params)
-    matched = problem.layout.match_gradient(raw)
+    matched = problem.layout.match_gradient(raw, copy=False)  # only read
     autoencoder = (identified.network.as_autoencoder(len(point[1]))
                    if identified.residual <= EXACT_RESIDUAL else None)
     if autoencoder is not None:
@@ -284,10 +284,12 @@ def _exact_report(problem: UserProblem, identified: Identified,
     net = identified.network
     canonical, x_rows, y = point
     layout = problem.layout
-    reference = _in_layout(layout, identified, net.loss_and_grad(canonical, x_rows, y)[1])
+    given = identified.given  # the identification's forward pass at the point, if it made one
+    reference = _in_layout(layout, identified, (
+        net.loss_and_grad(canonical, x_rows, y) if given is None
+        else net.loss_and_grad_from(given.params, given.cache, given.t))[1])
     # match_gradient's notes (shape conventions) are already among the evidence's findings.
     analytic, _, dtypes, _ = matched
-    named = layout.named(problem.flat)
     compared = {spec.name: _compare(analytic[spec.name], reference[spec.name], dtypes[spec.name])
                 for spec in layout.specs}
     results = [_tensor_result(spec.name, spec.shape, compared[spec.name],
@@ -295,11 +297,11 @@ def _exact_report(problem: UserProblem, identified: Identified,
     exact_failing = [name for name, comparison in compared.items() if comparison.exceeds]
     kept = [f for f in evidence.findings
             if not f.is_bug or f.kind == "transposed" or not set(f.tensors) & set(exact_failing)]
-    hypotheses: dict[str, Hypothesis] = dict(HYPOTHESES)
-    hypotheses.update(_mistake_hypotheses(problem, identified, canonical, x_rows, y, layout))
-    explained = diagnose({n: analytic[n] for n in exact_failing},
-                         {n: reference[n] for n in exact_failing}, named,
-                         {n: compared[n].tolerance for n in exact_failing}, hypotheses=hypotheses)
+    explained = [] if not exact_failing else diagnose(
+        {n: analytic[n] for n in exact_failing}, {n: reference[n] for n in exact_failing},
+        layout.named(problem.flat), {n: compared[n].tolerance for n in exact_failing},
+        hypotheses={**HYPOTHESES, **_mistake_hypotheses(problem, identified, canonical, x_rows,
+                                                         y, layout)})
     findings = order_findings(_one_per_kind(kept + explained), layout.names)
     return GradReport(
         results, findings, mode="network", seconds=evidence.seconds,
@@ -341,29 +343,38 @@ def _compare(analytic: np.ndarray, reference: np.ndarray, dtype: np.dtype) -> _C
     """``_Comparison`` of two tensors of one shape."""
     if not analytic.size:
         return _Comparison(0.0, 0.0, None, None, True, False, None, 0.0, np.zeros(0))
-    # the user's dtype sets the tolerance; a float64 gradient is not copied for it
-    tolerance = rounding_tolerance(reference, analytic.astype(dtype, copy=False))
-    # in place where it can be: each pass over a large tensor and each fresh array costs
-    diff = np.subtract(analytic, reference)
-    np.abs(diff, out=diff)
-    magnitude = np.abs(reference)
-    largest = float(magnitude.max())
+    tiny = float(np.finfo(np.float64).tiny)
+    # the user's dtype sets the tolerance
+    rtol = rounding_rtol(dtype)
+    # In place where it can be, |reference| read once for both the scale and the tolerance:
+    # each pass over a large tensor and each fresh array costs.
+    tolerance = np.abs(reference)  # |reference| until it becomes the tolerance
+    largest = float(tolerance.max())
     scale = np.abs(analytic)
-    np.maximum(scale, magnitude, out=scale)
+    np.maximum(scale, tolerance, out=scale)
     # 0 where both are 0 (then so is diff); adding tiny changes no normal scale, and costs a
     # pass less than a masked division
-    scale += float(np.finfo(np.float64).tiny)
+    scale += tiny
+    # rounding_tolerance's, in its operations: rtol * (|reference| + largest) + tiny
+    tolerance += largest
+    tolerance *= rtol
+    tolerance += tiny
+    diff = np.subtract(analytic, reference)
+    np.abs(diff, out=diff)
     rel = np.divide(diff, scale, out=scale)
-    ratio = np.divide(diff, tolerance, out=magnitude)
+    max_rel = float(rel.max())
+    ratio = np.divide(diff, tolerance, out=rel)
     worst = np.unravel_index(int(np.argmax(ratio)), analytic.shape)  # the first NaN if any
     # every ratio below 1 (as floats) means every difference below its tolerance; only
     # otherwise is the comparison itself needed (NaN compares as a failure either way)
     passed = float(ratio[worst]) < 1.0 or bool(np.all(diff <= tolerance))
     return _Comparison(
-        max_abs=float(diff.max()), max_rel=float(rel.max()),
+        max_abs=float(diff.max()), max_rel=max_rel,
         worst=tuple(int(i) for i in worst), worst_tolerance=float(tolerance[worst]),
         passed=passed, exceeds=not passed and bool(np.any(diff > tolerance)),
-        detectable=float(tolerance.max()), largest=largest, tolerance=tolerance,
+        # the tolerance is monotone in |reference|: its largest is the largest entry's, the
+        # same operations on the same floats (a pass over the tensor less)
+        detectable=(largest + largest) * rtol + tiny, largest=largest, tolerance=tolerance,
     )
 
 

@@ -164,7 +164,7 @@ class ParamLayout:
         return flat
 
     def match_gradient(
-        self, grad: Any
+        self, grad: Any, copy: bool = True
     ) -> tuple[dict[str, np.ndarray], list[str], dict[str, np.dtype], list[Finding]]:
         """Match a gradient to the tensors, by name and shape.
 
@@ -176,11 +176,16 @@ class ParamLayout:
             name a gradient after its parameter with the usual affixes (``dW1``, ``gW1``,
             ``grad_W1``, ``W1_grad``); a tuple or list holding one gradient per tensor gives
             them in the parameters' order.
+        copy : bool
+            False: read-only tensors, views of the gradients the user gave in float64 (the
+            others converted), for a caller that only reads them (a copy costs a pass over
+            every entry).
 
         Returns
         -------
         tensors : dict of str to ndarray
-            A float64 copy of each tensor's gradient, of the parameter's shape.
+            A float64 copy (or, without ``copy``, view) of each tensor's gradient, of the
+            parameter's shape.
         transposed : list of str
             Tensors whose gradient had the transposed shape; they are transposed back.
         dtypes : dict of str to numpy.dtype
@@ -233,7 +238,8 @@ class ParamLayout:
                     )
             _check_finite(array, spec.label, what)
             dtypes[spec.name] = array.dtype
-            tensors[spec.name] = np.array(array, dtype=np.float64)
+            tensors[spec.name] = (np.array(array, dtype=np.float64) if copy
+                                  else _read_only(np.asarray(array, dtype=np.float64)))
         return tensors, transposed, dtypes, notes
 
     def gradient_names(self, grad: Any) -> dict[str, str]:
@@ -542,6 +548,13 @@ def _numeric_array(value: Any, what: str) -> np.ndarray:
         kind = "complex" if array.dtype.kind == "c" else f"dtype {array.dtype}"
         raise InputError(f"{what} must be a real numeric array, got {kind} (shape {array.shape})")
     return array
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    """A view of ``array`` that cannot be written: the caller's reading never changes it."""
+    view = array.view()
+    view.flags.writeable = False
+    return view
 
 
 def _check_finite(array: np.ndarray, label: Any, what: str) -> None:

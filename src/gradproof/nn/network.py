@@ -43,6 +43,7 @@ from gradproof.nn.layers import FRESH, Dense, DenseBuffers, DenseCache, flush_ti
 from gradproof.nn.losses import LOSSES, REDUCTIONS, kl_divergence, kl_slope
 from gradproof.nn.softmax import softmax, softmax_cross_entropy
 from gradproof.nn.validation import (
+    DTYPES,
     Params,
     all_finite,
     check_dtype,
@@ -176,7 +177,14 @@ LABEL_BASES: tuple[int, ...] = (0, 1)
 
 
 def _one_of(allowed: Sequence[Any]) -> Callable[[Any, str], Any]:
+    # (type, value) of each choice: a value of exactly a choice's type is found by a set
+    # lookup (networks are built by the dozen in an identification, each checking its options)
+    exact = {(type(choice), choice) for choice in allowed}
+    kinds = {kind for kind, _ in exact}  # hashable ones: a list given must not raise here
+
     def check(value: Any, option: str) -> Any:
+        if type(value) in kinds and (type(value), value) in exact:
+            return value
         # bool is an int: label_base=True must not pass as 1.
         if isinstance(value, bool) or not any(
             isinstance(value, type(choice)) and value == choice for choice in allowed
@@ -214,6 +222,8 @@ def _hidden_activations(value: Any, option: str) -> str | tuple[str, ...]:
 
 
 def _dtype_name(value: Any, option: str) -> str:
+    if isinstance(value, str) and value in DTYPES:
+        return value  # the name already: resolving it and reading its name back is slow
     return check_dtype(value).name
 
 
@@ -577,6 +587,12 @@ class Network:
                               self.validate_input(x))
         return cache.activations[-1], cache
 
+    def forward_validated(self, params: Params, x: np.ndarray) -> ForwardCache:
+        """``forward``'s pass for parameters and data that ``validate_params`` and
+        ``validate_input`` already gave: for a caller that runs many passes over points it
+        checked once (each check reads every parameter and the data again)."""
+        return self._forward(params, x)
+
     def _data_value(self, cache: ForwardCache, t: np.ndarray) -> float:
         """The data term summed over the examples, without its gradient."""
         value = DATA_VALUES[self.loss_name](t, cache.activations[-1], cache.pre_activations[-1])
@@ -682,9 +698,16 @@ class Network:
         loss : float
         grads : dict of str to ndarray
         """
-        checked, cache, t = self._checked(params, x, y)
+        return self.loss_and_grad_from(*self._checked(params, x, y))
+
+    def loss_and_grad_from(self, params: Params, cache: ForwardCache, t: np.ndarray
+                           ) -> tuple[float, Params]:
+        """``loss_and_grad`` from a forward pass already made (``evaluate``'s, or ``forward``'s
+        completed by ``completed``) of validated ``params``, and its targets ``t``
+        (``targets``): a caller that has the pass does not repeat it. The pass is only read.
+        """
         data, d_s = self._data_term(cache, t)
-        return self._total(checked, cache, data), self._backward(checked, cache, d_s)
+        return self._total(params, cache, data), self._backward(params, cache, d_s)
 
     # ----- backward ---------------------------------------------------------------------
 
