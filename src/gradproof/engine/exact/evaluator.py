@@ -71,6 +71,7 @@ from typing import Any
 import numpy as np
 
 from gradproof.engine.diagnosis import KnownModel
+from gradproof.engine.exact.arena import Arena, counting
 from gradproof.engine.exact.derivative_rounding import derivative_rounding
 from gradproof.engine.exact.local_delta import EPS, LocalChanges, LocalDifferences
 from gradproof.engine.run import Run, gradient_eps, gradient_precision_findings, is_low
@@ -112,6 +113,15 @@ class ExactRun(Run):
         self.progress = progress
         self.params: dict[str, np.ndarray] = {}
         self.evaluator: ExactEvaluator | None = None
+        # The per-entry arrays of the check, kept between checks (see ``arena``): lent until
+        # the run is closed, which the report, built before, does not outlive.
+        self.arena = Arena()
+
+    def __enter__(self) -> ExactRun:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.arena.close()
 
     @property
     def evaluations(self) -> int:
@@ -160,22 +170,23 @@ class ExactRun(Run):
                 params_precision_finding(names, model.dtype, np.dtype(np.float64), None, 0.0, 0.0)
             )
         # A low-precision backprop also rounds its forward values and derivatives.
-        derivatives = derivative_rounding(engine)
+        lend = self.arena.empty
+        derivatives = derivative_rounding(engine, lend)
         steps, allowance = {}, {}
         for spec in layout.specs:
             name = spec.name
-            steps[name] = entry_steps(engine, name)
+            steps[name] = entry_steps(engine, name, lend(spec.size))
             probes = _entry_probes(spec, steps[name])
-            magnitude = np.abs(self.analytic[name].ravel())
+            magnitude = np.abs(self.analytic[name].ravel(), out=lend(spec.size))
             eps = gradient_eps(dtypes[name])
             rounding_g = gradient_rounding(probes, magnitude, float(magnitude.max(initial=0.0)),
-                                           eps)
+                                           eps, out=magnitude)
             extra = derivatives.pop(name).reshape(-1)  # a copy only where tied (a transpose)
             extra *= eps
             rounding_g += extra
             del extra  # freed before the next tensor's arrays are made
             allowance[name] = float(rounding_g.max(initial=0.0))
-            self.measured[name] = [Measured.empty(probes, rounding_g)]
+            self.measured[name] = [Measured.empty(probes, rounding_g, lend)]
         self.findings += gradient_precision_findings(dtypes, allowance)
         self.evaluator = ExactEvaluator(engine, self.analytic, steps, self.max_chunk_bytes,
                                         self.progress)
@@ -266,15 +277,17 @@ def _evaluated(local: LocalChanges, analytic: np.ndarray, h: np.ndarray, which: 
 
 
 def _entry_probes(spec: TensorSpec, steps: np.ndarray) -> ProbeSet:
-    """One probe per entry of ``spec``, in order; the unit weights are one broadcast value, not
-    an array per entry."""
-    positions = np.arange(spec.offset, spec.offset + spec.size)  # labels as well
+    """One probe per entry of ``spec``, in order; the positions and the unit weights are views
+    of arrays shared by every check, not arrays per entry."""
+    positions = counting(spec.offset + spec.size)[spec.offset:]  # labels as well
     return ProbeSet(spec, "entry", positions, positions, np.broadcast_to(1.0, (spec.size,)),
-                    np.arange(spec.size + 1), steps)
+                    counting(spec.size + 1), steps)
 
 
-def entry_steps(engine: LocalDifferences, name: str) -> np.ndarray:
-    """The step of every entry of ``name`` (flat, C order): ``step_sizes`` in input units.
+def entry_steps(engine: LocalDifferences, name: str, out: np.ndarray | None = None
+                ) -> np.ndarray:
+    """The step of every entry of ``name`` (flat, C order): ``step_sizes`` in input units,
+    into ``out`` (flat) where given.
 
     ``h = step_sizes(θ c, eps) / c`` with ``c`` the largest |input| the entry multiplies
     (1 for biases and for entries no input reaches), so that each step moves its
@@ -282,7 +295,9 @@ def entry_steps(engine: LocalDifferences, name: str) -> np.ndarray:
     """
     scale = engine.input_scale(name)
     scale = np.where(scale > 0, scale, 1.0)
-    steps = engine.params[name] * scale  # θ c, made into its steps in place
+    theta = engine.params[name]
+    # θ c, made into its steps in place
+    steps = np.multiply(theta, scale, out=None if out is None else out.reshape(theta.shape))
     step_sizes(steps, EPS, out=steps)
     steps /= scale
     return steps.ravel()
