@@ -91,10 +91,12 @@ LARGEST_OBJECTIVE = 1e140
 # the same sums in another order); more means this module does not know the model.
 _AGREEMENT = 1e-10
 
-# Entries per piece of a first step in the flat order (``in_natural_order``): 128 KiB
-# per float64 temporary, small enough that malloc hands each piece the memory the previous
-# one freed instead of fresh pages (bench/README.md has the page faults measured).
-IN_ORDER_PIECE = 1 << 14
+# Entries per piece of a first step in the flat order (``in_natural_order``): 512 KiB per
+# float64 temporary. Each piece pays numpy's per-call overhead and recomputes the hidden
+# units its entries share with other pieces; smaller pieces kept the temporaries' memory
+# within what malloc reused, before the per-entry arrays came from the arena (bench/README.md
+# has both measured).
+IN_ORDER_PIECE = 1 << 16
 
 Progress = Callable[[int, int], None] | None
 
@@ -223,10 +225,8 @@ class ExactEvaluator:
         slices instead of scattered. Where the engine's order is the natural one (biases, the
         output layer, a hidden layer whose units the series table evaluates), the entries go
         in pieces of at most ``IN_ORDER_PIECE``, written as slices: each piece's temporaries
-        reuse the memory the last one freed, where one chunk for a whole large tensor faults
-        in fresh pages for every temporary, and raises the heap's high-water mark so far
-        that the allocator hands the memory back after each check and the next one faults it
-        in again.
+        reuse the memory the last one freed, where one chunk for a whole large tensor makes
+        fresh temporaries of its size.
         """
         self.total += 2 * sum(which.size for _, which in requests)
         for k, (result, which) in enumerate(requests):
