@@ -246,7 +246,7 @@ class ExactEvaluator:
                 if factor != 1.0:
                     h = factor * h
                 try:
-                    local = self.engine.differences(name, part, h)
+                    local = self.engine.differences(name, where, h)
                     self.done += 2 * part.size
                     if self.progress is not None:
                         self.progress(self.done, self.total)

@@ -92,6 +92,7 @@ the reduction factor.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -113,6 +114,10 @@ ULPS = 4.0
 # overhead is paid on tens of thousands of values, small enough that the buffers stay in the
 # core's cache (best at 256-512 KiB where measured; 1 and 2 MiB were slower).
 BLOCK_BYTES = 1 << 19
+
+# Largest weight whose row and column tables (``_grid``: 16 bytes per entry) are kept; four
+# such shapes at most.
+GRID_ENTRIES = 1 << 21
 
 # The highest power of the output series (``Loss.series``). A step moves an output by
 # |v| ~ 1e-5 or less, where the tail after v^6 is about 1e-35 of the first term's size; larger
@@ -264,11 +269,20 @@ class LocalDifferences:
             return np.ones((self.batch, 1))
         return self.acts[site.layer - 1]  # (batch, layers[k-1])
 
-    def _rows_cols(self, name: str, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _rows_cols(self, name: str, index: np.ndarray | slice
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray | slice]:
+        """Row and column of each entry ``index`` (a slice where contiguous), and the index
+        as an array unless a slice serves."""
         shape = self.params[name].shape
+        size = int(np.prod(shape))
+        if len(shape) == 2 and size <= GRID_ENTRIES:
+            rows, cols = _grid(shape)
+            return rows[index], cols[index], index
+        if isinstance(index, slice):
+            index = np.arange(size)[index]
         if len(shape) == 1:
-            return np.zeros_like(index), index
-        return _divided(index, shape[1])
+            return np.zeros_like(index), index, index
+        return *_divided(index, shape[1]), index
 
     def entry_order(self, name: str) -> np.ndarray:
         """Flat indices of ``name``, those of a hidden weight column by column: entries that
@@ -324,14 +338,15 @@ class LocalDifferences:
 
     # ----- the differences ---------------------------------------------------------------------
 
-    def differences(self, name: str, index: np.ndarray, steps: np.ndarray) -> LocalChanges:
+    def differences(self, name: str, index: np.ndarray | slice, steps: np.ndarray
+                    ) -> LocalChanges:
         """``J(θ ± h e) - J(θ)`` for the entries ``index`` of ``name`` with steps ``h``.
 
         Parameters
         ----------
         name : str
             A parameter name of the model.
-        index : ndarray of int, shape (n,)
+        index : ndarray of int, shape (n,), or slice
             Flat (C-order) indices into the tensor.
         steps : ndarray, shape (n,)
             Positive steps, one per entry.
@@ -340,10 +355,11 @@ class LocalDifferences:
         -------
         LocalChanges
         """
-        index = np.asarray(index, dtype=np.intp)
+        if not isinstance(index, slice):
+            index = np.asarray(index, dtype=np.intp)
         steps = np.asarray(steps, dtype=np.float64)
         site = self._site(name)
-        rows, cols = self._rows_cols(name, index)
+        rows, cols, index = self._rows_cols(name, index)
         shifts = steps[:, None] * self._input(site)[:, rows].T  # (n, batch): Δs of the moved unit
         if self._tied_pair_site(site):
             data, rounding, kink, kl = self._tied_pair(rows, cols, shifts, steps)
@@ -889,10 +905,25 @@ class _SeriesTable:
         return usable, np.where(usable, error, 0.0), np.where(usable, slope, 0.0)
 
 
+@functools.lru_cache(maxsize=4)
+def _grid(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column of every flat (C-order) index of ``shape``, read-only, made once per
+    process: integer division is numpy's slowest elementwise operation here (no vector
+    instruction divides integers), and finding them per chunk of a large weight cost a few
+    passes of the sigmoid's exp on every check (bench/README.md)."""
+    rows, cols = _divided(np.arange(shape[0] * shape[1]), shape[1])
+    rows.flags.writeable = False
+    cols.flags.writeable = False
+    return rows, cols
+
+
 def _divided(index: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """``np.divmod(index, n)`` for non-negative integers, as a floor division and a product:
     numpy's integer divmod is the slower way to the same two arrays, on every chunk of a large
-    tensor (bench/README.md has the timings)."""
+    tensor (bench/README.md has the timings). By 1 (the pairs of a single example), no
+    division at all."""
+    if n == 1:
+        return index, np.zeros_like(index)
     quotient = index // n
     return quotient, index - quotient * n
 
