@@ -16,8 +16,12 @@ import numpy as np
 import pytest
 
 import gradproof as gp
+from gradproof.check import MIN_CHUNK_BYTES
 from gradproof.engine.exact import arena
 from gradproof.engine.exact.arena import Arena, counting, pooled_bytes
+from gradproof.engine.exact.evaluator import ExactRun
+from gradproof.engine.probes import Measured
+from gradproof.finite_diff import Rule
 
 CONFIGS = {
     "sigmoid": dict(activation="sigmoid"),
@@ -146,3 +150,44 @@ def test_counting_is_a_read_only_arange():
     np.testing.assert_array_equal(values, np.arange(17))
     assert not values.flags.writeable
     np.testing.assert_array_equal(counting(40)[3:], np.arange(3, 40))
+
+
+def _interrupted(model, params, x, grad, stop_after: int):
+    """An exact run stopped by a KeyboardInterrupt at its ``stop_after``-th piece: its report
+    and every per-entry value it holds."""
+    calls = []
+
+    def progress(done: int, total: int) -> None:
+        calls.append(done)
+        if len(calls) == stop_after:
+            raise KeyboardInterrupt
+
+    with ExactRun(model, Rule(10.0, None, None), MIN_CHUNK_BYTES, True, progress) as run:
+        run.setup(params, x, grad)
+        run.measure()
+        report = run.report()
+        values = {
+            name: np.stack([m.analytic, m.numeric, m.estimate, m.tolerance, m.step, m.floor])
+            for name, (m,) in run.measured.items()
+        }
+    return report, values
+
+
+@pytest.mark.parametrize("stop_after", [1, 2, 5])
+def test_an_interrupted_check_holds_nan_where_no_step_wrote(stop_after, monkeypatch):
+    # Enough entries for several chunks of MIN_CHUNK_BYTES per tensor.
+    model, params, x, grads = _problem(CONFIGS["sigmoid"], 60, 40, 3, seed=3)
+    wrong = _wrong(grads)
+    # The pool then lends arrays that hold another check's values.
+    gp.check_model(model, model.init_params(seed=9), x, grad=grads)
+    report, values = _interrupted(model, params, x, wrong, stop_after)
+    unfilled = Measured.empty.__func__
+    monkeypatch.setattr(Measured, "empty", classmethod(
+        lambda cls, *args, **options: unfilled(cls, *args, **{**options, "filled": True})
+    ))
+    reference, filled = _interrupted(model, params, x, wrong, stop_after)
+    assert report.partial
+    assert _without_time(report) == _without_time(reference)
+    for name, array in filled.items():
+        assert np.isnan(array[0]).any(), "the interrupt left entries unmeasured"
+        np.testing.assert_array_equal(values[name], array, err_msg=name)

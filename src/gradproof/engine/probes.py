@@ -264,15 +264,21 @@ class Measured:
 
     @classmethod
     def empty(cls, probes: ProbeSet, rounding_g: np.ndarray,
-              allocate: Callable[..., np.ndarray] = np.empty) -> Measured:
+              allocate: Callable[..., np.ndarray] = np.empty, filled: bool = True) -> Measured:
         """Results of ``probes``, none decided yet, in arrays from ``allocate(shape, dtype)``
-        (``np.empty``'s signature: the exact engine lends arrays kept between checks)."""
+        (``np.empty``'s signature: the exact engine lends arrays kept between checks).
+
+        ``filled=False`` leaves the values as ``allocate`` gives them (the flags start clear
+        all the same): for a caller whose first step writes every probe's values, and which
+        ``forget``s those an interrupt left unwritten.
+        """
         n = probes.count
         # Two blocks, not twelve arrays: numpy backs a block of 4 MiB or more with huge pages,
         # where each fresh array of a large tensor faults in its pages one by one.
         values = allocate((6, n), np.float64)
-        values[:5] = np.nan
-        values[5] = 0.0
+        if filled:
+            values[:5] = np.nan
+            values[5] = 0.0
         flags = allocate((5, n), np.int8)
         flags.fill(0)
         return cls(
@@ -286,6 +292,12 @@ class Measured:
             flags[4].view(bool),
             values[5],
         )
+
+    def forget(self, which: np.ndarray) -> None:
+        """The values of the probes ``which`` back to undecided (NaN, a floor of 0)."""
+        for values in (self.analytic, self.numeric, self.estimate, self.tolerance, self.step):
+            values[which] = np.nan
+        self.floor[which] = 0.0
 
     @property
     def slopes(self) -> np.ndarray:

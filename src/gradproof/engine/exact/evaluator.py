@@ -80,7 +80,8 @@ from gradproof.errors import InputError
 from gradproof.finite_diff import Differences, Rule, entry_differences, step_sizes
 from gradproof.nn.autoencoder import Autoencoder
 from gradproof.params import TensorSpec, named_layout
-from gradproof.engine.probes import Measured, ProbeSet, gradient_rounding
+from gradproof.engine.probes import UNKNOWN, Measured, ProbeSet, gradient_rounding
+from gradproof.report import GradReport
 from gradproof.engine.verdict import params_precision_finding, transposed_finding
 
 # Largest |J| checked: rounding bounds of about eps |J| per term are summed in quadrature, and
@@ -188,7 +189,9 @@ class ExactRun(Run):
             rounding_g += extra
             del extra  # freed before the next tensor's arrays are made
             allowance[name] = float(rounding_g.max(initial=0.0))
-            self.measured[name] = [Measured.empty(probes, rounding_g, lend)]
+            # Unfilled: the first step writes every entry's values (``report`` forgets those
+            # an interrupt left unwritten).
+            self.measured[name] = [Measured.empty(probes, rounding_g, lend, filled=False)]
         self.findings += gradient_precision_findings(dtypes, allowance)
         self.evaluator = ExactEvaluator(engine, self.analytic, steps, self.max_chunk_bytes,
                                         self.progress)
@@ -196,6 +199,21 @@ class ExactRun(Run):
     def measure(self) -> None:
         results = [self.measured[spec.name][0] for spec in self.layout.specs]
         self.partial = measure(results, self.evaluator, self.rule)
+
+    def report(self) -> GradReport:
+        if self.partial:
+            self._forget_unwritten()
+        return super().report()
+
+    def _forget_unwritten(self) -> None:
+        """After an interrupt: the undecided entries whose values no step wrote (the arrays
+        were not filled beforehand, see ``setup``) back to NaN."""
+        written = self.evaluator.written if self.evaluator is not None else {}
+        for name, (result,) in self.measured.items():
+            unwritten = result.status == UNKNOWN
+            for where in written.get(name, ()):
+                unwritten[where] = False
+            result.forget(unwritten)
 
 
 class ExactEvaluator:
@@ -215,6 +233,8 @@ class ExactEvaluator:
         self.interrupted = False
         self.done = 0
         self.total = 0
+        # Per tensor, the entries of every piece whose results the stages have taken in.
+        self.written: dict[str, list[np.ndarray | slice]] = {}
 
     def evaluate(self, requests: list[Request], factor: float) -> Iterator[tuple[int, Evaluated]]:
         """Chunks of each request's entries at ``factor`` times their steps.
@@ -255,6 +275,8 @@ class ExactEvaluator:
                     return
                 last = start + per_chunk >= which.size
                 yield k, _evaluated(local, self.analytic[name][where], h, part, where, last)
+                # Asked for the next piece, the stages have recorded this one.
+                self.written.setdefault(name, []).append(where)
 
     def _per_chunk(self, name: str) -> int:
         """Entries of ``name`` evaluated together, within ``max_chunk_bytes``."""
