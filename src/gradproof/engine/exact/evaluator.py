@@ -256,6 +256,9 @@ class ExactEvaluator:
             in_order = whole and self.engine.in_natural_order(name)
             if in_order:
                 per_chunk = min(per_chunk, IN_ORDER_PIECE)
+                row = self.engine.row_length(name)
+                if row <= per_chunk:  # whole rows, which the engine reads by broadcasting
+                    per_chunk -= per_chunk % row
             one_chunk = whole and which.size <= per_chunk
             if whole and not (one_chunk or in_order):
                 which = self.engine.entry_order(name)

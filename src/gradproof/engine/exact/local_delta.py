@@ -360,11 +360,20 @@ class LocalDifferences:
         steps = np.asarray(steps, dtype=np.float64)
         site = self._site(name)
         rows, cols, index = self._rows_cols(name, index)
-        shifts = steps[:, None] * self._input(site)[:, rows].T  # (n, batch): Δs of the moved unit
+        whole = self._whole_rows(name, index)
+        if whole is None:
+            shifts = steps[:, None] * self._input(site)[:, rows].T  # (n, batch): Δs of the unit
+        else:
+            # The same products, the rows' inputs broadcast instead of gathered per entry.
+            inputs = self._input(site)[:, whole[0]:whole[0] + whole[1]].T  # (rows, batch)
+            shifts = np.multiply(steps.reshape(whole[1], -1)[:, :, None], inputs[:, None, :])
+            shifts = shifts.reshape(len(steps), self.batch)  # (n, batch)
         if self._tied_pair_site(site):
             data, rounding, kink, kl = self._tied_pair(rows, cols, shifts, steps)
         elif site.partner is not None:
             data, rounding, kink, kl = self._tied(site, rows, cols, shifts, steps)
+        elif site.layer == self.n_layers and whole is not None:
+            data, rounding, kink, kl = self._output_rows(shifts, whole[1])
         elif site.layer == self.n_layers:
             data, rounding, kink, kl = self._output(cols, shifts)
         else:
@@ -417,6 +426,52 @@ class LocalDifferences:
             rounding *= moved
         np.square(rounding, out=rounding)
         return sides, np.sqrt(rounding.sum(axis=1)), kink, None
+
+    def _output_rows(self, shifts: np.ndarray, count: int):
+        """``_output`` for ``count`` whole rows of the output weights: each entry's output
+        term is read by broadcasting over the rows instead of gathered, the same arithmetic in
+        the same order (example-major, as ``_output``'s blocks, so that the sums over the
+        examples add alike)."""
+        n, batch = self.n_layers, self.batch
+        width = shifts.shape[0] // count  # n_visible
+        d = shifts.T.reshape(batch, count, width)  # a view
+        s = self.pres[n][:, None, :]  # (batch, 1, n_visible), like x and the base values
+        x, base = self.acts[0][:, None, :], self._base_values[:, None, :]
+        u, z, change = np.empty((3, batch, count, width))
+        moved = d != 0  # as in _output
+        masked = not moved.all()
+        sides = np.empty((2, count * width))
+        for side, move in enumerate((np.add, np.subtract)):
+            move(s, d, out=u)  # s ± d
+            self.loss.entries(x, self.forwards[-1](u, out=z), u, out=change)
+            change -= base
+            if masked:
+                change *= moved
+            change.sum(axis=0, out=sides[side].reshape(count, width))
+        kink = _straddles(self.kinks[-1], np.broadcast_to(s, d.shape), d).any(axis=0).ravel()
+        if masked:
+            rounding = np.multiply(self._output_rounding[:, None, :], moved, out=u)
+            np.square(rounding, out=rounding)
+            return sides, np.sqrt(rounding.sum(axis=0)).ravel(), kink, None
+        # Every term moved: each output's bound serves all the rows.
+        per_output = np.sqrt(np.square(self._output_rounding).sum(axis=0))  # (n_visible,)
+        return sides, np.tile(per_output, count), kink, None
+
+    def _whole_rows(self, name: str, index: np.ndarray | slice) -> tuple[int, int] | None:
+        """(first row, rows) where ``index`` is a slice of whole rows of a weight, else None."""
+        shape = self.params[name].shape
+        if not isinstance(index, slice) or len(shape) != 2:
+            return None
+        start, stop, _ = index.indices(shape[0] * shape[1])
+        if start % shape[1] or stop % shape[1] or stop <= start:
+            return None
+        return start // shape[1], (stop - start) // shape[1]
+
+    def row_length(self, name: str) -> int:
+        """Entries per row of ``name`` (1 for a bias): a piece of whole rows of the output
+        weights is evaluated by broadcasting (``_output_rows``)."""
+        shape = self.params[name].shape
+        return shape[1] if len(shape) == 2 else 1
 
     def _hidden(self, layer: int, cols: np.ndarray, shifts: np.ndarray):
         """Hidden-layer entries (untied): shared units per (example, unit, shift)."""
