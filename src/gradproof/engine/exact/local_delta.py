@@ -480,13 +480,13 @@ class LocalDifferences:
         entry, example = _divided(np.flatnonzero(shifts != 0), shifts.shape[1])
         shift = shifts[entry, example]
         col = cols[entry]
-        order = np.lexsort((shift, col, example))
+        # A single example's key is constant: it orders nothing and changes nowhere.
+        one_example = shifts.shape[1] == 1
+        order = np.lexsort((shift, col) if one_example else (shift, col, example))
         key_change = np.ones(len(order), dtype=bool)
-        key_change[1:] = (
-            (np.diff(example[order]) != 0)
-            | (np.diff(col[order]) != 0)
-            | (np.diff(shift[order]) != 0)
-        )
+        key_change[1:] = (np.diff(col[order]) != 0) | (np.diff(shift[order]) != 0)
+        if not one_example:
+            key_change[1:] |= np.diff(example[order]) != 0
         unit_of_pair = np.empty(len(order), dtype=np.intp)
         unit_of_pair[order] = np.cumsum(key_change) - 1
         first = order[key_change]
@@ -545,16 +545,20 @@ class LocalDifferences:
                              units.rounding[unit_of_pair] ** 2))  # (3, pairs)
         # Summed over the pairs of each entry that has any, then scattered into one block for
         # all entries: the entries of a large tensor get one fresh array, not one per sum.
-        sums = np.zeros((3, n_entries))  # the two sides, then the squared rounding
+        # The root of the summed squares is taken before the scatter, where the entries
+        # that no pair moves (most of an MNIST image's) keep their 0.
+        sums = np.zeros((3, n_entries))  # the two sides, then the rounding
         kink = np.zeros(n_entries, dtype=bool)
         if len(entry):
             starts = np.flatnonzero(np.r_[True, np.diff(entry) != 0])
             if starts.size == len(entry):  # one pair per entry (one example): nothing to sum
-                sums[:, entry] = per_pair
+                moved, summed = entry, per_pair
             else:
-                sums[:, entry[starts]] = np.add.reduceat(per_pair, starts, axis=1)
+                moved, summed = entry[starts], np.add.reduceat(per_pair, starts, axis=1)
+            np.sqrt(summed[2], out=summed[2])
+            sums[:, moved] = summed
             kink[entry[units.kink[unit_of_pair]]] = True
-        data, rounding = sums[:2], np.sqrt(sums[2], out=sums[2])
+        data, rounding = sums[:2], sums[2]
         kl = None
         if units.code is not None:
             kl = self._kl_differences(layer, n_entries, cols, entry, unit_of_pair, units.code)
