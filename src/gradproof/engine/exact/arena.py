@@ -26,9 +26,9 @@ from collections import OrderedDict
 
 import numpy as np
 
-# Most bytes the pool keeps between checks. The seed network's one-image check lends about
-# 30 MB (bench/README.md); a network ten times its size falls back to fresh memory for what
-# does not fit.
+# Most bytes the pool keeps between checks. The seed network's check lends 24 MB, whatever
+# the batch; a network several times its size falls back to fresh memory for what does not
+# fit.
 POOL_BYTES = 128 << 20
 
 _Key = tuple[tuple[int, ...], str]
