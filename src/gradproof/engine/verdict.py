@@ -46,9 +46,9 @@ def measured_result(spec: TensorSpec, measured: list[Measured], largest: float) 
     np.abs(error, out=error)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = error / tolerance
-    set_ = tolerance > 0
-    if not set_.all():  # a zero (or NaN) tolerance: any error at all is beyond it
-        unset = ~set_
+    positive = tolerance > 0
+    if not positive.all():  # a zero (or NaN) tolerance: any error at all is beyond it
+        unset = ~positive
         ratio[unset] = np.where(error[unset] > 0, np.inf, 0.0)
     # Below its tolerance a derivative is not resolved, and its relative error is only noise.
     scale = np.abs(analytic)
