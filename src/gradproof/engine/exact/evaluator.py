@@ -246,7 +246,8 @@ class ExactEvaluator:
         output layer, a hidden layer whose units the series table evaluates), the entries go
         in pieces of at most ``IN_ORDER_PIECE``, written as slices: each piece's temporaries
         reuse the memory the last one freed, where one chunk for a whole large tensor makes
-        fresh temporaries of its size.
+        fresh temporaries of its size. A piece holds whole rows where a row fits, which the
+        engine reads by broadcasting; a slice of entries is passed as a slice.
         """
         self.total += 2 * sum(which.size for _, which in requests)
         for k, (result, which) in enumerate(requests):
