@@ -9,7 +9,9 @@ of the model's objective, evaluated locally (only what the entry touches, from a
 forward pass, the difference taken term by term before summing), in chunks of at most
 ``max_chunk_bytes`` of work. The evaluator knows which steps crossed an activation's kink
 (from the pre-activations they moved). ``report()`` is ``engine.run.Run``'s, with the model
-known to the diagnosis.
+known to the diagnosis. The run is a context manager: its per-entry arrays are lent by an
+``arena.Arena`` and go back to the process's pool when it closes, after the report, which
+holds none of them.
 
 Steps. ``finite_diff.step_sizes`` (``h = cbrt(eps) max(1, |θ|)``) applied in the coordinate the
 entry acts through: a weight enters J only through ``θ * input``, so with ``c`` the largest
