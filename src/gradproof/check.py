@@ -323,13 +323,13 @@ def check_model(
     if y is not None:
         raise InputError("check_model checks autoencoders, whose target is their input x: "
                          "pass y=None (for a network with targets, use gradproof.check_network)")
-    run = ExactRun(model, _rule(rtol, atol, safety), max_chunk_bytes, series, progress)
-    try:
-        run.setup(params, x, grad)
-        run.measure()
-    except KeyboardInterrupt:
-        run.partial = True
-    return run.report()
+    with ExactRun(model, _rule(rtol, atol, safety), max_chunk_bytes, series, progress) as run:
+        try:
+            run.setup(params, x, grad)
+            run.measure()
+        except KeyboardInterrupt:
+            run.partial = True
+        return run.report()
 
 
 def _exact_form(network: Network, x: Any) -> Autoencoder:

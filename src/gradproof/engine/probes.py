@@ -13,7 +13,8 @@ gradient's own rounding along each probe, part of every tolerance.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -266,17 +267,21 @@ class Context:
 
 
 def gradient_rounding(
-    probes: ProbeSet, magnitude: np.ndarray, largest: float, eps: float
+    probes: ProbeSet, magnitude: np.ndarray, largest: float, eps: float,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """The analytic gradient's own rounding along each probe (slope units).
 
     ``ROUNDING_GROWTH * eps * Σ (|g| + max|g|) |v|`` over each probe's support: a gradient
     computed in precision ``eps`` is off by a few eps times the magnitudes summed into each
     entry, which the tensor's largest entry stands in for. ``magnitude`` is |g| at
-    ``probes.positions``.
+    ``probes.positions``. Entry probes' go into ``out`` where given (``magnitude`` itself
+    may be it).
     """
     if probes.is_entries:  # one entry per probe, moved with weight 1: no sums to form
-        return ROUNDING_GROWTH * eps * (magnitude + largest)
+        rounding = np.add(magnitude, largest, out=out)
+        rounding *= ROUNDING_GROWTH * eps
+        return rounding
     weight = np.add(magnitude, largest)
     # (|g| + max|g|) |v| as |(|g| + max|g|) v|: the same bits (rounding ignores the sign),
     # without a fresh |v| the size of the support.
@@ -286,7 +291,11 @@ def gradient_rounding(
 
 @dataclass
 class Measured:
-    """Per-probe results of one ProbeSet (NaN and UNKNOWN until decided)."""
+    """Per-probe results of one ProbeSet (NaN and UNKNOWN until decided).
+
+    The one-sided slopes are made on first use: only probes measured at a kink get any, and
+    most sets have none.
+    """
 
     probes: ProbeSet
     analytic: np.ndarray
@@ -297,31 +306,55 @@ class Measured:
     status: np.ndarray  # UNKNOWN / PASSED / FAILED / EXCLUDED
     kink: np.ndarray  # bool: the steps h and 2h crossed a kink
     unresolved: np.ndarray  # bool: excluded because the error kept changing as the step shrank
-    slopes: np.ndarray  # (n, 2) one-sided slopes at the smallest step, where steps shrank
     rounding_g: np.ndarray
     one_sided: np.ndarray  # bool: decided by a one-sided slope (``engine.one_sided``)
     split: np.ndarray  # bool: excluded at a kink and measured again in parts (black box)
     floor: np.ndarray  # an error below this can go unconfirmed (a loss with kinks), else 0
+    _slopes: np.ndarray | None = field(default=None, repr=False)
 
     @classmethod
-    def empty(cls, probes: ProbeSet, rounding_g: np.ndarray) -> Measured:
+    def empty(cls, probes: ProbeSet, rounding_g: np.ndarray,
+              allocate: Callable[..., np.ndarray] = np.empty, filled: bool = True) -> Measured:
+        """Results of ``probes``, none decided yet, in arrays from ``allocate(shape, dtype)``
+        (``np.empty``'s signature: the exact engine lends arrays kept between checks).
+
+        ``filled=False`` leaves the values as ``allocate`` gives them (the flags start clear
+        all the same): for a caller whose first step writes every probe's values, and which
+        ``forget``s those an interrupt left unwritten.
+        """
         n = probes.count
-        # One block, not seven arrays: numpy backs a block of 4 MiB or more with huge pages,
-        # where seven fresh arrays of a large tensor each fault in their pages one by one.
-        nan = np.full((7, n), np.nan)
-        flags = np.zeros((3, n), dtype=np.int8)
+        # Two blocks, not twelve arrays: numpy backs a block of 4 MiB or more with huge pages,
+        # where each fresh array of a large tensor faults in its pages one by one.
+        values = allocate((6, n), np.float64)
+        if filled:
+            values[:5] = np.nan
+            values[5] = 0.0
+        flags = allocate((5, n), np.int8)
+        flags.fill(0)
         return cls(
             probes,
-            *nan[:5],
+            *values[:5],
             flags[0],
             flags[1].view(bool),
             flags[2].view(bool),
-            nan[5:].T,
             rounding_g,
-            np.zeros(n, dtype=bool),
-            np.zeros(n, dtype=bool),
-            np.zeros(n),
+            flags[3].view(bool),
+            flags[4].view(bool),
+            values[5],
         )
+
+    def forget(self, which: np.ndarray) -> None:
+        """The values of the probes ``which`` back to undecided (NaN, a floor of 0)."""
+        for values in (self.analytic, self.numeric, self.estimate, self.tolerance, self.step):
+            values[which] = np.nan
+        self.floor[which] = 0.0
+
+    @property
+    def slopes(self) -> np.ndarray:
+        """(n, 2) one-sided slopes at the smallest step, where steps shrank (else NaN)."""
+        if self._slopes is None:
+            self._slopes = np.full((self.probes.count, 2), np.nan)
+        return self._slopes
 
     @property
     def error(self) -> np.ndarray:

@@ -54,11 +54,13 @@ def measured_result(spec: TensorSpec, measured: list[Measured], largest: float) 
     np.abs(error, out=error)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = error / tolerance
-    unset = ~(tolerance > 0)  # a zero (or NaN) tolerance: any error at all is beyond it
-    if unset.any():
+    positive = tolerance > 0
+    if not positive.all():  # a zero (or NaN) tolerance: any error at all is beyond it
+        unset = ~positive
         ratio[unset] = np.where(error[unset] > 0, np.inf, 0.0)
     # Below its tolerance a derivative is not resolved, and its relative error is only noise.
-    scale = np.maximum(np.abs(analytic), np.abs(numeric))
+    scale = np.abs(analytic)
+    np.maximum(scale, np.abs(numeric), out=scale)
     resolved = failed | (scale > tolerance)
     relative = np.max(relative_error(error, scale), where=resolved, initial=0.0)
     worst = int(np.argmax(ratio))
@@ -152,10 +154,10 @@ DETECTION_MARGIN = 3.0
 def _detectable(thresholds: np.ndarray, largest: float) -> dict[str, float | None]:
     """``TensorResult.detectable`` and ``detectable_relative`` from the entries' thresholds:
     the worst covered entry's, times ``DETECTION_MARGIN``."""
-    covered = thresholds[np.isfinite(thresholds)]
-    if not covered.size:
+    worst = float(np.max(thresholds, where=np.isfinite(thresholds), initial=-math.inf))
+    if worst == -math.inf:  # no entry covered
         return {"detectable": None, "detectable_relative": None}
-    detectable = DETECTION_MARGIN * float(covered.max())
+    detectable = DETECTION_MARGIN * worst
     relative = detectable / largest if largest > 0 else math.inf
     return {"detectable": detectable, "detectable_relative": relative}
 

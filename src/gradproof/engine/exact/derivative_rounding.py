@@ -26,6 +26,8 @@ page by page, which made this estimate a large share of a one-image check.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from gradproof.engine.exact.local_delta import LocalDifferences
@@ -33,7 +35,8 @@ from gradproof.nn.activations import ACTIVATIONS
 from gradproof.nn.losses import LOSSES, kl_slope
 
 
-def derivative_rounding(base: LocalDifferences) -> dict[str, np.ndarray]:
+def derivative_rounding(base: LocalDifferences,
+                        allocate: Callable[..., np.ndarray] = np.empty) -> dict[str, np.ndarray]:
     """Per gradient entry, in units of eps: the error of the backprop's rounded forward values
     and derivatives (see the module docstring).
 
@@ -41,6 +44,9 @@ def derivative_rounding(base: LocalDifferences) -> dict[str, np.ndarray]:
     ----------
     base : LocalDifferences
         The base point of the float64 twin of the model checked, its forward pass cached.
+    allocate : callable
+        ``np.empty``'s signature: where the weight-sized arrays come from (the exact engine
+        lends arrays kept between checks).
 
     Returns
     -------
@@ -53,7 +59,8 @@ def derivative_rounding(base: LocalDifferences) -> dict[str, np.ndarray]:
     forward: list[np.ndarray | None] = [None]
     squared_weights = []  # W_k**2, (n_{k-1}, n_k), for the backward pass
     for k in range(1, n + 1):
-        w_square = np.abs(base.weights[k - 1])  # |W_k| now, W_k**2 below
+        weight = base.weights[k - 1]
+        w_square = np.abs(weight, out=allocate(weight.shape))  # |W_k| now, W_k**2 below
         size = np.abs(acts[k - 1]) @ w_square  # (batch, n_k): the magnitudes summed
         if base.biases[k - 1] is not None:
             size += np.abs(base.biases[k - 1])

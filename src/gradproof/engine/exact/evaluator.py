@@ -9,7 +9,9 @@ of the model's objective, evaluated locally (only what the entry touches, from a
 forward pass, the difference taken term by term before summing), in chunks of at most
 ``max_chunk_bytes`` of work. The evaluator knows which steps crossed an activation's kink
 (from the pre-activations they moved). ``report()`` is ``engine.run.Run``'s, with the model
-known to the diagnosis.
+known to the diagnosis. The run is a context manager: its per-entry arrays are lent by an
+``arena.Arena`` and go back to the process's pool when it closes, after the report, which
+holds none of them.
 
 Steps. ``finite_diff.step_sizes`` (``h = cbrt(eps) max(1, |θ|)``) applied in the coordinate the
 entry acts through: a weight enters J only through ``θ * input``, so with ``c`` the largest
@@ -71,6 +73,7 @@ from typing import Any
 import numpy as np
 
 from gradproof.engine.diagnosis import KnownModel
+from gradproof.engine.exact.arena import Arena, counting
 from gradproof.engine.exact.derivative_rounding import derivative_rounding
 from gradproof.engine.exact.local_delta import EPS, LocalChanges, LocalDifferences
 from gradproof.engine.run import Run, gradient_eps, gradient_precision_findings, is_low
@@ -79,7 +82,8 @@ from gradproof.errors import InputError
 from gradproof.finite_diff import Differences, Rule, entry_differences, step_sizes
 from gradproof.nn.autoencoder import Autoencoder
 from gradproof.params import TensorSpec, named_layout
-from gradproof.engine.probes import Measured, ProbeSet, gradient_rounding
+from gradproof.engine.probes import UNKNOWN, Measured, ProbeSet, gradient_rounding
+from gradproof.report import GradReport
 from gradproof.engine.verdict import params_precision_finding, transposed_finding
 
 # Largest |J| checked: rounding bounds of about eps |J| per term are summed in quadrature, and
@@ -90,10 +94,12 @@ LARGEST_OBJECTIVE = 1e140
 # the same sums in another order); more means this module does not know the model.
 _AGREEMENT = 1e-10
 
-# Entries per piece of a first step in the flat order (``in_natural_order``): 128 KiB
-# per float64 temporary, small enough that malloc hands each piece the memory the previous
-# one freed instead of fresh pages (bench/README.md has the page faults measured).
-IN_ORDER_PIECE = 1 << 14
+# Entries per piece of a first step in the flat order (``in_natural_order``): 512 KiB per
+# float64 temporary. Each piece pays numpy's per-call overhead and recomputes the hidden
+# units its entries share with other pieces; smaller pieces kept the temporaries' memory
+# within what malloc reused, before the per-entry arrays came from the arena (bench/README.md
+# has both measured).
+IN_ORDER_PIECE = 1 << 16
 
 Progress = Callable[[int, int], None] | None
 
@@ -112,6 +118,15 @@ class ExactRun(Run):
         self.progress = progress
         self.params: dict[str, np.ndarray] = {}
         self.evaluator: ExactEvaluator | None = None
+        # The per-entry arrays of the check, kept between checks (see ``arena``): lent until
+        # the run is closed, which the report, built before, does not outlive.
+        self.arena = Arena()
+
+    def __enter__(self) -> ExactRun:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.arena.close()
 
     @property
     def evaluations(self) -> int:
@@ -160,22 +175,25 @@ class ExactRun(Run):
                 params_precision_finding(names, model.dtype, np.dtype(np.float64), None, 0.0, 0.0)
             )
         # A low-precision backprop also rounds its forward values and derivatives.
-        derivatives = derivative_rounding(engine)
+        lend = self.arena.empty
+        derivatives = derivative_rounding(engine, lend)
         steps, allowance = {}, {}
         for spec in layout.specs:
             name = spec.name
-            steps[name] = entry_steps(engine, name)
+            steps[name] = entry_steps(engine, name, lend(spec.size))
             probes = _entry_probes(spec, steps[name])
-            magnitude = np.abs(self.analytic[name].ravel())
+            magnitude = np.abs(self.analytic[name].ravel(), out=lend(spec.size))
             eps = gradient_eps(dtypes[name])
             rounding_g = gradient_rounding(probes, magnitude, float(magnitude.max(initial=0.0)),
-                                           eps)
+                                           eps, out=magnitude)
             extra = derivatives.pop(name).reshape(-1)  # a copy only where tied (a transpose)
             extra *= eps
             rounding_g += extra
             del extra  # freed before the next tensor's arrays are made
             allowance[name] = float(rounding_g.max(initial=0.0))
-            self.measured[name] = [Measured.empty(probes, rounding_g)]
+            # Unfilled: the first step writes every entry's values (``report`` forgets those
+            # an interrupt left unwritten).
+            self.measured[name] = [Measured.empty(probes, rounding_g, lend, filled=False)]
         self.findings += gradient_precision_findings(dtypes, allowance)
         self.evaluator = ExactEvaluator(engine, self.analytic, steps, self.max_chunk_bytes,
                                         self.progress)
@@ -183,6 +201,21 @@ class ExactRun(Run):
     def measure(self) -> None:
         results = [self.measured[spec.name][0] for spec in self.layout.specs]
         self.partial = measure(results, self.evaluator, self.rule)
+
+    def report(self) -> GradReport:
+        if self.partial:
+            self._forget_unwritten()
+        return super().report()
+
+    def _forget_unwritten(self) -> None:
+        """After an interrupt: the undecided entries whose values no step wrote (the arrays
+        were not filled beforehand, see ``setup``) back to NaN."""
+        written = self.evaluator.written if self.evaluator is not None else {}
+        for name, (result,) in self.measured.items():
+            unwritten = result.status == UNKNOWN
+            for where in written.get(name, ()):
+                unwritten[where] = False
+            result.forget(unwritten)
 
 
 class ExactEvaluator:
@@ -202,6 +235,8 @@ class ExactEvaluator:
         self.interrupted = False
         self.done = 0
         self.total = 0
+        # Per tensor, the entries of every piece whose results the stages have taken in.
+        self.written: dict[str, list[np.ndarray | slice]] = {}
 
     def evaluate(self, requests: list[Request], factor: float) -> Iterator[tuple[int, Evaluated]]:
         """Chunks of each request's entries at ``factor`` times their steps.
@@ -212,10 +247,9 @@ class ExactEvaluator:
         slices instead of scattered. Where the engine's order is the natural one (biases, the
         output layer, a hidden layer whose units the series table evaluates), the entries go
         in pieces of at most ``IN_ORDER_PIECE``, written as slices: each piece's temporaries
-        reuse the memory the last one freed, where one chunk for a whole large tensor faults
-        in fresh pages for every temporary, and raises the heap's high-water mark so far
-        that the allocator hands the memory back after each check and the next one faults it
-        in again.
+        reuse the memory the last one freed, where one chunk for a whole large tensor makes
+        fresh temporaries of its size. A piece holds whole rows where a row fits, which the
+        engine reads by broadcasting; a slice of entries is passed as a slice.
         """
         self.total += 2 * sum(which.size for _, which in requests)
         for k, (result, which) in enumerate(requests):
@@ -225,6 +259,9 @@ class ExactEvaluator:
             in_order = whole and self.engine.in_natural_order(name)
             if in_order:
                 per_chunk = min(per_chunk, IN_ORDER_PIECE)
+                row = self.engine.row_length(name)
+                if row <= per_chunk:  # whole rows, which the engine reads by broadcasting
+                    per_chunk -= per_chunk % row
             one_chunk = whole and which.size <= per_chunk
             if whole and not (one_chunk or in_order):
                 which = self.engine.entry_order(name)
@@ -235,7 +272,7 @@ class ExactEvaluator:
                 if factor != 1.0:
                     h = factor * h
                 try:
-                    local = self.engine.differences(name, part, h)
+                    local = self.engine.differences(name, where, h)
                     self.done += 2 * part.size
                     if self.progress is not None:
                         self.progress(self.done, self.total)
@@ -244,6 +281,8 @@ class ExactEvaluator:
                     return
                 last = start + per_chunk >= which.size
                 yield k, _evaluated(local, self.analytic[name][where], h, part, where, last)
+                # Asked for the next piece, the stages have recorded this one.
+                self.written.setdefault(name, []).append(where)
 
     def _per_chunk(self, name: str) -> int:
         """Entries of ``name`` evaluated together, within ``max_chunk_bytes``."""
@@ -266,15 +305,17 @@ def _evaluated(local: LocalChanges, analytic: np.ndarray, h: np.ndarray, which: 
 
 
 def _entry_probes(spec: TensorSpec, steps: np.ndarray) -> ProbeSet:
-    """One probe per entry of ``spec``, in order; the unit weights are one broadcast value, not
-    an array per entry."""
-    positions = np.arange(spec.offset, spec.offset + spec.size)  # labels as well
+    """One probe per entry of ``spec``, in order; the positions and the unit weights are views
+    of arrays shared by every check, not arrays per entry."""
+    positions = counting(spec.offset + spec.size)[spec.offset:]  # labels as well
     return ProbeSet(spec, "entry", positions, positions, np.broadcast_to(1.0, (spec.size,)),
-                    np.arange(spec.size + 1), steps)
+                    counting(spec.size + 1), steps)
 
 
-def entry_steps(engine: LocalDifferences, name: str) -> np.ndarray:
-    """The step of every entry of ``name`` (flat, C order): ``step_sizes`` in input units.
+def entry_steps(engine: LocalDifferences, name: str, out: np.ndarray | None = None
+                ) -> np.ndarray:
+    """The step of every entry of ``name`` (flat, C order): ``step_sizes`` in input units,
+    into ``out`` (flat) where given.
 
     ``h = step_sizes(θ c, eps) / c`` with ``c`` the largest |input| the entry multiplies
     (1 for biases and for entries no input reaches), so that each step moves its
@@ -282,7 +323,9 @@ def entry_steps(engine: LocalDifferences, name: str) -> np.ndarray:
     """
     scale = engine.input_scale(name)
     scale = np.where(scale > 0, scale, 1.0)
-    steps = engine.params[name] * scale  # θ c, made into its steps in place
+    theta = engine.params[name]
+    # θ c, made into its steps in place
+    steps = np.multiply(theta, scale, out=None if out is None else out.reshape(theta.shape))
     step_sizes(steps, EPS, out=steps)
     steps /= scale
     return steps.ravel()

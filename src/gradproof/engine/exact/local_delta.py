@@ -92,6 +92,7 @@ the reduction factor.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -113,6 +114,10 @@ ULPS = 4.0
 # overhead is paid on tens of thousands of values, small enough that the buffers stay in the
 # core's cache (best at 256-512 KiB where measured; 1 and 2 MiB were slower).
 BLOCK_BYTES = 1 << 19
+
+# Largest weight whose row and column tables (``_grid``: 16 bytes per entry) are kept; four
+# such shapes at most.
+GRID_ENTRIES = 1 << 21
 
 # The highest power of the output series (``Loss.series``). A step moves an output by
 # |v| ~ 1e-5 or less, where the tail after v^6 is about 1e-35 of the first term's size; larger
@@ -264,11 +269,20 @@ class LocalDifferences:
             return np.ones((self.batch, 1))
         return self.acts[site.layer - 1]  # (batch, layers[k-1])
 
-    def _rows_cols(self, name: str, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _rows_cols(self, name: str, index: np.ndarray | slice
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray | slice]:
+        """Row and column of each entry ``index`` (a slice where contiguous), and the index
+        as an array unless a slice serves."""
         shape = self.params[name].shape
+        size = int(np.prod(shape))
+        if len(shape) == 2 and size <= GRID_ENTRIES:
+            rows, cols = _grid(shape)
+            return rows[index], cols[index], index
+        if isinstance(index, slice):
+            index = np.arange(size)[index]
         if len(shape) == 1:
-            return np.zeros_like(index), index
-        return _divided(index, shape[1])
+            return np.zeros_like(index), index, index
+        return *_divided(index, shape[1]), index
 
     def entry_order(self, name: str) -> np.ndarray:
         """Flat indices of ``name``, those of a hidden weight column by column: entries that
@@ -324,14 +338,15 @@ class LocalDifferences:
 
     # ----- the differences ---------------------------------------------------------------------
 
-    def differences(self, name: str, index: np.ndarray, steps: np.ndarray) -> LocalChanges:
+    def differences(self, name: str, index: np.ndarray | slice, steps: np.ndarray
+                    ) -> LocalChanges:
         """``J(θ ± h e) - J(θ)`` for the entries ``index`` of ``name`` with steps ``h``.
 
         Parameters
         ----------
         name : str
             A parameter name of the model.
-        index : ndarray of int, shape (n,)
+        index : ndarray of int, shape (n,), or slice
             Flat (C-order) indices into the tensor.
         steps : ndarray, shape (n,)
             Positive steps, one per entry.
@@ -340,15 +355,25 @@ class LocalDifferences:
         -------
         LocalChanges
         """
-        index = np.asarray(index, dtype=np.intp)
+        if not isinstance(index, slice):
+            index = np.asarray(index, dtype=np.intp)
         steps = np.asarray(steps, dtype=np.float64)
         site = self._site(name)
-        rows, cols = self._rows_cols(name, index)
-        shifts = steps[:, None] * self._input(site)[:, rows].T  # (n, batch): Δs of the moved unit
+        rows, cols, index = self._rows_cols(name, index)
+        whole = self._whole_rows(name, index)
+        if whole is None:
+            shifts = steps[:, None] * self._input(site)[:, rows].T  # (n, batch): Δs of the unit
+        else:
+            # The same products, the rows' inputs broadcast instead of gathered per entry.
+            inputs = self._input(site)[:, whole[0]:whole[0] + whole[1]].T  # (rows, batch)
+            shifts = np.multiply(steps.reshape(whole[1], -1)[:, :, None], inputs[:, None, :])
+            shifts = shifts.reshape(len(steps), self.batch)  # (n, batch)
         if self._tied_pair_site(site):
             data, rounding, kink, kl = self._tied_pair(rows, cols, shifts, steps)
         elif site.partner is not None:
             data, rounding, kink, kl = self._tied(site, rows, cols, shifts, steps)
+        elif site.layer == self.n_layers and whole is not None:
+            data, rounding, kink, kl = self._output_rows(shifts, whole[1])
         elif site.layer == self.n_layers:
             data, rounding, kink, kl = self._output(cols, shifts)
         else:
@@ -402,6 +427,52 @@ class LocalDifferences:
         np.square(rounding, out=rounding)
         return sides, np.sqrt(rounding.sum(axis=1)), kink, None
 
+    def _output_rows(self, shifts: np.ndarray, count: int):
+        """``_output`` for ``count`` whole rows of the output weights: each entry's output
+        term is read by broadcasting over the rows instead of gathered, the same arithmetic in
+        the same order (example-major, as ``_output``'s blocks, so that the sums over the
+        examples add alike)."""
+        n, batch = self.n_layers, self.batch
+        width = shifts.shape[0] // count  # n_visible
+        d = shifts.T.reshape(batch, count, width)  # a view
+        s = self.pres[n][:, None, :]  # (batch, 1, n_visible), like x and the base values
+        x, base = self.acts[0][:, None, :], self._base_values[:, None, :]
+        u, z, change = np.empty((3, batch, count, width))
+        moved = d != 0  # as in _output
+        masked = not moved.all()
+        sides = np.empty((2, count * width))
+        for side, move in enumerate((np.add, np.subtract)):
+            move(s, d, out=u)  # s ± d
+            self.loss.entries(x, self.forwards[-1](u, out=z), u, out=change)
+            change -= base
+            if masked:
+                change *= moved
+            change.sum(axis=0, out=sides[side].reshape(count, width))
+        kink = _straddles(self.kinks[-1], np.broadcast_to(s, d.shape), d).any(axis=0).ravel()
+        if masked:
+            rounding = np.multiply(self._output_rounding[:, None, :], moved, out=u)
+            np.square(rounding, out=rounding)
+            return sides, np.sqrt(rounding.sum(axis=0)).ravel(), kink, None
+        # Every term moved: each output's bound serves all the rows.
+        per_output = np.sqrt(np.square(self._output_rounding).sum(axis=0))  # (n_visible,)
+        return sides, np.tile(per_output, count), kink, None
+
+    def _whole_rows(self, name: str, index: np.ndarray | slice) -> tuple[int, int] | None:
+        """(first row, rows) where ``index`` is a slice of whole rows of a weight, else None."""
+        shape = self.params[name].shape
+        if not isinstance(index, slice) or len(shape) != 2:
+            return None
+        start, stop, _ = index.indices(shape[0] * shape[1])
+        if start % shape[1] or stop % shape[1] or stop <= start:
+            return None
+        return start // shape[1], (stop - start) // shape[1]
+
+    def row_length(self, name: str) -> int:
+        """Entries per row of ``name`` (1 for a bias): a piece of whole rows of the output
+        weights is evaluated by broadcasting (``_output_rows``)."""
+        shape = self.params[name].shape
+        return shape[1] if len(shape) == 2 else 1
+
     def _hidden(self, layer: int, cols: np.ndarray, shifts: np.ndarray):
         """Hidden-layer entries (untied): shared units per (example, unit, shift)."""
         # The pairs that move anything, sorted by entry: found in a boolean mask, which numpy
@@ -409,13 +480,13 @@ class LocalDifferences:
         entry, example = _divided(np.flatnonzero(shifts != 0), shifts.shape[1])
         shift = shifts[entry, example]
         col = cols[entry]
-        order = np.lexsort((shift, col, example))
+        # A single example's key is constant: it orders nothing and changes nowhere.
+        one_example = shifts.shape[1] == 1
+        order = np.lexsort((shift, col) if one_example else (shift, col, example))
         key_change = np.ones(len(order), dtype=bool)
-        key_change[1:] = (
-            (np.diff(example[order]) != 0)
-            | (np.diff(col[order]) != 0)
-            | (np.diff(shift[order]) != 0)
-        )
+        key_change[1:] = (np.diff(col[order]) != 0) | (np.diff(shift[order]) != 0)
+        if not one_example:
+            key_change[1:] |= np.diff(example[order]) != 0
         unit_of_pair = np.empty(len(order), dtype=np.intp)
         unit_of_pair[order] = np.cumsum(key_change) - 1
         first = order[key_change]
@@ -474,16 +545,20 @@ class LocalDifferences:
                              units.rounding[unit_of_pair] ** 2))  # (3, pairs)
         # Summed over the pairs of each entry that has any, then scattered into one block for
         # all entries: the entries of a large tensor get one fresh array, not one per sum.
-        sums = np.zeros((3, n_entries))  # the two sides, then the squared rounding
+        # The root of the summed squares is taken before the scatter, where the entries
+        # that no pair moves (most of an MNIST image's) keep their 0.
+        sums = np.zeros((3, n_entries))  # the two sides, then the rounding
         kink = np.zeros(n_entries, dtype=bool)
         if len(entry):
             starts = np.flatnonzero(np.r_[True, np.diff(entry) != 0])
             if starts.size == len(entry):  # one pair per entry (one example): nothing to sum
-                sums[:, entry] = per_pair
+                moved, summed = entry, per_pair
             else:
-                sums[:, entry[starts]] = np.add.reduceat(per_pair, starts, axis=1)
+                moved, summed = entry[starts], np.add.reduceat(per_pair, starts, axis=1)
+            np.sqrt(summed[2], out=summed[2])
+            sums[:, moved] = summed
             kink[entry[units.kink[unit_of_pair]]] = True
-        data, rounding = sums[:2], np.sqrt(sums[2], out=sums[2])
+        data, rounding = sums[:2], sums[2]
         kl = None
         if units.code is not None:
             kl = self._kl_differences(layer, n_entries, cols, entry, unit_of_pair, units.code)
@@ -889,10 +964,25 @@ class _SeriesTable:
         return usable, np.where(usable, error, 0.0), np.where(usable, slope, 0.0)
 
 
+@functools.lru_cache(maxsize=4)
+def _grid(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column of every flat (C-order) index of ``shape``, read-only, made once per
+    process: integer division is numpy's slowest elementwise operation here (no vector
+    instruction divides integers), and finding them per chunk of a large weight cost a few
+    passes of the sigmoid's exp on every check (bench/README.md)."""
+    rows, cols = _divided(np.arange(shape[0] * shape[1]), shape[1])
+    rows.flags.writeable = False
+    cols.flags.writeable = False
+    return rows, cols
+
+
 def _divided(index: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """``np.divmod(index, n)`` for non-negative integers, as a floor division and a product:
     numpy's integer divmod is the slower way to the same two arrays, on every chunk of a large
-    tensor (bench/README.md has the timings)."""
+    tensor (bench/README.md has the timings). By 1 (the pairs of a single example), no
+    division at all."""
+    if n == 1:
+        return index, np.zeros_like(index)
     quotient = index // n
     return quotient, index - quotient * n
 
