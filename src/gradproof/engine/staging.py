@@ -79,6 +79,9 @@ GAP_GROWTH = 1.5
 # Failures beyond this many times their tolerance are not put down to such a kink.
 MARGINAL = 2.0
 
+# Unconfirmed failures (see ``_wholesale``) stand when they are more than this share of a set.
+WHOLESALE = 0.5
+
 # A request: a set's results and which of its probes (indices into the set) to evaluate.
 Request = tuple[Measured, np.ndarray]
 
@@ -524,7 +527,8 @@ def _one_sided(
     measurement and its verdict stands; but where the loss has ``kinks`` elsewhere, every
     failure stands only once a smaller step confirms it: kinks on both sides can hide in the
     rounding of a float32 loss, whose steps cross many, or in a direction that adds up many
-    entries, and a failure no smaller step can resolve is excluded.
+    entries, and a failure no smaller step can resolve is excluded, unless such failures are
+    most of their set (``_wholesale``).
     """
     # The smallest error each probe's measurements resolved so far: a later, coarser step's
     # tolerance at or above it makes a match vacuous.
@@ -536,16 +540,22 @@ def _one_sided(
     ranges = [np.column_stack((np.full(w.size, np.inf), np.full(w.size, -np.inf))) for w in chosen]
     # Per probe: whether a step showed the slope change at the point (``one_sided.POINT_GAP``).
     points = [np.zeros(which.size, dtype=bool) for which in chosen]
+    # Per set, over all its probes: a probe's own measurements showed a kink (its central
+    # differences, or its one-sided slopes at some step), and a failure of it waited for a
+    # confirmation only because the loss has kinks elsewhere.
+    owned = [result.kink | (result.status == EXCLUDED) for result in results]
+    waited = [np.zeros(result.probes.count, dtype=bool) for result in results]
     for round_ in range(ONE_SIDED_ROUNDS):
         if not any(which.size for which in chosen):
-            return
+            break
         factor = ONE_SIDED_SHRINK**-round_
         steps = [_at(results, chosen, evaluator, factor / k) for k in (1, 2, 4)]
         if evaluator.interrupted:
             return
         going_on, still, seen, waiting, kept_ranges, kept_points = [], [], [], [], [], []
-        for result, which, previous, doubt, again, span, point, (s1, s2, s4) in zip(
-            results, chosen, resolved, crossed, pending, ranges, points, zip(*steps)
+        for result, which, previous, doubt, again, span, point, own, wait, (s1, s2, s4) in zip(
+            results, chosen, resolved, crossed, pending, ranges, points, owned, waited,
+            zip(*steps),
         ):
             rounding, analytic = 2 * s1.rounding, s4.analytic
             slopes = {
@@ -584,9 +594,11 @@ def _one_sided(
             at_point = which[verdict.at_point]
             result.status[at_point] = EXCLUDED
             result.unresolved[at_point] = False
+            own[which[verdict.kink | ~(forward.smooth & backward.smooth)]] = True
             # Where the loss has kinks, a failure no kink explains must show again at a
             # smaller step, like one after a side was seen crossing a kink.
             unsure = verdict.kept & kinks
+            wait[which[unsure]] = True
             first = verdict.failed | unsure
             # Excluded unless a smaller step decides them (a first failure among them).
             rest = ~decided & ~verdict.at_point & ~(verdict.kept & (not kinks))
@@ -604,6 +616,25 @@ def _one_sided(
             kept_points.append(verdict.point[more])
         chosen, resolved, crossed, pending = going_on, still, seen, waiting
         ranges, points = kept_ranges, kept_points
+    for result, own, wait in zip(results, owned, waited):
+        _wholesale(result, wait & ~own & (result.status == EXCLUDED) & result.unresolved)
+
+
+def _wholesale(result: Measured, unconfirmed: np.ndarray) -> None:
+    """Failures left ``unconfirmed`` (a mask over the set: measured beyond tolerance, no kink
+    in their own differences or slopes, excluded only because the loss has kinks elsewhere and
+    no smaller step could confirm them) stand when they are more than ``WHOLESALE`` of the
+    set's probes.
+
+    A kink hidden in a probe's rounding (a float32 loss) is an accident of that probe's step;
+    kinks on both sides of nearly every probe of a set, each hiding in rounding, are not. Most
+    of a set failing without a kink of its own is a wrong gradient (a weight decay missing from
+    a whole tensor; in float32 no smaller step can confirm even that), and excluding it all
+    would pass the tensor on the few probes left.
+    """
+    if np.count_nonzero(unconfirmed) > WHOLESALE * result.probes.count:
+        result.status[unconfirmed] = FAILED
+        result.unresolved[unconfirmed] = False
 
 
 def _at(results: list[Measured], chosen: list[np.ndarray], evaluator: Evaluator,
