@@ -161,6 +161,10 @@ class TensorResult:
     excluded : int
         Entries or probes left out because the loss has a kink at the point itself (see the
         ``kink`` finding).
+    verified : bool
+        False when more of the tensor's probes were excluded at kinks than compared: the
+        check could not verify it, and its table verdict reads ``unverified`` (``passed`` is
+        then False too where the excluded probes are the ones whose differences disagreed).
     taylor_order : float or None
         In a Taylor test: the fitted order of the remainder (2 when right, 1 when wrong; None
         when the remainder stayed at rounding level).
@@ -203,6 +207,7 @@ class TensorResult:
     tolerance: float | None = None
     probes: int = 0
     excluded: int = 0
+    verified: bool = True
     taylor_order: float | None = None
     gradient_shape: tuple[int, ...] | None = None
     reason: str | None = None
@@ -235,11 +240,13 @@ class TensorResult:
 
     @property
     def verdict(self) -> str:
-        """The table's word: ``ok``, ``FAIL``, ``not checked``, or for a gradient of the
-        transposed shape ``transposed`` (its values right once transposed back) or ``FAIL,
-        transposed`` (wrong even then)."""
+        """The table's word: ``ok``, ``FAIL``, ``unverified`` (mostly excluded at kinks),
+        ``not checked``, or for a gradient of the transposed shape ``transposed`` (its values
+        right once transposed back) or ``FAIL, transposed`` (wrong even then)."""
         if self.gradient_shape is not None:
             return "transposed" if self.values_passed else "FAIL, transposed"
+        if not self.verified:
+            return "unverified"
         if not self.passed:
             return "FAIL"
         if self.checked == 0 and self.probes == 0 and self.size:
@@ -275,6 +282,7 @@ class TensorResult:
             "tolerance": _json_float(self.tolerance),
             "probes": int(self.probes),
             "excluded": int(self.excluded),
+            "verified": bool(self.verified),
             "taylor_order": _json_float(self.taylor_order),
             "verdict": self.verdict,
             "gradient_shape": None if self.gradient_shape is None else list(self.gradient_shape),
