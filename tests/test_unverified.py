@@ -2,8 +2,8 @@
 
 Excluding a probe at a kink says nothing about the gradient there; a tensor passed on the few
 probes left would claim what the check never measured. Such a tensor reads ``unverified`` in
-the table, its kink note says so, and where the excluded probes are the ones whose
-differences disagreed with the gradient (unresolved), the report does not pass.
+the table (``TensorResult.verified`` is False), the headline names it, and its kink note says
+that an error in an excluded probe goes unseen.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def test_a_tensor_mostly_at_its_kinks_reads_unverified_but_passes():
     assert w.to_dict()["verified"] is False
 
 
-def test_a_tensor_whose_disagreements_were_all_put_down_to_kinks_does_not_pass():
+def test_a_tensor_whose_every_difference_was_put_down_to_kinks_reads_unverified():
     # A loss varying faster than any step (period 6e-9): every difference keeps changing as
     # the step shrinks and is excluded as unresolved; nothing about w was verified.
     def loss(p):
@@ -48,8 +48,6 @@ def test_a_tensor_whose_disagreements_were_all_put_down_to_kinks_does_not_pass()
     report = gp.check_gradient(loss, grad, {"w": np.linspace(0.1, 0.2, 5)}, mode="full")
     w = report.tensor("w")
     assert w.excluded == 5 and w.checked == 0
-    assert not w.verified and not w.passed and w.verdict == "unverified"
-    assert not report.passed
-    # No bug claim: nothing disagreed that the check could stand behind.
-    assert not [f for f in report.findings if f.is_bug], str(report)
-    assert "does not pass" in report.findings_of("kink")[0].message
+    assert not w.verified and w.verdict == "unverified"
+    assert str(report).startswith("gradient check (full): PASSED (w unverified: mostly excluded")
+    assert "an error in an excluded one goes unseen" in report.findings_of("kink")[0].message

@@ -163,8 +163,8 @@ class TensorResult:
         ``kink`` finding).
     verified : bool
         False when more of the tensor's probes were excluded at kinks than compared: the
-        check could not verify it, and its table verdict reads ``unverified`` (``passed`` is
-        then False too where the excluded probes are the ones whose differences disagreed).
+        check could not verify it, its table verdict reads ``unverified`` where it passed, and
+        the report's headline names it.
     taylor_order : float or None
         In a Taylor test: the fitted order of the remainder (2 when right, 1 when wrong; None
         when the remainder stayed at rounding level).
@@ -245,10 +245,10 @@ class TensorResult:
         right once transposed back) or ``FAIL, transposed`` (wrong even then)."""
         if self.gradient_shape is not None:
             return "transposed" if self.values_passed else "FAIL, transposed"
-        if not self.verified:
-            return "unverified"
         if not self.passed:
             return "FAIL"
+        if not self.verified:
+            return "unverified"
         if self.checked == 0 and self.probes == 0 and self.size:
             return "not checked"
         return "ok"
@@ -581,6 +581,9 @@ def _headline(report: GradReport) -> str:
         verdict += " (partial: interrupted before the check finished)"
     else:
         verdict = "PASSED" if report.passed else "FAILED"
+        unverified = [t.label() for t in report.tensors if t.passed and not t.verified]
+        if unverified:
+            verdict += f" ({', '.join(unverified)} unverified: mostly excluded at kinks)"
     return f"gradient check ({report.mode}): {verdict}"
 
 

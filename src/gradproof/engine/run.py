@@ -17,7 +17,7 @@ import numpy as np
 from gradproof.engine.diagnosis import KnownModel, diagnosis
 from gradproof.finite_diff import Rule
 from gradproof.params import ParamLayout, TensorSpec
-from gradproof.engine.probes import FAILED, Measured
+from gradproof.engine.probes import Measured
 from gradproof.report import Finding, GradReport, TensorResult
 from gradproof.engine.taylor import TaylorResult
 from gradproof.engine.verdict import (
@@ -63,10 +63,7 @@ class Run:
         for spec in specs:
             findings += kink_findings(spec, self.measured[spec.name], self.taylor.get(spec.name, []))
         findings += limits_findings(tensors, self.mode, self.sharper)
-        # A tensor that fails only because it could not be verified (``TensorResult.verified``)
-        # has no disagreement to diagnose: its kink note says why.
-        failing = [t.name for t in tensors if not t.passed and (t.verified or any(
-            (m.status == FAILED).any() for m in self.measured.get(t.name, ())))]
+        failing = [t.name for t in tensors if not t.passed]
         if failing or self.transposed:
             findings = diagnosis(
                 findings, failing, self.transposed, self.layout, self.measured, self.taylor,
