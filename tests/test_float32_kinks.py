@@ -148,7 +148,8 @@ def test_the_course_classifier_in_float32_fails_its_halved_weight_decay(mode):
     assert not wrong.tensor("W2").passed, str(wrong)
     # The loss is smooth in W2 (the relu lies before it): none of its entries is a kink.
     assert wrong.tensor("W2").excluded == correct.tensor("W2").excluded == 0, str(wrong)
-    assert wrong.tensor("W1").excluded <= max(2 * correct.tensor("W1").excluded, 12), str(wrong)
+    # W1 crosses kinks, a few of its entries for either gradient: not most of them.
+    assert all(t.verified for t in wrong.tensors + correct.tensors), str(wrong)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
