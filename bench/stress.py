@@ -21,6 +21,7 @@ Two tables are printed: false alarms per checker (by dtype, and relu / no relu),
 per error size, dtype and checker. Progress goes to stderr, one line per case.
 
 Run: python bench/stress.py [--count 250] [--seed 0] [--minutes 60] [--json results.json]
+                            [--callable]   (the gradient as a callable of the point)
      python bench/stress.py --case SEED [--checker auto]   (one case's reports, for analysis)
      python bench/stress.py --explain results.json   (why each false alarm failed, see below)
      python bench/stress.py --rounding --count 800 --seed 5000   (float32 backprop rounding)
@@ -206,12 +207,24 @@ class Outcome:
     seconds: float
 
 
-def run_checker(checker: str, case: Case, grads: dict, seed: int) -> gp.GradReport:
-    """One check of ``grads`` (the model's own, or with a planted error) at the case."""
+def run_checker(checker: str, case: Case, grads: dict, seed: int,
+                callable_grad: bool = False) -> gp.GradReport:
+    """One check of ``grads`` (the model's own, or with a planted error) at the case.
+    ``callable_grad``: ``check_gradient`` is given the gradient as a callable of the point
+    (the model's own gradient there plus whatever ``grads`` adds to it at the case's point),
+    as a user's backprop function is; ``check_model`` takes arrays only."""
     model, params, x = case.model, case.params, case.x
     if checker == "exact":
         return gp.check_model(model, params, x, grad=grads)
-    return gp.check_gradient(lambda p: model.loss(p, x), grads, params, mode=checker, seed=seed)
+    grad = grads
+    if callable_grad:
+        own = model.loss_and_grad(params, x)[1]
+        planted = {k: np.asarray(grads[k]) - own[k] for k in own}  # 0 but for a planted entry
+
+        def grad(p):
+            return {k: g + planted[k] for k, g in model.loss_and_grad(p, x)[1].items()}
+
+    return gp.check_gradient(lambda p: model.loss(p, x), grad, params, mode=checker, seed=seed)
 
 
 def outcome(checker: str, case: Case, report: gp.GradReport, planted: float = 0.0,
@@ -236,15 +249,18 @@ def planted_error(grads: dict, size: float, rng: np.random.Generator) -> tuple[d
     return wrong, name
 
 
-def stress_case(case: Case, checkers: Iterable[str], planted: float | None) -> list[Outcome]:
+def stress_case(case: Case, checkers: Iterable[str], planted: float | None,
+                callable_grad: bool = False) -> list[Outcome]:
     """Every checker on the case's correct gradient, then (``planted`` not None) on one with
-    an error of that size planted."""
+    an error of that size planted (see ``run_checker`` for ``callable_grad``)."""
     _, grads = case.model.loss_and_grad(case.params, case.x)
-    outcomes = [outcome(c, case, run_checker(c, case, grads, case.seed)) for c in checkers]
+    outcomes = [outcome(c, case, run_checker(c, case, grads, case.seed, callable_grad))
+                for c in checkers]
     if planted is not None:
         wrong, name = planted_error(grads, planted, np.random.default_rng(case.seed + 1))
         outcomes += [
-            outcome(c, case, run_checker(c, case, wrong, case.seed), planted, name)
+            outcome(c, case, run_checker(c, case, wrong, case.seed, callable_grad), planted,
+                    name)
             for c in checkers
         ]
     return outcomes
@@ -484,6 +500,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="the first case's seed")
     parser.add_argument("--minutes", type=float, default=60.0, help="start no case after this")
     parser.add_argument("--no-planted", action="store_true", help="only the correct gradients")
+    parser.add_argument("--callable", action="store_true",
+                        help="give check_gradient the gradient as a callable of the point, "
+                        "planted error included (check_model takes arrays only)")
     parser.add_argument("--json", help="write every outcome to this file")
     parser.add_argument("--case", type=int, help="print every report of one case")
     parser.add_argument("--checker", choices=CHECKERS, action="append", help="only these")
@@ -522,7 +541,7 @@ def main(argv: list[str] | None = None) -> int:
                   "skipped", file=sys.stderr)
             continue
         planted = None if args.no_planted else PLANTED_SIZES[i % len(PLANTED_SIZES)]
-        mine = stress_case(case, checkers, planted)
+        mine = stress_case(case, checkers, planted, args.callable)
         outcomes += mine
         alarms = [o.checker for o in mine if o.planted == 0 and not o.passed]
         missed = [o.checker for o in mine if o.planted > 0 and o.passed]

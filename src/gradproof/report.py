@@ -161,6 +161,10 @@ class TensorResult:
     excluded : int
         Entries or probes left out because the loss has a kink at the point itself (see the
         ``kink`` finding).
+    verified : bool
+        False when more of the tensor's probes were excluded at kinks than compared: the
+        check could not verify it, its table verdict reads ``unverified`` where it passed, and
+        the report's headline names it.
     taylor_order : float or None
         In a Taylor test: the fitted order of the remainder (2 when right, 1 when wrong; None
         when the remainder stayed at rounding level).
@@ -203,6 +207,7 @@ class TensorResult:
     tolerance: float | None = None
     probes: int = 0
     excluded: int = 0
+    verified: bool = True
     taylor_order: float | None = None
     gradient_shape: tuple[int, ...] | None = None
     reason: str | None = None
@@ -235,13 +240,15 @@ class TensorResult:
 
     @property
     def verdict(self) -> str:
-        """The table's word: ``ok``, ``FAIL``, ``not checked``, or for a gradient of the
-        transposed shape ``transposed`` (its values right once transposed back) or ``FAIL,
-        transposed`` (wrong even then)."""
+        """The table's word: ``ok``, ``FAIL``, ``unverified`` (mostly excluded at kinks),
+        ``not checked``, or for a gradient of the transposed shape ``transposed`` (its values
+        right once transposed back) or ``FAIL, transposed`` (wrong even then)."""
         if self.gradient_shape is not None:
             return "transposed" if self.values_passed else "FAIL, transposed"
         if not self.passed:
             return "FAIL"
+        if not self.verified:
+            return "unverified"
         if self.checked == 0 and self.probes == 0 and self.size:
             return "not checked"
         return "ok"
@@ -275,6 +282,7 @@ class TensorResult:
             "tolerance": _json_float(self.tolerance),
             "probes": int(self.probes),
             "excluded": int(self.excluded),
+            "verified": bool(self.verified),
             "taylor_order": _json_float(self.taylor_order),
             "verdict": self.verdict,
             "gradient_shape": None if self.gradient_shape is None else list(self.gradient_shape),
@@ -573,6 +581,9 @@ def _headline(report: GradReport) -> str:
         verdict += " (partial: interrupted before the check finished)"
     else:
         verdict = "PASSED" if report.passed else "FAILED"
+        unverified = [t.label() for t in report.tensors if t.passed and not t.verified]
+        if unverified:
+            verdict += f" ({', '.join(unverified)} unverified: mostly excluded at kinks)"
     return f"gradient check ({report.mode}): {verdict}"
 
 

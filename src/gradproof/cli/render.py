@@ -47,7 +47,7 @@ def report_table(report: GradReport) -> Table:
     return table
 
 
-_VERDICT_STYLE = {"ok": "green", "not checked": "yellow"}
+_VERDICT_STYLE = {"ok": "green", "not checked": "yellow", "unverified": "yellow"}
 
 
 def print_findings(console: Console, report: GradReport) -> None:

@@ -44,8 +44,10 @@ def measured_result(spec: TensorSpec, measured: list[Measured], largest: float) 
     counts = [(m.probes.is_entries, int(np.count_nonzero(mask))) for m, mask in kept]
     checked = sum(count for is_entries, count in counts if is_entries)
     probes = sum(count for is_entries, count in counts if not is_entries)
+    verified = _verified(measured, checked + probes)
     if not compared:
-        return TensorResult(spec.name, spec.shape, 0, 0.0, 0.0, True, excluded=excluded)
+        return TensorResult(spec.name, spec.shape, 0, 0.0, 0.0, True, excluded=excluded,
+                            verified=verified)
     analytic = _joined([m.analytic for m in compared], pick)
     numeric = _joined([m.numeric for m in compared], pick)
     tolerance = _joined([m.tolerance for m in compared], pick)
@@ -79,8 +81,18 @@ def measured_result(spec: TensorSpec, measured: list[Measured], largest: float) 
         tolerance=float(owner.tolerance[k]),
         probes=probes,
         excluded=excluded,
+        verified=verified,
         **_detectable(_entry_thresholds(spec, measured), largest),
     )
+
+
+def _verified(measured: list[Measured], compared: int) -> bool:
+    """Whether a tensor with ``compared`` probes compared was verified: no more of its probes
+    excluded at kinks than compared (not counting those split into parts measured on their
+    own). A tensor passed on a few probes while most were excluded would claim what the check
+    never measured."""
+    excluded = sum(int(np.count_nonzero((m.status == EXCLUDED) & ~m.split)) for m in measured)
+    return excluded <= compared
 
 
 def _entry_thresholds(spec: TensorSpec, measured: list[Measured]) -> np.ndarray:
@@ -386,16 +398,26 @@ def kink_findings(
         counts = _kink_counts(noted)
         parts = [text.format(n=n) for n, text in zip(counts.values(), _KINK_PARTS) if n]
         total = sum(counts.values())
+        compared = sum(int(np.count_nonzero(m.compared)) for m in measured)
+        verified = _verified(measured, compared)
+        unverified = "" if verified else (
+            f". {spec.name} could not be verified: more of its probes were excluded than the "
+            f"{compared} compared, and an error in an excluded one goes unseen; a point where "
+            "fewer units sit at their kinks (or, for a float32 loss, the loss in float64) "
+            "checks it"
+        )
         findings.append(
             Finding(
                 "kink",
                 (spec.name,),
                 f"{total} finite-difference step(s) of {spec.name} crossed a kink of the "
                 "loss (one-sided slopes disagree, as at a ReLU or abs at 0) or a feature "
-                f"narrower than the step: {'; '.join(parts)}. E.g. {_kink_example(noted)}",
+                f"narrower than the step: {'; '.join(parts)}. E.g. {_kink_example(noted)}"
+                + unverified,
                 details={
                     "rechecked": total,
                     "excluded": counts["at_point"] + counts["unresolved"] + counts["split"],
+                    "verified": verified,
                     **counts,
                 },
             )
