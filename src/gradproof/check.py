@@ -32,6 +32,7 @@ from gradproof.engine.options import (
 )
 from gradproof.errors import InputError
 from gradproof.finite_diff import Rule
+from gradproof.moved_point import recheck_at_moved_point
 from gradproof.nn.autoencoder import Autoencoder
 from gradproof.nn.network import Network
 from gradproof.params import parse_params
@@ -233,7 +234,14 @@ def check_gradient(
     gradients = run.objective.gradient_names if run.objective else {}
     terms = layout_terms(layout, gradients, run.transposed, flat_name=flat_name,
                          one_based=subscripts == "matlab")
-    return in_user_terms(run.report(), terms)
+
+    def full_check(restricted: Callable[[np.ndarray], float], gradient: np.ndarray,
+                   point: np.ndarray, seed: int) -> GradReport:
+        return check_gradient(restricted, gradient, point, mode="full", rtol=rtol, atol=atol,
+                              safety=safety, seed=seed)
+
+    report = recheck_at_moved_point(run.report(), run, loss, grad, full_check, seed)
+    return in_user_terms(report, terms)
 
 
 @blas.policy("check_model")
