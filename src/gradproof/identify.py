@@ -713,9 +713,9 @@ def identify_problem(problem: UserProblem) -> Identification:
     matches: list[Identified] = []
     best, tried = _Best(), 0
     # one activation for all hidden layers first, the mixes (many more) only where none fits;
-    # and in each, the data term averaged over the outputs only where the course's forms fail
+    # the data term averaged over the outputs only after the course's forms, mixes included
     # (its members' smaller data terms leave room for penalties, so each costs their fits)
-    for mixed, over_outputs in itertools.product((False, True), (False, True)):
+    for over_outputs, mixed in itertools.product((False, True), (False, True)):
         for fit in fits:
             found, count = _identify_fit(problem, fit, best, mixed, over_outputs)
             tried += count
