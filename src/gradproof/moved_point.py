@@ -79,6 +79,8 @@ def recheck_at_moved_point(
         if result.passed:
             if checked:
                 tensors[name] = dataclasses.replace(tensors[name], verified=True)
+                findings = [_verified(f) if f.kind == "kink" and f.tensors == (name,) else f
+                            for f in findings]
                 findings.append(_confirmed(name, checked, len(positions)))
             continue
         tensors[name] = dataclasses.replace(tensors[name], passed=False)
@@ -134,6 +136,16 @@ def _confirmed(name: str, checked: int, crossed: int) -> Finding:
         f"{_MOVED}: they agree with finite differences",
         details={"moved": MOVE, "checked": checked, "crossed": crossed},
     )
+
+
+def _verified(note: Finding) -> Finding:
+    """A tensor's kink note without its sentence on what could not be verified: the moved
+    point verified it."""
+    text = note.details.get("unverified_text", "")
+    if not text:
+        return note
+    details = {**note.details, "verified": True, "unverified_text": ""}
+    return dataclasses.replace(note, message=note.message.replace(text, ""), details=details)
 
 
 def _not_checked(names: list[str], exc: Exception) -> Finding:

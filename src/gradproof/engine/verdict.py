@@ -418,6 +418,7 @@ def kink_findings(
                     "rechecked": total,
                     "excluded": counts["at_point"] + counts["unresolved"] + counts["split"],
                     "verified": verified,
+                    "unverified_text": unverified,  # what a later check that verifies drops
                     **counts,
                 },
             )
