@@ -76,7 +76,7 @@ def test_with_two_outputs_the_course_form_names_the_same_factor():
         report.model["description"]), report.model
 
 
-@pytest.mark.parametrize("bug", [None, "per_example"])
+@pytest.mark.parametrize("bug", [None, "per_example", "slope_again"])
 def test_a_multi_label_classifier_with_the_mean_binary_cross_entropy(bug):
     """Sigmoid outputs and Keras's binary cross-entropy: the mean over every label."""
     rng = np.random.default_rng(7)
@@ -89,7 +89,9 @@ def test_a_multi_label_classifier_with_the_mean_binary_cross_entropy(bug):
         a2 = sigmoid(x @ p["W1"] + p["b1"])
         a3 = sigmoid(a2 @ p["W2"] + p["b2"])
         value = -np.mean(y * np.log(a3) + (1 - y) * np.log(1 - a3))
-        d3 = (a3 - y) / (12 if bug else a3.size)
+        d3 = (a3 - y) / (12 if bug == "per_example" else a3.size)
+        if bug == "slope_again":
+            d3 = d3 * a3 * (1 - a3)
         d2 = d3 @ p["W2"].T * a2 * (1 - a2)
         return value, {"W1": x.T @ d2, "b1": d2.sum(0), "W2": a2.T @ d3, "b2": d3.sum(0)}
 
@@ -97,5 +99,9 @@ def test_a_multi_label_classifier_with_the_mean_binary_cross_entropy(bug):
     assert "cross-entropy averaged over the 4 outputs and averaged over 12 examples" in (
         report.model["description"]), report.model
     assert report.passed == (bug is None), str(report)
-    if bug:
+    if bug == "per_example":
         assert _named(report, "outputs_mean_never") == {"W1", "b1", "W2", "b2"}, str(report)
+    if bug == "slope_again":  # the fix line divides by every entry of the output, not by m
+        (finding, *_) = [f for f in report.findings
+                         if f.details.get("mistake") == "cross_entropy_slope_again"]
+        assert "d3 = (a3 - Y) / (m * 4)" in finding.details["numpy"], finding.details

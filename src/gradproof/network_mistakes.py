@@ -355,9 +355,9 @@ _OUTPUT_SLOPE_FIX = (
     "d{out} = {squared_delta}{out_slope}  # the squared error's delta keeps the output's slope",
     "d{out} = {squared_delta}{out_slope};",
 )
-_OUTPUT_FIX = ("d{out} = (a{out} - Y) / m  # the output delta of the cross-entropy: no slope "
+_OUTPUT_FIX = ("d{out} = (a{out} - Y){per}  # the output delta of the cross-entropy: no slope "
                "factor, the one-hot Y subtracted",
-               "d{out} = (a{out} - Y) / m;")
+               "d{out} = (a{out} - Y){per};")
 _MEAN_FIX = ("grad_{W} = {outer} / m + decay  # 1/m once, on the data term",
              "grad_{W} = {outer} / m + decay;")
 _OUTPUTS_MEAN_FIX = ("d{out} = d{out} / {n_out}  # the loss averages over every entry of the "
@@ -616,7 +616,7 @@ def fix_fields(net: Network, layout: Any, names: Mapping[str, str], tensor: str
             outer = f"d{j + 1}{times}a{j}{t}" if out_in else f"a{j}{times}d{j + 1}{t}"
         factor = decay.replace("lam", "lambda") if matlab else decay
         fields.append({"W": weight, "k": j + 1, "k1": j + 2, "kp": j, "out": net.n_layers + 1,
-                       "n_out": net.layers[-1],
+                       "n_out": net.layers[-1], "per": divisor,
                        "down": down, "slope": _slope_text(net, j, matlab),
                        "squared_delta": squared_delta, "out_slope": _output_slope_text(net, matlab),
                        "outer": outer, "cut": cut if augmented else "", "decay": factor,
