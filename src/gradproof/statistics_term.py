@@ -150,7 +150,7 @@ def _completed(
         cost = EVALUATIONS_PER_SLOPE * len(used) * len(slices)
         if entries(axes) < MIN_SLICE or cost > budget:
             continue
-        measured = _Measured.of(name, {n: arrays[n] for n in used}, grad, slices, slope)
+        measured = _SliceProjections.of(name, {n: arrays[n] for n in used}, grad, slices, slope)
         for path, names in paths:
             completion = measured.completion(names)
             if completion is None:
@@ -177,7 +177,7 @@ def _slices(shape: tuple[int, ...], axes: tuple[int, ...]) -> list[tuple[slice |
 
 
 @dataclasses.dataclass
-class _Measured:
+class _SliceProjections:
     """Per slice: the residual's (the true gradient less ``grad``) projection on each array
     restricted to the slice, and the arrays' Gram matrix there."""
 
@@ -189,7 +189,7 @@ class _Measured:
     @classmethod
     def of(cls, name: str, arrays: dict[str, np.ndarray], grad: np.ndarray,
            slices: list[tuple[slice | int, ...]], slope: Callable[[str, np.ndarray], float]
-           ) -> _Measured:
+           ) -> _SliceProjections:
         projections, grams = [], []
         for where in slices:
             basis = {}
@@ -207,8 +207,7 @@ class _Measured:
         """The missing part, in each slice the combination of ``names`` that the
         projections give (least squares); None where the arrays are dependent on a slice (the
         parts cannot be told apart)."""
-        missing = np.zeros(self.arrays["ones"].shape if "ones" in self.arrays
-                           else next(iter(self.arrays.values())).shape)
+        missing = np.zeros(self.arrays["ones"].shape)  # "ones" is always measured
         for where, projection, gram in zip(self.slices, self.projections, self.grams):
             matrix = np.array([[gram[a, b] for b in names] for a in names])
             scale = float(np.prod(np.diag(matrix)))
