@@ -77,7 +77,10 @@ reaches all terms alike (the moved unit's own) adds linearly. Per unit:
   ``μ = |∂J_b/∂a|``, ``λ = |∂J_b/∂s|``): ``eps (λ_i |s_i| + 2 κ μ_i |a_i|)`` per unit i
   and example;
 * the output layer: ``eps (λ_j |s_j| + 2 κ m_j)`` per output j, with ``m_j`` the loss's own
-  rounding magnitude (``Loss.magnitude``); the series path, which never forms
+  rounding magnitude (``Loss.magnitude``), at the base point; for an output-layer entry,
+  whose step moves the output by ``d``, widened to the perturbed points ``s ± d`` as
+  ``+ g_j |d| + q_j d²``, the bound's slope and curvature measured at ``s ± h``
+  (``_output_bound``: it matters where ``d`` is large against ``s``); the series path, which never forms
   ``s ± d`` or a loss value, rounds far less (about ``eps`` times each term's change) and
   keeps this bound as an upper bound. Where the change comes from ``row_change``
   its error is ``eps λ_j |s_j|`` (forming s + Δs) plus ``κ eps |z_j| |z_j - x_j|`` (the
@@ -231,6 +234,9 @@ class LocalDifferences:
             ACTIVATIONS[model.activations[-1]].negated_forward if self.loss.row_change else None
         )
         self._output_rounding, self._layer_rounding = self._base_rounding()
+        # The output bound at the base point and its growth with the shift (``_output_bound``)
+        self._output_terms = (self._output_rounding,
+                              *self._output_rounding_growth(self._output_rounding))
         self._block_rows = max(1, BLOCK_BYTES // (16 * max(model.layers)))
         self._buffers: dict[tuple[str, int], np.ndarray] = {}  # scratch of the propagation
         self._series_tables: dict[int, _SeriesTable | None] = {}
@@ -402,9 +408,9 @@ class LocalDifferences:
         """Output-layer entries: one output pre-activation per example moves."""
         n = self.n_layers
         # The working rows in one block: numpy backs a block of 4 MiB or more with huge pages,
-        # where six fresh arrays of a large output layer each fault in their pages one by one.
-        work = np.empty((6, self.batch, len(cols)))
-        s, x, base, u, z, change = (rows.T for rows in work)  # each (entries, batch)
+        # where seven fresh arrays of a large output layer each fault in their pages one by one.
+        work = np.empty((7, self.batch, len(cols)))
+        s, x, base, u, z, change = (rows.T for rows in work[:6])  # each (entries, batch)
         np.take(self.pres[n], cols, axis=1, out=work[0], mode="clip")
         np.take(self.acts[0], cols, axis=1, out=work[1], mode="clip")
         np.take(self._base_values, cols, axis=1, out=work[2], mode="clip")
@@ -421,7 +427,12 @@ class LocalDifferences:
                 change *= moved
             change.sum(axis=1, out=sides[side])
         kink = _straddles(self.kinks[-1], s, shifts).any(axis=1)
-        rounding = np.take(self._output_rounding, cols, axis=1, out=work[3], mode="clip").T
+        base_bound, slope, curvature = (
+            np.take(term, cols, axis=1, out=work[3 + k], mode="clip").T
+            for k, term in enumerate(self._output_terms)
+        )  # each (entries, batch), in the rows of the loop's buffers
+        rounding = self._output_bound(base_bound, slope, curvature, shifts, out=curvature,
+                                      scratch=work[6].T)
         if masked:
             rounding *= moved
         np.square(rounding, out=rounding)
@@ -449,13 +460,12 @@ class LocalDifferences:
                 change *= moved
             change.sum(axis=0, out=sides[side].reshape(count, width))
         kink = _straddles(self.kinks[-1], np.broadcast_to(s, d.shape), d).any(axis=0).ravel()
+        rounding = self._output_bound(*(t[:, None, :] for t in self._output_terms), d, out=u,
+                                      scratch=z)  # (batch, rows, n_visible)
         if masked:
-            rounding = np.multiply(self._output_rounding[:, None, :], moved, out=u)
-            np.square(rounding, out=rounding)
-            return sides, np.sqrt(rounding.sum(axis=0)).ravel(), kink, None
-        # Every term moved: each output's bound serves all the rows.
-        per_output = np.sqrt(np.square(self._output_rounding).sum(axis=0))  # (n_visible,)
-        return sides, np.tile(per_output, count), kink, None
+            rounding *= moved
+        np.square(rounding, out=rounding)
+        return sides, np.sqrt(rounding.sum(axis=0)).ravel(), kink, None
 
     def _whole_rows(self, name: str, index: np.ndarray | slice) -> tuple[int, int] | None:
         """(first row, rows) where ``index`` is a slice of whole rows of a weight, else None."""
@@ -845,18 +855,9 @@ class LocalDifferences:
         differences at the base point.
         """
         n = self.n_layers
-        x, s_out = self.acts[0], self.pres[n]
         h = _SENSITIVITY_STEP
-        out_f = self.forwards[-1]
-        up, down = s_out + h, s_out - h
-        lam_out = np.abs(
-            self.loss.entries(x, out_f(up), up) - self.loss.entries(x, out_f(down), down)
-        ) / (2 * h)  # (batch, n_visible): |∂ℓ/∂s| per output
         per_layer = [np.zeros(self.batch) for _ in range(n + 1)]
-        # Per output entry: forming s ± d and evaluating the loss on both sides.
-        output = EPS * (
-            lam_out * np.abs(s_out) + 2 * ULPS * self.loss.magnitude(x, self.acts[n], s_out)
-        )  # (batch, n_visible)
+        output = self._output_point_rounding(self.acts[0], self.pres[n])  # (batch, n_visible)
         squares = (output**2).sum(axis=1)  # independent terms add in quadrature
         per_layer[n - 1] = np.sqrt(squares)
         for k in range(n - 1, 1, -1):  # units start in layer 1 at the earliest
@@ -868,6 +869,54 @@ class LocalDifferences:
             squares = squares + (own**2).sum(axis=1)
             per_layer[k - 1] = np.sqrt(squares)
         return output, per_layer
+
+    def _output_point_rounding(self, x: np.ndarray, s: np.ndarray) -> np.ndarray:
+        """The output layer's rounding bound, entry by entry, evaluated with the output
+        pre-activations at ``s`` (the base point's, or a perturbed point's): forming ``s ± d``
+        and evaluating the loss on both sides, ``eps (λ |s| + 2κ m)``, with ``λ = |∂ℓ/∂s|``
+        measured by central differences and ``m`` the loss's rounding magnitude there."""
+        h = _SENSITIVITY_STEP
+        out_f = self.forwards[-1]
+        up, down = s + h, s - h
+        lam = np.abs(
+            self.loss.entries(x, out_f(up), up) - self.loss.entries(x, out_f(down), down)
+        ) / (2 * h)
+        return EPS * (lam * np.abs(s) + 2 * ULPS * self.loss.magnitude(x, out_f(s), s))
+
+    @staticmethod
+    def _output_bound(base: np.ndarray, slope: np.ndarray, curvature: np.ndarray,
+                      shift: np.ndarray, out: np.ndarray | None = None,
+                      scratch: np.ndarray | None = None) -> np.ndarray:
+        """``base + |d| (slope + |d| curvature)``: the output bound at the points ``s ± d``,
+        entry by entry, from an entry's own shift alone (the same bits whatever else is
+        evaluated with it); into ``out``, with ``scratch`` for ``|d|``, where given."""
+        reach = np.abs(shift, out=scratch)
+        bound = np.multiply(reach, curvature, out=out)
+        bound += slope
+        bound *= reach
+        bound += base
+        return bound
+
+    def _output_rounding_growth(self, base: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """How the output bound ``base`` (at the base point) grows with the output's shift
+        ``d``: per output, ``g`` and ``q`` such that ``base + g |d| + q d²`` bounds it at
+        ``s ± d`` (see ``_output_bound``).
+
+        The bound at ``s`` alone holds while a step moves an output by little against ``s``
+        and the scales of its loss. Near ``s = 0`` with tiny outputs it does not: an identity
+        output at 1e-9 moved by a step of 6e-6 rounds ``s ± d`` at ``eps |d|`` and evaluates a
+        loss of size ``d²``, which the bound at ``s`` (about ``eps s²``) missed by orders of
+        magnitude, and a correct gradient failed (bench/README.md). The bound is measured at
+        ``s ± h`` (the sensitivity step): ``g``, the larger secant slope from ``s``, covers a
+        bound that is convex within ``h`` (a kink of ``|s|`` or ``|z - x|`` among them); ``q``,
+        half its second difference, its growth beyond."""
+        h = _SENSITIVITY_STEP
+        x, s = self.acts[0], self.pres[self.n_layers]
+        up = self._output_point_rounding(x, s + h)
+        down = self._output_point_rounding(x, s - h)
+        slope = np.maximum(np.abs(up - base), np.abs(down - base)) / h
+        curvature = np.abs(up - 2 * base + down) / (2 * h * h)
+        return slope, curvature
 
     def _activation_sensitivity(self, k: int, h: float) -> np.ndarray:
         """|∂J_b/∂a_k[b, i]| for every example and unit, by central differences of the data
