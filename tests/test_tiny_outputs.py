@@ -63,3 +63,17 @@ def test_check_model_passes_tiny_outputs_and_still_catches_an_error(seed):
     wrong["W3"] = grads["W3"].copy()
     wrong["W3"][2, 3] += 1e-4 * np.abs(grads["W3"]).max()
     assert not gp.check_model(model, params, x, grad=wrong).tensor("W3").passed
+
+
+@pytest.mark.parametrize("factor", [1.0, 1e3], ids=["within_reach", "beyond_reach"])
+@pytest.mark.parametrize("batch", [1, 4])
+def test_whole_rows_and_gathered_entries_give_the_same_bound(batch, factor):
+    # Shifts beyond OUTPUT_REACH take each entry's own bound, those within it each output's
+    # bound at the reach: both paths must give the same bits either way.
+    model, params, x = _case(0, 1e-9, batch)
+    engine = LocalDifferences(model, params, x)
+    steps = factor * entry_steps(engine, "W3")
+    rows = engine.differences("W3", slice(0, steps.size), steps)
+    gathered = engine.differences("W3", np.arange(steps.size), steps)
+    np.testing.assert_array_equal(rows.rounding, gathered.rounding)
+    np.testing.assert_array_equal(rows.central, gathered.central)

@@ -135,6 +135,11 @@ DEEP_SERIES_ORDER = 4
 # The largest output shift |t W[c, j]| the series is used for; beyond it, direct evaluation.
 SERIES_REACH = 0.5
 
+# The output shift below which the output bound is taken at this shift (``_output_bound``):
+# the first step's ``cbrt(eps) max(1, |θ c|)`` and the second step's twice that, where
+# |θ c| <= 1, as for the seed network's every output weight.
+OUTPUT_REACH = 2 * EPS ** (1 / 3)
+
 # Step of the central differences that measure the base point's sensitivities (only their size
 # matters: they weight rounding errors).
 _SENSITIVITY_STEP = EPS ** (1 / 3)
@@ -234,9 +239,12 @@ class LocalDifferences:
             ACTIVATIONS[model.activations[-1]].negated_forward if self.loss.row_change else None
         )
         self._output_rounding, self._layer_rounding = self._base_rounding()
-        # The output bound at the base point and its growth with the shift (``_output_bound``)
+        # The output bound at the base point and its growth with the shift (``_output_bound``);
+        # at the reach, which most shifts stay within, per output and per column of a batch.
         self._output_terms = (self._output_rounding,
                               *self._output_rounding_growth(self._output_rounding))
+        self._output_reach_bound = self._output_bound(*self._output_terms, np.zeros(1))
+        self._output_reach_total = np.sqrt(np.square(self._output_reach_bound).sum(axis=0))
         self._block_rows = max(1, BLOCK_BYTES // (16 * max(model.layers)))
         self._buffers: dict[tuple[str, int], np.ndarray] = {}  # scratch of the propagation
         self._series_tables: dict[int, _SeriesTable | None] = {}
@@ -460,10 +468,17 @@ class LocalDifferences:
                 change *= moved
             change.sum(axis=0, out=sides[side].reshape(count, width))
         kink = _straddles(self.kinks[-1], np.broadcast_to(s, d.shape), d).any(axis=0).ravel()
-        rounding = self._output_bound(*(t[:, None, :] for t in self._output_terms), d, out=u,
-                                      scratch=z)  # (batch, rows, n_visible)
-        if masked:
-            rounding *= moved
+        if max(float(d.max()), -float(d.min())) > OUTPUT_REACH:
+            rounding = self._output_bound(*(t[:, None, :] for t in self._output_terms), d,
+                                          out=u, scratch=z)  # (batch, rows, n_visible)
+            if masked:
+                rounding *= moved
+        elif masked:
+            # Every shift within the reach: each output's bound is the one there.
+            rounding = np.multiply(self._output_reach_bound[:, None, :], moved, out=u)
+        else:
+            # Every term moved, each within the reach: each output's bound serves all rows.
+            return sides, np.tile(self._output_reach_total, count), kink, None
         np.square(rounding, out=rounding)
         return sides, np.sqrt(rounding.sum(axis=0)).ravel(), kink, None
 
@@ -887,10 +902,14 @@ class LocalDifferences:
     def _output_bound(base: np.ndarray, slope: np.ndarray, curvature: np.ndarray,
                       shift: np.ndarray, out: np.ndarray | None = None,
                       scratch: np.ndarray | None = None) -> np.ndarray:
-        """``base + |d| (slope + |d| curvature)``: the output bound at the points ``s ± d``,
-        entry by entry, from an entry's own shift alone (the same bits whatever else is
-        evaluated with it); into ``out``, with ``scratch`` for ``|d|``, where given."""
+        """``base + r (slope + r curvature)``, ``r = max(|d|, OUTPUT_REACH)``: the output bound
+        at the points ``s ± d``, entry by entry, from an entry's own shift alone (the same
+        bits whatever else is evaluated with it); into ``out``, with ``scratch`` for ``r``,
+        where given. It grows with ``|d|``, so that the bound at the reach covers every
+        smaller shift: a piece whose shifts all stay within it takes each output's bound
+        there, made once, instead of one per entry."""
         reach = np.abs(shift, out=scratch)
+        np.maximum(reach, OUTPUT_REACH, out=reach)
         bound = np.multiply(reach, curvature, out=out)
         bound += slope
         bound *= reach
