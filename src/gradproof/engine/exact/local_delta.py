@@ -602,8 +602,9 @@ class LocalDifferences:
         sums = np.zeros((3, n_entries))  # the two sides, then the rounding
         kink = np.zeros(n_entries, dtype=bool)
         if len(entry):
-            starts = np.flatnonzero(np.r_[True, np.diff(entry) != 0])
-            if starts.size == len(entry):  # one pair per entry (one example): nothing to sum
+            # One pair per entry where there is one example: nothing to sum.
+            starts = None if self.batch == 1 else np.flatnonzero(np.r_[True, np.diff(entry) != 0])
+            if starts is None or starts.size == len(entry):
                 moved, summed = entry, per_pair
             else:
                 moved, summed = entry[starts], np.add.reduceat(per_pair, starts, axis=1)
