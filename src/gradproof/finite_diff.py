@@ -326,9 +326,11 @@ def relative_error(error: np.ndarray, scale: np.ndarray, out: np.ndarray | None 
     |n|)``, which a verdict has at hand anyway (0 where the scale is 0: both values are 0, and
     where it is NaN); into ``out`` where given, which may be ``scale`` itself."""
     positive = scale > 0
+    # Divided everywhere, then the few others set (a masked divide is 15x slower).
     with np.errstate(invalid="ignore", divide="ignore"):
-        relative = np.divide(error, scale, out=out, where=positive)
-    relative[~positive] = 0.0
+        relative = np.divide(error, scale, out=out)
+    if not positive.all():
+        relative[~positive] = 0.0
     return relative
 
 

@@ -67,7 +67,7 @@ def measured_result(spec: TensorSpec, measured: list[Measured], largest: float) 
     np.maximum(scale, np.abs(numeric), out=scale)
     resolved = np.greater(scale, tolerance)
     resolved |= failed
-    relative = np.max(relative_error(error, scale, out=scale), where=resolved, initial=0.0)
+    relative = _largest(relative_error(error, scale, out=scale), resolved, 0.0)
     owner, k = _locate(compared, pick, worst)
     index = spec.index(owner.probes.labels[k]) if owner.probes.is_entries else None
     return TensorResult(
@@ -168,12 +168,21 @@ DETECTION_MARGIN = 3.0
 def _detectable(thresholds: np.ndarray, largest: float) -> dict[str, float | None]:
     """``TensorResult.detectable`` and ``detectable_relative`` from the entries' thresholds:
     the worst covered entry's, times ``DETECTION_MARGIN``."""
-    worst = float(np.max(thresholds, where=np.isfinite(thresholds), initial=-math.inf))
+    worst = _largest(thresholds, np.isfinite(thresholds), -math.inf)
     if worst == -math.inf:  # no entry covered
         return {"detectable": None, "detectable_relative": None}
     detectable = DETECTION_MARGIN * worst
     relative = detectable / largest if largest > 0 else math.inf
     return {"detectable": detectable, "detectable_relative": relative}
+
+
+def _largest(values: np.ndarray, where: np.ndarray, initial: float) -> float:
+    """``np.max(values, where=where, initial=initial)``, without numpy's masked reduction
+    where every entry counts (about 40x slower than the plain one on a large tensor), and
+    from the kept entries where some do not (3x)."""
+    if where.all():
+        return float(np.max(values, initial=initial))
+    return float(np.max(values[where], initial=initial))
 
 
 def _joined(arrays: list[np.ndarray], pick: list[np.ndarray]) -> np.ndarray:
