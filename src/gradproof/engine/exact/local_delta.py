@@ -80,9 +80,9 @@ reaches all terms alike (the moved unit's own) adds linearly. Per unit:
   rounding magnitude (``Loss.magnitude``), at the base point; for an output-layer entry,
   whose step moves the output by ``d``, widened to the perturbed points ``s ± d`` as
   ``+ g_j |d| + q_j d²``, the bound's slope and curvature measured at ``s ± h``
-  (``_output_bound``: it matters where ``d`` is large against ``s``); the series path, which never forms
-  ``s ± d`` or a loss value, rounds far less (about ``eps`` times each term's change) and
-  keeps this bound as an upper bound. Where the change comes from ``row_change``
+  (``_output_bound``: it matters where ``d`` is large against ``s``); the series path,
+  which never forms ``s ± d`` or a loss value, rounds far less (about ``eps`` times each
+  term's change) and keeps this bound as an upper bound. Where the change comes from ``row_change``
   its error is ``eps λ_j |s_j|`` (forming s + Δs) plus ``κ eps |z_j| |z_j - x_j|`` (the
   activation's rounding, through the loss's slope), which the same bound covers
   (``m_j >= |z_j - x_j| |z_j|``): the estimate stays an upper bound there;
