@@ -25,8 +25,8 @@ one unit of work.
 Accuracy. The rounding of a local difference is estimated term by term (see ``local_delta``):
 about ``eps`` times the size of the terms that moved, over ``2h``, instead of ``eps |J| / 2h``
 for a difference of two totals. What remains is the rounding of the perturbed points
-themselves, ``s ± d`` off by ``eps |s| / 2``, a relative ``eps |s| / d`` of each term's change:
-no arrangement of the sums removes it (bench/README.md has the accuracy measured against
+themselves, ``s ± d`` off by ``eps |s ± d| / 2``, a relative ``eps |s| / d`` of each term's
+change (``eps`` where ``d`` is large against ``s``): no arrangement of the sums removes it (bench/README.md has the accuracy measured against
 autograd, and how the estimates compare with the actual errors). Truncation
 ``h² J''' / 6`` is estimated by Richardson from a second step where one step does not decide.
 The gradient checked is allowed its own rounding: a few of its eps times the magnitudes summed
