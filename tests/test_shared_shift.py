@@ -1,10 +1,12 @@
-"""Spec: a piece of output rows whose entries share one shift gives the bits of each entry alone.
+"""Spec: entries that share one shift give the bits of each entry alone.
 
 On one image the scaled steps move every output of an output-layer weight by ``cbrt(eps)`` up
 to its last bits, so ``LocalDifferences._output_rows`` evaluates each output's term once at the
 shift most entries share and only the others entry by entry. The same operations on the same
 values must give the same changes, rounding bounds and kink flags as the gathering path
-(``_output``), which evaluates every entry on its own.
+(``_output``), which evaluates every entry on its own. A hidden weight's pairs on one image
+share a shift the same way: grouped into units without sorting them all, they must give the
+units that sorting gives, in its order.
 """
 
 from __future__ import annotations
@@ -14,7 +16,12 @@ import pytest
 
 import gradproof as gp
 from gradproof.engine.exact.evaluator import entry_steps
-from gradproof.engine.exact.local_delta import LocalDifferences, _shared_shift
+from gradproof.engine.exact.local_delta import (
+    LocalDifferences,
+    _shared_shift,
+    _sorted_units,
+    _units_of_a_shared_shift,
+)
 
 OUTPUTS = {
     "sigmoid": dict(),
@@ -81,3 +88,17 @@ def test_a_batch_of_one_image_twice_shares_the_shift_across_examples():
     for field in ("plus", "minus", "rounding", "kink"):
         np.testing.assert_array_equal(getattr(rows, field), getattr(gathered, field),
                                       err_msg=field)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("output", sorted(OUTPUTS))
+def test_hidden_units_of_a_shared_shift_are_the_sorted_units(output, seed):
+    engine = _engine(OUTPUTS[output], 1, seed)
+    shape = engine.params["W1"].shape
+    shifts = entry_steps(engine, "W1").reshape(shape) * engine.acts[0][0][:, None]
+    pairs = np.flatnonzero(shifts)  # (pixel, unit) pairs that move, one example
+    col, shift = pairs % shape[1], shifts.ravel()[pairs]
+    shared = _units_of_a_shared_shift(col, shift)
+    assert shared is not None
+    for got, expected in zip(shared, _sorted_units(np.zeros_like(col), col, shift, True)):
+        np.testing.assert_array_equal(got, expected)

@@ -532,17 +532,10 @@ class LocalDifferences:
         entry, example = _divided(pairs, shifts.shape[1])
         shift = shifts.reshape(-1)[pairs]  # one gather from the flat positions, not two indices
         col = cols[entry]
-        # A single example's key is constant: it orders nothing and changes nowhere.
         one_example = shifts.shape[1] == 1
-        order = np.lexsort((shift, col) if one_example else (shift, col, example))
-        key_change = np.ones(len(order), dtype=bool)
-        key_change[1:] = (np.diff(col[order]) != 0) | (np.diff(shift[order]) != 0)
-        if not one_example:
-            key_change[1:] |= np.diff(example[order]) != 0
-        unit_of_pair = np.empty(len(order), dtype=np.intp)
-        unit_of_pair[order] = np.cumsum(key_change) - 1
-        first = order[key_change]
-        units = self._propagate(layer, example[first], col[first], shift[first])
+        shared = _units_of_a_shared_shift(col, shift) if one_example else None
+        unit_of_pair, *unit = shared or _sorted_units(example, col, shift, one_example)
+        units = self._propagate(layer, *unit)
         return self._gather(layer, len(cols), cols, entry, unit_of_pair, units)
 
     def _tied_pair(self, rows: np.ndarray, cols: np.ndarray, shifts: np.ndarray, steps: np.ndarray):
@@ -1097,6 +1090,52 @@ def _shared_shift(d: np.ndarray) -> tuple[float, np.ndarray | None]:
     common = float(values[np.argmax(counts)])
     rest = np.flatnonzero(flat != common)
     return common, rest if 2 * rest.size < flat.size else None
+
+
+def _sorted_units(example: np.ndarray, col: np.ndarray, shift: np.ndarray, one_example: bool
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The units (example, col, shift) of a hidden layer's pairs, sorted by example, then
+    column, then shift, as ``_propagate`` takes them: each pair's unit, and the units'
+    example, column and shift."""
+    # A single example's key is constant: it orders nothing and changes nowhere.
+    order = np.lexsort((shift, col) if one_example else (shift, col, example))
+    key_change = np.ones(len(order), dtype=bool)
+    key_change[1:] = (np.diff(col[order]) != 0) | (np.diff(shift[order]) != 0)
+    if not one_example:
+        key_change[1:] |= np.diff(example[order]) != 0
+    unit_of_pair = np.empty(len(order), dtype=np.intp)
+    unit_of_pair[order] = np.cumsum(key_change) - 1
+    first = order[key_change]
+    return unit_of_pair, example[first], col[first], shift[first]
+
+
+def _units_of_a_shared_shift(col: np.ndarray, shift: np.ndarray
+                             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """``_sorted_units`` of one example's pairs where most share one shift (on one image the
+    scaled steps give a hidden weight's nonzero pixels three shifts, one of them in nine pairs
+    in ten): the common shift's units are the columns that have it, and only the others are
+    sorted. None where fewer than half the pairs share a shift."""
+    if not len(col):
+        return None
+    common, rest = _shared_shift(shift)
+    if rest is None:
+        return None
+    width = int(col.max()) + 1
+    with_common = np.bincount(col, minlength=width) - np.bincount(col[rest], minlength=width)
+    common_cols = np.flatnonzero(with_common)
+    rest_unit, _, rest_cols, rest_shifts = _sorted_units(np.zeros_like(rest), col[rest],
+                                                         shift[rest], True)
+    unit_cols = np.concatenate((common_cols, rest_cols))
+    unit_shifts = np.concatenate((np.full(common_cols.size, common), rest_shifts))
+    order = np.lexsort((unit_shifts, unit_cols))  # the order of sorting all the pairs
+    rank = np.empty(order.size, dtype=np.intp)
+    rank[order] = np.arange(order.size)
+    unit_of_col = np.zeros(width, dtype=np.intp)
+    unit_of_col[common_cols] = rank[:common_cols.size]
+    unit_of_pair = unit_of_col[col]
+    unit_of_pair[rest] = rank[common_cols.size + rest_unit]
+    return (unit_of_pair, np.zeros(order.size, dtype=np.intp), unit_cols[order],
+            unit_shifts[order])
 
 
 def _horner(coefficients: np.ndarray, t: np.ndarray) -> np.ndarray:
