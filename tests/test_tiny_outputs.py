@@ -77,3 +77,21 @@ def test_whole_rows_and_gathered_entries_give_the_same_bound(batch, factor):
     gathered = engine.differences("W3", np.arange(steps.size), steps)
     np.testing.assert_array_equal(rows.rounding, gathered.rounding)
     np.testing.assert_array_equal(rows.central, gathered.central)
+
+
+@pytest.mark.parametrize("activation", ["relu", "identity", "tanh"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_tied_weights_at_tiny_outputs_pass_and_still_catch_an_error(seed, activation):
+    # A tied weight's decoder use moves its output by about h a_c, far beyond s at 1e-9: the
+    # replaced output term is bounded at the points it is evaluated at, as an output weight's.
+    rng = np.random.default_rng(seed)
+    model = gp.Autoencoder(layers=[16, 8, 16], activation=activation,
+                           output_activation="identity", tied=True, reduction="mean")
+    params = {k: v if k.startswith("W") else 1e-9 * rng.normal(size=v.shape)
+              for k, v in model.init_params(seed).items()}
+    x = np.zeros((1, 16))
+    _, grads = model.loss_and_grad(params, x)
+    assert gp.check_model(model, params, x).passed
+    wrong = {**grads, "W1": grads["W1"].copy()}
+    wrong["W1"].flat[np.argmax(np.abs(grads["W1"]))] *= 1 + 1e-4
+    assert not gp.check_model(model, params, x, grad=wrong).tensor("W1").passed

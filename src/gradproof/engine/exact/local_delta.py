@@ -554,6 +554,7 @@ class LocalDifferences:
         w = self.weights[0][rows, cols][:, None]  # (entries, 1): W[r, c]
         h = steps[:, None]
         crossed = np.zeros_like(s_out, dtype=bool)
+        reach = np.zeros_like(s_out)  # the replaced term's largest shift from s
         for side, sign in enumerate((1.0, -1.0)):
             t = self.forwards[0](s_hidden + sign * shifts) - a_hidden  # 0 where the input is 0
             v = s_out + t * w
@@ -562,7 +563,11 @@ class LocalDifferences:
             alone = self.loss.entries(x, self.forwards[1](v), v) - base
             data[side] += (both - alone).sum(axis=1)
             crossed |= _straddles(self.kinks[1], v, sign * h * (a_hidden + t))
-        replaced = (self._output_rounding[:, rows].T ** 2).sum(axis=1)
+            for moved in (u, v):
+                np.maximum(reach, np.abs(moved - s_out), out=reach)
+        # The replaced term's bound at the points it was evaluated at (``_output_bound``).
+        replaced = (self._output_bound(*(term[:, rows].T for term in self._output_terms),
+                                       reach) ** 2).sum(axis=1)
         return data, np.sqrt(rounding**2 + replaced), kink | crossed.any(axis=1), kl
 
     def _tied(self, site: _Site, rows: np.ndarray, cols: np.ndarray, shifts: np.ndarray,
