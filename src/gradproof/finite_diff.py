@@ -320,11 +320,18 @@ def between_slopes(small: Differences, tolerance: np.ndarray) -> np.ndarray:
     return opposite | near
 
 
-def relative_error(error: np.ndarray, scale: np.ndarray) -> np.ndarray:
+def relative_error(error: np.ndarray, scale: np.ndarray, out: np.ndarray | None = None
+                   ) -> np.ndarray:
     """The classic |a - n| / max(|a|, |n|) from ``error = |a - n|`` and ``scale = max(|a|,
-    |n|)``, which a verdict has at hand anyway (0 where the scale is 0: both values are 0)."""
+    |n|)``, which a verdict has at hand anyway (0 where the scale is 0: both values are 0, and
+    where it is NaN); into ``out`` where given, which may be ``scale`` itself."""
+    positive = scale > 0
+    # Divided everywhere, then the few others set (a masked divide is 15x slower).
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(scale > 0, error / scale, 0.0)
+        relative = np.divide(error, scale, out=out)
+    if not positive.all():
+        relative[~positive] = 0.0
+    return relative
 
 
 @dataclass(frozen=True)

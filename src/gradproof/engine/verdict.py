@@ -60,12 +60,14 @@ def measured_result(spec: TensorSpec, measured: list[Measured], largest: float) 
     if not positive.all():  # a zero (or NaN) tolerance: any error at all is beyond it
         unset = ~positive
         ratio[unset] = np.where(error[unset] > 0, np.inf, 0.0)
-    # Below its tolerance a derivative is not resolved, and its relative error is only noise.
-    scale = np.abs(analytic)
-    np.maximum(scale, np.abs(numeric), out=scale)
-    resolved = failed | (scale > tolerance)
-    relative = np.max(relative_error(error, scale), where=resolved, initial=0.0)
     worst = int(np.argmax(ratio))
+    # Below its tolerance a derivative is not resolved, and its relative error is only noise.
+    # The scale and the relative errors reuse the ratios' memory: a pass less per fresh array.
+    scale = np.abs(analytic, out=ratio)
+    np.maximum(scale, np.abs(numeric), out=scale)
+    resolved = np.greater(scale, tolerance)
+    resolved |= failed
+    relative = _largest(relative_error(error, scale, out=scale), resolved, 0.0)
     owner, k = _locate(compared, pick, worst)
     index = spec.index(owner.probes.labels[k]) if owner.probes.is_entries else None
     return TensorResult(
@@ -166,12 +168,21 @@ DETECTION_MARGIN = 3.0
 def _detectable(thresholds: np.ndarray, largest: float) -> dict[str, float | None]:
     """``TensorResult.detectable`` and ``detectable_relative`` from the entries' thresholds:
     the worst covered entry's, times ``DETECTION_MARGIN``."""
-    worst = float(np.max(thresholds, where=np.isfinite(thresholds), initial=-math.inf))
+    worst = _largest(thresholds, np.isfinite(thresholds), -math.inf)
     if worst == -math.inf:  # no entry covered
         return {"detectable": None, "detectable_relative": None}
     detectable = DETECTION_MARGIN * worst
     relative = detectable / largest if largest > 0 else math.inf
     return {"detectable": detectable, "detectable_relative": relative}
+
+
+def _largest(values: np.ndarray, where: np.ndarray, initial: float) -> float:
+    """``np.max(values, where=where, initial=initial)``, without numpy's masked reduction
+    where every entry counts (about 40x slower than the plain one on a large tensor), and
+    from the kept entries where some do not (3x)."""
+    if where.all():
+        return float(np.max(values, initial=initial))
+    return float(np.max(values[where], initial=initial))
 
 
 def _joined(arrays: list[np.ndarray], pick: list[np.ndarray]) -> np.ndarray:
@@ -188,10 +199,11 @@ def _joined(arrays: list[np.ndarray], pick: list[np.ndarray]) -> np.ndarray:
 def _locate(compared: list[Measured], pick: list[np.ndarray], flat: int) -> tuple[Measured, int]:
     """The set and probe index of the ``flat``-th compared probe."""
     for m, p in zip(compared, pick):
-        which = np.flatnonzero(p)
-        if flat < which.size:
-            return m, int(which[flat])
-        flat -= which.size
+        count = int(np.count_nonzero(p))
+        if flat < count:
+            # Every probe of a set compared (an exact check): no index array of its size.
+            return m, flat if count == p.size else int(np.flatnonzero(p)[flat])
+        flat -= count
     raise IndexError(flat)
 
 

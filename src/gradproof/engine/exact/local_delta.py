@@ -77,9 +77,12 @@ reaches all terms alike (the moved unit's own) adds linearly. Per unit:
   ``μ = |∂J_b/∂a|``, ``λ = |∂J_b/∂s|``): ``eps (λ_i |s_i| + 2 κ μ_i |a_i|)`` per unit i
   and example;
 * the output layer: ``eps (λ_j |s_j| + 2 κ m_j)`` per output j, with ``m_j`` the loss's own
-  rounding magnitude (``Loss.magnitude``); the series path, which never forms
-  ``s ± d`` or a loss value, rounds far less (about ``eps`` times each term's change) and
-  keeps this bound as an upper bound. Where the change comes from ``row_change``
+  rounding magnitude (``Loss.magnitude``), at the base point; for an output-layer entry,
+  whose step moves the output by ``d``, widened to the perturbed points ``s ± d`` as
+  ``+ g_j |d| + q_j d²``, the bound's slope and curvature measured at ``s ± h``
+  (``_output_bound``: it matters where ``d`` is large against ``s``); the series path,
+  which never forms ``s ± d`` or a loss value, rounds far less (about ``eps`` times each
+  term's change) and keeps this bound as an upper bound. Where the change comes from ``row_change``
   its error is ``eps λ_j |s_j|`` (forming s + Δs) plus ``κ eps |z_j| |z_j - x_j|`` (the
   activation's rounding, through the loss's slope), which the same bound covers
   (``m_j >= |z_j - x_j| |z_j|``): the estimate stays an upper bound there;
@@ -131,6 +134,14 @@ DEEP_SERIES_ORDER = 4
 
 # The largest output shift |t W[c, j]| the series is used for; beyond it, direct evaluation.
 SERIES_REACH = 0.5
+
+# The output shift below which the output bound is taken at this shift (``_output_bound``):
+# the first step's ``cbrt(eps) max(1, |θ c|)`` and the second step's twice that, where
+# |θ c| <= 1, as for the seed network's every output weight.
+OUTPUT_REACH = 2 * EPS ** (1 / 3)
+
+# Shifts sampled to find the one most entries of a piece of output rows share.
+_SHIFT_SAMPLE = 64
 
 # Step of the central differences that measure the base point's sensitivities (only their size
 # matters: they weight rounding errors).
@@ -231,6 +242,12 @@ class LocalDifferences:
             ACTIVATIONS[model.activations[-1]].negated_forward if self.loss.row_change else None
         )
         self._output_rounding, self._layer_rounding = self._base_rounding()
+        # The output bound at the base point and its growth with the shift (``_output_bound``);
+        # at the reach, which most shifts stay within, per output and per column of a batch.
+        self._output_terms = (self._output_rounding,
+                              *self._output_rounding_growth(self._output_rounding))
+        self._output_reach_bound = self._output_bound(*self._output_terms, np.zeros(1))
+        self._output_reach_total = np.sqrt(np.square(self._output_reach_bound).sum(axis=0))
         self._block_rows = max(1, BLOCK_BYTES // (16 * max(model.layers)))
         self._buffers: dict[tuple[str, int], np.ndarray] = {}  # scratch of the propagation
         self._series_tables: dict[int, _SeriesTable | None] = {}
@@ -402,9 +419,9 @@ class LocalDifferences:
         """Output-layer entries: one output pre-activation per example moves."""
         n = self.n_layers
         # The working rows in one block: numpy backs a block of 4 MiB or more with huge pages,
-        # where six fresh arrays of a large output layer each fault in their pages one by one.
-        work = np.empty((6, self.batch, len(cols)))
-        s, x, base, u, z, change = (rows.T for rows in work)  # each (entries, batch)
+        # where seven fresh arrays of a large output layer each fault in their pages one by one.
+        work = np.empty((7, self.batch, len(cols)))
+        s, x, base, u, z, change = (rows.T for rows in work[:6])  # each (entries, batch)
         np.take(self.pres[n], cols, axis=1, out=work[0], mode="clip")
         np.take(self.acts[0], cols, axis=1, out=work[1], mode="clip")
         np.take(self._base_values, cols, axis=1, out=work[2], mode="clip")
@@ -421,7 +438,12 @@ class LocalDifferences:
                 change *= moved
             change.sum(axis=1, out=sides[side])
         kink = _straddles(self.kinks[-1], s, shifts).any(axis=1)
-        rounding = np.take(self._output_rounding, cols, axis=1, out=work[3], mode="clip").T
+        base_bound, slope, curvature = (
+            np.take(term, cols, axis=1, out=work[3 + k], mode="clip").T
+            for k, term in enumerate(self._output_terms)
+        )  # each (entries, batch), in the rows of the loop's buffers
+        rounding = self._output_bound(base_bound, slope, curvature, shifts, out=curvature,
+                                      scratch=work[6].T)
         if masked:
             rounding *= moved
         np.square(rounding, out=rounding)
@@ -441,21 +463,50 @@ class LocalDifferences:
         moved = d != 0  # as in _output
         masked = not moved.all()
         sides = np.empty((2, count * width))
+        common, rest = _shared_shift(d)
+        if rest is not None:
+            # The rest's output terms, gathered: flat (example, output) positions.
+            _, output = _divided(rest, width)
+            term = output if batch == 1 else rest // (count * width) * width + output
+            s_rest, x_rest, base_rest = (values.reshape(-1)[term] for values in (s, x, base))
+            d_rest = d.reshape(-1)[rest]
         for side, move in enumerate((np.add, np.subtract)):
-            move(s, d, out=u)  # s ± d
-            self.loss.entries(x, self.forwards[-1](u, out=z), u, out=change)
-            change -= base
+            if rest is None:
+                move(s, d, out=u)  # s ± d
+                self.loss.entries(x, self.forwards[-1](u, out=z), u, out=change)
+                change -= base
+            else:
+                # Most entries move their outputs by the one shift ``common``: each output's
+                # term at s ± common is evaluated once, the others' as gathered. The same
+                # operations on the same values: the same bits as every entry on its own.
+                np.copyto(change, self._output_change(x, s, base, move(s, common)))
+                change.reshape(-1)[rest] = self._output_change(x_rest, s_rest, base_rest,
+                                                               move(s_rest, d_rest))
             if masked:
                 change *= moved
             change.sum(axis=0, out=sides[side].reshape(count, width))
         kink = _straddles(self.kinks[-1], np.broadcast_to(s, d.shape), d).any(axis=0).ravel()
-        if masked:
-            rounding = np.multiply(self._output_rounding[:, None, :], moved, out=u)
-            np.square(rounding, out=rounding)
-            return sides, np.sqrt(rounding.sum(axis=0)).ravel(), kink, None
-        # Every term moved: each output's bound serves all the rows.
-        per_output = np.sqrt(np.square(self._output_rounding).sum(axis=0))  # (n_visible,)
-        return sides, np.tile(per_output, count), kink, None
+        if max(float(d.max()), -float(d.min())) > OUTPUT_REACH:
+            rounding = self._output_bound(*(t[:, None, :] for t in self._output_terms), d,
+                                          out=u, scratch=z)  # (batch, rows, n_visible)
+            if masked:
+                rounding *= moved
+        elif masked:
+            # Every shift within the reach: each output's bound is the one there.
+            rounding = np.multiply(self._output_reach_bound[:, None, :], moved, out=u)
+        else:
+            # Every term moved, each within the reach: each output's bound serves all rows.
+            return sides, np.tile(self._output_reach_total, count), kink, None
+        np.square(rounding, out=rounding)
+        return sides, np.sqrt(rounding.sum(axis=0)).ravel(), kink, None
+
+    def _output_change(self, x: np.ndarray, s: np.ndarray, base: np.ndarray, u: np.ndarray
+                       ) -> np.ndarray:
+        """The output terms' changes at the moved pre-activations ``u``: each term's value
+        there less its base value, as ``_output_rows`` evaluates them."""
+        change = self.loss.entries(x, self.forwards[-1](u), u)
+        change -= base
+        return change
 
     def _whole_rows(self, name: str, index: np.ndarray | slice) -> tuple[int, int] | None:
         """(first row, rows) where ``index`` is a slice of whole rows of a weight, else None."""
@@ -477,20 +528,14 @@ class LocalDifferences:
         """Hidden-layer entries (untied): shared units per (example, unit, shift)."""
         # The pairs that move anything, sorted by entry: found in a boolean mask, which numpy
         # scans much faster than the float shifts themselves (bench/README.md).
-        entry, example = _divided(np.flatnonzero(shifts != 0), shifts.shape[1])
-        shift = shifts[entry, example]
+        pairs = np.flatnonzero(shifts != 0)
+        entry, example = _divided(pairs, shifts.shape[1])
+        shift = shifts.reshape(-1)[pairs]  # one gather from the flat positions, not two indices
         col = cols[entry]
-        # A single example's key is constant: it orders nothing and changes nowhere.
         one_example = shifts.shape[1] == 1
-        order = np.lexsort((shift, col) if one_example else (shift, col, example))
-        key_change = np.ones(len(order), dtype=bool)
-        key_change[1:] = (np.diff(col[order]) != 0) | (np.diff(shift[order]) != 0)
-        if not one_example:
-            key_change[1:] |= np.diff(example[order]) != 0
-        unit_of_pair = np.empty(len(order), dtype=np.intp)
-        unit_of_pair[order] = np.cumsum(key_change) - 1
-        first = order[key_change]
-        units = self._propagate(layer, example[first], col[first], shift[first])
+        shared = _units_of_a_shared_shift(col, shift) if one_example else None
+        unit_of_pair, *unit = shared or _sorted_units(example, col, shift, one_example)
+        units = self._propagate(layer, *unit)
         return self._gather(layer, len(cols), cols, entry, unit_of_pair, units)
 
     def _tied_pair(self, rows: np.ndarray, cols: np.ndarray, shifts: np.ndarray, steps: np.ndarray):
@@ -509,6 +554,7 @@ class LocalDifferences:
         w = self.weights[0][rows, cols][:, None]  # (entries, 1): W[r, c]
         h = steps[:, None]
         crossed = np.zeros_like(s_out, dtype=bool)
+        reach = np.zeros_like(s_out)  # the replaced term's largest shift from s
         for side, sign in enumerate((1.0, -1.0)):
             t = self.forwards[0](s_hidden + sign * shifts) - a_hidden  # 0 where the input is 0
             v = s_out + t * w
@@ -517,7 +563,11 @@ class LocalDifferences:
             alone = self.loss.entries(x, self.forwards[1](v), v) - base
             data[side] += (both - alone).sum(axis=1)
             crossed |= _straddles(self.kinks[1], v, sign * h * (a_hidden + t))
-        replaced = (self._output_rounding[:, rows].T ** 2).sum(axis=1)
+            for moved in (u, v):
+                np.maximum(reach, np.abs(moved - s_out), out=reach)
+        # The replaced term's bound at the points it was evaluated at (``_output_bound``).
+        replaced = (self._output_bound(*(term[:, rows].T for term in self._output_terms),
+                                       reach) ** 2).sum(axis=1)
         return data, np.sqrt(rounding**2 + replaced), kink | crossed.any(axis=1), kl
 
     def _tied(self, site: _Site, rows: np.ndarray, cols: np.ndarray, shifts: np.ndarray,
@@ -550,13 +600,15 @@ class LocalDifferences:
         sums = np.zeros((3, n_entries))  # the two sides, then the rounding
         kink = np.zeros(n_entries, dtype=bool)
         if len(entry):
-            starts = np.flatnonzero(np.r_[True, np.diff(entry) != 0])
-            if starts.size == len(entry):  # one pair per entry (one example): nothing to sum
+            # One pair per entry where there is one example: nothing to sum.
+            starts = None if self.batch == 1 else np.flatnonzero(np.r_[True, np.diff(entry) != 0])
+            if starts is None or starts.size == len(entry):
                 moved, summed = entry, per_pair
             else:
                 moved, summed = entry[starts], np.add.reduceat(per_pair, starts, axis=1)
             np.sqrt(summed[2], out=summed[2])
-            sums[:, moved] = summed
+            for row, values in zip(sums, summed):  # row by row: a 2-d scatter is 3x slower
+                row[moved] = values
             kink[entry[units.kink[unit_of_pair]]] = True
         data, rounding = sums[:2], sums[2]
         kl = None
@@ -845,18 +897,9 @@ class LocalDifferences:
         differences at the base point.
         """
         n = self.n_layers
-        x, s_out = self.acts[0], self.pres[n]
         h = _SENSITIVITY_STEP
-        out_f = self.forwards[-1]
-        up, down = s_out + h, s_out - h
-        lam_out = np.abs(
-            self.loss.entries(x, out_f(up), up) - self.loss.entries(x, out_f(down), down)
-        ) / (2 * h)  # (batch, n_visible): |∂ℓ/∂s| per output
         per_layer = [np.zeros(self.batch) for _ in range(n + 1)]
-        # Per output entry: forming s ± d and evaluating the loss on both sides.
-        output = EPS * (
-            lam_out * np.abs(s_out) + 2 * ULPS * self.loss.magnitude(x, self.acts[n], s_out)
-        )  # (batch, n_visible)
+        output = self._output_point_rounding(self.acts[0], self.pres[n])  # (batch, n_visible)
         squares = (output**2).sum(axis=1)  # independent terms add in quadrature
         per_layer[n - 1] = np.sqrt(squares)
         for k in range(n - 1, 1, -1):  # units start in layer 1 at the earliest
@@ -868,6 +911,58 @@ class LocalDifferences:
             squares = squares + (own**2).sum(axis=1)
             per_layer[k - 1] = np.sqrt(squares)
         return output, per_layer
+
+    def _output_point_rounding(self, x: np.ndarray, s: np.ndarray) -> np.ndarray:
+        """The output layer's rounding bound, entry by entry, evaluated with the output
+        pre-activations at ``s`` (the base point's, or a perturbed point's): forming ``s ± d``
+        and evaluating the loss on both sides, ``eps (λ |s| + 2κ m)``, with ``λ = |∂ℓ/∂s|``
+        measured by central differences and ``m`` the loss's rounding magnitude there."""
+        h = _SENSITIVITY_STEP
+        out_f = self.forwards[-1]
+        up, down = s + h, s - h
+        lam = np.abs(
+            self.loss.entries(x, out_f(up), up) - self.loss.entries(x, out_f(down), down)
+        ) / (2 * h)
+        return EPS * (lam * np.abs(s) + 2 * ULPS * self.loss.magnitude(x, out_f(s), s))
+
+    @staticmethod
+    def _output_bound(base: np.ndarray, slope: np.ndarray, curvature: np.ndarray,
+                      shift: np.ndarray, out: np.ndarray | None = None,
+                      scratch: np.ndarray | None = None) -> np.ndarray:
+        """``base + r (slope + r curvature)``, ``r = max(|d|, OUTPUT_REACH)``: the output bound
+        at the points ``s ± d``, entry by entry, from an entry's own shift alone (the same
+        bits whatever else is evaluated with it); into ``out``, with ``scratch`` for ``r``,
+        where given. It grows with ``|d|``, so that the bound at the reach covers every
+        smaller shift: a piece whose shifts all stay within it takes each output's bound
+        there, made once, instead of one per entry."""
+        reach = np.abs(shift, out=scratch)
+        np.maximum(reach, OUTPUT_REACH, out=reach)
+        bound = np.multiply(reach, curvature, out=out)
+        bound += slope
+        bound *= reach
+        bound += base
+        return bound
+
+    def _output_rounding_growth(self, base: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """How the output bound ``base`` (at the base point) grows with the output's shift
+        ``d``: per output, ``g`` and ``q`` such that ``base + g |d| + q d²`` bounds it at
+        ``s ± d`` (see ``_output_bound``).
+
+        The bound at ``s`` alone holds while a step moves an output by little against ``s``
+        and the scales of its loss. Near ``s = 0`` with tiny outputs it does not: an identity
+        output at 1e-9 moved by a step of 6e-6 rounds ``s ± d`` at ``eps |d|`` and evaluates a
+        loss of size ``d²``, which the bound at ``s`` (about ``eps s²``) missed by orders of
+        magnitude, and a correct gradient failed (bench/README.md). The bound is measured at
+        ``s ± h`` (the sensitivity step): ``g``, the larger secant slope from ``s``, covers a
+        bound that is convex within ``h`` (a kink of ``|s|`` or ``|z - x|`` among them); ``q``,
+        half its second difference, its growth beyond."""
+        h = _SENSITIVITY_STEP
+        x, s = self.acts[0], self.pres[self.n_layers]
+        up = self._output_point_rounding(x, s + h)
+        down = self._output_point_rounding(x, s - h)
+        slope = np.maximum(np.abs(up - base), np.abs(down - base)) / h
+        curvature = np.abs(up - 2 * base + down) / (2 * h * h)
+        return slope, curvature
 
     def _activation_sensitivity(self, k: int, h: float) -> np.ndarray:
         """|∂J_b/∂a_k[b, i]| for every example and unit, by central differences of the data
@@ -985,6 +1080,67 @@ def _divided(index: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
         return index, np.zeros_like(index)
     quotient = index // n
     return quotient, index - quotient * n
+
+
+def _shared_shift(d: np.ndarray) -> tuple[float, np.ndarray | None]:
+    """The shift most entries of ``d`` share, and the flat positions of the others; None for
+    those where fewer than half share one.
+
+    On one image the scaled steps move every output by ``cbrt(eps)`` up to its last bits (the
+    seed network's output weights take three values, one of them nine entries in ten), so a
+    piece of whole rows evaluates an output's term about once, where each entry would cost an
+    exponential per side. The candidate is the commonest of a sample of the shifts."""
+    flat = d.reshape(-1)
+    values, counts = np.unique(flat[:: max(1, flat.size // _SHIFT_SAMPLE)], return_counts=True)
+    common = float(values[np.argmax(counts)])
+    rest = np.flatnonzero(flat != common)
+    return common, rest if 2 * rest.size < flat.size else None
+
+
+def _sorted_units(example: np.ndarray, col: np.ndarray, shift: np.ndarray, one_example: bool
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The units (example, col, shift) of a hidden layer's pairs, sorted by example, then
+    column, then shift, as ``_propagate`` takes them: each pair's unit, and the units'
+    example, column and shift."""
+    # A single example's key is constant: it orders nothing and changes nowhere.
+    order = np.lexsort((shift, col) if one_example else (shift, col, example))
+    key_change = np.ones(len(order), dtype=bool)
+    key_change[1:] = (np.diff(col[order]) != 0) | (np.diff(shift[order]) != 0)
+    if not one_example:
+        key_change[1:] |= np.diff(example[order]) != 0
+    unit_of_pair = np.empty(len(order), dtype=np.intp)
+    unit_of_pair[order] = np.cumsum(key_change) - 1
+    first = order[key_change]
+    return unit_of_pair, example[first], col[first], shift[first]
+
+
+def _units_of_a_shared_shift(col: np.ndarray, shift: np.ndarray
+                             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """``_sorted_units`` of one example's pairs where most share one shift (on one image the
+    scaled steps give a hidden weight's nonzero pixels three shifts, one of them in nine pairs
+    in ten): the common shift's units are the columns that have it, and only the others are
+    sorted. None where fewer than half the pairs share a shift."""
+    if not len(col):
+        return None
+    common, rest = _shared_shift(shift)
+    if rest is None:
+        return None
+    width = int(col.max()) + 1
+    with_common = np.bincount(col, minlength=width) - np.bincount(col[rest], minlength=width)
+    common_cols = np.flatnonzero(with_common)
+    rest_unit, _, rest_cols, rest_shifts = _sorted_units(np.zeros_like(rest), col[rest],
+                                                         shift[rest], True)
+    unit_cols = np.concatenate((common_cols, rest_cols))
+    unit_shifts = np.concatenate((np.full(common_cols.size, common), rest_shifts))
+    order = np.lexsort((unit_shifts, unit_cols))  # the order of sorting all the pairs
+    rank = np.empty(order.size, dtype=np.intp)
+    rank[order] = np.arange(order.size)
+    unit_of_col = np.zeros(width, dtype=np.intp)
+    unit_of_col[common_cols] = rank[:common_cols.size]
+    unit_of_pair = unit_of_col[col]
+    unit_of_pair[rest] = rank[common_cols.size + rest_unit]
+    return (unit_of_pair, np.zeros(order.size, dtype=np.intp), unit_cols[order],
+            unit_shifts[order])
 
 
 def _horner(coefficients: np.ndarray, t: np.ndarray) -> np.ndarray:

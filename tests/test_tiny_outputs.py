@@ -1,0 +1,97 @@
+"""Spec: the output layer's rounding bound holds where a step moves an output far beyond it.
+
+With an all-zero image and biases near 1e-9, every value of a relu/identity/identity network is
+about 1e-9, while the scaled steps move each output by about 6e-6 (``cbrt(eps)``): each side
+evaluates a loss of size ``d²`` and forms ``s ± d`` at ``eps |d|``, far above the rounding at
+the base point (about ``eps s²``). The bound must cover what those points round, or a correct
+gradient fails (it did, in the stress run's case 1000).
+
+An identity output with the squared error is quadratic in its pre-activation, so each central
+difference is exactly ``2 h g`` in real arithmetic: with ``g`` from the autograd oracle, what
+is left is the engine's rounding alone, which its bound must cover without the safety factor.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from oracle import oracle_gradient
+
+import gradproof as gp
+from gradproof.engine.exact.evaluator import entry_steps
+from gradproof.engine.exact.local_delta import LocalDifferences
+
+LAYERS = [16, 8, 4, 16]
+
+
+def _case(seed: int, scale: float, batch: int) -> tuple[gp.Autoencoder, dict, np.ndarray]:
+    """The 16-8-4-16 relu/identity/identity network of the stress case, its biases of size
+    ``scale`` and its inputs all zero: every value of the network is about ``scale``."""
+    rng = np.random.default_rng(seed)
+    model = gp.Autoencoder(layers=LAYERS, activation=["relu", "identity"],
+                           output_activation="identity", reduction="mean")
+    params = model.init_params(seed)
+    params = {k: v if k.startswith("W") else scale * rng.normal(size=v.shape)
+              for k, v in params.items()}
+    return model, params, np.zeros((batch, LAYERS[0]))
+
+
+@pytest.mark.parametrize("scale", [1e-12, 1e-9, 1e-6, 1.0], ids=lambda s: f"{s:g}")
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_output_bound_covers_the_rounding_of_the_perturbed_points(seed, batch, scale):
+    model, params, x = _case(seed, scale, batch)
+    engine = LocalDifferences(model, params, x)
+    truth = oracle_gradient(model, params, x)
+    for name in ("W3", "b3"):
+        steps = entry_steps(engine, name)
+        size = params[name].size
+        for index in (slice(0, size), np.arange(size)):  # whole rows, and gathered
+            local = engine.differences(name, index, steps)
+            exact = 2 * steps * truth[name].ravel()
+            error = np.abs(local.central - exact)
+            assert np.all(error <= local.rounding), (name, float(np.max(error / local.rounding)))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_check_model_passes_tiny_outputs_and_still_catches_an_error(seed):
+    model, params, x = _case(seed, 1e-9, 1)
+    _, grads = model.loss_and_grad(params, x)
+    report = gp.check_model(model, params, x)
+    assert report.tensor("W3").passed and report.tensor("b3").passed
+    wrong = dict(grads)
+    wrong["W3"] = grads["W3"].copy()
+    wrong["W3"][2, 3] += 1e-4 * np.abs(grads["W3"]).max()
+    assert not gp.check_model(model, params, x, grad=wrong).tensor("W3").passed
+
+
+@pytest.mark.parametrize("factor", [1.0, 1e3], ids=["within_reach", "beyond_reach"])
+@pytest.mark.parametrize("batch", [1, 4])
+def test_whole_rows_and_gathered_entries_give_the_same_bound(batch, factor):
+    # Shifts beyond OUTPUT_REACH take each entry's own bound, those within it each output's
+    # bound at the reach: both paths must give the same bits either way.
+    model, params, x = _case(0, 1e-9, batch)
+    engine = LocalDifferences(model, params, x)
+    steps = factor * entry_steps(engine, "W3")
+    rows = engine.differences("W3", slice(0, steps.size), steps)
+    gathered = engine.differences("W3", np.arange(steps.size), steps)
+    np.testing.assert_array_equal(rows.rounding, gathered.rounding)
+    np.testing.assert_array_equal(rows.central, gathered.central)
+
+
+@pytest.mark.parametrize("activation", ["relu", "identity", "tanh"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_tied_weights_at_tiny_outputs_pass_and_still_catch_an_error(seed, activation):
+    # A tied weight's decoder use moves its output by about h a_c, far beyond s at 1e-9: the
+    # replaced output term is bounded at the points it is evaluated at, as an output weight's.
+    rng = np.random.default_rng(seed)
+    model = gp.Autoencoder(layers=[16, 8, 16], activation=activation,
+                           output_activation="identity", tied=True, reduction="mean")
+    params = {k: v if k.startswith("W") else 1e-9 * rng.normal(size=v.shape)
+              for k, v in model.init_params(seed).items()}
+    x = np.zeros((1, 16))
+    _, grads = model.loss_and_grad(params, x)
+    assert gp.check_model(model, params, x).passed
+    wrong = {**grads, "W1": grads["W1"].copy()}
+    wrong["W1"].flat[np.argmax(np.abs(grads["W1"]))] *= 1 + 1e-4
+    assert not gp.check_model(model, params, x, grad=wrong).tensor("W1").passed
