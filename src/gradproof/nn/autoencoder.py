@@ -41,7 +41,7 @@ from gradproof.nn.activations import ACTIVATIONS
 from gradproof.nn.layers import FRESH, DenseBuffers
 from gradproof.nn.losses import LOSSES, REDUCTIONS
 from gradproof.nn.network import ForwardCache, Network, Workspace
-from gradproof.nn.screened import screened_forward, sum_is_finite
+from gradproof.nn.screened import ScreenedPass
 from gradproof.nn.validation import (
     Params,
     all_finite,
@@ -290,49 +290,53 @@ class Autoencoder:
 
     def loss(self, params: Mapping[str, Any], x: Any) -> float:
         """The objective J for a batch ``x`` of shape (batch, n_visible)."""
-        checked, layer_params = self._loss_params(params)
+        checked, screened = self._loss_params(params)
         x = self._checked_input(x, check_finite=False)
-        cache = self._screened_forward(checked, layer_params, x)
+        activations, pre_activations, finite = screened.run(x)
+        if finite:
+            cache = ForwardCache(activations, pre_activations)
+        else:
+            cache = self._scanned_forward(params, checked, x)
         self._check_code_mean(cache)
         return self.network._total(checked, cache, self.network._data_value(cache, x))
 
-    def _loss_params(self, params: Mapping[str, Any]) -> tuple[Params, list[Params]]:
-        """``params`` checked (names, shapes, dtypes; not finiteness) and each layer's
-        ``{"W", "b"}``, for ``loss``.
+    def _loss_params(self, params: Mapping[str, Any]) -> tuple[Params, ScreenedPass]:
+        """``params`` checked (names, shapes, dtypes; not finiteness), and the forward pass of
+        their arrays that screens them for NaN and Inf itself (``nn.screened``), for ``loss``.
 
         A black-box gradient check passes the same dict of the same arrays thousands of
-        times, only their values changed, and on a small batch these checks are a noticeable
-        share of a call (bench/README.md). So the last result is kept while ``params`` is the
-        same dict holding the same arrays, of the same shapes and dtypes: what the checks read
-        has not changed. It is kept only where no array needed a conversion, since a converted copy
-        would not follow later changes of the caller's values. (The model holds on to that
-        dict until a call with another one.)
+        times, only their values changed, and on a small batch these checks and the making of
+        the pass are a noticeable share of a call (bench/README.md). So the last result is
+        kept while ``params`` is the same dict holding the same arrays, of the same shapes and
+        dtypes: what the checks read has not changed, and the pass reads the arrays' values
+        afresh at every run. It is kept only where no array needed a conversion, since a
+        converted copy would not follow later changes of the caller's values. (The model holds
+        on to that dict until a call with another one.)
         """
         kept = self._kept_params
         if kept is not None and kept.fits(params):
-            return kept.checked, kept.layer_params
+            return kept.checked, kept.screened
         checked = self._checked_params(params, check_finite=False)
         layer_params = [
             self.network._layer_params(checked, k) for k in range(1, self.n_layers + 1)
         ]
+        screened = ScreenedPass(self.network._dense, layer_params)
         if all(params[name] is value for name, value in checked.items()):
-            self._kept_params = _CheckedParams(params, checked, layer_params)
-        return checked, layer_params
+            self._kept_params = _CheckedParams(params, checked, screened)
+        return checked, screened
 
-    def _screened_forward(
-        self, params: Params, layer_params: list[Params], x: np.ndarray
+    def _scanned_forward(
+        self, params: Mapping[str, Any], checked: Params, x: np.ndarray
     ) -> ForwardCache:
-        """The forward pass for ``loss``, which a gradient check calls thousands of times: it
-        screens the parameters for NaN and Inf itself (``nn.screened``), and only where it
-        finds one (or a sum that overflowed) do the full scans run, in the order
-        ``validate_params`` then ``validate_input``, to name what is not finite."""
-        net = self.network
-        with np.errstate(invalid="ignore"):  # NaN and Inf are refused below, not warned of
-            activations, pre_activations, finite = screened_forward(net._dense, layer_params, x)
-        if not (finite and sum_is_finite(x)):
-            self._checked_params(params)
-            self._checked_input(x)
-        return ForwardCache(activations, pre_activations)
+        """The forward pass for ``loss`` where the screened pass found a NaN or an Inf (or a
+        sum that overflowed): the full scans name what is not finite, in the order
+        ``validate_params`` then ``validate_input``; where every value is finite, the plain
+        layer walk makes the pass again, warning of an overflow in its products as numpy
+        does."""
+        self._checked_params(params)
+        self._checked_input(x)
+        with np.errstate(invalid="ignore"):  # an overflow warns; the NaN it may lead to does not
+            return self.network._forward(checked, x)
 
     def loss_and_grad(
         self, params: Mapping[str, Any], x: Any, *, out: Workspace | None = None,
@@ -466,12 +470,10 @@ class Autoencoder:
 class _CheckedParams:
     """The params of a call of ``Autoencoder.loss`` as checked, and the arrays they were."""
 
-    def __init__(
-        self, given: Mapping[str, Any], checked: Params, layer_params: list[Params]
-    ) -> None:
+    def __init__(self, given: Mapping[str, Any], checked: Params, screened: ScreenedPass) -> None:
         self.given = given
         self.checked = checked
-        self.layer_params = layer_params
+        self.screened = screened
         self.kinds = [(name, value, value.shape, value.dtype) for name, value in checked.items()]
 
     def fits(self, params: Mapping[str, Any]) -> bool:
