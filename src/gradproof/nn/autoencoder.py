@@ -222,7 +222,10 @@ class Autoencoder:
         return self._checked_input(x)
 
     def _checked_input(self, x: Any, check_finite: bool = True) -> np.ndarray:
-        arr = real_array(x, "x", self.dtype)
+        # An array of the model's dtype already (a loss's usual x) needs no conversion.
+        arr = x if type(x) is np.ndarray and x.dtype == self.dtype else real_array(
+            x, "x", self.dtype
+        )
         if arr.ndim != 2 or arr.shape[1] != self.n_visible or arr.shape[0] == 0:
             raise InputError(
                 f"x must have shape (batch, n_visible) = (batch, {self.n_visible}) with "
@@ -479,14 +482,12 @@ class _CheckedParams:
     def fits(self, params: Mapping[str, Any]) -> bool:
         """Whether ``params`` is the dict checked, still holding the same arrays (no more),
         each of the shape and dtype it had."""
-        return (
-            params is self.given
-            and len(params) == len(self.kinds)
-            and all(
-                params.get(name) is value and value.shape == shape and value.dtype == dtype
-                for name, value, shape, dtype in self.kinds
-            )
-        )
+        if params is not self.given or len(params) != len(self.kinds):
+            return False
+        for name, value, shape, dtype in self.kinds:  # a loop: a generator costs more here
+            if params.get(name) is not value or value.shape != shape or value.dtype != dtype:
+                return False
+        return True
 
 
 _CONFIG_KEYS = (
