@@ -23,8 +23,8 @@ from gradproof.nn import ACTIVATIONS, LOSSES, Activation, Loss
 from gradproof.nn.activations import ShiftSeries
 
 # The facts each record must state itself: what the checker and the diagnosis read.
-ACTIVATION_FACTS = {"forward", "derivative", "kink", "series", "negated_forward", "slope_text",
-                    "derivative_rounding"}
+ACTIVATION_FACTS = {"forward", "derivative", "bare_forward", "kink", "series", "negated_forward",
+                    "slope_text", "derivative_rounding"}
 LOSS_FACTS = {"value", "value_and_delta", "output_activation", "entries", "magnitude",
               "row_change", "series"}
 
@@ -140,6 +140,18 @@ def test_negated_forward_is_the_forward_bit_for_bit(name, dtype):
         got = ACTIVATIONS[name].negated_forward(v)
     assert got is v  # in place
     np.testing.assert_array_equal(got, ACTIVATIONS[name].forward(s))
+
+
+@pytest.mark.parametrize("name", list(ACTIVATIONS), ids=str)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=str)
+def test_bare_forward_is_the_forward_bit_for_bit_and_leaves_its_argument(name, dtype):
+    s = np.array([[-800.0, -30.0, -1e-300, 0.0], [1e-9, 2.5, 40.0, 800.0]]).astype(dtype)
+    given = s.copy()
+    with np.errstate(over="ignore"):  # what its caller sets once around a whole pass
+        got = ACTIVATIONS[name].bare_forward(s)
+    np.testing.assert_array_equal(s, given)
+    assert got.dtype == s.dtype
+    np.testing.assert_array_equal(got, ACTIVATIONS[name].forward(given))
 
 
 def evaluate_slope_text(text: str, a: np.ndarray) -> np.ndarray:
