@@ -214,6 +214,22 @@ def test_magnitude_bounds_each_entry(loss, activation):
     assert np.all(record.magnitude(x, z, s) >= np.abs(record.entries(x, z, s)))
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf], ids=str)
+@pytest.mark.parametrize(("loss", "activation"), LOSS_ACTIVATION, ids=str)
+def test_value_is_not_finite_where_a_target_is_not(loss, activation, bad):
+    # Autoencoder.loss screens its input through the data term: one bad target anywhere,
+    # at a pre-activation of 0 too, must show in the value.
+    record = LOSSES[loss]
+    _, x, z, s = loss_case(record, activation)
+    s[1, 4] = 0.0
+    z = ACTIVATIONS[activation].forward(s)
+    for entry in [(0, 0), (1, 4), (2, 8)]:
+        bad_x = x.copy()
+        bad_x[entry] = bad
+        with np.errstate(invalid="ignore"):  # inf * 0: the NaN is the point
+            assert not np.isfinite(record.value(bad_x, z, s))
+
+
 @pytest.mark.parametrize(("loss", "activation"), LOSS_ACTIVATION, ids=str)
 def test_row_change_is_the_change_of_the_entries(loss, activation):
     record = LOSSES[loss]

@@ -31,6 +31,7 @@ times a factor (``grad_scale``), such as its step size, at no extra cost.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -295,13 +296,21 @@ class Autoencoder:
         """The objective J for a batch ``x`` of shape (batch, n_visible)."""
         checked, screened = self._loss_params(params)
         x = self._checked_input(x, check_finite=False)
-        activations, pre_activations, finite = screened.run(x)
-        if finite:
+        net = self.network
+        # One error state for the pass and the data term: a NaN or an Inf met there is found
+        # below, not warned of. The pass screens the parameters, the data term x (every data
+        # term of LOSSES is non-finite where its target is).
+        with np.errstate(over="ignore", invalid="ignore"):
+            activations, pre_activations, finite = screened.run(x)
             cache = ForwardCache(activations, pre_activations)
-        else:
+            data = net._data_value(cache, x)
+        screened_out = not (finite and math.isfinite(data))
+        if screened_out:
             cache = self._scanned_forward(params, checked, x)
         self._check_code_mean(cache)
-        return self.network._total(checked, cache, self.network._data_value(cache, x))
+        if screened_out:  # again, outside the silent error state: its warnings as ever
+            data = net._data_value(cache, x)
+        return net._total(checked, cache, data)
 
     def _loss_params(self, params: Mapping[str, Any]) -> tuple[Params, ScreenedPass]:
         """``params`` checked (names, shapes, dtypes; not finiteness), and the forward pass of
@@ -331,11 +340,11 @@ class Autoencoder:
     def _scanned_forward(
         self, params: Mapping[str, Any], checked: Params, x: np.ndarray
     ) -> ForwardCache:
-        """The forward pass for ``loss`` where the screened pass found a NaN or an Inf (or a
-        sum that overflowed): the full scans name what is not finite, in the order
-        ``validate_params`` then ``validate_input``; where every value is finite, the plain
-        layer walk makes the pass again, warning of an overflow in its products as numpy
-        does."""
+        """The forward pass for ``loss`` where the screened pass or the data term met a NaN
+        or an Inf (or a sum that overflowed): the full scans name what is not finite, in the
+        order ``validate_params`` then ``validate_input``; where every value is finite, the
+        plain layer walk makes the pass again, warning of an overflow in its products as
+        numpy does (and ``loss`` its data term again)."""
         self._checked_params(params)
         self._checked_input(x)
         with np.errstate(invalid="ignore"):  # an overflow warns; the NaN it may lead to does not

@@ -1,14 +1,16 @@
-"""A forward pass that also tells whether its weights, biases and input are finite, mostly from
-its own products.
+"""A forward pass that also tells whether its weights and biases are finite, mostly from its own
+products.
 
 Contract: ``ScreenedPass(layers, layer_params, product=np.matmul)`` holds the dense ``layers``
 with their ``{"W", "b"}`` (``layer_params``, in order); ``run(x)`` runs them on ``x``
 (batch, n_in) and returns ``(activations, pre_activations, finite)``: what ``Dense.forward``
 gives layer by layer, ``[x, a1, ..., an]`` and ``[s1, ..., sn]``, bit for bit, with
-``finite`` False wherever a weight, a bias or ``x`` holds a NaN or an infinity. It never raises
-or warns on a NaN or an infinity. ``finite`` may also be False for finite values whose sums
-overflow: it is a reason to scan the parameters and ``x`` (``checked_params``), not a verdict.
-``screened_forward(layers, layer_params, x)`` is one run of a pass made for it.
+``finite`` False wherever a weight or a bias holds a NaN or an infinity. It never raises on a
+NaN or an infinity, says nothing about ``x``, and runs inside its caller's
+``np.errstate(over="ignore", invalid="ignore")``, where it warns of nothing either.
+``finite`` may also be False for finite parameters whose sums overflow: it is a reason to scan
+the parameters (``checked_params``), not a verdict. ``screened_forward(layers, layer_params,
+x)`` is one run of a pass made for it, in that error state.
 
 Why: a black-box gradient check calls a loss thousands of times, and a max and a min of each
 weight (the scan ``checked_params`` makes) read every weight twice more beside the product
@@ -16,19 +18,20 @@ that reads it once: on the seed network and one image they were a large share of
 Here the forward pass's own products do the screening. And on a small batch the arithmetic is
 so short that each numpy call's own cost counts: a pass is made once for parameter arrays
 that a caller passes again and again (``Autoencoder.loss`` keeps it while they stay the same
-arrays), holding each layer's weight, bias and activation at hand; a run sets the
-floating-point error state once for all its layers (a NaN or an infinity it meets is reported
-through ``finite``, and an overflow of the sigmoid's exp is its right limit), and screens
-every layer and ``x`` in one test at the end.
+arrays), holding each layer's weight, bias and activation at hand; its caller sets the
+floating-point error state once around the whole pass (a NaN or an infinity it meets is
+reported through ``finite``, and an overflow of the sigmoid's exp is its right limit; the
+caller's own arithmetic, such as a loss's data term, may share that state), and it screens
+every layer in one test at the end.
 
 Why it is sound. Layer k computes ``s = a @ W + b``. In IEEE arithmetic a NaN or an infinity
 stays non-finite through every product with a nonzero finite number and through every sum it
 enters (an infinity plus a finite number is that infinity, opposite infinities give NaN, NaN
 plus anything is NaN), so ``s`` is finite only if ``b`` is and every row ``W[i]`` whose input
 ``a[:, i]`` is nonzero in some example is; no BLAS can leave out a nonzero multiplier and stay
-correct. Each ``s``, and ``x``, is screened through its sum, which is finite only if every
-entry is (or overflows: the false alarm above); the sums are added up and the total tested
-once, finite only if each is. The rows whose input is zero in every example (most pixels
+correct. Each ``s`` is screened through its sum, which is finite only if every entry is (or
+overflows: the false alarm above); the sums are added up and the total tested once, finite
+only if each is. The rows whose input is zero in every example (most pixels
 of an MNIST batch) are another matter: ``0 * inf`` is NaN, but a BLAS may skip a zero
 multiplier (the reference BLAS once did). Whether the product at hand does is measured once
 per kind of product (``zeros_keep_nan``: the operands' shapes, dtypes and memory layouts, from
@@ -37,8 +40,9 @@ OpenBLAS splits a product among threads running the same kernel); where it may s
 those rows get their own product, ``idle @ W`` with ``idle`` 1 exactly where the input is
 always zero: a multiplier of 1 leaves each of them in a column sum. That product reads the
 whole weight again, as much as the forward pass's own product on one example, so it runs
-only where it is needed. A later layer's inputs are finite wherever the earlier ``s`` were,
-since the activations map finite numbers to finite numbers.
+only where it is needed. The inputs of the first layer are the caller's to check (``x``); a
+later layer's are finite wherever the earlier ``s`` were, since the activations map finite
+numbers to finite numbers.
 """
 
 from __future__ import annotations
@@ -66,7 +70,7 @@ def sum_is_finite(arr: np.ndarray) -> bool:
 
 
 class ScreenedPass:
-    """A forward pass of fixed parameter arrays that screens them, and its input, on the way.
+    """A forward pass of fixed parameter arrays that screens them on the way.
 
     Parameters
     ----------
@@ -91,7 +95,8 @@ class ScreenedPass:
         self._idle_screens: dict[tuple[object, ...], tuple[bool, ...]] = {}
 
     def run(self, x: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray], bool]:
-        """Run the layers on ``x`` and screen the parameters and ``x`` for NaN and Inf.
+        """Run the layers on ``x`` and screen the parameters for NaN and Inf, inside the
+        caller's ``np.errstate(over="ignore", invalid="ignore")``.
 
         Parameters
         ----------
@@ -104,8 +109,8 @@ class ScreenedPass:
         pre_activations : list of ndarray
             ``[s1, ..., sn]``.
         finite : bool
-            True only if every weight, bias and entry of ``x`` is finite (see the module
-            docstring); False also where sums of finite values overflow.
+            True only if every weight and bias is finite (see the module docstring); False
+            also where sums of finite parameters overflow.
         """
         # What the decisions depend on: x's kind, or for an x of no measured kind (whose first
         # product is always screened) its shape and dtype, which give the later layers' kinds.
@@ -113,22 +118,20 @@ class ScreenedPass:
         idle_screens = self._idle_screens.get(key)
         if idle_screens is None:
             idle_screens = self._idle_screens[key] = self._needs_idle_screens(x)
-        activations, pre_activations, finite = [x], [], True
+        activations, pre_activations, finite, total = [x], [], True, 0.0
         a = x
-        # The arithmetic of Dense.forward, in one error state for every layer: an overflow or
-        # an invalid operation leaves a non-finite s, which the screen reports.
-        with np.errstate(over="ignore", invalid="ignore"):
-            total = np.add.reduce(x, axis=None)
-            for (weight, bias, forward), idle in zip(self._layers, idle_screens):
-                if idle:
-                    finite = finite and _idle_rows_finite(a, weight)
-                s = self._product(a, weight)  # (batch, n_k)
-                if bias is not None:
-                    s += bias  # in place: s is our own array
-                a = forward(s)  # (batch, n_k)
-                activations.append(a)
-                pre_activations.append(s)
-                total += np.add.reduce(s, axis=None)
+        # The arithmetic of Dense.forward: an overflow or an invalid operation, silent in the
+        # caller's error state, leaves a non-finite s, which the screen reports.
+        for (weight, bias, forward), idle in zip(self._layers, idle_screens):
+            if idle:
+                finite = finite and _idle_rows_finite(a, weight)
+            s = self._product(a, weight)  # (batch, n_k)
+            if bias is not None:
+                s += bias  # in place: s is our own array
+            a = forward(s)  # (batch, n_k)
+            activations.append(a)
+            pre_activations.append(s)
+            total += np.add.reduce(s, axis=None)
         return activations, pre_activations, finite and math.isfinite(total)
 
     def _needs_idle_screens(self, x: np.ndarray) -> tuple[bool, ...]:
@@ -147,8 +150,10 @@ def screened_forward(
     layers: Sequence[Dense], layer_params: Sequence[Mapping[str, np.ndarray]], x: np.ndarray,
     product: Product = np.matmul,
 ) -> tuple[list[np.ndarray], list[np.ndarray], bool]:
-    """One ``ScreenedPass(layers, layer_params, product).run(x)``."""
-    return ScreenedPass(layers, layer_params, product).run(x)
+    """One ``ScreenedPass(layers, layer_params, product).run(x)``, in the error state it
+    needs."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return ScreenedPass(layers, layer_params, product).run(x)
 
 
 def _idle_rows_finite(a: np.ndarray, weight: np.ndarray) -> bool:
