@@ -92,10 +92,10 @@ class Activation:
     bare_forward : callable
         ``bare_forward(s) -> forward(s)``, bit for bit the values of ``forward`` (never
         written into ``s``), without the floating-point error state ``forward`` sets for
-        itself (the sigmoid's exp
-        overflows, harmlessly, where ``s`` is below about -709 in float64): for a pass that
-        calls it thousands of times and sets ``np.errstate(over="ignore")`` once around all
-        its layers, where each ``errstate`` costs about as much as a small layer's arithmetic.
+        itself (the sigmoid's exp overflows, harmlessly, where ``s`` is below about -709 in
+        float64): for a pass that a gradient check calls thousands of times, which sets
+        ``np.errstate(over="ignore")`` once around all its layers (an ``errstate`` costs
+        about as much as a small layer's arithmetic).
     negated_forward : callable or None
         ``negated_forward(v) -> forward(-v)``, in place in ``v`` and bit for bit the values of
         ``forward``, for hot loops that get the negated pre-activation at no cost (in the same
