@@ -23,8 +23,8 @@ from gradproof.nn import ACTIVATIONS, LOSSES, Activation, Loss
 from gradproof.nn.activations import ShiftSeries
 
 # The facts each record must state itself: what the checker and the diagnosis read.
-ACTIVATION_FACTS = {"forward", "derivative", "kink", "series", "negated_forward", "slope_text",
-                    "derivative_rounding"}
+ACTIVATION_FACTS = {"forward", "derivative", "bare_forward", "kink", "series", "negated_forward",
+                    "slope_text", "derivative_rounding"}
 LOSS_FACTS = {"value", "value_and_delta", "output_activation", "entries", "magnitude",
               "row_change", "series"}
 
@@ -142,6 +142,18 @@ def test_negated_forward_is_the_forward_bit_for_bit(name, dtype):
     np.testing.assert_array_equal(got, ACTIVATIONS[name].forward(s))
 
 
+@pytest.mark.parametrize("name", list(ACTIVATIONS), ids=str)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=str)
+def test_bare_forward_is_the_forward_bit_for_bit_and_leaves_its_argument(name, dtype):
+    s = np.array([[-800.0, -30.0, -1e-300, 0.0], [1e-9, 2.5, 40.0, 800.0]]).astype(dtype)
+    given = s.copy()
+    with np.errstate(over="ignore"):  # what its caller sets once around a whole pass
+        got = ACTIVATIONS[name].bare_forward(s)
+    np.testing.assert_array_equal(s, given)
+    assert got.dtype == s.dtype
+    np.testing.assert_array_equal(got, ACTIVATIONS[name].forward(given))
+
+
 def evaluate_slope_text(text: str, a: np.ndarray) -> np.ndarray:
     """A fix line's slope factor, evaluated on the activation ``a`` ("" is a factor of 1)."""
     if not text:
@@ -200,6 +212,22 @@ def test_magnitude_bounds_each_entry(loss, activation):
     record = LOSSES[loss]
     _, x, z, s = loss_case(record, activation)
     assert np.all(record.magnitude(x, z, s) >= np.abs(record.entries(x, z, s)))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf], ids=str)
+@pytest.mark.parametrize(("loss", "activation"), LOSS_ACTIVATION, ids=str)
+def test_value_is_not_finite_where_a_target_is_not(loss, activation, bad):
+    # Autoencoder.loss screens its input through the data term: one bad target anywhere,
+    # at a pre-activation of 0 too, must show in the value.
+    record = LOSSES[loss]
+    _, x, z, s = loss_case(record, activation)
+    s[1, 4] = 0.0
+    z = ACTIVATIONS[activation].forward(s)
+    for entry in [(0, 0), (1, 4), (2, 8)]:
+        bad_x = x.copy()
+        bad_x[entry] = bad
+        with np.errstate(invalid="ignore"):  # inf * 0: the NaN is the point
+            assert not np.isfinite(record.value(bad_x, z, s))
 
 
 @pytest.mark.parametrize(("loss", "activation"), LOSS_ACTIVATION, ids=str)

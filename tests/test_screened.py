@@ -138,17 +138,6 @@ def test_an_operand_of_no_measured_kind_is_always_screened():
     assert not zeros_keep_nan(None, _kind(np.zeros((5, 3))))
 
 
-class SkippingDense:
-    """A dense layer whose product skips zero multipliers (``skipping_product``)."""
-
-    def __init__(self, dense):
-        self.dense = dense
-
-    def forward(self, params, x):
-        s = skipping_product(x, params["W"])  # (batch, n_out)
-        return self.dense.activation.forward(s.copy()), DenseCache(x=x, s=s, a=None)
-
-
 @pytest.mark.parametrize("measured", [False, True], ids=["skips-measured", "skips-unmeasured"])
 def test_where_the_product_skips_zeros_the_idle_rows_get_their_own_screen(monkeypatch, measured):
     # What the probe says decides whether the idle rows are screened: with a skipping product
@@ -159,8 +148,6 @@ def test_where_the_product_skips_zeros_the_idle_rows_get_their_own_screen(monkey
     x = np.zeros((2, 5))
     x[:, :4] = 1.0
     monkeypatch.setattr(screened, "zeros_keep_nan", lambda *kinds: measured)
-    layers = [SkippingDense(dense) for dense in model.network._dense]
     layer_params = [model.network._layer_params(params, k) for k in (1, 2)]
-    with np.errstate(invalid="ignore"):
-        *_, finite = screened_forward(layers, layer_params, x)
+    *_, finite = screened_forward(model.network._dense, layer_params, x, skipping_product)
     assert finite is measured

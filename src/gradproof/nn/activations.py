@@ -89,6 +89,13 @@ class Activation:
     series : ShiftSeries or None
         The change in a pre-activation shift as a power series; None where no series holds
         (across a kink).
+    bare_forward : callable
+        ``bare_forward(s) -> forward(s)``, bit for bit the values of ``forward`` (never
+        written into ``s``), without the floating-point error state ``forward`` sets for
+        itself (the sigmoid's exp overflows, harmlessly, where ``s`` is below about -709 in
+        float64): for a pass that a gradient check calls thousands of times, which sets
+        ``np.errstate(over="ignore")`` once around all its layers (an ``errstate`` costs
+        about as much as a small layer's arithmetic).
     negated_forward : callable or None
         ``negated_forward(v) -> forward(-v)``, in place in ``v`` and bit for bit the values of
         ``forward``, for hot loops that get the negated pre-activation at no cost (in the same
@@ -110,6 +117,7 @@ class Activation:
     name: str
     forward: ArrayFn
     derivative: ArrayFn
+    bare_forward: Callable[[np.ndarray], np.ndarray]
     kink: float | None
     series: ShiftSeries | None
     negated_forward: Callable[[np.ndarray], np.ndarray] | None
@@ -118,21 +126,29 @@ class Activation:
     init_scale: float = 1.0
 
 
-def _sigmoid_of_negated(v: np.ndarray) -> np.ndarray:
+def _bare_sigmoid_of_negated(v: np.ndarray) -> np.ndarray:
     # σ(s) = 1 / (1 + e^-s) from v = -s, in place: the formula of scipy's expit, built from
     # numpy's vectorised exp (about 5x faster than expit on float32). Where e^-s overflows
     # (s < -88 in float32) it is inf and 1 / inf = 0, the right limit, so the overflow warning
-    # says nothing.
-    with np.errstate(over="ignore"):
-        np.exp(v, out=v)
-    v += 1
+    # says nothing: the caller ignores it.
+    np.exp(v, out=v)
+    v += 1  # neither this nor the division can overflow: v >= 1 here, or inf, or NaN
     # divide(1, v) rounds exactly as reciprocal(v) (both are one IEEE division) but runs
     # vectorised.
     return np.divide(1.0, v, out=v)
 
 
+def _sigmoid_of_negated(v: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        return _bare_sigmoid_of_negated(v)
+
+
 def _sigmoid(s: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     return _sigmoid_of_negated(np.negative(s, out=out))  # negation is exact: the same bits
+
+
+def _bare_sigmoid(s: np.ndarray) -> np.ndarray:
+    return _bare_sigmoid_of_negated(np.negative(s))
 
 
 def _sigmoid_derivative(a: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -203,23 +219,27 @@ def _identity_shift(s: np.ndarray, order: int) -> np.ndarray:
 
 ACTIVATIONS: dict[str, Activation] = {
     "sigmoid": Activation(
-        name="sigmoid", forward=_sigmoid, derivative=_sigmoid_derivative, kink=None,
+        name="sigmoid", forward=_sigmoid, derivative=_sigmoid_derivative,
+        bare_forward=_bare_sigmoid, kink=None,
         series=ShiftSeries(_sigmoid_shift, lipschitz=1.0), negated_forward=_sigmoid_of_negated,
         slope_text=("{a} * (1 - {a})", "{a} .* (1 - {a})"), derivative_rounding=1.0,
         init_scale=4.0,
     ),
     "tanh": Activation(
-        name="tanh", forward=_tanh, derivative=_tanh_derivative, kink=None,
+        name="tanh", forward=_tanh, derivative=_tanh_derivative, bare_forward=_tanh,
+        kink=None,
         series=ShiftSeries(_tanh_shift, lipschitz=3.5), negated_forward=None,
         slope_text=("(1 - {a} ** 2)", "(1 - {a} .^ 2)"), derivative_rounding=2.0,
     ),
     "relu": Activation(
-        name="relu", forward=_relu, derivative=_relu_derivative, kink=0.0,
+        name="relu", forward=_relu, derivative=_relu_derivative, bare_forward=_relu,
+        kink=0.0,
         series=None, negated_forward=None, slope_text=("({a} > 0)", "({a} > 0)"),
         derivative_rounding=0.0,
     ),
     "identity": Activation(
-        name="identity", forward=_identity, derivative=_identity_derivative, kink=None,
+        name="identity", forward=_identity, derivative=_identity_derivative,
+        bare_forward=_identity, kink=None,
         series=ShiftSeries(_identity_shift, lipschitz=1.0), negated_forward=None,
         slope_text=("", ""), derivative_rounding=0.0,
     ),

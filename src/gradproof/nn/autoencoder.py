@@ -31,6 +31,7 @@ times a factor (``grad_scale``), such as its step size, at no extra cost.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -41,7 +42,7 @@ from gradproof.nn.activations import ACTIVATIONS
 from gradproof.nn.layers import FRESH, DenseBuffers
 from gradproof.nn.losses import LOSSES, REDUCTIONS
 from gradproof.nn.network import ForwardCache, Network, Workspace
-from gradproof.nn.screened import screened_forward, sum_is_finite
+from gradproof.nn.screened import ScreenedPass
 from gradproof.nn.validation import (
     Params,
     all_finite,
@@ -222,7 +223,10 @@ class Autoencoder:
         return self._checked_input(x)
 
     def _checked_input(self, x: Any, check_finite: bool = True) -> np.ndarray:
-        arr = real_array(x, "x", self.dtype)
+        # An array of the model's dtype already (a loss's usual x) needs no conversion.
+        arr = x if type(x) is np.ndarray and x.dtype == self.dtype else real_array(
+            x, "x", self.dtype
+        )
         if arr.ndim != 2 or arr.shape[1] != self.n_visible or arr.shape[0] == 0:
             raise InputError(
                 f"x must have shape (batch, n_visible) = (batch, {self.n_visible}) with "
@@ -290,49 +294,61 @@ class Autoencoder:
 
     def loss(self, params: Mapping[str, Any], x: Any) -> float:
         """The objective J for a batch ``x`` of shape (batch, n_visible)."""
-        checked, layer_params = self._loss_params(params)
+        checked, screened = self._loss_params(params)
         x = self._checked_input(x, check_finite=False)
-        cache = self._screened_forward(checked, layer_params, x)
+        net = self.network
+        # One error state for the pass and the data term: a NaN or an Inf met there is found
+        # below, not warned of. The pass screens the parameters, the data term x (every data
+        # term of LOSSES is non-finite where its target is).
+        with np.errstate(over="ignore", invalid="ignore"):
+            activations, pre_activations, finite = screened.run(x)
+            cache = ForwardCache(activations, pre_activations)
+            data = net._data_value(cache, x)
+        screened_out = not (finite and math.isfinite(data))
+        if screened_out:
+            cache = self._scanned_forward(params, checked, x)
         self._check_code_mean(cache)
-        return self.network._total(checked, cache, self.network._data_value(cache, x))
+        if screened_out:  # again, outside the silent error state: its warnings as ever
+            data = net._data_value(cache, x)
+        return net._total(checked, cache, data)
 
-    def _loss_params(self, params: Mapping[str, Any]) -> tuple[Params, list[Params]]:
-        """``params`` checked (names, shapes, dtypes; not finiteness) and each layer's
-        ``{"W", "b"}``, for ``loss``.
+    def _loss_params(self, params: Mapping[str, Any]) -> tuple[Params, ScreenedPass]:
+        """``params`` checked (names, shapes, dtypes; not finiteness), and the forward pass of
+        their arrays that screens them for NaN and Inf itself (``nn.screened``), for ``loss``.
 
         A black-box gradient check passes the same dict of the same arrays thousands of
-        times, only their values changed, and on a small batch these checks are a noticeable
-        share of a call (bench/README.md). So the last result is kept while ``params`` is the
-        same dict holding the same arrays, of the same shapes and dtypes: what the checks read
-        has not changed. It is kept only where no array needed a conversion, since a converted copy
-        would not follow later changes of the caller's values. (The model holds on to that
-        dict until a call with another one.)
+        times, only their values changed, and on a small batch these checks and the making of
+        the pass are a noticeable share of a call (bench/README.md). So the last result is
+        kept while ``params`` is the same dict holding the same arrays, of the same shapes and
+        dtypes: what the checks read has not changed, and the pass reads the arrays' values
+        afresh at every run. It is kept only where no array needed a conversion, since a
+        converted copy would not follow later changes of the caller's values. (The model holds
+        on to that dict until a call with another one.)
         """
         kept = self._kept_params
         if kept is not None and kept.fits(params):
-            return kept.checked, kept.layer_params
+            return kept.checked, kept.screened
         checked = self._checked_params(params, check_finite=False)
         layer_params = [
             self.network._layer_params(checked, k) for k in range(1, self.n_layers + 1)
         ]
+        screened = ScreenedPass(self.network._dense, layer_params)
         if all(params[name] is value for name, value in checked.items()):
-            self._kept_params = _CheckedParams(params, checked, layer_params)
-        return checked, layer_params
+            self._kept_params = _CheckedParams(params, checked, screened)
+        return checked, screened
 
-    def _screened_forward(
-        self, params: Params, layer_params: list[Params], x: np.ndarray
+    def _scanned_forward(
+        self, params: Mapping[str, Any], checked: Params, x: np.ndarray
     ) -> ForwardCache:
-        """The forward pass for ``loss``, which a gradient check calls thousands of times: it
-        screens the parameters for NaN and Inf itself (``nn.screened``), and only where it
-        finds one (or a sum that overflowed) do the full scans run, in the order
-        ``validate_params`` then ``validate_input``, to name what is not finite."""
-        net = self.network
-        with np.errstate(invalid="ignore"):  # NaN and Inf are refused below, not warned of
-            activations, pre_activations, finite = screened_forward(net._dense, layer_params, x)
-        if not (finite and sum_is_finite(x)):
-            self._checked_params(params)
-            self._checked_input(x)
-        return ForwardCache(activations, pre_activations)
+        """The forward pass for ``loss`` where the screened pass or the data term met a NaN
+        or an Inf (or a sum that overflowed): the full scans name what is not finite, in the
+        order ``validate_params`` then ``validate_input``; where every value is finite, the
+        plain layer walk makes the pass again, warning of an overflow in its products as
+        numpy does (and ``loss`` its data term again)."""
+        self._checked_params(params)
+        self._checked_input(x)
+        with np.errstate(invalid="ignore"):  # an overflow warns; the NaN it may lead to does not
+            return self.network._forward(checked, x)
 
     def loss_and_grad(
         self, params: Mapping[str, Any], x: Any, *, out: Workspace | None = None,
@@ -466,25 +482,21 @@ class Autoencoder:
 class _CheckedParams:
     """The params of a call of ``Autoencoder.loss`` as checked, and the arrays they were."""
 
-    def __init__(
-        self, given: Mapping[str, Any], checked: Params, layer_params: list[Params]
-    ) -> None:
+    def __init__(self, given: Mapping[str, Any], checked: Params, screened: ScreenedPass) -> None:
         self.given = given
         self.checked = checked
-        self.layer_params = layer_params
+        self.screened = screened
         self.kinds = [(name, value, value.shape, value.dtype) for name, value in checked.items()]
 
     def fits(self, params: Mapping[str, Any]) -> bool:
         """Whether ``params`` is the dict checked, still holding the same arrays (no more),
         each of the shape and dtype it had."""
-        return (
-            params is self.given
-            and len(params) == len(self.kinds)
-            and all(
-                params.get(name) is value and value.shape == shape and value.dtype == dtype
-                for name, value, shape, dtype in self.kinds
-            )
-        )
+        if params is not self.given or len(params) != len(self.kinds):
+            return False
+        for name, value, shape, dtype in self.kinds:  # a loop: a generator costs more here
+            if params.get(name) is not value or value.shape != shape or value.dtype != dtype:
+                return False
+        return True
 
 
 _CONFIG_KEYS = (

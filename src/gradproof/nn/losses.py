@@ -2,7 +2,8 @@
 
 Contract, for targets ``x``, outputs ``z`` and output pre-activations ``s`` (all
 (batch, n_visible)): ``Loss.value(x, z, s) -> float`` is the data term summed over pixels and
-examples; ``Loss.value_and_delta(x, z, s, activation, out=None, scratch=None) -> (value, d_s)``
+examples, NaN or infinite wherever an entry of ``x`` is (``Autoencoder.loss`` screens its input
+through it); ``Loss.value_and_delta(x, z, s, activation, out=None, scratch=None) -> (value, d_s)``
 returns the same value together with ``d_s = dJ/ds``, its gradient with respect to the output
 pre-activation, from work the two share (the residual ``z - x``). ``d_s`` goes into ``out``
 when one is given and is a fresh array otherwise; either way the caller may overwrite it.
@@ -74,7 +75,8 @@ class Loss:
     name : str
         The user-facing name (the key in ``LOSSES``).
     value : callable
-        ``value(x, z, s) -> float``, summed over all entries.
+        ``value(x, z, s) -> float``, summed over all entries; not finite where an entry of
+        ``x`` is not, for finite ``z`` and ``s``.
     value_and_delta : callable
         ``value_and_delta(x, z, s, activation, out=None, scratch=None) -> (value, d_s)``: the
         value and dJ/ds, shape (batch, n_visible).

@@ -1,18 +1,28 @@
 """A forward pass that also tells whether its weights and biases are finite, mostly from its own
 products.
 
-Contract: ``screened_forward(layers, layer_params, x) -> (activations, pre_activations,
-finite)`` runs the dense ``layers`` (each with its ``{"W", "b"}`` from ``layer_params``, in
-order) on ``x`` (batch, n_in) and returns what ``Dense.forward`` gives layer by layer,
-``[x, a1, ..., an]`` and ``[s1, ..., sn]``, with ``finite`` False wherever a weight or a bias
-holds a NaN or an infinity. It never raises on a NaN or an infinity, and says nothing about
-``x``. ``finite`` may also be False for finite parameters whose sums overflow: it is a reason to
-scan the parameters (``checked_params``), not a verdict.
+Contract: ``ScreenedPass(layers, layer_params, product=np.matmul)`` holds the dense ``layers``
+with their ``{"W", "b"}`` (``layer_params``, in order); ``run(x)`` runs them on ``x``
+(batch, n_in) and returns ``(activations, pre_activations, finite)``: what ``Dense.forward``
+gives layer by layer, ``[x, a1, ..., an]`` and ``[s1, ..., sn]``, bit for bit, with
+``finite`` False wherever a weight or a bias holds a NaN or an infinity. It never raises on a
+NaN or an infinity, says nothing about ``x``, and runs inside its caller's
+``np.errstate(over="ignore", invalid="ignore")``, where it warns of nothing either.
+``finite`` may also be False for finite parameters whose sums overflow: it is a reason to scan
+the parameters (``checked_params``), not a verdict. ``screened_forward(layers, layer_params,
+x)`` is one run of a pass made for it, in that error state.
 
 Why: a black-box gradient check calls a loss thousands of times, and a max and a min of each
 weight (the scan ``checked_params`` makes) read every weight twice more beside the product
 that reads it once: on the seed network and one image they were a large share of each call.
-Here the forward pass's own products do the screening.
+Here the forward pass's own products do the screening. And on a small batch the arithmetic is
+so short that each numpy call's own cost counts: a pass is made once for parameter arrays
+that a caller passes again and again (``Autoencoder.loss`` keeps it while they stay the same
+arrays), holding each layer's weight, bias and activation at hand; its caller sets the
+floating-point error state once around the whole pass (a NaN or an infinity it meets is
+reported through ``finite``, and an overflow of the sigmoid's exp is its right limit; the
+caller's own arithmetic, such as a loss's data term, may share that state), and it screens
+every layer in one test at the end.
 
 Why it is sound. Layer k computes ``s = a @ W + b``. In IEEE arithmetic a NaN or an infinity
 stays non-finite through every product with a nonzero finite number and through every sum it
@@ -20,7 +30,8 @@ enters (an infinity plus a finite number is that infinity, opposite infinities g
 plus anything is NaN), so ``s`` is finite only if ``b`` is and every row ``W[i]`` whose input
 ``a[:, i]`` is nonzero in some example is; no BLAS can leave out a nonzero multiplier and stay
 correct. Each ``s`` is screened through its sum, which is finite only if every entry is (or
-overflows: the false alarm above). The rows whose input is zero in every example (most pixels
+overflows: the false alarm above); the sums are added up and the total tested once, finite
+only if each is. The rows whose input is zero in every example (most pixels
 of an MNIST batch) are another matter: ``0 * inf`` is NaN, but a BLAS may skip a zero
 multiplier (the reference BLAS once did). Whether the product at hand does is measured once
 per kind of product (``zeros_keep_nan``: the operands' shapes, dtypes and memory layouts, from
@@ -58,39 +69,91 @@ def sum_is_finite(arr: np.ndarray) -> bool:
     return math.isfinite(np.add.reduce(arr, axis=None))
 
 
-def screened_forward(
-    layers: Sequence[Dense], layer_params: Sequence[Mapping[str, np.ndarray]], x: np.ndarray
-) -> tuple[list[np.ndarray], list[np.ndarray], bool]:
-    """Run ``layers`` on ``x`` and screen their parameters for NaN and Inf on the way.
+class ScreenedPass:
+    """A forward pass of fixed parameter arrays that screens them on the way.
 
     Parameters
     ----------
     layers : sequence of Dense
     layer_params : sequence of dict
-        Layer k's ``{"W": (n_in, n_out), "b": (n_out,)}`` (``"b"`` optional), in order.
-    x : ndarray, shape (batch, n_in)
-
-    Returns
-    -------
-    activations : list of ndarray
-        ``[x, a1, ..., an]``, ``a_k`` of shape (batch, n_k).
-    pre_activations : list of ndarray
-        ``[s1, ..., sn]``.
-    finite : bool
-        True only if every weight and bias is finite (see the module docstring); False also
-        where sums of finite parameters overflow.
+        Layer k's ``{"W": (n_in, n_out), "b": (n_out,)}`` (``"b"`` optional), in order. The
+        pass reads these arrays at every run: values written into them later count.
+    product : callable
+        The matrix product, ``product(a, W) -> a @ W`` (numpy's by default).
     """
-    activations, pre_activations, finite = [x], [], True
-    a = x
-    for layer, params in zip(layers, layer_params):
-        weight = params["W"]
-        if finite and not zeros_keep_nan(_kind(a), _kind(weight)):
-            finite = _idle_rows_finite(a, weight)
-        a, cache = layer.forward(params, a)  # (batch, n_k)
-        finite = finite and sum_is_finite(cache.s)
-        activations.append(a)
-        pre_activations.append(cache.s)
-    return activations, pre_activations, finite
+
+    def __init__(
+        self, layers: Sequence[Dense], layer_params: Sequence[Mapping[str, np.ndarray]],
+        product: Product = np.matmul,
+    ) -> None:
+        self._layers = [
+            (params["W"], params.get("b"), layer.activation.bare_forward)
+            for layer, params in zip(layers, layer_params)
+        ]
+        self._product = product
+        # x's kind -> which layers need their idle rows screened (``run``).
+        self._idle_screens: dict[tuple[object, ...], tuple[bool, ...]] = {}
+
+    def run(self, x: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray], bool]:
+        """Run the layers on ``x`` and screen the parameters for NaN and Inf, inside the
+        caller's ``np.errstate(over="ignore", invalid="ignore")``.
+
+        Parameters
+        ----------
+        x : ndarray, shape (batch, n_in)
+
+        Returns
+        -------
+        activations : list of ndarray
+            ``[x, a1, ..., an]``, ``a_k`` of shape (batch, n_k).
+        pre_activations : list of ndarray
+            ``[s1, ..., sn]``.
+        finite : bool
+            True only if every weight and bias is finite (see the module docstring); False
+            also where sums of finite parameters overflow.
+        """
+        # What the decisions depend on: x's kind, or for an x of no measured kind (whose first
+        # product is always screened) its shape and dtype, which give the later layers' kinds.
+        key = _kind(x) or (x.shape, x.dtype, None)
+        idle_screens = self._idle_screens.get(key)
+        if idle_screens is None:
+            idle_screens = self._idle_screens[key] = self._needs_idle_screens(x)
+        activations, pre_activations, finite, total = [x], [], True, 0.0
+        a = x
+        # The arithmetic of Dense.forward: an overflow or an invalid operation, silent in the
+        # caller's error state, leaves a non-finite s, which the screen reports.
+        for (weight, bias, forward), idle in zip(self._layers, idle_screens):
+            if idle:
+                finite = finite and _idle_rows_finite(a, weight)
+            s = self._product(a, weight)  # (batch, n_k)
+            if bias is not None:
+                s += bias  # in place: s is our own array
+            a = forward(s)  # (batch, n_k)
+            activations.append(a)
+            pre_activations.append(s)
+            total += np.add.reduce(s, axis=None)
+        return activations, pre_activations, finite and math.isfinite(total)
+
+    def _needs_idle_screens(self, x: np.ndarray) -> tuple[bool, ...]:
+        """Whether each layer's product may skip the NaN of a weight row that only zero inputs
+        multiply, for inputs like ``x``: a later layer's input is an activation the pass made,
+        a fresh C-ordered array."""
+        needs, kind, dtype = [], _kind(x), x.dtype
+        for weight, _, _ in self._layers:
+            needs.append(not zeros_keep_nan(kind, _kind(weight), self._product))
+            dtype = np.result_type(dtype, weight)
+            kind = ((x.shape[0], weight.shape[1]), dtype, "C")
+        return tuple(needs)
+
+
+def screened_forward(
+    layers: Sequence[Dense], layer_params: Sequence[Mapping[str, np.ndarray]], x: np.ndarray,
+    product: Product = np.matmul,
+) -> tuple[list[np.ndarray], list[np.ndarray], bool]:
+    """One ``ScreenedPass(layers, layer_params, product).run(x)``, in the error state it
+    needs."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return ScreenedPass(layers, layer_params, product).run(x)
 
 
 def _idle_rows_finite(a: np.ndarray, weight: np.ndarray) -> bool:
