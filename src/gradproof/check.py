@@ -33,6 +33,7 @@ from gradproof.engine.options import (
 from gradproof.errors import InputError
 from gradproof.finite_diff import Rule
 from gradproof.moved_point import recheck_at_moved_point
+from gradproof.engine.kink_scan import scan_kinks
 from gradproof.nn.autoencoder import Autoencoder
 from gradproof.nn.network import Network
 from gradproof.params import parse_params
@@ -241,6 +242,7 @@ def check_gradient(
                               safety=safety, seed=seed)
 
     report = recheck_at_moved_point(run.report(), run, loss, grad, full_check, seed)
+    report = scan_kinks(report, run, grad, seed)
     return in_user_terms(report, terms)
 
 

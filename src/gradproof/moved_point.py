@@ -54,7 +54,7 @@ def recheck_at_moved_point(
         return report
     # A tensor that fails already has its diagnosis: the moved point would add nothing to it.
     passing = {t.name for t in report.tensors if t.passed}
-    crossed = {name: at for name, at in _crossed(run).items() if name in passing}
+    crossed = {name: at for name, at in crossed_entries(run).items() if name in passing}
     if not crossed:
         return report
     layout = run.layout
@@ -79,7 +79,7 @@ def recheck_at_moved_point(
         if result.passed:
             if checked:
                 tensors[name] = dataclasses.replace(tensors[name], verified=True)
-                findings = [_verified(f) if f.kind == "kink" and f.tensors == (name,) else f
+                findings = [verified_note(f) if f.kind == "kink" and f.tensors == (name,) else f
                             for f in findings]
                 findings.append(_confirmed(name, checked, len(positions)))
             continue
@@ -89,7 +89,7 @@ def recheck_at_moved_point(
                                findings=findings, loss_evaluations=evaluations)
 
 
-def _crossed(run: Any) -> dict[str, np.ndarray]:
+def crossed_entries(run: Any) -> dict[str, np.ndarray]:
     """Each tensor's entry probes whose steps crossed a kink and that no smaller step
     confirmed: excluded, or decided by a one-sided slope; their positions in the flat
     point."""
@@ -138,7 +138,7 @@ def _confirmed(name: str, checked: int, crossed: int) -> Finding:
     )
 
 
-def _verified(note: Finding) -> Finding:
+def verified_note(note: Finding) -> Finding:
     """A tensor's kink note without its sentence on what could not be verified: the moved
     point verified it."""
     text = note.details.get("unverified_text", "")

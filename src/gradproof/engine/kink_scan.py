@@ -1,0 +1,335 @@
+"""Entries at a kink, the gradient given as arrays: the kinks stacked at the point taken apart.
+
+Contract: ``scan_kinks(report, run, grad, seed) -> GradReport`` takes the report of a
+black-box check (``BlackBoxRun.report``), the run, the gradient as given to ``check_gradient``
+and the seed; where the gradient is arrays and the loss computes in float64, each passing
+tensor's entries whose steps crossed a kink (excluded, or decided by a one-sided slope) are
+scanned, within ``BUDGET`` loss evaluations per check: an entry whose value is one a correct
+gradient can take is verified (a ``kink`` note), one that is none of them is a ``mismatch``
+naming the entry and the evidence. Anything the scans cannot resolve is left as it was.
+
+Why: near the point the loss is, to first order, f(θ + v) = f₀ + g·v + ½ Σ_h σ_h |c_h·v| over
+the kink hyperplanes h that the entry's line meets, so a correct gradient's entry e is the
+slope L on the line's left plus the jumps J_h of some subset of those kinks (whatever the
+code's relu'(0) and however it writes its units). Along e at the point itself, the kinks of
+several units at their kink are stacked at t = 0, where only their sum shows (opposing units
+cancel): that one line cannot tell a right value from a wrong one. At a point moved a little
+in a seeded random direction u (every entry but e, by far less than the window), each kink
+moves to its own t_h = -(a_h·u)/a_h,e, and a scan of f along e shows it as a step between
+slope plateaus; the values L + Σ_{h∈S} J_h over every subset S then hold every value a correct
+gradient can take. The scan at the point gives L and the slope R on the right; the moved
+line's own ends must agree with them (a kink that left or entered the window would change
+one end by its jump, which is added to the tolerance), and every step between plateaus must
+be one kink's, else that line is not used: a cluster not resolved by finer scans
+(``REFINE``, ``REFINE_DEPTH`` times) could hide two kinks merged into one. A value is failed
+only where at least two moved lines are clean and it lies outside their values in each;
+one clean line holding it verifies it. A loss evaluated in float32 resolves no jump that
+matters here and is left alone, as is a gradient given as a callable (``moved_point.py``
+checks that at the moved point itself).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from gradproof.moved_point import crossed_entries, verified_note
+from gradproof.params import TensorSpec
+from gradproof.report import Finding, GradReport
+
+# The scan's half width, relative to the entry's first finite-difference step
+# cbrt(eps)·max(1, |θ_e|): wide enough to hold kinks a step crossed, narrow enough that the
+# curvature left after removing a common one stays far below the errors looked for.
+WINDOW = 1.0 / 8
+
+# Segments of the first scan of a line, and per segment of a cluster scanned again.
+SEGMENTS = 32
+REFINE = 8
+REFINE_DEPTH = 2
+
+# Moved lines tried per entry, and the move of each entry (Gaussian, in units of the window)
+# tried in turn while a line is not clean: kinks must spread over the window, not leave it.
+LINES = 3
+MOVES = (1.0 / 64, 1.0 / 512)
+
+# At most this many kinks on a line (2**MAX_KINKS subset sums).
+MAX_KINKS = 12
+
+# Loss evaluations per check spent on scans; entries beyond it are left as they were.
+BUDGET = 12000
+
+# A step between plateaus is seen beyond this many times its rounding.
+SAFETY = 10.0
+
+# What the move and each piece's own curvature leave in the slopes, relative to their scale:
+# about 1e-7 on the stress networks (the same jump read on different lines), allowed 100
+# times over; and how far a line's end slopes may move before the line is not used.
+SLACK = 1e-5
+SHIFT_LIMIT = 1e-3
+
+# Salts the scans' draws, apart from the check's own and the moved point's.
+SCAN_STREAM = 0x6B736361
+
+Fetch = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Line:
+    """The loss along one entry, read as plateaus of slope between kinks.
+
+    Slopes are extrapolated to t = 0 along the line's common curvature.
+
+    Attributes
+    ----------
+    left, right : float
+        The slopes at the window's ends.
+    jumps : ndarray
+        Each kink's change of slope, left to right.
+    noise : float
+        The rounding of ``left`` and ``right``; ``jump_noise`` the summed rounding of the jumps.
+    """
+
+    left: float
+    right: float
+    jumps: np.ndarray
+    noise: float
+    jump_noise: float
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the scans say of one entry: ``inside`` (a correct gradient's value), ``outside``,
+    or None (not resolved), with the evidence for a message."""
+
+    inside: bool | None
+    at_point: Line | None = None
+    moved: Line | None = None
+    values: np.ndarray | None = None
+    tolerance: float = 0.0
+
+
+def scan_kinks(report: GradReport, run: Any, grad: Any, seed: int) -> GradReport:
+    """The report, with the entries at a kink of each passing tensor scanned (see the module
+    docstring); unchanged where there is nothing to scan or no way to."""
+    objective = run.objective
+    if grad is None or callable(grad) or objective is None or run.partial:
+        return report
+    if objective.value_eps > float(np.finfo(np.float64).eps) or objective.fallback:
+        return report
+    passing = {t.name for t in report.tensors if t.passed}
+    crossed = {name: at for name, at in crossed_entries(run).items() if name in passing}
+    if not crossed:
+        return report
+    context = run.context
+    noise = max(context.noise, objective.value_eps * abs(context.j0))
+    rng = np.random.default_rng([SCAN_STREAM, seed])
+    tensors, findings = {t.name: t for t in report.tensors}, list(report.findings)
+    start = objective.evaluations
+    # The tensors with the fewest such entries first: the budget then verifies (or fails)
+    # as many whole tensors as it can.
+    for name, positions in sorted(crossed.items(), key=lambda item: item[1].size):
+        spec = run.layout.spec(name)
+        verified, failed = 0, []
+        for p in positions:
+            if objective.evaluations - start >= BUDGET:
+                break
+            verdict = _entry(objective, context.center, int(p), float(context.gradient[p]),
+                             noise, rng)
+            if verdict.inside:
+                verified += 1
+            elif verdict.inside is False:
+                failed.append((int(p), verdict))
+        if failed:
+            tensors[name] = dataclasses.replace(tensors[name], passed=False)
+            findings.append(_failed(spec, failed, context.gradient))
+        elif verified:
+            if verified == positions.size and not tensors[name].verified:
+                tensors[name] = dataclasses.replace(tensors[name], verified=True)
+                findings = [verified_note(f) if f.kind == "kink" and f.tensors == (name,) else f
+                            for f in findings]
+            findings.append(_confirmed(name, verified, positions.size))
+    return dataclasses.replace(report, tensors=[tensors[t.name] for t in report.tensors],
+                               findings=findings, loss_evaluations=objective.evaluations)
+
+
+def _entry(objective: Any, center: np.ndarray, p: int, value: float, noise: float,
+           rng: np.random.Generator) -> Verdict:
+    """Scan entry ``p`` (analytic ``value``) at the point, then along moved lines."""
+    half = WINDOW * np.cbrt(np.finfo(np.float64).eps) * max(1.0, abs(float(center[p])))
+    here = _scan(_fetch(objective, center, p), half, noise)
+    if here is None:
+        return Verdict(None)
+    outside = []
+    for _ in range(LINES):
+        direction = rng.standard_normal(center.size)
+        direction[p] = 0.0
+        for move in MOVES:
+            moved = _scan(_fetch(objective, center + move * half * direction, p), half, noise)
+            verdict = moved and _judge(here, moved, value)
+            if verdict is not None:
+                break
+        if verdict is None:
+            continue
+        if verdict.inside:
+            return verdict
+        outside.append(verdict)
+    # Two clean lines, neither holding the value: a kink merged on one line is apart on the other.
+    return outside[0] if len(outside) >= 2 else Verdict(None)
+
+
+def _judge(here: Line, moved: Line, value: float) -> Verdict | None:
+    """The values a correct gradient can take by the moved line's kinks, and where ``value``
+    lies; None where the line has too many kinks to enumerate."""
+    if moved.jumps.size > MAX_KINKS:
+        return None
+    # The slopes' own scale: the move and the curvature of each piece (a common one is
+    # removed) change slopes by a small fraction of it, beyond their rounding.
+    scale = max(abs(here.left), abs(here.right), float(np.max(np.abs(moved.jumps), initial=0.0)))
+    # A kink that left or entered the window moves an end by its jump: the tolerance takes the
+    # shift in (any subset missing that kink is off by no more), and a line whose ends moved
+    # more than the move itself can is not used (a smaller move keeps the kinks in).
+    shift = max(abs(moved.left - here.left), abs(moved.right - here.right))
+    if shift > SHIFT_LIMIT * scale + SAFETY * (here.noise + moved.noise):
+        return None
+    sums = np.zeros(1)
+    for jump in moved.jumps:
+        sums = np.concatenate((sums, sums + jump))
+    values = here.left + np.unique(sums)
+    tolerance = SAFETY * (here.noise + moved.noise + moved.jump_noise) + shift + SLACK * scale
+    inside = bool(np.min(np.abs(values - value)) <= tolerance)
+    return Verdict(inside, here, moved, values, tolerance)
+
+
+def _fetch(objective: Any, point: np.ndarray, p: int) -> Fetch:
+    """f(point + t·e_p) at each t, with the t each stored entry really moved by."""
+    def fetch(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        moved = (point[p] + t) - point[p]
+
+        def at(k: int) -> np.ndarray:
+            full = point.copy()
+            full[p] += moved[k]
+            return full
+
+        values = objective.at_points(t.size, at, lambda k: f"the point moved along entry {p}")
+        return moved, values
+
+    return fetch
+
+
+def _scan(fetch: Fetch, half: float, noise: float) -> Line | None:
+    """The loss along the line over [-half, half] as plateaus and kinks; None where a cluster
+    of slope changes is not resolved into single kinks or an end is not a plateau."""
+    t, f = fetch(np.linspace(-half, half, SEGMENTS + 1))
+    if not np.all(np.isfinite(f)):
+        return None
+    width = np.diff(t)
+    slopes = np.diff(f) / width
+    # The common curvature, from the slope changes between segments, most of them smooth.
+    curvature = float(np.median(np.diff(slopes) / ((width[1:] + width[:-1]) / 2)))
+    pieces = _plateaus(fetch, t, f, curvature, noise, REFINE_DEPTH)
+    if pieces is None:
+        return None
+    # Each plateau's slope is its chord's, over its whole extent: rounding divided by it.
+    a, b, fa, fb = (np.array(column) for column in zip(*pieces))
+    levels = (fb - fa) / (b - a) - curvature * (a + b) / 2
+    rounding = 2 * noise / (b - a)
+    return Line(float(levels[0]), float(levels[-1]), np.diff(levels), float(rounding[0]),
+                float(np.sum(rounding[1:-1]) * 2 + rounding[0] + rounding[-1]))
+
+
+Piece = tuple[float, float, float, float]  # a plateau: from t = a to b, f(a), f(b)
+
+
+def _plateaus(fetch: Fetch, t: np.ndarray, f: np.ndarray, curvature: float, noise: float,
+              depth: int) -> list[Piece] | None:
+    """The plateaus of the loss sampled at ``t``, left to right, one kink between each two;
+    a cluster of slope changes wider than one segment (or not monotone) is scanned again
+    ``REFINE`` times finer, ``depth`` more times; None where one stays unresolved or an end
+    segment is not part of a plateau."""
+    width = np.diff(t)
+    levels = np.diff(f) / width - curvature * (t[1:] + t[:-1]) / 2
+    rounding = 2 * noise / width
+    tolerance = SAFETY * (rounding[1:] + rounding[:-1])
+    step = np.abs(np.diff(levels)) > tolerance
+    if step[0] or step[-1]:
+        return None
+    pieces: list[Piece] = []
+    start = (t[0], f[0])  # where the plateau being built begins
+    i = 0
+    while i < step.size:
+        if not step[i]:
+            i += 1
+            continue
+        j = i
+        while j + 1 < step.size and step[j + 1]:
+            j += 1
+        # Steps i..j: segments i and j + 1 are plateaus, i + 1 .. j lie between them.
+        low, high = levels[i], levels[j + 1]
+        between = levels[i + 1:j + 1]
+        single = between.size == 0 or between.size == 1 and (
+            min(low, high) - tolerance[i] <= between[0] <= max(low, high) + tolerance[j])
+        if single:
+            pieces.append((start[0], t[i + 1], start[1], f[i + 1]))
+            start = (t[j + 1], f[j + 1])
+        else:
+            if depth == 0:
+                return None
+            t_fine, f_fine = fetch(np.linspace(t[i], t[j + 2], REFINE * (j + 2 - i) + 1))
+            if not np.all(np.isfinite(f_fine)):
+                return None
+            inner = _plateaus(fetch, t_fine, f_fine, curvature, noise, depth - 1)
+            if inner is None:
+                return None
+            # The finer scan's first and last plateaus continue the plateaus around it.
+            pieces.append((start[0], inner[0][1], start[1], inner[0][3]))
+            pieces += inner[1:-1]
+            start = (inner[-1][0], inner[-1][2])
+        i = j + 1
+    pieces.append((start[0], t[-1], start[1], f[-1]))
+    return pieces
+
+
+def _confirmed(name: str, verified: int, crossed: int) -> Finding:
+    return Finding(
+        "kink", (name,),
+        f"{verified} of the {crossed} entries of {name} whose steps crossed a kink (excluded, "
+        "or decided by a one-sided slope) were scanned along the entry at points moved a "
+        "little off the point, where the kinks stacked at the point come apart: each value is "
+        "one a correct gradient can take (the slope on one side plus the jumps of some of "
+        "those kinks)",
+        details={"scanned": verified, "crossed": crossed},
+    )
+
+
+def _failed(spec: TensorSpec, failed: list[tuple[int, Verdict]], gradient: np.ndarray) -> Finding:
+    name = spec.name
+    p, verdict = failed[0]
+    index = _index(spec, p)
+    here, moved, values = verdict.at_point, verdict.moved, verdict.values
+    shown = ", ".join(f"{v:.6g}" for v in values[:8]) + (", ..." if values.size > 8 else "")
+    jumps = ", ".join(f"{j:+.3g}" for j in moved.jumps) or "none"
+    others = f" ({len(failed)} entries in all)" if len(failed) > 1 else ""
+    return Finding(
+        "mismatch", (name,),
+        f"{name}{index} is {gradient[p]:.6g}, which no correct gradient can be there{others}: "
+        f"along that entry the loss's slope is {here.left:.6g} on the left and "
+        f"{here.right:.6g} on the right of the point; at points moved a little off it the "
+        f"kinks there come apart, with jumps of slope {jumps}, so a correct gradient takes "
+        f"one of {shown} (the left slope plus some of the jumps, to within "
+        f"{verdict.tolerance:.2g})",
+        fix=f"derive the gradient of {name} again; check the entries that feed units sitting "
+        "at their kink (a relu's 0) at the given point",
+        details={"index": index, "values": [float(v) for v in values[:64]],
+                 "jumps": [float(j) for j in moved.jumps], "tolerance": verdict.tolerance,
+                 "entries": len(failed)},
+    )
+
+
+def _index(spec: TensorSpec, p: int) -> str:
+    local = p - spec.span.start
+    at = np.unravel_index(local, spec.shape, order=spec.order)
+    return "[" + ", ".join(str(int(i)) for i in at) + "]"
