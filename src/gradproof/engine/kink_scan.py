@@ -71,6 +71,11 @@ SAFETY = 10.0
 SLACK = 1e-5
 SHIFT_LIMIT = 1e-3
 
+# A plateau is one smooth piece while a quadratic fits its values within this many times the
+# loss's rounding (the stress networks' smooth pieces: up to about 50; where a relu's square
+# starts at the point, about 400).
+QUADRATIC = 100.0
+
 # Salts the scans' draws, apart from the check's own and the moved point's.
 SCAN_STREAM = 0x6B736361
 
@@ -138,7 +143,7 @@ def scan_kinks(report: GradReport, run: Any, grad: Any, seed: int) -> GradReport
             if objective.evaluations - start >= BUDGET:
                 break
             verdict = _entry(objective, context.center, int(p), float(context.gradient[p]),
-                             noise, rng)
+                             noise, context.gmax[name], rng)
             if verdict.inside:
                 verified += 1
             elif verdict.inside is False:
@@ -157,7 +162,7 @@ def scan_kinks(report: GradReport, run: Any, grad: Any, seed: int) -> GradReport
 
 
 def _entry(objective: Any, center: np.ndarray, p: int, value: float, noise: float,
-           rng: np.random.Generator) -> Verdict:
+           largest: float, rng: np.random.Generator) -> Verdict:
     """Scan entry ``p`` (analytic ``value``) at the point, then along moved lines."""
     half = WINDOW * np.cbrt(np.finfo(np.float64).eps) * max(1.0, abs(float(center[p])))
     here = _scan(_fetch(objective, center, p), half, noise)
@@ -169,7 +174,7 @@ def _entry(objective: Any, center: np.ndarray, p: int, value: float, noise: floa
         direction[p] = 0.0
         for move in MOVES:
             moved = _scan(_fetch(objective, center + move * half * direction, p), half, noise)
-            verdict = moved and _judge(here, moved, value)
+            verdict = moved and _judge(here, moved, value, largest)
             if verdict is not None:
                 break
         if verdict is None:
@@ -181,14 +186,16 @@ def _entry(objective: Any, center: np.ndarray, p: int, value: float, noise: floa
     return outside[0] if len(outside) >= 2 else Verdict(None)
 
 
-def _judge(here: Line, moved: Line, value: float) -> Verdict | None:
+def _judge(here: Line, moved: Line, value: float, largest: float) -> Verdict | None:
     """The values a correct gradient can take by the moved line's kinks, and where ``value``
-    lies; None where the line has too many kinks to enumerate."""
+    lies (``largest``: the tensor's largest |gradient|); None where the line has too many
+    kinks to enumerate or its ends moved."""
     if moved.jumps.size > MAX_KINKS:
         return None
-    # The slopes' own scale: the move and the curvature of each piece (a common one is
-    # removed) change slopes by a small fraction of it, beyond their rounding.
-    scale = max(abs(here.left), abs(here.right), float(np.max(np.abs(moved.jumps), initial=0.0)))
+    # The slopes' scale, the tensor's largest entry at least: the move and what a fit of each
+    # piece leaves change slopes by a small fraction of it, beyond their rounding.
+    scale = max(abs(here.left), abs(here.right), float(np.max(np.abs(moved.jumps), initial=0.0)),
+                largest)
     # A kink that left or entered the window moves an end by its jump: the tolerance takes the
     # shift in (any subset missing that kink is off by no more), and a line whose ends moved
     # more than the move itself can is not used (a smaller move keeps the kinks in).
@@ -222,7 +229,8 @@ def _fetch(objective: Any, point: np.ndarray, p: int) -> Fetch:
 
 def _scan(fetch: Fetch, half: float, noise: float) -> Line | None:
     """The loss along the line over [-half, half] as plateaus and kinks; None where a cluster
-    of slope changes is not resolved into single kinks or an end is not a plateau."""
+    of slope changes is not resolved into single kinks, an end is not a plateau, or a plateau
+    is not one smooth piece."""
     t, f = fetch(np.linspace(-half, half, SEGMENTS + 1))
     if not np.all(np.isfinite(f)):
         return None
@@ -233,15 +241,35 @@ def _scan(fetch: Fetch, half: float, noise: float) -> Line | None:
     pieces = _plateaus(fetch, t, f, curvature, noise, REFINE_DEPTH)
     if pieces is None:
         return None
-    # Each plateau's slope is its chord's, over its whole extent: rounding divided by it.
-    a, b, fa, fb = (np.array(column) for column in zip(*pieces))
-    levels = (fb - fa) / (b - a) - curvature * (a + b) / 2
-    rounding = 2 * noise / (b - a)
-    return Line(float(levels[0]), float(levels[-1]), np.diff(levels), float(rounding[0]),
-                float(np.sum(rounding[1:-1]) * 2 + rounding[0] + rounding[-1]))
+    fits = [_slope_at_zero(tp, fp, curvature, noise) for tp, fp in pieces]
+    if any(fit is None for fit in fits):
+        return None
+    slopes_at_zero, rounding = (np.array(column) for column in zip(*fits))
+    return Line(float(slopes_at_zero[0]), float(slopes_at_zero[-1]), np.diff(slopes_at_zero),
+                float(rounding[0]), float(np.sum(rounding[1:-1]) * 2 + rounding[0] + rounding[-1]))
 
 
-Piece = tuple[float, float, float, float]  # a plateau: from t = a to b, f(a), f(b)
+def _slope_at_zero(t: np.ndarray, f: np.ndarray, curvature: float,
+                   noise: float) -> tuple[float, float] | None:
+    """One plateau's slope extrapolated to t = 0 along its own curvature (the slope of each
+    piece is linear in t, its jump at a kink changes with t: at t = 0 the pieces' slopes are
+    the point's), and its rounding; None where the plateau is not one quadratic within its
+    rounding (a kink of the curvature alone, as where a relu's square starts)."""
+    extent = float(t[-1] - t[0])
+    middle = float(t[-1] + t[0]) / 2
+    rounding = 2 * noise / extent * (1 + 4 * abs(middle) / extent)
+    if t.size < 4:
+        # Too few values to fit a curvature of its own: the line's common one.
+        return float((f[-1] - f[0]) / extent - curvature * middle), rounding
+    u = (t - middle) / extent
+    c2, c1, c0 = np.polyfit(u, f, 2)
+    if np.max(np.abs(np.polyval((c2, c1, c0), u) - f)) > QUADRATIC * noise:
+        return None
+    # f = c0 + c1 u + c2 u², u = (t - middle) / extent: f'(0) = (c1 - 2 c2 middle / extent) / extent.
+    return float((c1 - 2 * c2 * middle / extent) / extent), rounding
+
+
+Piece = tuple[np.ndarray, np.ndarray]  # a plateau: its values of t and f, in order
 
 
 def _plateaus(fetch: Fetch, t: np.ndarray, f: np.ndarray, curvature: float, noise: float,
@@ -258,7 +286,8 @@ def _plateaus(fetch: Fetch, t: np.ndarray, f: np.ndarray, curvature: float, nois
     if step[0] or step[-1]:
         return None
     pieces: list[Piece] = []
-    start = (t[0], f[0])  # where the plateau being built begins
+    start = 0  # the first value of the plateau being built
+    carried: Piece | None = None  # its values left of ``start`` from a finer scan
     i = 0
     while i < step.size:
         if not step[i]:
@@ -273,8 +302,8 @@ def _plateaus(fetch: Fetch, t: np.ndarray, f: np.ndarray, curvature: float, nois
         single = between.size == 0 or between.size == 1 and (
             min(low, high) - tolerance[i] <= between[0] <= max(low, high) + tolerance[j])
         if single:
-            pieces.append((start[0], t[i + 1], start[1], f[i + 1]))
-            start = (t[j + 1], f[j + 1])
+            pieces.append(_joined(carried, (t[start:i + 2], f[start:i + 2])))
+            start, carried = j + 1, None
         else:
             if depth == 0:
                 return None
@@ -285,12 +314,20 @@ def _plateaus(fetch: Fetch, t: np.ndarray, f: np.ndarray, curvature: float, nois
             if inner is None:
                 return None
             # The finer scan's first and last plateaus continue the plateaus around it.
-            pieces.append((start[0], inner[0][1], start[1], inner[0][3]))
+            pieces.append(_joined(_joined(carried, (t[start:i + 1], f[start:i + 1])), inner[0]))
             pieces += inner[1:-1]
-            start = (inner[-1][0], inner[-1][2])
+            start, carried = j + 2, inner[-1]
         i = j + 1
-    pieces.append((start[0], t[-1], start[1], f[-1]))
+    pieces.append(_joined(carried, (t[start:], f[start:])))
     return pieces
+
+
+def _joined(first: Piece | None, second: Piece) -> Piece:
+    """Two runs of values of one plateau as one, in order, a shared end value once."""
+    if first is None:
+        return second
+    t, where = np.unique(np.concatenate((first[0], second[0])), return_index=True)
+    return t, np.concatenate((first[1], second[1]))[where]
 
 
 def _confirmed(name: str, verified: int, crossed: int) -> Finding:
