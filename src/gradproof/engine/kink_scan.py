@@ -86,7 +86,7 @@ Fetch = Callable[[np.ndarray], np.ndarray]
 class Line:
     """The loss along one entry, read as plateaus of slope between kinks.
 
-    Slopes are extrapolated to t = 0 along the line's common curvature.
+    Slopes are each piece's, extrapolated to t = 0.
 
     Attributes
     ----------
@@ -94,6 +94,8 @@ class Line:
         The slopes at the window's ends.
     jumps : ndarray
         Each kink's change of slope, left to right.
+    off_point : ndarray of bool
+        The kinks seen apart from t = 0 (the gap between their plateaus does not hold it).
     noise : float
         The rounding of ``left`` and ``right``; ``jump_noise`` the summed rounding of the jumps.
     """
@@ -101,6 +103,7 @@ class Line:
     left: float
     right: float
     jumps: np.ndarray
+    off_point: np.ndarray
     noise: float
     jump_noise: float
 
@@ -182,8 +185,19 @@ def _entry(objective: Any, center: np.ndarray, p: int, value: float, noise: floa
         if verdict.inside:
             return verdict
         outside.append(verdict)
-    # Two clean lines, neither holding the value: a kink merged on one line is apart on the other.
-    return outside[0] if len(outside) >= 2 else Verdict(None)
+    # Two clean lines, neither holding the value, with the same jumps: a kink merged on one
+    # line is apart on the other, and kinks whose jumps depend on the order they are crossed
+    # in (a unit at its kink feeding another, both at the point) are not additive, which
+    # lines crossing them in other orders show as different jumps.
+    if len(outside) >= 2 and _same_jumps(outside[0], outside[1]):
+        return outside[0]
+    return Verdict(None)
+
+
+def _same_jumps(one: Verdict, other: Verdict) -> bool:
+    """Whether two lines show the same jumps (in any order), each within both tolerances."""
+    a, b = np.sort(one.moved.jumps), np.sort(other.moved.jumps)
+    return a.size == b.size and bool(np.all(np.abs(a - b) <= one.tolerance + other.tolerance))
 
 
 def _judge(here: Line, moved: Line, value: float, largest: float) -> Verdict | None:
@@ -208,7 +222,24 @@ def _judge(here: Line, moved: Line, value: float, largest: float) -> Verdict | N
     values = here.left + np.unique(sums)
     tolerance = SAFETY * (here.noise + moved.noise + moved.jump_noise) + shift + SLACK * scale
     inside = bool(np.min(np.abs(values - value)) <= tolerance)
+    # A kink seen apart from the point at the point itself lies on no hyperplane through it:
+    # the moved line must show its jump alone, else it merged with another there, and the
+    # subsets miss the values that take one of them without the other.
+    if not inside and not _each_found(here.jumps[here.off_point], moved.jumps, tolerance):
+        return None
     return Verdict(inside, here, moved, values, tolerance)
+
+
+def _each_found(wanted: np.ndarray, jumps: np.ndarray, tolerance: float) -> bool:
+    """Whether each of ``wanted`` matches its own one of ``jumps`` within ``tolerance``."""
+    left = list(jumps)
+    for jump in wanted:
+        gaps = np.abs(np.array(left) - jump) if left else np.array([np.inf])
+        k = int(np.argmin(gaps))
+        if gaps[k] > tolerance:
+            return False
+        left.pop(k)
+    return True
 
 
 def _fetch(objective: Any, point: np.ndarray, p: int) -> Fetch:
@@ -245,7 +276,11 @@ def _scan(fetch: Fetch, half: float, noise: float) -> Line | None:
     if any(fit is None for fit in fits):
         return None
     slopes_at_zero, rounding = (np.array(column) for column in zip(*fits))
+    ends = np.array([tp[-1] for tp, _ in pieces[:-1]])
+    starts = np.array([tp[0] for tp, _ in pieces[1:]])
+    off_point = (ends > 0) | (starts < 0)
     return Line(float(slopes_at_zero[0]), float(slopes_at_zero[-1]), np.diff(slopes_at_zero),
+                off_point,
                 float(rounding[0]), float(np.sum(rounding[1:-1]) * 2 + rounding[0] + rounding[-1]))
 
 
@@ -299,8 +334,11 @@ def _plateaus(fetch: Fetch, t: np.ndarray, f: np.ndarray, curvature: float, nois
         # Steps i..j: segments i and j + 1 are plateaus, i + 1 .. j lie between them.
         low, high = levels[i], levels[j + 1]
         between = levels[i + 1:j + 1]
-        single = between.size == 0 or between.size == 1 and (
-            min(low, high) - tolerance[i] <= between[0] <= max(low, high) + tolerance[j])
+        # Every cluster is scanned finer down to the finest segments, where one kink alone
+        # must fit the values inside its segment: kinks a few 1e-9 apart (a relu unit at 0
+        # beside one 1e-9 from it) would otherwise read as one.
+        single = depth == 0 and between.size <= 1 and _one_kink(
+            fetch, t[i:j + 3], f[i:j + 3], low, high, curvature, noise)
         if single:
             pieces.append(_joined(carried, (t[start:i + 2], f[start:i + 2])))
             start, carried = j + 1, None
@@ -320,6 +358,31 @@ def _plateaus(fetch: Fetch, t: np.ndarray, f: np.ndarray, curvature: float, nois
         i = j + 1
     pieces.append(_joined(carried, (t[start:], f[start:])))
     return pieces
+
+
+def _one_kink(fetch: Fetch, t: np.ndarray, f: np.ndarray, low: float, high: float,
+              curvature: float, noise: float) -> bool:
+    """Whether one kink fits the values at ``t`` (the plateau segments on both sides and at
+    most one segment between them) and at the midpoints of the middle segments: the line of
+    slope ``low`` through the left plateau's last value and the line of slope ``high`` through
+    the right plateau's first meet at the kink, and the loss follows the upper or lower of the
+    two (a kink's f is the max or the min of its two pieces)."""
+    left, right = (t[1], f[1]), (t[-2], f[-2])
+    inner = t[1:-1]
+    probes = (inner[1:] + inner[:-1]) / 2
+    t_mid, f_mid = fetch(probes)
+    if not np.all(np.isfinite(f_mid)):
+        return False
+    # Slopes here are referred to t = 0 along the common curvature: back to each point's.
+    def line(t_at: np.ndarray, anchor: tuple[float, float], slope: float) -> np.ndarray:
+        return anchor[1] + (slope + curvature * (t_at + anchor[0]) / 2) * (t_at - anchor[0])
+
+    at = np.concatenate((t_mid, inner))
+    values = np.concatenate((f_mid, f[1:-1]))
+    pieces = np.stack((line(at, left, low), line(at, right, high)))
+    model = np.max(pieces, axis=0) if high > low else np.min(pieces, axis=0)
+    return bool(np.max(np.abs(model - values)) <= SAFETY * noise + abs(curvature) * float(
+        t[-1] - t[0]) ** 2)
 
 
 def _joined(first: Piece | None, second: Piece) -> Piece:
