@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from gradproof.moved_point import crossed_entries, verified_note
+from gradproof.moved_point import passing_crossed, verified_note
 from gradproof.params import TensorSpec
 from gradproof.report import Finding, GradReport
 
@@ -123,16 +123,12 @@ class Verdict:
 def scan_kinks(report: GradReport, run: Any, grad: Any, seed: int) -> GradReport:
     """The report, with the entries at a kink of each passing tensor scanned (see the module
     docstring); unchanged where there is nothing to scan or no way to."""
-    objective = run.objective
-    if grad is None or callable(grad) or objective is None or run.partial:
+    if grad is None or callable(grad):
         return report
-    if objective.value_eps > float(np.finfo(np.float64).eps) or objective.fallback:
-        return report
-    passing = {t.name for t in report.tensors if t.passed}
-    crossed = {name: at for name, at in crossed_entries(run).items() if name in passing}
+    crossed = passing_crossed(report, run)
     if not crossed:
         return report
-    context = run.context
+    objective, context = run.objective, run.context
     noise = max(context.noise, objective.value_eps * abs(context.j0))
     rng = np.random.default_rng([SCAN_STREAM, seed])
     tensors, findings = {t.name: t for t in report.tensors}, list(report.findings)
