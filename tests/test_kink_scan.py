@@ -121,3 +121,18 @@ def test_float32_losses_and_callable_gradients_are_not_scanned():
     # A callable gradient is checked at the moved point itself (``moved_point.py``).
     report = _check(loss, lambda p: wrong, params)
     assert not any("jumps" in f.details for f in report.findings)
+
+
+def test_a_loss_that_fails_near_the_point_stops_the_scan_with_a_note():
+    loss, grads, params = _problem(*CASES["one"])
+    calls = {"n": 0}
+
+    def fragile(p):
+        calls["n"] += 1
+        if calls["n"] > 400:  # past the check's own evaluations, inside the scan
+            raise RuntimeError("solver diverged")
+        return loss(p)
+
+    report = _check(fragile, grads[False], params)
+    assert report.passed
+    assert any("solver diverged" in f.message for f in report.findings_of("kink")), str(report)

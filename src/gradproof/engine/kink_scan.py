@@ -17,15 +17,22 @@ cancel): that one line cannot tell a right value from a wrong one. At a point mo
 in a seeded random direction u (every entry but e, by far less than the window), each kink
 moves to its own t_h = -(a_h·u)/a_h,e, and a scan of f along e shows it as a step between
 slope plateaus; the values L + Σ_{h∈S} J_h over every subset S then hold every value a correct
-gradient can take. The scan at the point gives L and the slope R on the right; the moved
-line's own ends must agree with them (a kink that left or entered the window would change
-one end by its jump, which is added to the tolerance), and every step between plateaus must
-be one kink's, else that line is not used: a cluster not resolved by finer scans
-(``REFINE``, ``REFINE_DEPTH`` times) could hide two kinks merged into one. A value is failed
-only where at least two moved lines are clean and it lies outside their values in each;
-one clean line holding it verifies it. A loss evaluated in float32 resolves no jump that
-matters here and is left alone, as is a gradient given as a callable (``moved_point.py``
-checks that at the moved point itself).
+gradient can take. The scan at the point gives L and the slope R on the right; a moved line
+whose own end slopes moved from them by more than the move itself can (a kink left or entered
+the window) is not used, nor one with a step between plateaus that is not one kink's: each
+cluster of slope changes is scanned finer (``REFINE``, ``REFINE_DEPTH`` times), and at the
+finest segments one kink must fit the values between its plateaus, else two kinks a few 1e-9
+apart (a relu unit at 0 beside one 1e-9 from it, as the stress harness puts them) would read
+as one whose subsets miss the values that take one without the other. Each plateau's slope at
+t = 0 comes from a quadratic fitted to its own values (a piece whose values no quadratic fits,
+as where a relu's square starts at the point, spoils the line). One clean line holding the
+value verifies it. A value fails only where two clean lines hold it nowhere, show the same
+jumps (kinks whose jumps depend on the order a line crosses them in are not additive, and
+lines crossing them in other orders show that), and show alone each kink that the point's
+own line sees apart from t = 0 (a kink there lies on no hyperplane through the point, and
+merged with another it hides the values between). A loss evaluated in float32 resolves no
+jump that matters here and is left alone, as is a gradient given as a callable
+(``moved_point.py`` checks that at the moved point itself).
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from gradproof.errors import InputError
 from gradproof.moved_point import passing_crossed, verified_note
 from gradproof.params import TensorSpec
 from gradproof.report import Finding, GradReport
@@ -79,7 +87,7 @@ QUADRATIC = 100.0
 # Salts the scans' draws, apart from the check's own and the moved point's.
 SCAN_STREAM = 0x6B736361
 
-Fetch = Callable[[np.ndarray], np.ndarray]
+Fetch = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # t -> (t as stored, f)
 
 
 @dataclass(frozen=True)
@@ -132,17 +140,22 @@ def scan_kinks(report: GradReport, run: Any, grad: Any, seed: int) -> GradReport
     noise = max(context.noise, objective.value_eps * abs(context.j0))
     rng = np.random.default_rng([SCAN_STREAM, seed])
     tensors, findings = {t.name: t for t in report.tensors}, list(report.findings)
-    start = objective.evaluations
+    start, stopped = objective.evaluations, False
     # The tensors with the fewest such entries first: the budget then verifies (or fails)
     # as many whole tensors as it can.
     for name, positions in sorted(crossed.items(), key=lambda item: item[1].size):
         spec = run.layout.spec(name)
         verified, failed = 0, []
         for p in positions:
-            if objective.evaluations - start >= BUDGET:
+            if objective.evaluations - start >= BUDGET or stopped:
                 break
-            verdict = _entry(objective, context.center, int(p), float(context.gradient[p]),
-                             noise, context.gmax[name], rng)
+            try:
+                verdict = _entry(objective, context.center, int(p), float(context.gradient[p]),
+                                 noise, context.gmax[name], rng)
+            except InputError as exc:  # the loss near the point: its failure is not the check's
+                findings.append(_stopped(name, exc))
+                stopped = True
+                break
             if verdict.inside:
                 verified += 1
             elif verdict.inside is False:
@@ -398,6 +411,15 @@ def _confirmed(name: str, verified: int, crossed: int) -> Finding:
         "one a correct gradient can take (the slope on one side plus the jumps of some of "
         "those kinks)",
         details={"scanned": verified, "crossed": crossed},
+    )
+
+
+def _stopped(name: str, exc: InputError) -> Finding:
+    return Finding(
+        "kink", (name,),
+        f"the entries of {name} whose steps crossed a kink were not all scanned along the entry "
+        f"at points moved a little off the point: there your loss failed: {exc}",
+        details={"error": str(exc)},
     )
 
 
