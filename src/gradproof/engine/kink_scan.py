@@ -38,6 +38,7 @@ jump that matters here and is left alone, as is a gradient given as a callable
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -140,7 +141,7 @@ def scan_kinks(report: GradReport, run: Any, grad: Any, seed: int) -> GradReport
     noise = max(context.noise, objective.value_eps * abs(context.j0))
     rng = np.random.default_rng([SCAN_STREAM, seed])
     tensors, findings = {t.name: t for t in report.tensors}, list(report.findings)
-    start, stopped = objective.evaluations, False
+    start, stopped, started = objective.evaluations, False, time.perf_counter()
     # The tensors with the fewest such entries first: the budget then verifies (or fails)
     # as many whole tensors as it can.
     for name, positions in sorted(crossed.items(), key=lambda item: item[1].size):
@@ -170,7 +171,8 @@ def scan_kinks(report: GradReport, run: Any, grad: Any, seed: int) -> GradReport
                             for f in findings]
             findings.append(_confirmed(name, verified, positions.size))
     return dataclasses.replace(report, tensors=[tensors[t.name] for t in report.tensors],
-                               findings=findings, loss_evaluations=objective.evaluations)
+                               findings=findings, loss_evaluations=objective.evaluations,
+                               seconds=report.seconds + time.perf_counter() - started)
 
 
 def _entry(objective: Any, center: np.ndarray, p: int, value: float, noise: float,
