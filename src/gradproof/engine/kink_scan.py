@@ -4,7 +4,7 @@ Contract: ``scan_kinks(report, run, grad, seed) -> GradReport`` takes the report
 black-box check (``BlackBoxRun.report``), the run, the gradient as given to ``check_gradient``
 and the seed; where the gradient is arrays and the loss computes in float64, each passing
 tensor's entries whose steps crossed a kink (excluded, or decided by a one-sided slope) are
-scanned, within ``BUDGET`` loss evaluations per check: an entry whose value is one a correct
+scanned, within ``BUDGET`` loss evaluations per probe of the check's ``budget``: an entry whose value is one a correct
 gradient can take is verified (a ``kink`` note), one that is none of them is a ``mismatch``
 naming the entry and the evidence. Anything the scans cannot resolve is left as it was.
 
@@ -65,11 +65,12 @@ REFINE_DEPTH = 2
 LINES = 3
 MOVES = (1.0 / 64, 1.0 / 512)
 
-# At most this many kinks on a line (2**MAX_KINKS subset sums).
-MAX_KINKS = 12
+# At most this many kinks apart from t = 0 on a line (3**MAX_KINKS sums).
+MAX_KINKS = 10
 
-# Loss evaluations per check spent on scans; entries beyond it are left as they were.
-BUDGET = 12000
+# Loss evaluations per check spent on scans, per probe of the check's own ``budget`` (2000 by
+# default: 12,000 evaluations); entries beyond it are left as they were.
+BUDGET = 6
 
 # A step between plateaus is seen beyond this many times its rounding.
 SAFETY = 10.0
@@ -126,6 +127,7 @@ class Verdict:
     at_point: Line | None = None
     moved: Line | None = None
     values: np.ndarray | None = None
+    span: tuple[float, float] = (0.0, 0.0)  # what kinks still at t = 0 add to each value
     tolerance: float = 0.0
 
 
@@ -148,7 +150,7 @@ def scan_kinks(report: GradReport, run: Any, grad: Any, seed: int) -> GradReport
         spec = run.layout.spec(name)
         verified, failed = 0, []
         for p in positions:
-            if objective.evaluations - start >= BUDGET or stopped:
+            if objective.evaluations - start >= BUDGET * run.budget or stopped:
                 break
             try:
                 verdict = _entry(objective, context.center, int(p), float(context.gradient[p]),
@@ -165,11 +167,12 @@ def scan_kinks(report: GradReport, run: Any, grad: Any, seed: int) -> GradReport
             tensors[name] = dataclasses.replace(tensors[name], passed=False)
             findings.append(_failed(spec, failed, context.gradient))
         elif verified:
-            if verified == positions.size and not tensors[name].verified:
+            whole = verified == positions.size and not tensors[name].verified
+            if whole:
                 tensors[name] = dataclasses.replace(tensors[name], verified=True)
-                findings = [verified_note(f) if f.kind == "kink" and f.tensors == (name,) else f
-                            for f in findings]
-            findings.append(_confirmed(name, verified, positions.size))
+            # The tensor's own kink note says what the scans verified: one note per tensor.
+            findings = [_scanned(verified_note(f) if whole else f, verified, positions.size)
+                        if f.kind == "kink" and f.tensors == (name,) else f for f in findings]
     return dataclasses.replace(report, tensors=[tensors[t.name] for t in report.tensors],
                                findings=findings, loss_evaluations=objective.evaluations,
                                seconds=report.seconds + time.perf_counter() - started)
@@ -215,7 +218,7 @@ def _judge(here: Line, moved: Line, value: float, largest: float) -> Verdict | N
     """The values a correct gradient can take by the moved line's kinks, and where ``value``
     lies (``largest``: the tensor's largest |gradient|); None where the line has too many
     kinks to enumerate or its ends moved."""
-    if moved.jumps.size > MAX_KINKS:
+    if np.count_nonzero(moved.off_point) > MAX_KINKS:
         return None
     # The slopes' scale, the tensor's largest entry at least: the move and what a fit of each
     # piece leaves change slopes by a small fraction of it, beyond their rounding.
@@ -227,18 +230,28 @@ def _judge(here: Line, moved: Line, value: float, largest: float) -> Verdict | N
     shift = max(abs(moved.left - here.left), abs(moved.right - here.right))
     if shift > SHIFT_LIMIT * scale + SAFETY * (here.noise + moved.noise):
         return None
+    # Each kink that moved off t = 0 counts none, half (relu'(0) = 1/2, sign(0) = 0 for an
+    # abs) or all of its jump; one still at t = 0 on the moved line is of this entry alone
+    # (|w|, or relu(w) + relu(-w)/2 written with relu'(0) = 0 for both: pieces with
+    # conventions of their own that no move parts), and counts anything between.
+    fixed = ~moved.off_point
     sums = np.zeros(1)
-    for jump in moved.jumps:
-        sums = np.concatenate((sums, sums + jump))
-    values = here.left + np.unique(sums)
+    for jump in moved.jumps[~fixed]:
+        sums = np.unique(np.concatenate((sums, sums + jump / 2, sums + jump)))
+    values = here.left + sums
+    low = float(np.sum(np.minimum(moved.jumps[fixed], 0.0)))
+    high = float(np.sum(np.maximum(moved.jumps[fixed], 0.0)))
     tolerance = SAFETY * (here.noise + moved.noise + moved.jump_noise) + shift + SLACK * scale
-    inside = bool(np.min(np.abs(values - value)) <= tolerance)
+    gaps = np.maximum(np.maximum(values + low - value, value - values - high), 0.0)
+    if np.min(gaps) <= tolerance < np.min(np.abs(values - value)):
+        return None  # a value those kinks allow, which no scan can tell from a wrong one
+    inside = bool(np.min(gaps) <= tolerance)
     # A kink seen apart from the point at the point itself lies on no hyperplane through it:
     # the moved line must show its jump alone, else it merged with another there, and the
     # subsets miss the values that take one of them without the other.
     if not inside and not _each_found(here.jumps[here.off_point], moved.jumps, tolerance):
         return None
-    return Verdict(inside, here, moved, values, tolerance)
+    return Verdict(inside, here, moved, values, (low, high), tolerance)
 
 
 def _each_found(wanted: np.ndarray, jumps: np.ndarray, tolerance: float) -> bool:
@@ -404,15 +417,16 @@ def _joined(first: Piece | None, second: Piece) -> Piece:
     return t, np.concatenate((first[1], second[1]))[where]
 
 
-def _confirmed(name: str, verified: int, crossed: int) -> Finding:
-    return Finding(
-        "kink", (name,),
-        f"{verified} of the {crossed} entries of {name} whose steps crossed a kink (excluded, "
-        "or decided by a one-sided slope) were scanned along the entry at points moved a "
-        "little off the point, where the kinks stacked at the point come apart: each value is "
-        "one a correct gradient can take (the slope on one side plus the jumps of some of "
-        "those kinks)",
-        details={"scanned": verified, "crossed": crossed},
+def _scanned(note: Finding, verified: int, crossed: int) -> Finding:
+    """A tensor's kink note with what the scans verified."""
+    return dataclasses.replace(
+        note,
+        message=f"{note.message}. {verified} of the {crossed} entries of {note.tensor} whose "
+        "steps crossed a kink (excluded, or decided by a one-sided slope) were scanned along "
+        "the entry at points moved a little off the point, where the kinks stacked at the "
+        "point come apart: each value is one a correct gradient can take (the slope on one "
+        "side plus some of those kinks' jumps, or half of them)",
+        details={**note.details, "scanned": verified, "crossed": crossed},
     )
 
 
@@ -432,6 +446,9 @@ def _failed(spec: TensorSpec, failed: list[tuple[int, Verdict]], gradient: np.nd
     here, moved, values = verdict.at_point, verdict.moved, verdict.values
     shown = ", ".join(f"{v:.6g}" for v in values[:8]) + (", ..." if values.size > 8 else "")
     jumps = ", ".join(f"{j:+.3g}" for j in moved.jumps) or "none"
+    low, high = verdict.span
+    if high > low:
+        shown += f" (each plus anything from {low:.3g} to {high:.3g}: kinks that stay at the point)"
     others = f" ({len(failed)} entries in all)" if len(failed) > 1 else ""
     return Finding(
         "mismatch", (name,),
@@ -439,12 +456,13 @@ def _failed(spec: TensorSpec, failed: list[tuple[int, Verdict]], gradient: np.nd
         f"along that entry the loss's slope is {here.left:.6g} on the left and "
         f"{here.right:.6g} on the right of the point; at points moved a little off it the "
         f"kinks there come apart, with jumps of slope {jumps}, so a correct gradient takes "
-        f"one of {shown} (the left slope plus some of the jumps, to within "
+        f"one of {shown} (the left slope plus some of the jumps or half of them, to within "
         f"{verdict.tolerance:.2g})",
         fix=f"derive the gradient of {name} again; check the entries that feed units sitting "
         "at their kink (a relu's 0) at the given point",
         details={"index": index, "values": [float(v) for v in values[:64]],
-                 "jumps": [float(j) for j in moved.jumps], "tolerance": verdict.tolerance,
+                 "jumps": [float(j) for j in moved.jumps], "span": [low, high],
+                 "tolerance": verdict.tolerance,
                  "entries": len(failed)},
     )
 
