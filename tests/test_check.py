@@ -785,15 +785,19 @@ def test_a_wrong_gradient_near_a_kink_still_fails(offset):
     assert report.tensor("b").worst_index == (0,)
 
 
-def test_a_value_outside_both_slopes_at_the_point_is_excluded_not_failed():
+def test_a_value_outside_both_slopes_at_the_point_fails_once_moved_lines_part_the_kinks():
     # At the point itself a black box cannot tell this from several units at their kink at once
-    # (relu(z) - relu(-z) has slope 1 on both sides, while relu'(0) = 0 gives 0): a `kink` note.
+    # (relu(z) - relu(-z) has slope 1 on both sides, while relu'(0) = 0 gives 0), and excludes
+    # it; scanned along b[0] at moved points, the one kink there shows alone, and 5 is neither
+    # side's slope.
     loss, grad, params = relu_problem(0.0)
     g = grad(params)
     g["b"][0] = 5.0
     report = gp.check_gradient(loss, g, params, mode="full")
-    assert report.passed and report.tensor("b").excluded == 1
     assert report.findings_of("kink")[0].details["at_point"] == 1
+    assert not report.tensor("b").passed
+    (finding,) = report.findings_of("mismatch")
+    assert finding.details["index"] == "[0]" and len(finding.details["jumps"]) == 1
 
 
 def mean_squares_problem(seed):

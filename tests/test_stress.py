@@ -341,3 +341,36 @@ def test_the_harness_gives_the_gradient_as_a_callable_with_its_planted_error(mon
     assert stress.run_checker("full", case, wrong, case.seed, callable_grad=True) == "report"
     for key, expected in wrong.items():
         np.testing.assert_allclose(seen[key], expected, rtol=1e-12, atol=0)
+
+
+# Seeds whose planted 1e-4 error sits in an entry of b1 at or beside an exact kink, given as
+# arrays: 382 and 502 (one unit at its kink), 343 and 496 (a second kink 3e-8 to 5e-8 away),
+# 148 and 283 (no kink at the point, one 5e-8 away, crossed by the larger steps).
+KINK_ARRAY_MISSES = (148, 283, 343, 382, 496, 502)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", KINK_ARRAY_MISSES, ids=lambda s: f"seed{s}")
+def test_an_error_at_an_exact_kink_is_caught_with_the_gradient_as_arrays(seed):
+    case = stress.random_case(seed)
+    _, grads = case.model.loss_and_grad(case.params, case.x)
+    wrong, name = stress.planted_error(grads, 1e-4, np.random.default_rng(case.seed + 1))
+    assert name == "b1"
+    report = stress.run_checker("auto", case, wrong, case.seed)
+    assert not report.tensor(name).passed, str(report)
+    assert any(f.kind == "mismatch" and "jumps" in f.details for f in report.findings)
+
+
+# Correct gradients that the scan along moved lines once failed while it was being built:
+# 11 (an output relu's square starting at the point: a kink of the curvature alone), 81 and
+# 314 (two kinks 1e-9 to 5e-8 apart read as one), 294 (a kink 2.5e-9 from the point that
+# the moved lines merged with one through it), 57 and 79 (units at the point moving both
+# ways along W1's entries: the correct gradient outside both sides).
+KINK_ARRAY_ALARMS = (11, 57, 79, 81, 294, 314)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", KINK_ARRAY_ALARMS, ids=lambda s: f"seed{s}")
+def test_correct_gradients_at_exact_kinks_pass_with_the_gradient_as_arrays(seed):
+    case, report = correct_report(seed, "auto")
+    assert report.passed, f"{case.describe()}\n{report}"

@@ -18,6 +18,7 @@ import numpy as np
 
 from gradproof import blas
 from gradproof.engine.blackbox import BlackBoxRun
+from gradproof.engine.kink_scan import scan_kinks
 from gradproof.engine.noise import settle as settle_loss_noise
 from gradproof.engine.exact.evaluator import ExactRun
 from gradproof.engine.options import (
@@ -241,6 +242,8 @@ def check_gradient(
                               safety=safety, seed=seed)
 
     report = recheck_at_moved_point(run.report(), run, loss, grad, full_check, seed)
+    # The gradient as arrays: the same entries scanned along lines through moved points.
+    report = scan_kinks(report, run, grad, seed)
     return in_user_terms(report, terms)
 
 

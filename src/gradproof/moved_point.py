@@ -47,14 +47,9 @@ def recheck_at_moved_point(
 ) -> GradReport:
     """The report, with the entries whose steps crossed a kink checked at a moved point (see
     the module docstring); unchanged where there is nothing to check or no way to."""
-    objective = run.objective
-    if (grad is not None and not callable(grad)) or objective is None or run.partial:
+    if grad is not None and not callable(grad):
         return report
-    if objective.value_eps > float(np.finfo(np.float64).eps) or objective.fallback:
-        return report
-    # A tensor that fails already has its diagnosis: the moved point would add nothing to it.
-    passing = {t.name for t in report.tensors if t.passed}
-    crossed = {name: at for name, at in _crossed(run).items() if name in passing}
+    crossed = passing_crossed(report, run)
     if not crossed:
         return report
     layout = run.layout
@@ -79,7 +74,7 @@ def recheck_at_moved_point(
         if result.passed:
             if checked:
                 tensors[name] = dataclasses.replace(tensors[name], verified=True)
-                findings = [_verified(f) if f.kind == "kink" and f.tensors == (name,) else f
+                findings = [verified_note(f) if f.kind == "kink" and f.tensors == (name,) else f
                             for f in findings]
                 findings.append(_confirmed(name, checked, len(positions)))
             continue
@@ -89,7 +84,20 @@ def recheck_at_moved_point(
                                findings=findings, loss_evaluations=evaluations)
 
 
-def _crossed(run: Any) -> dict[str, np.ndarray]:
+def passing_crossed(report: GradReport, run: Any) -> dict[str, np.ndarray]:
+    """``crossed_entries`` of the tensors that pass, where the run is complete and its loss
+    computes in float64 (a lower precision resolves no more away from the point); empty
+    otherwise. A tensor that fails already has its diagnosis."""
+    objective = run.objective
+    if objective is None or run.partial or objective.fallback:
+        return {}
+    if objective.value_eps > float(np.finfo(np.float64).eps):
+        return {}
+    passing = {t.name for t in report.tensors if t.passed}
+    return {name: at for name, at in crossed_entries(run).items() if name in passing}
+
+
+def crossed_entries(run: Any) -> dict[str, np.ndarray]:
     """Each tensor's entry probes whose steps crossed a kink and that no smaller step
     confirmed: excluded, or decided by a one-sided slope; their positions in the flat
     point."""
@@ -138,7 +146,7 @@ def _confirmed(name: str, checked: int, crossed: int) -> Finding:
     )
 
 
-def _verified(note: Finding) -> Finding:
+def verified_note(note: Finding) -> Finding:
     """A tensor's kink note without its sentence on what could not be verified: the moved
     point verified it."""
     text = note.details.get("unverified_text", "")
