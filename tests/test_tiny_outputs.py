@@ -95,3 +95,68 @@ def test_tied_weights_at_tiny_outputs_pass_and_still_catch_an_error(seed, activa
     wrong = {**grads, "W1": grads["W1"].copy()}
     wrong["W1"].flat[np.argmax(np.abs(grads["W1"]))] *= 1 + 1e-4
     assert not gp.check_model(model, params, x, grad=wrong).tensor("W1").passed
+
+
+DEEP = [16, 8, 4, 8, 16]
+
+
+def _deep_case(seed: int, activation: str, tied: bool, batch: int
+               ) -> tuple[gp.Autoencoder, dict, np.ndarray]:
+    """A 16-8-4-8-16 stack with an identity output, its biases about 1e-9 and its inputs all
+    zero: every value is about 1e-9, and a step moves every later value by far more."""
+    rng = np.random.default_rng(seed)
+    model = gp.Autoencoder(layers=DEEP, activation=activation, output_activation="identity",
+                           tied=tied, reduction="mean")
+    params = {k: v if k.startswith("W") else 1e-9 * rng.normal(size=v.shape)
+              for k, v in model.init_params(seed).items()}
+    return model, params, np.zeros((batch, DEEP[0]))
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_later_layers_bound_covers_the_rounding_of_the_perturbed_points(seed, batch):
+    # Identity layers and the squared error: J is quadratic in each untied entry, so each
+    # central difference is exactly 2 h g in real arithmetic, and what is left is the engine's
+    # rounding through the later layers, which its bound must cover without the safety factor.
+    model, params, x = _deep_case(seed, "identity", False, batch)
+    engine = LocalDifferences(model, params, x, series=False)
+    truth = oracle_gradient(model, params, x)
+    for name in ("W1", "b1", "W2", "b2", "W3", "b3"):
+        steps = entry_steps(engine, name)
+        local = engine.differences(name, np.arange(params[name].size), steps)
+        error = np.abs(local.central - 2 * steps * truth[name].ravel())
+        assert np.all(error <= local.rounding), (name, float(np.max(error / local.rounding)))
+
+
+# W2's decoder use moves its output by h (a_c + t): with the step scaled to inputs of 1e-9 that
+# is about 0.35 for these two seeds, where tanh's truncation is far above the estimate. A step
+# question, not rounding: recorded here, so that a fix shows.
+_TRUNCATED = pytest.mark.xfail(strict=True, reason="tied tanh W2: truncation at a long step")
+_STACKS = [
+    pytest.param(activation, tied, seed, id=f"{activation}-{'tied' if tied else 'untied'}-{seed}",
+                 marks=_TRUNCATED if (activation, tied, seed) in {("tanh", True, 0),
+                                                                  ("tanh", True, 2)} else ())
+    for activation in ("relu", "identity", "tanh") for tied in (False, True)
+    for seed in range(4)
+]
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("activation, tied, seed", _STACKS)
+def test_deeper_stacks_at_tiny_values_pass(activation, tied, seed, batch):
+    model, params, x = _deep_case(seed, activation, tied, batch)
+    report = gp.check_model(model, params, x)
+    assert report.passed, [t.name for t in report.tensors if not t.passed]
+
+
+@pytest.mark.parametrize("activation, tied, name", [
+    (activation, False, name) for activation in ("identity", "tanh") for name in ("b1", "W2", "b2")
+] + [("identity", True, name) for name in ("W1", "b1", "b2")])
+def test_deeper_stacks_at_tiny_values_still_catch_an_error(activation, tied, name):
+    # Tensors whose gradient is not about 0 here (an untied W1 multiplies the zero image; a
+    # tied W2 about 1e-17), away from relu's kink, which every relu unit is within a step of.
+    model, params, x = _deep_case(1, activation, tied, 1)
+    _, grads = model.loss_and_grad(params, x)
+    wrong = {**grads, name: grads[name].copy()}
+    wrong[name].flat[np.argmax(np.abs(grads[name]))] *= 1 + 1e-4
+    assert not gp.check_model(model, params, x, grad=wrong).tensor(name).passed

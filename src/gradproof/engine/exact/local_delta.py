@@ -75,7 +75,10 @@ reaches all terms alike (the moved unit's own) adds linearly. Per unit:
 * each later layer ``ℓ`` rounds ``s + Δs`` and ``f(s + Δs)``; weighted by the sensitivity of
   the example's loss to each unit (measured once at the base point by central differences,
   ``μ = |∂J_b/∂a|``, ``λ = |∂J_b/∂s|``): ``eps (λ_i |s_i| + 2 κ μ_i |a_i|)`` per unit i
-  and example;
+  and example; where a unit is evaluated directly, taken at its points instead
+  (``_later_rounding``: ``|s + Δs|``, ``|a + Δa|``, ``μ`` grown by the output slopes'
+  change, the output terms by ``_output_bound`` at their shifts), which matters where the
+  shifts are large against the values (a series unit keeps the bound at the base point);
 * the output layer: ``eps (λ_j |s_j| + 2 κ m_j)`` per output j, with ``m_j`` the loss's own
   rounding magnitude (``Loss.magnitude``), at the base point; for an output-layer entry,
   whose step moves the output by ``d``, widened to the perturbed points ``s ± d`` as
@@ -241,6 +244,11 @@ class LocalDifferences:
         self._negated_output = (
             ACTIVATIONS[model.activations[-1]].negated_forward if self.loss.row_change else None
         )
+        # Each hidden layer's sensitivities at the base point (μ, |f'|), by layer, and the
+        # output terms' slopes λ: the later layers' bound at a unit's perturbed points grows
+        # from them (``_later_rounding``).
+        self._sensitivities: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._output_slopes = self._output_slope(self.acts[0], self.pres[n])
         self._output_rounding, self._layer_rounding = self._base_rounding()
         # The output bound at the base point and its growth with the shift (``_output_bound``);
         # at the reach, which most shifts stay within, per output and per column of a batch.
@@ -685,10 +693,12 @@ class LocalDifferences:
             units = dense[block]  # consecutive units of one example
             injected = None if inject is None else (inject[0], inject[1][units], inject[2][units])
             b = int(example[units[0]])
-            sides[:, units], crossed, block_code = self._dense(
+            sides[:, units], crossed, block_code, at_points = self._dense(
                 layer, b, col[units], t[:, units], injected
             )
             kink[units] |= crossed
+            if at_points is not None:
+                later[units] = at_points
             if block_code is not None:
                 code[:, units] = block_code
 
@@ -792,8 +802,9 @@ class LocalDifferences:
         the change through the later layers to the loss.
 
         Returns the (2, R) changes of the example's data term, whether a later pre-activation
-        crossed a kink, and the code layer's (2, R, n_code) changes when it comes later (a view
-        of a scratch buffer: the caller copies it).
+        crossed a kink, the code layer's (2, R, n_code) changes when it comes later (a view
+        of a scratch buffer: the caller copies it), and the later layers' rounding bound at
+        the points evaluated (``_later_rounding``), (R,).
         """
         n, rows = self.n_layers, len(col)
         scratch = self._scratch(2 * rows)
@@ -802,8 +813,10 @@ class LocalDifferences:
             # The hot path of two-layer stacks: -s_n in one matrix product, the output
             # activation in place from it, the loss change from Δz (no kink, no code layer).
             v = self._rank_one(layer, b, col, -flat_t, scratch("u", n), -1.0)  # (2R, n_visible)
+            # -(s + Δs) + s: the outputs' shifts negated, bit for bit (their sizes are needed).
+            at_points = self._later_rounding(layer, b, rows, scratch, v + self.pres[n][b])
             sums = self._loss_changes(b, self._negated_output(v), None, scratch)
-            return sums.reshape(2, rows), np.zeros(rows, dtype=bool), None
+            return sums.reshape(2, rows), np.zeros(rows, dtype=bool), None, at_points
         u = self._rank_one(layer, b, col, flat_t, scratch("u", layer + 1))
         kink = np.zeros(rows, dtype=bool)
         code = None
@@ -828,7 +841,48 @@ class LocalDifferences:
             if k == self.code_layer:
                 code = delta_a.reshape(2, rows, -1)
 
-        return self._loss_changes(b, a, u, scratch).reshape(2, rows), kink, code
+        at_points = self._later_rounding(layer, b, rows, scratch, u - self.pres[n][b])
+        return self._loss_changes(b, a, u, scratch).reshape(2, rows), kink, code, at_points
+
+    def _later_rounding(self, layer: int, b: int, rows: int, scratch, shift: np.ndarray
+                        ) -> np.ndarray:
+        """The rounding of the layers after ``layer`` at the points ``_dense`` evaluated
+        (the hidden layers' pre-activations and activations still in ``scratch``, the
+        outputs' shifts ``shift`` from s, or their negations), per unit: the larger side's,
+        (R,).
+
+        ``_base_rounding`` takes each later unit's ``eps (λ_i |s_i| + 2κ μ_i |a_i|)`` at the
+        base point, which holds while a step moves the later values by little against
+        themselves. With values of 1e-9 a step moves them by about ``cbrt(eps)`` times the
+        weights: each side then forms ``s + Δs`` at ``eps |s + Δs|``, and the outputs' slopes
+        (``z - x`` for the squared error) grow from 1e-9 to the outputs' shifts, which every
+        later unit's sensitivity carries back; the bound at the base point missed both by
+        orders of magnitude, and correct gradients of deeper stacks failed (bench/README.md).
+        Here each term is taken at the point itself: the outputs' by ``_output_bound`` at
+        their shifts; a hidden unit's with ``|s + Δs|`` and ``|a + Δa|``, and its sensitivity
+        ``μ`` grown by the change of the output slopes between the base point and the point,
+        carried back through ``|W|`` and the base point's ``|f'|`` (a bound on the change of
+        ``∂J_b/∂a`` where the activation slopes stay put; their own change is second order).
+        """
+        n = self.n_layers
+        # Without the floor at the reach (which serves pieces that share one bound): the
+        # secant slope bounds a convex bound within h, so the short steps near a kink keep a
+        # bound of their own size.
+        terms = self._output_bound(*(term[b] for term in self._output_terms), shift, floor=0.0)
+        squares = np.square(terms).sum(axis=1)
+        if layer + 1 == n:
+            return np.sqrt(squares.reshape(2, rows).max(axis=0))
+        u = scratch("u", n)  # (2R, n_visible): the output pre-activations at the points
+        grown = np.abs(self._output_slope(self.acts[0][b], u) - self._output_slopes[b])
+        for k in range(n - 1, layer, -1):
+            grown = grown @ np.abs(self.weights[k]).T  # the growth of μ in layer k
+            mu, slope = self._sensitivities[k]
+            mu_at = mu[b] + grown
+            own = EPS * mu_at * (slope[b] * np.abs(scratch("u", k))
+                                 + 2 * ULPS * np.abs(scratch("a", k)))
+            squares += np.square(own).sum(axis=1)
+            grown *= slope[b]  # the growth of λ = μ |f'|, carried to the layer before
+        return np.sqrt(squares.reshape(2, rows).max(axis=0))
 
     def _loss_changes(self, b: int, z: np.ndarray, u: np.ndarray | None, scratch) -> np.ndarray:
         """Change of example b's data term for each row of shifted outputs ``z`` (pre-activations
@@ -907,6 +961,7 @@ class LocalDifferences:
             mu = self._activation_sensitivity(k, h)  # (batch, layers[k])
             s, a = self.pres[k], self.acts[k]
             slope = np.abs(self.forwards[k - 1](s + h) - self.forwards[k - 1](s - h)) / (2 * h)
+            self._sensitivities[k] = (mu, slope)
             own = EPS * (mu * slope * np.abs(s) + 2 * ULPS * mu * np.abs(a))
             squares = squares + (own**2).sum(axis=1)
             per_layer[k - 1] = np.sqrt(squares)
@@ -917,26 +972,32 @@ class LocalDifferences:
         pre-activations at ``s`` (the base point's, or a perturbed point's): forming ``s ± d``
         and evaluating the loss on both sides, ``eps (λ |s| + 2κ m)``, with ``λ = |∂ℓ/∂s|``
         measured by central differences and ``m`` the loss's rounding magnitude there."""
+        lam = np.abs(self._output_slope(x, s))
+        return EPS * (lam * np.abs(s) + 2 * ULPS * self.loss.magnitude(x, self.forwards[-1](s), s))
+
+    def _output_slope(self, x: np.ndarray, s: np.ndarray) -> np.ndarray:
+        """``∂ℓ/∂s`` of each output term at the pre-activations ``s``, by central differences
+        (it weights rounding errors: its size, and its change between two points)."""
         h = _SENSITIVITY_STEP
         out_f = self.forwards[-1]
         up, down = s + h, s - h
-        lam = np.abs(
-            self.loss.entries(x, out_f(up), up) - self.loss.entries(x, out_f(down), down)
-        ) / (2 * h)
-        return EPS * (lam * np.abs(s) + 2 * ULPS * self.loss.magnitude(x, out_f(s), s))
+        return (self.loss.entries(x, out_f(up), up) - self.loss.entries(x, out_f(down), down)
+                ) / (2 * h)
 
     @staticmethod
     def _output_bound(base: np.ndarray, slope: np.ndarray, curvature: np.ndarray,
                       shift: np.ndarray, out: np.ndarray | None = None,
-                      scratch: np.ndarray | None = None) -> np.ndarray:
-        """``base + r (slope + r curvature)``, ``r = max(|d|, OUTPUT_REACH)``: the output bound
-        at the points ``s ± d``, entry by entry, from an entry's own shift alone (the same
-        bits whatever else is evaluated with it); into ``out``, with ``scratch`` for ``r``,
-        where given. It grows with ``|d|``, so that the bound at the reach covers every
-        smaller shift: a piece whose shifts all stay within it takes each output's bound
-        there, made once, instead of one per entry."""
+                      scratch: np.ndarray | None = None, floor: float = OUTPUT_REACH
+                      ) -> np.ndarray:
+        """``base + r (slope + r curvature)``, ``r = max(|d|, floor)``: the output bound at
+        the points ``s ± d``, entry by entry, from an entry's own shift alone (the same bits
+        whatever else is evaluated with it); into ``out``, with ``scratch`` for ``r``, where
+        given. It grows with ``|d|``, so that the bound at the reach covers every smaller
+        shift: a piece whose shifts all stay within it takes each output's bound there, made
+        once, instead of one per entry. Without a floor (0) it is each shift's own bound, as
+        the units of a hidden layer take it (``_later_rounding``)."""
         reach = np.abs(shift, out=scratch)
-        np.maximum(reach, OUTPUT_REACH, out=reach)
+        np.maximum(reach, floor, out=reach)
         bound = np.multiply(reach, curvature, out=out)
         bound += slope
         bound *= reach
