@@ -164,3 +164,33 @@ def test_an_abs_kink_with_sign_0_equal_0_passes(moving):
     wrong = {"w": grad["w"].copy()}
     wrong["w"][0] += 0.2 if moving else 2.0
     assert not _check(loss, wrong, params).passed
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_leaky_relu_slope_outside_both_sides_at_its_kink_fails_and_says_where(seed):
+    # A leaky relu unit at its kink: the slope of the activation there may be alpha (left), 1
+    # (right) or between; (z > 0) + alpha * (z < 0) gives 0, below both.
+    alpha = 0.1
+    rng = np.random.default_rng(seed)
+    a = np.concatenate([[1.0], rng.uniform(-1, 1, SIZE - 1)])
+    g0 = rng.uniform(-1, 1, SIZE)
+
+    def leaky(at_zero_right: bool):
+        def loss(params):
+            z = anp.dot(a, params["w"])
+            right = z >= 0 if at_zero_right else z > 0
+            return anp.dot(g0, params["w"]) + 2.0 * anp.where(right, z, alpha * z)
+        return loss
+
+    params = {"w": np.zeros(SIZE)}
+    for at_zero_right in (False, True):  # alpha at 0, then 1 at 0: both correct
+        grad = autograd.grad(leaky(at_zero_right))(params)
+        assert _check(leaky(False), grad, params).passed
+    zero_at_kink = {"w": g0 + 2.0 * 0.0 * a}  # the slope 0 at z = 0
+    report = _check(leaky(False), zero_at_kink, params)
+    assert not report.passed
+    (mismatch,) = [f for f in report.findings if f.kind == "mismatch"]
+    assert mismatch.tensors == ("w",) and "(z > 0) + alpha * (z < 0)" in mismatch.fix
+    (note,) = [f for f in report.findings if f.kind == "kink"]
+    assert "could not be verified" not in note.message
+    assert "no correct gradient takes" in note.message

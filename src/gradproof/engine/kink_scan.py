@@ -165,6 +165,10 @@ def scan_kinks(report: GradReport, run: Any, grad: Any, seed: int) -> GradReport
                 failed.append((int(p), verdict))
         if failed:
             tensors[name] = dataclasses.replace(tensors[name], passed=False)
+            # The tensor's kink note no longer says its entries could not be verified: the
+            # scans decided them, and the mismatch says how.
+            findings = [_failed_note(f, len(failed)) if f.kind == "kink" and f.tensors == (name,)
+                        else f for f in findings]
             findings.append(_failed(spec, failed, context.gradient))
         elif verified:
             whole = verified == positions.size and not tensors[name].verified
@@ -430,6 +434,18 @@ def _scanned(note: Finding, verified: int, crossed: int) -> Finding:
     )
 
 
+def _failed_note(note: Finding, failed: int) -> Finding:
+    """A tensor's kink note once the scans failed some of its entries."""
+    text = note.details.get("unverified_text", "")
+    return dataclasses.replace(
+        note,
+        message=f"{note.message.replace(text, '') if text else note.message}. Scanned along "
+        f"the entry at points moved a little off the point, {failed} of them hold a value no "
+        "correct gradient takes there (the mismatch below)",
+        details={**note.details, "unverified_text": "", "scan_failed": failed},
+    )
+
+
 def _stopped(name: str, exc: InputError) -> Finding:
     return Finding(
         "kink", (name,),
@@ -459,7 +475,10 @@ def _failed(spec: TensorSpec, failed: list[tuple[int, Verdict]], gradient: np.nd
         f"one of {shown} (the left slope plus some of the jumps or half of them, to within "
         f"{verdict.tolerance:.2g})",
         fix=f"derive the gradient of {name} again; check the entries that feed units sitting "
-        "at their kink (a relu's 0) at the given point",
+        "at their kink (a relu's 0) at the given point, and the activation's derivative at "
+        "exactly its kink: it must be one side's slope or between them (a leaky relu's "
+        "`(z > 0) + alpha * (z < 0)` is 0 there, below both; `np.where(z > 0, 1, alpha)` "
+        "is not)",
         details={"index": index, "values": [float(v) for v in values[:64]],
                  "jumps": [float(j) for j in moved.jumps], "span": [low, high],
                  "tolerance": verdict.tolerance,
