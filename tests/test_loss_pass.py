@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from gradproof.errors import InputError
 from gradproof.nn import Autoencoder
+from gradproof.nn.screened import screened_forward
 from test_autoencoder import cases
 
 DTYPES = ("float64", "float32")
@@ -105,3 +106,20 @@ def test_a_product_that_overflows_is_warned_of_as_by_the_plain_walk(dtype):
     assert "overflow encountered in matmul" in caught
     assert "overflow encountered in matmul" in plain_caught
     np.testing.assert_equal(value, plain)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_finite_pre_activations_whose_squares_overflow_the_screen_change_nothing(seed):
+    # In float32 the screen's sums of squares overflow past |s| of about 1e19: it reports
+    # "not finite" for finite parameters, and loss must then scan, find them finite and give
+    # the plain walk's value, warning of nothing.
+    model = Autoencoder(layers=[12, 5, 12], dtype="float32")
+    rng = np.random.default_rng(seed)
+    params = {name: value.astype("float32") for name, value in model.init_params(rng).items()}
+    params["W1"] = (params["W1"] * 1e21).astype("float32")  # hidden units saturate, finite
+    x = rng.uniform(0, 1, (3, 12)).astype("float32")
+    layers = [model.network._layer_params(params, k) for k in (1, 2)]
+    assert not screened_forward(model.network._dense, layers, x)[2]  # the screen trips
+    value, caught = outcome(lambda: model.loss(params, x))
+    assert not caught
+    assert np.isfinite(value) and value == model.loss_and_grad(params, x)[0]
