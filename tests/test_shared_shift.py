@@ -16,12 +16,8 @@ import pytest
 
 import gradproof as gp
 from gradproof.engine.exact.evaluator import entry_steps
-from gradproof.engine.exact.local_delta import (
-    LocalDifferences,
-    _shared_shift,
-    _sorted_units,
-    _units_of_a_shared_shift,
-)
+from gradproof.engine.exact.local_delta import LocalDifferences
+from gradproof.engine.exact.pairs import shared_shift, sorted_units, units_of_a_shared_shift
 
 OUTPUTS = {
     "sigmoid": dict(),
@@ -62,14 +58,14 @@ def test_one_image_shares_a_shift_in_most_entries():
     engine = _engine({}, 1, 0)
     shifts = entry_steps(engine, "W2").reshape(engine.params["W2"].shape)
     shifts *= engine.acts[1][0][:, None]  # (n_hidden, n_visible): h a, each entry's shift
-    common, rest = _shared_shift(shifts[None])
+    common, rest = shared_shift(shifts[None])
     assert rest is not None and 2 * rest.size < shifts.size
     assert np.count_nonzero(shifts == common) == shifts.size - rest.size
 
 
 def test_no_shared_shift_where_fewer_than_half_share_one():
     shifts = np.random.default_rng(0).random((2, 5, 7))  # all distinct
-    _, rest = _shared_shift(shifts)
+    _, rest = shared_shift(shifts)
     assert rest is None
 
 
@@ -82,7 +78,7 @@ def test_a_batch_of_one_image_twice_shares_the_shift_across_examples():
     steps = entry_steps(engine, "W2")
     size = steps.size
     shifts = steps.reshape(engine.params["W2"].shape)[None] * engine.acts[1][:, :, None]
-    assert _shared_shift(shifts)[1] is not None
+    assert shared_shift(shifts)[1] is not None
     rows = engine.differences("W2", slice(0, size), steps)
     gathered = engine.differences("W2", np.arange(size), steps)
     for field in ("plus", "minus", "rounding", "kink"):
@@ -98,7 +94,7 @@ def test_hidden_units_of_a_shared_shift_are_the_sorted_units(output, seed):
     shifts = entry_steps(engine, "W1").reshape(shape) * engine.acts[0][0][:, None]
     pairs = np.flatnonzero(shifts)  # (pixel, unit) pairs that move, one example
     col, shift = pairs % shape[1], shifts.ravel()[pairs]
-    shared = _units_of_a_shared_shift(col, shift)
+    shared = units_of_a_shared_shift(col, shift)
     assert shared is not None
-    for got, expected in zip(shared, _sorted_units(np.zeros_like(col), col, shift, True)):
+    for got, expected in zip(shared, sorted_units(np.zeros_like(col), col, shift, True)):
         np.testing.assert_array_equal(got, expected)

@@ -98,7 +98,6 @@ the reduction factor.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -107,6 +106,16 @@ import numpy as np
 from gradproof.nn.activations import ACTIVATIONS
 from gradproof.nn.autoencoder import Autoencoder
 from gradproof.nn.losses import LOSSES, REDUCTIONS, kl_divergence, kl_magnitude
+from gradproof.engine.exact.pairs import (
+    blocks,
+    divided,
+    entry_sums,
+    grid,
+    segment_sums,
+    shared_shift,
+    sorted_units,
+    units_of_a_shared_shift,
+)
 from gradproof.nn.power_series import compose
 
 EPS = float(np.finfo(np.float64).eps)
@@ -121,7 +130,7 @@ ULPS = 4.0
 # core's cache (best at 256-512 KiB where measured; 1 and 2 MiB were slower).
 BLOCK_BYTES = 1 << 19
 
-# Largest weight whose row and column tables (``_grid``: 16 bytes per entry) are kept; four
+# Largest weight whose row and column tables (``grid``: 16 bytes per entry) are kept; four
 # such shapes at most.
 GRID_ENTRIES = 1 << 21
 
@@ -143,8 +152,6 @@ SERIES_REACH = 0.5
 # |θ c| <= 1, as for the seed network's every output weight.
 OUTPUT_REACH = 2 * EPS ** (1 / 3)
 
-# Shifts sampled to find the one most entries of a piece of output rows share.
-_SHIFT_SAMPLE = 64
 
 # Step of the central differences that measure the base point's sensitivities (only their size
 # matters: they weight rounding errors).
@@ -301,13 +308,13 @@ class LocalDifferences:
         shape = self.params[name].shape
         size = int(np.prod(shape))
         if len(shape) == 2 and size <= GRID_ENTRIES:
-            rows, cols = _grid(shape)
+            rows, cols = grid(shape)
             return rows[index], cols[index], index
         if isinstance(index, slice):
             index = np.arange(size)[index]
         if len(shape) == 1:
             return np.zeros_like(index), index, index
-        return *_divided(index, shape[1]), index
+        return *divided(index, shape[1]), index
 
     def entry_order(self, name: str) -> np.ndarray:
         """Flat indices of ``name``, those of a hidden weight column by column: entries that
@@ -471,10 +478,10 @@ class LocalDifferences:
         moved = d != 0  # as in _output
         masked = not moved.all()
         sides = np.empty((2, count * width))
-        common, rest = _shared_shift(d)
+        common, rest = shared_shift(d)
         if rest is not None:
             # The rest's output terms, gathered: flat (example, output) positions.
-            _, output = _divided(rest, width)
+            _, output = divided(rest, width)
             term = output if batch == 1 else rest // (count * width) * width + output
             s_rest, x_rest, base_rest = (values.reshape(-1)[term] for values in (s, x, base))
             d_rest = d.reshape(-1)[rest]
@@ -537,12 +544,12 @@ class LocalDifferences:
         # The pairs that move anything, sorted by entry: found in a boolean mask, which numpy
         # scans much faster than the float shifts themselves (bench/README.md).
         pairs = np.flatnonzero(shifts != 0)
-        entry, example = _divided(pairs, shifts.shape[1])
+        entry, example = divided(pairs, shifts.shape[1])
         shift = shifts.reshape(-1)[pairs]  # one gather from the flat positions, not two indices
         col = cols[entry]
         one_example = shifts.shape[1] == 1
-        shared = _units_of_a_shared_shift(col, shift) if one_example else None
-        unit_of_pair, *unit = shared or _sorted_units(example, col, shift, one_example)
+        shared = units_of_a_shared_shift(col, shift) if one_example else None
+        unit_of_pair, *unit = shared or sorted_units(example, col, shift, one_example)
         units = self._propagate(layer, *unit)
         return self._gather(layer, len(cols), cols, entry, unit_of_pair, units)
 
@@ -635,13 +642,13 @@ class LocalDifferences:
         if layer == self.code_layer:
             # Only code unit c moves: Δρ̂ = Σ_b t_b / batch, one value per entry and sign.
             moved = np.stack([
-                _entry_sums(entry, code[sign][unit_of_pair], n_entries)
+                entry_sums(entry, code[sign][unit_of_pair], n_entries)
                 for sign in range(2)
             ]) / self.batch  # (2, entries)
             base = self.rho_hat[cols][None, :]  # (1, entries)
         else:
             moved = np.stack([
-                _segment_sums(code[sign][unit_of_pair], entry, n_entries) for sign in range(2)
+                segment_sums(code[sign][unit_of_pair], entry, n_entries) for sign in range(2)
             ]) / self.batch  # (2, entries, n_code)
             base = self.rho_hat[None, None, :]
         q = base + moved  # shifted code means, (2, entries[, n_code])
@@ -702,7 +709,7 @@ class LocalDifferences:
             if block_code is not None:
                 code[:, units] = block_code
 
-        for block in _blocks(example[dense], col[dense], self._block_rows):
+        for block in blocks(example[dense], col[dense], self._block_rows):
             run(block)
 
         # First-stage rounding (see the module docstring): the moved unit's activation rounds
@@ -760,7 +767,7 @@ class LocalDifferences:
                   for k, series in zip(range(layer + 1, n), later)]
         width = self.model.layers[layer]
         pairs = self.batch * width
-        example, col = _divided(np.arange(pairs), width)
+        example, col = divided(np.arange(pairs), width)
         coefficients = np.empty((order, pairs))
         widest = max(self.model.layers[layer + 1:])
         per_chunk = max(1, (16 << 20) // (8 * (order + 1) * widest * 4))
@@ -1120,88 +1127,14 @@ class _SeriesTable:
         return usable, np.where(usable, error, 0.0), np.where(usable, slope, 0.0)
 
 
-@functools.lru_cache(maxsize=4)
-def _grid(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Row and column of every flat (C-order) index of ``shape``, read-only, made once per
-    process: integer division is numpy's slowest elementwise operation here (no vector
-    instruction divides integers), and finding them per chunk of a large weight cost a few
-    passes of the sigmoid's exp on every check (bench/README.md)."""
-    rows, cols = _divided(np.arange(shape[0] * shape[1]), shape[1])
-    rows.flags.writeable = False
-    cols.flags.writeable = False
-    return rows, cols
 
 
-def _divided(index: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """``np.divmod(index, n)`` for non-negative integers, as a floor division and a product:
-    numpy's integer divmod is the slower way to the same two arrays, on every chunk of a large
-    tensor (bench/README.md has the timings). By 1 (the pairs of a single example), no
-    division at all."""
-    if n == 1:
-        return index, np.zeros_like(index)
-    quotient = index // n
-    return quotient, index - quotient * n
 
 
-def _shared_shift(d: np.ndarray) -> tuple[float, np.ndarray | None]:
-    """The shift most entries of ``d`` share, and the flat positions of the others; None for
-    those where fewer than half share one.
-
-    On one image the scaled steps move every output by ``cbrt(eps)`` up to its last bits (the
-    seed network's output weights take three values, one of them nine entries in ten), so a
-    piece of whole rows evaluates an output's term about once, where each entry would cost an
-    exponential per side. The candidate is the commonest of a sample of the shifts."""
-    flat = d.reshape(-1)
-    values, counts = np.unique(flat[:: max(1, flat.size // _SHIFT_SAMPLE)], return_counts=True)
-    common = float(values[np.argmax(counts)])
-    rest = np.flatnonzero(flat != common)
-    return common, rest if 2 * rest.size < flat.size else None
 
 
-def _sorted_units(example: np.ndarray, col: np.ndarray, shift: np.ndarray, one_example: bool
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The units (example, col, shift) of a hidden layer's pairs, sorted by example, then
-    column, then shift, as ``_propagate`` takes them: each pair's unit, and the units'
-    example, column and shift."""
-    # A single example's key is constant: it orders nothing and changes nowhere.
-    order = np.lexsort((shift, col) if one_example else (shift, col, example))
-    key_change = np.ones(len(order), dtype=bool)
-    key_change[1:] = (np.diff(col[order]) != 0) | (np.diff(shift[order]) != 0)
-    if not one_example:
-        key_change[1:] |= np.diff(example[order]) != 0
-    unit_of_pair = np.empty(len(order), dtype=np.intp)
-    unit_of_pair[order] = np.cumsum(key_change) - 1
-    first = order[key_change]
-    return unit_of_pair, example[first], col[first], shift[first]
 
 
-def _units_of_a_shared_shift(col: np.ndarray, shift: np.ndarray
-                             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
-    """``_sorted_units`` of one example's pairs where most share one shift (on one image the
-    scaled steps give a hidden weight's nonzero pixels three shifts, one of them in nine pairs
-    in ten): the common shift's units are the columns that have it, and only the others are
-    sorted. None where fewer than half the pairs share a shift."""
-    if not len(col):
-        return None
-    common, rest = _shared_shift(shift)
-    if rest is None:
-        return None
-    width = int(col.max()) + 1
-    with_common = np.bincount(col, minlength=width) - np.bincount(col[rest], minlength=width)
-    common_cols = np.flatnonzero(with_common)
-    rest_unit, _, rest_cols, rest_shifts = _sorted_units(np.zeros_like(rest), col[rest],
-                                                         shift[rest], True)
-    unit_cols = np.concatenate((common_cols, rest_cols))
-    unit_shifts = np.concatenate((np.full(common_cols.size, common), rest_shifts))
-    order = np.lexsort((unit_shifts, unit_cols))  # the order of sorting all the pairs
-    rank = np.empty(order.size, dtype=np.intp)
-    rank[order] = np.arange(order.size)
-    unit_of_col = np.zeros(width, dtype=np.intp)
-    unit_of_col[common_cols] = rank[:common_cols.size]
-    unit_of_pair = unit_of_col[col]
-    unit_of_pair[rest] = rank[common_cols.size + rest_unit]
-    return (unit_of_pair, np.zeros(order.size, dtype=np.intp), unit_cols[order],
-            unit_shifts[order])
 
 
 def _horner(coefficients: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -1214,44 +1147,10 @@ def _horner(coefficients: np.ndarray, t: np.ndarray) -> np.ndarray:
     return value
 
 
-def _blocks(example: np.ndarray, col: np.ndarray, limit: int) -> list[slice]:
-    """Cut units (sorted by example, then unit) into slices of at most ``limit`` units.
-
-    A slice never spans two examples; it ends where the moved unit changes when it can, so
-    that most slices share one row of the next layer's weights.
-    """
-    if not len(example):
-        return []
-    change = np.flatnonzero((np.diff(example) != 0) | (np.diff(col) != 0)) + 1
-    starts = np.r_[0, change]
-    ends = np.r_[change, len(example)]
-    blocks: list[slice] = []
-    lo = 0
-    for start, end in zip(starts.tolist(), ends.tolist()):
-        if end - lo > limit or example[start] != example[lo]:
-            if start > lo:
-                blocks.append(slice(lo, start))
-            lo = start
-        while end - lo > limit:
-            blocks.append(slice(lo, lo + limit))
-            lo += limit
-    if lo < len(example):
-        blocks.append(slice(lo, len(example)))
-    return blocks
 
 
-def _entry_sums(entry: np.ndarray, values: np.ndarray, n_entries: int) -> np.ndarray:
-    """``values`` summed per entry, float64 even when there are none (bincount gives ints)."""
-    return np.bincount(entry, values, minlength=n_entries).astype(np.float64, copy=False)
 
 
-def _segment_sums(values: np.ndarray, entry: np.ndarray, n_entries: int) -> np.ndarray:
-    """Rows of ``values`` summed per entry (``entry`` sorted); zeros for entries without rows."""
-    out = np.zeros((n_entries,) + values.shape[1:])
-    if len(entry):
-        starts = np.flatnonzero(np.r_[True, np.diff(entry) != 0])
-        out[entry[starts]] = np.add.reduceat(values, starts, axis=0)
-    return out
 
 
 def _straddles(kink_at: float | None, s: np.ndarray, shift: np.ndarray) -> np.ndarray:
