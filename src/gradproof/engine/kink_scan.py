@@ -1,12 +1,13 @@
 """Entries at a kink, the gradient given as arrays: the kinks stacked at the point taken apart.
 
-Contract: ``scan_kinks(report, run, grad, seed) -> GradReport`` takes the report of a
-black-box check (``BlackBoxRun.report``), the run, the gradient as given to ``check_gradient``
-and the seed; where the gradient is arrays and the loss computes in float64, each passing
-tensor's entries whose steps crossed a kink (excluded, or decided by a one-sided slope) are
-scanned, within ``BUDGET`` loss evaluations per probe of the check's ``budget``: an entry whose value is one a correct
-gradient can take is verified (a ``kink`` note), one that is none of them is a ``mismatch``
-naming the entry and the evidence. Anything the scans cannot resolve is left as it was.
+Contract: ``scan_kinks(report, run, grad, seed) -> GradReport`` takes the report of a black-box
+check (``BlackBoxRun.report``), the run, the gradient as given to ``check_gradient`` and the
+seed; where the gradient is arrays and the loss computes in float64, each passing tensor's
+entries whose steps crossed a kink (excluded, or decided by a one-sided slope) are scanned, no
+entry's scan starting once ``BUDGET`` loss evaluations per probe of the check's ``budget`` are
+spent: an entry whose value is one a correct gradient can take is verified (a ``kink`` note),
+one that is none of them is a ``mismatch`` naming the entry and the evidence. Anything the scans
+cannot resolve is left as it was.
 
 Why: near the point the loss is, to first order, f(θ + v) = f₀ + g·v + ½ Σ_h σ_h |c_h·v| over
 the kink hyperplanes h that the entry's line meets, so a correct gradient's entry e is the

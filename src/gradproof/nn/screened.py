@@ -2,15 +2,15 @@
 products.
 
 Contract: ``ScreenedPass(layers, layer_params, product=np.matmul)`` holds the dense ``layers``
-with their ``{"W", "b"}`` (``layer_params``, in order); ``run(x)`` runs them on ``x``
-(batch, n_in) and returns ``(activations, pre_activations, finite)``: what ``Dense.forward``
-gives layer by layer, ``[x, a1, ..., an]`` and ``[s1, ..., sn]``, bit for bit, with
-``finite`` False wherever a weight or a bias holds a NaN or an infinity. It never raises on a
-NaN or an infinity, says nothing about ``x``, and runs inside its caller's
-``np.errstate(over="ignore", invalid="ignore")``, where it warns of nothing either.
-``finite`` may also be False for finite parameters whose products' squares overflow: it is a reason to scan
-the parameters (``checked_params``), not a verdict. ``screened_forward(layers, layer_params,
-x)`` is one run of a pass made for it, in that error state.
+with their ``{"W", "b"}`` (``layer_params``, in order); ``run(x)`` runs them on ``x`` (batch,
+n_in) and returns ``(activations, pre_activations, finite)``: what ``Dense.forward`` gives layer
+by layer, ``[x, a1, ..., an]`` and ``[s1, ..., sn]``, bit for bit, with ``finite`` False
+wherever a weight or a bias holds a NaN or an infinity. It never raises on a NaN or an infinity,
+says nothing about ``x``, and runs inside its caller's ``np.errstate(over="ignore",
+invalid="ignore")``, where it warns of nothing either. ``finite`` may also be False for finite
+parameters whose products' squares overflow: it is a reason to scan the parameters
+(``checked_params``), not a verdict. ``screened_forward(layers, layer_params, x)`` is one run of
+a pass made for it, in that error state.
 
 Why: a black-box gradient check calls a loss thousands of times, and a max and a min of each
 weight (the scan ``checked_params`` makes) read every weight twice more beside the product

@@ -59,10 +59,10 @@ def shared_shift(d: np.ndarray) -> tuple[float, np.ndarray | None]:
 
 
 def sorted_units(example: np.ndarray, col: np.ndarray, shift: np.ndarray, one_example: bool
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The units (example, col, shift) of a hidden layer's pairs, sorted by example, then
-    column, then shift, as ``LocalDifferences._propagate`` takes them: each pair's unit, and the units'
-    example, column and shift."""
+    column, then shift, as ``LocalDifferences._propagate`` takes them: each pair's unit, and
+    the units' example, column and shift."""
     # A single example's key is constant: it orders nothing and changes nowhere.
     order = np.lexsort((shift, col) if one_example else (shift, col, example))
     key_change = np.ones(len(order), dtype=bool)
@@ -76,7 +76,7 @@ def sorted_units(example: np.ndarray, col: np.ndarray, shift: np.ndarray, one_ex
 
 
 def units_of_a_shared_shift(col: np.ndarray, shift: np.ndarray
-                             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+                            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
     """``sorted_units`` of one example's pairs where most share one shift (on one image the
     scaled steps give a hidden weight's nonzero pixels three shifts, one of them in nine pairs
     in ten): the common shift's units are the columns that have it, and only the others are
