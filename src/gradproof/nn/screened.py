@@ -8,7 +8,7 @@ by layer, ``[x, a1, ..., an]`` and ``[s1, ..., sn]``, bit for bit, with ``finite
 wherever a weight or a bias holds a NaN or an infinity. It never raises on a NaN or an infinity,
 says nothing about ``x``, and runs inside its caller's ``np.errstate(over="ignore",
 invalid="ignore")``, where it warns of nothing either. ``finite`` may also be False for finite
-parameters whose products' squares overflow: it is a reason to scan the parameters
+parameters whose pre-activations' squares overflow: it is a reason to scan the parameters
 (``checked_params``), not a verdict. ``screened_forward(layers, layer_params, x)`` is one run of
 a pass made for it, in that error state.
 
