@@ -291,6 +291,11 @@ class LocalDifferences:
         partner = self.n_layers + 1 - layer if self.model.tied else None
         return _Site(layer, False, partner)
 
+    def tied_layers(self, name: str) -> tuple[int, int] | None:
+        """The encoder and decoder layers of the tied weight ``name``; None for any other."""
+        site = self._site(name)
+        return None if site.partner is None else (site.layer, site.partner)
+
     def _tied_pair_site(self, site: _Site) -> bool:
         """The tied weight of a two-layer stack, whose decoder use is the output layer."""
         return site.partner == self.n_layers == 2
