@@ -585,9 +585,12 @@ class LocalDifferences:
             crossed |= _straddles(self.kinks[1], v, sign * h * (a_hidden + t))
             for moved in (u, v):
                 np.maximum(reach, np.abs(moved - s_out), out=reach)
-        # The replaced term's bound at the points it was evaluated at (``_output_bound``).
+        # The replaced term's bound at the points it was evaluated at (``_output_bound``),
+        # each its own: no piece shares it, so the floor at the reach would only widen it,
+        # and where the step moves the term far less than the reach (a tied weight's limited
+        # step at values of 1e-9) it widened a threshold 1e7-fold.
         replaced = (self._output_bound(*(term[:, rows].T for term in self._output_terms),
-                                       reach) ** 2).sum(axis=1)
+                                       reach, floor=0.0) ** 2).sum(axis=1)
         return data, np.sqrt(rounding**2 + replaced), kink | crossed.any(axis=1), kl
 
     def _tied(self, site: _Site, rows: np.ndarray, cols: np.ndarray, shifts: np.ndarray,
