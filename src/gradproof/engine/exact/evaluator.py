@@ -20,7 +20,10 @@ gives a pre-activation is then ``cbrt(eps) max(1, |θ c|)`` for every entry alik
 balances truncation against rounding as the rule intends (with one step for all, an entry on
 a faint pixel would move its unit 1/255 as far, with 255 times the relative rounding); on one
 image it also makes the shifts of all the pixels of a hidden unit equal, so that they share
-one unit of work.
+one unit of work. A tied weight's two uses are not independent: its encoder use moves the
+input its decoder use multiplies, which makes the decoder's pre-activation quadratic in the
+step, and ``tied_steps`` limits the step so that the quadratic part stays small where the
+values are tiny and the scaled step long.
 
 Accuracy. The rounding of a local difference is estimated term by term (see ``local_delta``):
 about ``eps`` times the size of the terms that moved, over ``2h``, instead of ``eps |J| / 2h``
@@ -76,6 +79,7 @@ from gradproof.engine.diagnosis import KnownModel
 from gradproof.engine.exact.arena import Arena, counting
 from gradproof.engine.exact.derivative_rounding import derivative_rounding
 from gradproof.engine.exact.local_delta import EPS, LocalChanges, LocalDifferences
+from gradproof.engine.exact.tied_steps import tied_step_limit
 from gradproof.engine.run import Run, gradient_eps, gradient_precision_findings, is_low
 from gradproof.engine.staging import Evaluated, Request, measure
 from gradproof.errors import InputError
@@ -320,7 +324,9 @@ def entry_steps(engine: LocalDifferences, name: str, out: np.ndarray | None = No
 
     ``h = step_sizes(θ c, eps) / c`` with ``c`` the largest |input| the entry multiplies
     (1 for biases and for entries no input reaches), so that each step moves its
-    pre-activations by about ``cbrt(eps) max(1, |θ c|)``.
+    pre-activations by about ``cbrt(eps) max(1, |θ c|)``; a tied weight's step goes no
+    further than ``tied_steps.tied_step_limit``, where its encoder use moves the input of
+    its decoder use.
     """
     scale = engine.input_scale(name)
     scale = np.where(scale > 0, scale, 1.0)
@@ -329,6 +335,8 @@ def entry_steps(engine: LocalDifferences, name: str, out: np.ndarray | None = No
     steps = np.multiply(theta, scale, out=None if out is None else out.reshape(theta.shape))
     step_sizes(steps, EPS, out=steps)
     steps /= scale
+    if engine.tied_layers(name) is not None:
+        np.minimum(steps, tied_step_limit(engine, name), out=steps)
     return steps.ravel()
 
 

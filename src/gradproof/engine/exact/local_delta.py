@@ -291,6 +291,11 @@ class LocalDifferences:
         partner = self.n_layers + 1 - layer if self.model.tied else None
         return _Site(layer, False, partner)
 
+    def tied_layers(self, name: str) -> tuple[int, int] | None:
+        """The encoder and decoder layers of the tied weight ``name``; None for any other."""
+        site = self._site(name)
+        return None if site.partner is None else (site.layer, site.partner)
+
     def _tied_pair_site(self, site: _Site) -> bool:
         """The tied weight of a two-layer stack, whose decoder use is the output layer."""
         return site.partner == self.n_layers == 2
@@ -580,9 +585,12 @@ class LocalDifferences:
             crossed |= _straddles(self.kinks[1], v, sign * h * (a_hidden + t))
             for moved in (u, v):
                 np.maximum(reach, np.abs(moved - s_out), out=reach)
-        # The replaced term's bound at the points it was evaluated at (``_output_bound``).
+        # The replaced term's bound at the points it was evaluated at (``_output_bound``),
+        # each its own: no piece shares it, so the floor at the reach would only widen it,
+        # and where the step moves the term far less than the reach (a tied weight's limited
+        # step at values of 1e-9) it widened a threshold 1e7-fold.
         replaced = (self._output_bound(*(term[:, rows].T for term in self._output_terms),
-                                       reach) ** 2).sum(axis=1)
+                                       reach, floor=0.0) ** 2).sum(axis=1)
         return data, np.sqrt(rounding**2 + replaced), kink | crossed.any(axis=1), kl
 
     def _tied(self, site: _Site, rows: np.ndarray, cols: np.ndarray, shifts: np.ndarray,
