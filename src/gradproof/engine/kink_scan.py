@@ -46,6 +46,7 @@ from typing import Any
 
 import numpy as np
 
+from gradproof.engine.kink_cones import Cones, judge_cones, one_entry
 from gradproof.errors import InputError
 from gradproof.moved_point import passing_crossed, verified_note
 from gradproof.params import TensorSpec
@@ -89,6 +90,19 @@ QUADRATIC = 100.0
 
 # Salts the scans' draws, apart from the check's own and the moved point's.
 SCAN_STREAM = 0x6B736361
+CONE_STREAM = 0x636F6E65
+
+# A tensor whose entries at a kink number this many is first judged on circles around the
+# point, all its entries at once (``kink_cones.py``): where a first layer's entry feeds a
+# whole batch of units at their kink, one entry alone cannot tell a wrong value from a right
+# one. One entry has no circle; past the upper bound each cone costs more than it tells.
+CONE_ENTRIES = (2, 64)
+
+# Loss evaluations per check spent on circles, per probe of the check's ``budget``, and the
+# tolerance (relative to the tensor's largest entry) a circle that verifies must reach before
+# no more are drawn.
+CONE_BUDGET = 8
+CONE_GOAL = 1e-5
 
 Fetch = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # t -> (t as stored, f)
 
@@ -143,27 +157,35 @@ def scan_kinks(report: GradReport, run: Any, grad: Any, seed: int) -> GradReport
     objective, context = run.objective, run.context
     noise = max(context.noise, objective.value_eps * abs(context.j0))
     rng = np.random.default_rng([SCAN_STREAM, seed])
+    cone_rng = np.random.default_rng([CONE_STREAM, seed])
+    scale = np.maximum(1.0, np.abs(context.center))
     tensors, findings = {t.name: t for t in report.tensors}, list(report.findings)
-    start, stopped, started = objective.evaluations, False, time.perf_counter()
+    started = time.perf_counter()
+    spent = {"entries": 0, "cones": 0}  # loss evaluations, by the scans along single entries
     # The tensors with the fewest such entries first: the budget then verifies (or fails)
     # as many whole tensors as it can.
     for name, positions in sorted(crossed.items(), key=lambda item: item[1].size):
         spec = run.layout.spec(name)
-        verified, failed = 0, []
-        for p in positions:
-            if objective.evaluations - start >= BUDGET * run.budget or stopped:
-                break
-            try:
-                verdict = _entry(objective, context.center, int(p), float(context.gradient[p]),
-                                 noise, context.gmax[name], rng)
-            except InputError as exc:  # the loss near the point: its failure is not the check's
-                findings.append(_stopped(name, exc))
-                stopped = True
-                break
-            if verdict.inside:
-                verified += 1
-            elif verdict.inside is False:
-                failed.append((int(p), verdict))
+        try:
+            cones = _cones(run, name, positions, noise, scale, spent, cone_rng)
+        except InputError as exc:  # the loss near the point: its failure is not the check's
+            findings.append(_stopped(name, exc))
+            break
+        if cones is not None and cones.inside is False:
+            tensors[name] = dataclasses.replace(tensors[name], passed=False)
+            findings = [_failed_note(f, positions.size) if f.kind == "kink"
+                        and f.tensors == (name,) else f for f in findings]
+            # The entry that alone explains the departure, scanned along its own line: where
+            # that tells which values its kinks allow, the mismatch names them.
+            explained = one_entry(cones, context.gradient[positions])
+            failed = [] if explained is None else _entries(
+                run, name, positions[[explained[0]]], noise, spent, rng)[1]
+            findings.append(_failed(spec, failed, context.gradient) if failed else
+                            _cones_failed(spec, positions, cones, explained, context.gradient))
+            continue
+        verified, failed, error = _entries(run, name, positions, noise, spent, rng)
+        if error is not None:
+            findings.append(_stopped(name, error))
         if failed:
             tensors[name] = dataclasses.replace(tensors[name], passed=False)
             # The tensor's kink note no longer says its entries could not be verified: the
@@ -171,16 +193,67 @@ def scan_kinks(report: GradReport, run: Any, grad: Any, seed: int) -> GradReport
             findings = [_failed_note(f, len(failed)) if f.kind == "kink" and f.tensors == (name,)
                         else f for f in findings]
             findings.append(_failed(spec, failed, context.gradient))
-        elif verified:
-            whole = verified == positions.size and not tensors[name].verified
+        elif verified or (cones is not None and cones.inside):
+            whole = (verified == positions.size or cones is not None and cones.inside) and not \
+                tensors[name].verified
             if whole:
                 tensors[name] = dataclasses.replace(tensors[name], verified=True)
             # The tensor's own kink note says what the scans verified: one note per tensor.
-            findings = [_scanned(verified_note(f) if whole else f, verified, positions.size)
+            findings = [_scanned(verified_note(f) if whole else f, verified, positions.size, cones)
                         if f.kind == "kink" and f.tensors == (name,) else f for f in findings]
+        if error is not None:
+            break
     return dataclasses.replace(report, tensors=[tensors[t.name] for t in report.tensors],
                                findings=findings, loss_evaluations=objective.evaluations,
                                seconds=report.seconds + time.perf_counter() - started)
+
+
+def _cones(run: Any, name: str, positions: np.ndarray, noise: float, scale: np.ndarray,
+           spent: dict[str, int], rng: np.random.Generator) -> Cones | None:
+    """The cones' verdict on a tensor's entries at a kink, where there are few enough of them
+    and budget left; None otherwise."""
+    left = CONE_BUDGET * run.budget - spent["cones"]
+    if not CONE_ENTRIES[0] <= positions.size <= CONE_ENTRIES[1] or left <= 0:
+        return None
+    objective, context = run.objective, run.context
+    center = context.center
+
+    def loss(move: np.ndarray) -> float:
+        return objective.at(slice(None), center + move, "at a point on a circle around the "
+                            "parameters (kinks at the point checked together)")
+
+    before = objective.evaluations
+    try:
+        return judge_cones(loss, scale, positions, context.gradient[positions], noise,
+                           CONE_GOAL * context.gmax[name], left, rng)
+    finally:
+        spent["cones"] += objective.evaluations - before
+
+
+def _entries(run: Any, name: str, positions: np.ndarray, noise: float, spent: dict[str, int],
+             rng: np.random.Generator,
+             ) -> tuple[int, list[tuple[int, Verdict]], InputError | None]:
+    """Each entry scanned along its line while the budget lasts: how many hold a value a
+    correct gradient takes, those that hold none, and the loss's error that stopped the
+    scans (None if none did)."""
+    objective, context = run.objective, run.context
+    verified, failed = 0, []
+    for p in positions:
+        if spent["entries"] >= BUDGET * run.budget:
+            break
+        before = objective.evaluations
+        try:
+            verdict = _entry(objective, context.center, int(p), float(context.gradient[p]),
+                             noise, context.gmax[name], rng)
+        except InputError as exc:
+            return verified, failed, exc
+        finally:
+            spent["entries"] += objective.evaluations - before
+        if verdict.inside:
+            verified += 1
+        elif verdict.inside is False:
+            failed.append((int(p), verdict))
+    return verified, failed, None
 
 
 def _entry(objective: Any, center: np.ndarray, p: int, value: float, noise: float,
@@ -422,17 +495,27 @@ def _joined(first: Piece | None, second: Piece) -> Piece:
     return t, np.concatenate((first[1], second[1]))[where]
 
 
-def _scanned(note: Finding, verified: int, crossed: int) -> Finding:
+def _scanned(note: Finding, verified: int, crossed: int, cones: Cones | None) -> Finding:
     """A tensor's kink note with what the scans verified."""
-    return dataclasses.replace(
-        note,
-        message=f"{note.message}. {verified} of the {crossed} entries of {note.tensor} whose "
-        "steps crossed a kink (excluded, or decided by a one-sided slope) were scanned along "
-        "the entry at points moved a little off the point, where the kinks stacked at the "
-        "point come apart: each value is one a correct gradient can take (the slope on one "
-        "side plus some of those kinks' jumps, or half of them)",
-        details={**note.details, "scanned": verified, "crossed": crossed},
-    )
+    message, details = note.message, {**note.details, "crossed": crossed}
+    if cones is not None and cones.inside:
+        message += (
+            f". The {crossed} entries of {note.tensor} whose steps crossed a kink were checked "
+            f"together on half circles around the point, where the gradient jumps at each of "
+            f"the {cones.crossings} kink(s) a circle crosses: they are a gradient a correct code "
+            "can give (each unit's derivative at its kink that of one side, the other, or "
+            f"between), to within {float(np.max(cones.tolerance)):.2g}")
+        details.update(scanned=crossed, kinks=cones.crossings,
+                       cone_tolerance=float(np.max(cones.tolerance)))
+    if verified and not (cones is not None and cones.inside):
+        message += (
+            f". {verified} of the {crossed} entries of {note.tensor} whose steps crossed a kink "
+            "(excluded, or decided by a one-sided slope) were scanned along the entry at points "
+            "moved a little off the point, where the kinks stacked at the point come apart: "
+            "each value is one a correct gradient can take (the slope on one side plus some of "
+            "those kinks' jumps, or half of them)")
+        details.update(scanned=verified)
+    return dataclasses.replace(note, message=message, details=details)
 
 
 def _failed_note(note: Finding, failed: int) -> Finding:
@@ -475,16 +558,50 @@ def _failed(spec: TensorSpec, failed: list[tuple[int, Verdict]], gradient: np.nd
         f"kinks there come apart, with jumps of slope {jumps}, so a correct gradient takes "
         f"one of {shown} (the left slope plus some of the jumps or half of them, to within "
         f"{verdict.tolerance:.2g})",
-        fix=f"derive the gradient of {name} again; check the entries that feed units sitting "
-        "at their kink (a relu's 0) at the given point, and the activation's derivative at "
-        "exactly its kink: it must be one side's slope or between them (a leaky relu's "
-        "`(z > 0) + alpha * (z < 0)` is 0 there, below both; `np.where(z > 0, 1, alpha)` "
-        "is not)",
+        fix=_fix(name),
         details={"index": index, "values": [float(v) for v in values[:64]],
                  "jumps": [float(j) for j in moved.jumps], "span": [low, high],
                  "tolerance": verdict.tolerance,
                  "entries": len(failed)},
     )
+
+
+def _cones_failed(spec: TensorSpec, positions: np.ndarray, cones: Cones,
+                  explained: tuple[int, float] | None, gradient: np.ndarray) -> Finding:
+    name = spec.name
+    if explained is None:
+        worst = int(np.argmax(cones.residual / cones.tolerance))
+        where = (f"no one entry explains it; the departure is largest at "
+                 f"{name}{_index(spec, int(positions[worst]))}, "
+                 f"{float(cones.residual[worst]):.3g} from the nearest such value (tolerance "
+                 f"{float(cones.tolerance[worst]):.2g})")
+    else:
+        worst, change = explained
+        where = (f"{name}{_index(spec, int(positions[worst]))} alone explains it: it is "
+                 f"{float(gradient[positions[worst]]):.6g}, and changed by {change:+.3g} the "
+                 "entries would be such a gradient")
+    return Finding(
+        "mismatch", (name,),
+        f"{name}'s {positions.size} entries whose steps crossed a kink are, taken together, no "
+        f"gradient a correct code gives at this point: on half circles around the point the "
+        f"gradient over those entries jumps at each of {cones.crossings} kink(s), and a "
+        "correct gradient (each unit's derivative at its kink that of one side, the other, or "
+        f"between) is the gradient on one side plus part of each jump; {where}. Two circles "
+        "through different directions crossed the same kinks and agree",
+        fix=_fix(name),
+        details={"index": _index(spec, int(positions[worst])), "entries": int(positions.size),
+                 "kinks": cones.crossings, "explained": explained is not None,
+                 "distance": float(cones.residual[worst]),
+                 "tolerance": float(cones.tolerance[worst])},
+    )
+
+
+def _fix(name: str) -> str:
+    return (f"derive the gradient of {name} again; check the entries that feed units sitting "
+            "at their kink (a relu's 0) at the given point, and the activation's derivative at "
+            "exactly its kink: it must be one side's slope or between them (a leaky relu's "
+            "`(z > 0) + alpha * (z < 0)` is 0 there, below both; `np.where(z > 0, 1, alpha)` "
+            "is not)")
 
 
 def _index(spec: TensorSpec, p: int) -> str:
