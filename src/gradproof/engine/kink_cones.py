@@ -58,6 +58,9 @@ OTHERS = 0.1
 GRID = 64
 RESOLUTION = 1e-5
 
+# Crossings closer than this (radians) are taken as one.
+NARROWEST = 1e-3
+
 # A directional probe's step, relative to the radius and to the width of the interval it
 # probes; a cone's gradient's step, relative to the radius and to the cone's half width.
 PROBE_STEP = 1e-2
@@ -190,11 +193,10 @@ def judge_cones(loss: Loss, scale: np.ndarray, entries: np.ndarray, value: np.nd
 
     A circle holding the value within ``goal`` (or less) verifies it; two that do not hold it
     and crossed the same kinks fail it (a crossing one circle merged with another, or missed,
-    is apart on the other);
-    circles are drawn while neither is so, up to ``CIRCLES`` of them or ``budget`` loss
-    evaluations. Where they end otherwise, a circle that held the value verifies it to within
-    its own tolerance, unless one that did not hold it measured closer than that."""
-    inside: list[Cones] = []
+    is apart on the other). Circles are drawn while neither is so, up to ``CIRCLES`` of them
+    or ``budget`` loss evaluations, and then nothing is told: a circle that holds the value
+    only within a wider tolerance (two crossings close together leave a narrow cone, measured
+    coarsely) could not have seen an error the size of ``goal``."""
     outside: list[Cones] = []
     spent = 0
     for _ in range(CIRCLES):
@@ -202,20 +204,14 @@ def judge_cones(loss: Loss, scale: np.ndarray, entries: np.ndarray, value: np.nd
             break
         found = _one_circle(loss, scale, entries, value, noise, rng)
         spent += found.evaluations
-        if found.inside:
-            inside.append(found)
-            if np.max(found.tolerance) <= goal:
-                break
-        elif found.inside is False:
+        if found.inside and np.max(found.tolerance) <= goal:
+            return dataclasses.replace(found, evaluations=spent)
+        if found.inside is False:
             agreeing = next((other for other in outside if _same_kinks(found, other)), None)
             if agreeing is not None:
                 return dataclasses.replace(min(found, agreeing, key=_looseness),
                                            evaluations=spent)
             outside.append(found)
-    if inside:
-        best = min(inside, key=_looseness)
-        if not any(np.any(other.residual > best.tolerance) for other in outside):
-            return dataclasses.replace(best, evaluations=spent)
     return Cones(None, evaluations=spent)
 
 
@@ -245,14 +241,20 @@ def _kinks_at_point(jumps: np.ndarray, jump_error: np.ndarray,
                     ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Jumps (entries x crossings), less those within their error and pairs of opposite
     ones."""
-    kinks = [(jumps[:, k], jump_error[:, k]) for k in range(jumps.shape[1])
-             if np.any(np.abs(jumps[:, k]) > jump_error[:, k])]
-    kept: list[tuple[np.ndarray, np.ndarray]] = []
-    for jump, error in kinks:
-        opposite = next((k for k, (other, other_error) in enumerate(kept)
-                         if np.all(np.abs(jump + other) <= error + other_error)), None)
+    return [(jumps[:, k], jump_error[:, k]) for k in _unpaired(jumps, jump_error)
+            if np.any(np.abs(jumps[:, k]) > jump_error[:, k])]
+
+
+def _unpaired(jumps: np.ndarray, jump_error: np.ndarray) -> list[int]:
+    """The crossings whose jump no later or earlier one undoes (within both errors), in
+    order; each pair of opposite jumps is matched once."""
+    kept: list[int] = []
+    for k in range(jumps.shape[1]):
+        opposite = next((i for i, other in enumerate(kept) if np.all(
+            np.abs(jumps[:, k] + jumps[:, other]) <= jump_error[:, k] + jump_error[:, other])),
+            None)
         if opposite is None:
-            kept.append((jump, error))
+            kept.append(k)
         else:
             kept.pop(opposite)
     return kept
@@ -283,13 +285,19 @@ def _judged(circle: _Circle, value: np.ndarray) -> Cones:
     gradients, error = half
     crossings = len(gradients) - 1
     jumps = np.diff(gradients, axis=0).T  # entries x crossings
-    # Each cone's error enters a value of the zonotope at most twice (as the end of one jump
-    # and the start of the next); the cones' roundings are independent.
-    tolerance = SAFETY * (2 * np.sqrt(np.sum(error**2, axis=0)) + np.finfo(np.float64).eps * (
-        np.abs(value) + np.max(np.abs(gradients), axis=0)))
-    residual = _distance(jumps, value - gradients[0], tolerance)
-    inside = bool(np.all(residual <= tolerance))
     jump_error = SAFETY * np.sqrt(error[1:] ** 2 + error[:-1] ** 2).T
+    # A kink off the point that the half circle crosses twice (a jump, then its opposite)
+    # is on the same side at both ends, where z(0) + z(π) = 2·z(point): on the side it has
+    # at the point. It adds nothing a correct gradient can take: its two jumps are left out.
+    kept = _unpaired(jumps, jump_error)
+    # Each cone's error enters a value of the zonotope at most twice (as the end of one jump
+    # kept and the start of the next), the first cone's once more; the cones' roundings are
+    # independent. A narrow cone between two jumps left out enters nothing.
+    used = sorted({0, *kept, *(k + 1 for k in kept)})
+    tolerance = SAFETY * (2 * np.sqrt(np.sum(error[used] ** 2, axis=0)) + np.finfo(
+        np.float64).eps * (np.abs(value) + np.max(np.abs(gradients), axis=0)))
+    residual = _distance(jumps[:, kept], value - gradients[0], tolerance)
+    inside = bool(np.all(residual <= tolerance))
     found = Cones(inside, crossings, residual, tolerance, jumps, jump_error, gradients[0],
                   circle.evaluations)
     if inside or _hyperplanes(circle, found):
@@ -362,10 +370,14 @@ def _crossings(circle: _Circle, radius: float, start: float,
 
 
 def _merged(intervals: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    """Sorted intervals with overlapping ones joined."""
+    """Sorted intervals with those less than ``NARROWEST`` apart joined: a probe straddling a
+    hyperplane smears one crossing over both sides of a bisection's midpoint, and a cone that
+    narrow is measured only with steps too short to tell anything. (Two real crossings so
+    close read as one whose jump is their sum: another circle shows them apart, and two
+    circles must cross the same kinks to fail a value.)"""
     joined: list[tuple[float, float]] = []
     for a, b in intervals:
-        if joined and joined[-1][1] >= a:
+        if joined and joined[-1][1] + NARROWEST >= a:
             joined[-1] = (joined[-1][0], max(joined[-1][1], b))
         else:
             joined.append((a, b))

@@ -101,8 +101,8 @@ CONE_ENTRIES = (2, 64)
 # Loss evaluations per check spent on circles, per probe of the check's ``budget``, and the
 # tolerance (relative to the tensor's largest entry) a circle that verifies must reach before
 # no more are drawn.
-CONE_BUDGET = 8
-CONE_GOAL = 1e-5
+CONE_BUDGET = 16
+CONE_GOAL = 3e-5
 
 Fetch = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # t -> (t as stored, f)
 
