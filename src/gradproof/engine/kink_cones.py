@@ -1,11 +1,13 @@
 """Entries behind several kinks at once, judged together: the gradients of the cones around the
 point.
 
-Contract: ``judge_cones(loss, scale, value, noise, rng) -> Cones`` takes the loss as a
-function of a displacement of some entries (the others held at the point), each entry's
-scale (max(1, |θ_e|)), the analytic gradient over those entries, the loss's rounding and a
-generator; it says whether the value is one a correct gradient can take there (``inside``
+Contract: ``judge_cones(loss, scale, entries, value, noise, goal, budget, rng) -> Cones``
+takes the loss as a function of a move of every entry of the point, each entry's scale
+(max(1, |θ_e|)), the positions of the judged entries, the analytic gradient over them, the
+loss's rounding, the tolerance a verifying circle must reach, a budget of loss evaluations and
+a generator; it says whether the value is one a correct gradient can take there (``inside``
 True), is none of them (False), or could not be told (None), with the evidence.
+``one_entry(cones, value)`` names the entry that alone explains a departure.
 
 Why: where K relu units (or abs, or any piecewise-linear piece) sit at their kink at the
 point, the loss near it is, to first order, f(θ + v) = f₀ + g·v + Σ_h c_h relu(a_h·v): every
@@ -16,23 +18,27 @@ unit's derivative at its kink from its left or right side or between (relu'(0) =
 entry at a time the values a correct gradient takes are sums of subsets of K jumps, which
 for the 10 to 30 units of a batch that a first-layer entry feeds fill every value between
 the one-sided slopes: no single-entry scan tells a wrong entry from a right one there. Over
-all the entries together they do not: a half great circle from a random direction u to -u
-at a small radius δ crosses each hyperplane exactly once, the gradient changes by
-d_h = ±c_h a_h at each crossing, and the zonotope is G(u) + Σ_h [0, 1] d_h, whatever the
-signs. A gradient outside it (by more than what the measurement leaves) is wrong however the
-code treats its kinks; one inside it is one a correct gradient can take.
+all the entries together they do not: a half circle from a random direction u to -u at a
+small radius δ crosses each hyperplane exactly once, the gradient over the judged entries
+changes by d_h = ±c_h a_h at each crossing, and the zonotope is G(u) + Σ_h [0, 1] d_h,
+whatever the signs. A gradient outside it (by more than what the measurement leaves) is
+wrong however the code treats its kinks; one inside it is one a correct gradient can take.
 
-How: the crossings are found along the circle where a directional derivative (along a
-random direction over the entries) changes, by bisection down to ``RESOLUTION`` of the circle,
-each interval probed with a step a fixed fraction of its own width (a step that straddles a
-hyperplane smears the change over the probe's width, not further). Between crossings each
-cone's gradient is measured by central differences at radii δ and 2δ in its middle, with
-steps well inside the cone, and extrapolated to radius 0 (the curvature's share, δ·H·u, is
-removed; what remains is of order δ²): the two radii's difference must follow the circle as
-δ·H·u(λ) does, else a kink that is not at the point (a unit 1e-9 off its kink) lies between
-them and the line is not used. The value's distance from the zonotope is then a linear
-program: the smallest s with |D t - (value - G₀)| ≤ s·τ entrywise for some t in [0, 1]^K, τ
-each entry's measurement error (``SAFETY`` times its rounding and the curvature's remainder).
+How: the circle moves every entry (the judged ones by ``RADIUS`` of their scale, the others
+``OTHERS`` times less), so that units whose hyperplanes coincide over the judged entries
+alone cross apart. The crossings are found where a directional derivative along a random
+direction over the judged entries changes, by bisection, each interval probed with a step a
+fixed fraction of its own width (a step that straddles a hyperplane smears the change over
+the probe's width, not further); crossings closer than ``NARROWEST`` are taken as one. Between
+crossings each cone's gradient is measured by central differences at points inside it, and
+the smooth part's drift along the circle (harmonics of λ up to the second) is fitted away
+over all cones at once. A kink off the point (a unit 1e-9 off its kink) is crossed twice or
+not at all, and its pair of opposite jumps is left out. The value's distance from the
+zonotope is a linear program (the smallest s with |D t - (value - G₀)| ≤ s·τ entrywise for
+some t in [0, 1]^K, τ each entry's measurement error, ``SAFETY`` times its rounding); a
+failure is told only where the other half of the circle crosses each kink again with the
+opposite jump (a unit at its kink fed by another at its kink is no hyperplane, and its jumps
+depend on the side of the other it is crossed on) and two circles crossed the same kinks.
 """
 
 from __future__ import annotations

@@ -3,11 +3,13 @@
 Contract: ``scan_kinks(report, run, grad, seed) -> GradReport`` takes the report of a black-box
 check (``BlackBoxRun.report``), the run, the gradient as given to ``check_gradient`` and the
 seed; where the gradient is arrays and the loss computes in float64, each passing tensor's
-entries whose steps crossed a kink (excluded, or decided by a one-sided slope) are scanned, no
-entry's scan starting once ``BUDGET`` loss evaluations per probe of the check's ``budget`` are
-spent: an entry whose value is one a correct gradient can take is verified (a ``kink`` note),
-one that is none of them is a ``mismatch`` naming the entry and the evidence. Anything the scans
-cannot resolve is left as it was.
+entries whose steps crossed a kink (excluded, or decided by a one-sided slope) are first
+judged together on circles around the point where there are ``CONE_ENTRIES`` of them
+(``kink_cones.py``: behind many kinks at once one entry's line tells little), then scanned one
+by one, no entry's scan starting once ``BUDGET`` loss evaluations per probe of the check's
+``budget`` are spent: entries whose values are ones a correct gradient can take are verified
+(a ``kink`` note), one that is none of them is a ``mismatch`` naming the entry and the
+evidence. Anything the circles and scans cannot resolve is left as it was.
 
 Why: near the point the loss is, to first order, f(θ + v) = f₀ + g·v + ½ Σ_h σ_h |c_h·v| over
 the kink hyperplanes h that the entry's line meets, so a correct gradient's entry e is the
@@ -47,10 +49,16 @@ from typing import Any
 import numpy as np
 
 from gradproof.engine.kink_cones import Cones, judge_cones, one_entry
+from gradproof.engine.kink_findings import (
+    cones_mismatch,
+    entry_mismatch,
+    failed_note,
+    scanned_note,
+    stopped_note,
+)
 from gradproof.errors import InputError
 from gradproof.moved_point import passing_crossed, verified_note
-from gradproof.params import TensorSpec
-from gradproof.report import Finding, GradReport
+from gradproof.report import GradReport
 
 # The scan's half width, relative to the entry's first finite-difference step
 # cbrt(eps)·max(1, |θ_e|): wide enough to hold kinks a step crossed, narrow enough that the
@@ -169,37 +177,38 @@ def scan_kinks(report: GradReport, run: Any, grad: Any, seed: int) -> GradReport
         try:
             cones = _cones(run, name, positions, noise, scale, spent, cone_rng)
         except InputError as exc:  # the loss near the point: its failure is not the check's
-            findings.append(_stopped(name, exc))
+            findings.append(stopped_note(name, exc))
             break
         if cones is not None and cones.inside is False:
             tensors[name] = dataclasses.replace(tensors[name], passed=False)
-            findings = [_failed_note(f, positions.size) if f.kind == "kink"
+            findings = [failed_note(f, positions.size) if f.kind == "kink"
                         and f.tensors == (name,) else f for f in findings]
             # The entry that alone explains the departure, scanned along its own line: where
             # that tells which values its kinks allow, the mismatch names them.
             explained = one_entry(cones, context.gradient[positions])
             failed = [] if explained is None else _entries(
                 run, name, positions[[explained[0]]], noise, spent, rng)[1]
-            findings.append(_failed(spec, failed, context.gradient) if failed else
-                            _cones_failed(spec, positions, cones, explained, context.gradient))
+            findings.append(entry_mismatch(spec, failed, context.gradient) if failed else
+                            cones_mismatch(spec, positions, cones, explained, context.gradient))
             continue
         verified, failed, error = _entries(run, name, positions, noise, spent, rng)
         if error is not None:
-            findings.append(_stopped(name, error))
+            findings.append(stopped_note(name, error))
         if failed:
             tensors[name] = dataclasses.replace(tensors[name], passed=False)
             # The tensor's kink note no longer says its entries could not be verified: the
             # scans decided them, and the mismatch says how.
-            findings = [_failed_note(f, len(failed)) if f.kind == "kink" and f.tensors == (name,)
+            findings = [failed_note(f, len(failed)) if f.kind == "kink" and f.tensors == (name,)
                         else f for f in findings]
-            findings.append(_failed(spec, failed, context.gradient))
+            findings.append(entry_mismatch(spec, failed, context.gradient))
         elif verified or (cones is not None and cones.inside):
-            whole = (verified == positions.size or cones is not None and cones.inside) and not \
-                tensors[name].verified
+            all_of_them = verified == positions.size or bool(cones and cones.inside)
+            whole = all_of_them and not tensors[name].verified
             if whole:
                 tensors[name] = dataclasses.replace(tensors[name], verified=True)
             # The tensor's own kink note says what the scans verified: one note per tensor.
-            findings = [_scanned(verified_note(f) if whole else f, verified, positions.size, cones)
+            findings = [scanned_note(verified_note(f) if whole else f, verified,
+                                     positions.size, cones)
                         if f.kind == "kink" and f.tensors == (name,) else f for f in findings]
         if error is not None:
             break
@@ -493,118 +502,3 @@ def _joined(first: Piece | None, second: Piece) -> Piece:
         return second
     t, where = np.unique(np.concatenate((first[0], second[0])), return_index=True)
     return t, np.concatenate((first[1], second[1]))[where]
-
-
-def _scanned(note: Finding, verified: int, crossed: int, cones: Cones | None) -> Finding:
-    """A tensor's kink note with what the scans verified."""
-    message, details = note.message, {**note.details, "crossed": crossed}
-    if cones is not None and cones.inside:
-        message += (
-            f". The {crossed} entries of {note.tensor} whose steps crossed a kink were checked "
-            f"together on half circles around the point, where the gradient jumps at each of "
-            f"the {cones.crossings} kink(s) a circle crosses: they are a gradient a correct code "
-            "can give (each unit's derivative at its kink that of one side, the other, or "
-            f"between), to within {float(np.max(cones.tolerance)):.2g}")
-        details.update(scanned=crossed, kinks=cones.crossings,
-                       cone_tolerance=float(np.max(cones.tolerance)))
-    if verified and not (cones is not None and cones.inside):
-        message += (
-            f". {verified} of the {crossed} entries of {note.tensor} whose steps crossed a kink "
-            "(excluded, or decided by a one-sided slope) were scanned along the entry at points "
-            "moved a little off the point, where the kinks stacked at the point come apart: "
-            "each value is one a correct gradient can take (the slope on one side plus some of "
-            "those kinks' jumps, or half of them)")
-        details.update(scanned=verified)
-    return dataclasses.replace(note, message=message, details=details)
-
-
-def _failed_note(note: Finding, failed: int) -> Finding:
-    """A tensor's kink note once the scans failed some of its entries."""
-    text = note.details.get("unverified_text", "")
-    return dataclasses.replace(
-        note,
-        message=f"{note.message.replace(text, '') if text else note.message}. Scanned along "
-        f"the entry at points moved a little off the point, {failed} of them hold a value no "
-        "correct gradient takes there (the mismatch below)",
-        details={**note.details, "unverified_text": "", "scan_failed": failed},
-    )
-
-
-def _stopped(name: str, exc: InputError) -> Finding:
-    return Finding(
-        "kink", (name,),
-        f"the entries of {name} whose steps crossed a kink were not all scanned along the entry "
-        f"at points moved a little off the point: there your loss failed: {exc}",
-        details={"error": str(exc)},
-    )
-
-
-def _failed(spec: TensorSpec, failed: list[tuple[int, Verdict]], gradient: np.ndarray) -> Finding:
-    name = spec.name
-    p, verdict = failed[0]
-    index = _index(spec, p)
-    here, moved, values = verdict.at_point, verdict.moved, verdict.values
-    shown = ", ".join(f"{v:.6g}" for v in values[:8]) + (", ..." if values.size > 8 else "")
-    jumps = ", ".join(f"{j:+.3g}" for j in moved.jumps) or "none"
-    low, high = verdict.span
-    if high > low:
-        shown += f" (each plus anything from {low:.3g} to {high:.3g}: kinks that stay at the point)"
-    others = f" ({len(failed)} entries in all)" if len(failed) > 1 else ""
-    return Finding(
-        "mismatch", (name,),
-        f"{name}{index} is {gradient[p]:.6g}, which no correct gradient can be there{others}: "
-        f"along that entry the loss's slope is {here.left:.6g} on the left and "
-        f"{here.right:.6g} on the right of the point; at points moved a little off it the "
-        f"kinks there come apart, with jumps of slope {jumps}, so a correct gradient takes "
-        f"one of {shown} (the left slope plus some of the jumps or half of them, to within "
-        f"{verdict.tolerance:.2g})",
-        fix=_fix(name),
-        details={"index": index, "values": [float(v) for v in values[:64]],
-                 "jumps": [float(j) for j in moved.jumps], "span": [low, high],
-                 "tolerance": verdict.tolerance,
-                 "entries": len(failed)},
-    )
-
-
-def _cones_failed(spec: TensorSpec, positions: np.ndarray, cones: Cones,
-                  explained: tuple[int, float] | None, gradient: np.ndarray) -> Finding:
-    name = spec.name
-    if explained is None:
-        worst = int(np.argmax(cones.residual / cones.tolerance))
-        where = (f"no one entry explains it; the departure is largest at "
-                 f"{name}{_index(spec, int(positions[worst]))}, "
-                 f"{float(cones.residual[worst]):.3g} from the nearest such value (tolerance "
-                 f"{float(cones.tolerance[worst]):.2g})")
-    else:
-        worst, change = explained
-        where = (f"{name}{_index(spec, int(positions[worst]))} alone explains it: it is "
-                 f"{float(gradient[positions[worst]]):.6g}, and changed by {change:+.3g} the "
-                 "entries would be such a gradient")
-    return Finding(
-        "mismatch", (name,),
-        f"{name}'s {positions.size} entries whose steps crossed a kink are, taken together, no "
-        f"gradient a correct code gives at this point: on half circles around the point the "
-        f"gradient over those entries jumps at each of {cones.crossings} kink(s), and a "
-        "correct gradient (each unit's derivative at its kink that of one side, the other, or "
-        f"between) is the gradient on one side plus part of each jump; {where}. Two circles "
-        "through different directions crossed the same kinks and agree",
-        fix=_fix(name),
-        details={"index": _index(spec, int(positions[worst])), "entries": int(positions.size),
-                 "kinks": cones.crossings, "explained": explained is not None,
-                 "distance": float(cones.residual[worst]),
-                 "tolerance": float(cones.tolerance[worst])},
-    )
-
-
-def _fix(name: str) -> str:
-    return (f"derive the gradient of {name} again; check the entries that feed units sitting "
-            "at their kink (a relu's 0) at the given point, and the activation's derivative at "
-            "exactly its kink: it must be one side's slope or between them (a leaky relu's "
-            "`(z > 0) + alpha * (z < 0)` is 0 there, below both; `np.where(z > 0, 1, alpha)` "
-            "is not)")
-
-
-def _index(spec: TensorSpec, p: int) -> str:
-    local = p - spec.span.start
-    at = np.unravel_index(local, spec.shape, order=spec.order)
-    return "[" + ", ".join(str(int(i)) for i in at) + "]"
