@@ -186,3 +186,14 @@ def test_the_circles_count_in_the_reported_evaluations():
     report = _check(counted, {"w": gradient(np.zeros(UNITS))}, params)
     assert report.tensor("w").verified, str(report)
     assert report.loss_evaluations == calls["n"]
+
+
+def test_the_circles_stop_at_their_budget():
+    loss, gradient, _ = _problem(1)
+    value = gradient(np.zeros(UNITS))
+
+    def moved(v):
+        return loss({"w": v})
+    verdict = judge_cones(moved, np.ones(SIZE), np.arange(SIZE), value, 1e-16, 1e-5, 500,
+                          np.random.default_rng(0))
+    assert verdict.inside is None and verdict.evaluations <= 500

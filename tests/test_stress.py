@@ -300,6 +300,24 @@ def test_several_units_at_their_kink_at_once_are_no_failure():
         assert report.passed, f"{checker}: {case.describe()}\n{report}"
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [316, 439])
+def test_an_error_behind_many_units_at_their_kink_at_once_is_caught(seed):
+    # Seeds 316 and 439 (float64, a relu layer with units put at 0 behind a first layer): an
+    # error of 1e-4 of b1's largest entry in one entry of b1, each of whose entries moves 7 to
+    # 14 units at or near their kink. Along one entry the values a correct gradient takes fill
+    # everything between the one-sided slopes; judged together on circles around the point
+    # (kink_cones.py), the entries are no gradient a correct code gives.
+    case = stress.random_case(seed)
+    _, grads = case.model.loss_and_grad(case.params, case.x)
+    wrong, name = stress.planted_error(grads, 1e-4, np.random.default_rng(case.seed + 1))
+    assert name == "b1"
+    for checker in ("auto", "full"):
+        report = stress.run_checker(checker, case, wrong, case.seed)
+        assert not report.passed and not report.tensor("b1").passed, f"{checker}\n{report}"
+        assert all(t.passed for t in report.tensors if t.name != "b1"), str(report)
+
+
 def test_an_error_in_a_smooth_entry_is_not_covered_by_its_curvature():
     # Seed 121, b3[2] off by 1e-4 of b3's largest entry: the loss is smooth along it (both
     # one-sided slopes agree to 1e-9 on the true value), but its raw one-sided slopes spread by

@@ -127,8 +127,9 @@ class _Circle:
     the judged ``entries`` there."""
 
     def __init__(self, loss: Loss, scale: np.ndarray, entries: np.ndarray, noise: float,
-                 rng: np.random.Generator):
+                 limit: int, rng: np.random.Generator):
         self.loss, self.scale, self.entries, self.noise = loss, scale, entries, noise
+        self.limit = limit
         size = scale.size
         # The judged entries move by RADIUS of their scale, the others by OTHERS times less.
         weight = np.full(size, OTHERS)
@@ -149,10 +150,12 @@ class _Circle:
         return radius * self.scale * (np.cos(lam) * self.u + np.sin(lam) * self.w)
 
     def value(self, v: np.ndarray) -> float:
+        if self.evaluations >= self.limit:
+            raise _Untold
         self.evaluations += 1
         value = float(self.loss(v))
         if not np.isfinite(value):
-            raise _NotFinite
+            raise _Untold
         return value
 
     def slope(self, lam: float, radius: float, width: float) -> tuple[float, float]:
@@ -208,7 +211,7 @@ def judge_cones(loss: Loss, scale: np.ndarray, entries: np.ndarray, value: np.nd
     for _ in range(CIRCLES):
         if spent >= budget:
             break
-        found = _one_circle(loss, scale, entries, value, noise, rng)
+        found = _one_circle(loss, scale, entries, value, noise, budget - spent, rng)
         spent += found.evaluations
         if found.inside and np.max(found.tolerance) <= goal:
             return dataclasses.replace(found, evaluations=spent)
@@ -271,17 +274,19 @@ def _looseness(cones: Cones) -> float:
 
 
 def _one_circle(loss: Loss, scale: np.ndarray, entries: np.ndarray, value: np.ndarray,
-                noise: float, rng: np.random.Generator) -> Cones:
-    """What one half circle through a random direction says (see the module docstring)."""
-    circle = _Circle(loss, scale, entries, noise, rng)
+                noise: float, limit: int, rng: np.random.Generator) -> Cones:
+    """What one circle through a random direction says (see the module docstring), within
+    ``limit`` loss evaluations."""
+    circle = _Circle(loss, scale, entries, noise, limit, rng)
     try:
         return _judged(circle, value)
-    except _NotFinite:  # the loss overflows near the point: nothing to tell there
+    except _Untold:
         return Cones(None, evaluations=circle.evaluations)
 
 
-class _NotFinite(Exception):
-    """The loss was not finite at a point of the circle."""
+class _Untold(Exception):
+    """The circle cannot be finished: the loss was not finite at a point of it (it
+    overflows near the point), or the budget is spent."""
 
 
 def _judged(circle: _Circle, value: np.ndarray) -> Cones:
