@@ -106,6 +106,8 @@ class Cones:
     jumps : ndarray or None
         The gradient's change at each crossing (entries x crossings), ``jump_error`` their
         errors, ``start`` the gradient in the cone the circle starts in.
+    alone : bool
+        Whether the value lay inside only by a kink that moves one entry alone (not told).
     evaluations : int
         Loss evaluations spent.
     """
@@ -117,6 +119,7 @@ class Cones:
     jumps: np.ndarray | None = None
     jump_error: np.ndarray | None = None
     start: np.ndarray | None = None
+    alone: bool = False
     evaluations: int = 0
 
 
@@ -211,10 +214,12 @@ def judge_cones(loss: Loss, scale: np.ndarray, entries: np.ndarray, value: np.nd
     for _ in range(CIRCLES):
         if spent >= budget:
             break
-        found = _one_circle(loss, scale, entries, value, noise, budget - spent, rng)
+        found = _one_circle(loss, scale, entries, value, noise, goal, budget - spent, rng)
         spent += found.evaluations
         if found.inside and np.max(found.tolerance) <= goal:
             return dataclasses.replace(found, evaluations=spent)
+        if found.alone:  # every circle crosses those kinks: none can verify the value
+            return Cones(None, evaluations=spent)
         if found.inside is False:
             agreeing = next((other for other in outside if _same_kinks(found, other)), None)
             if agreeing is not None:
@@ -274,12 +279,12 @@ def _looseness(cones: Cones) -> float:
 
 
 def _one_circle(loss: Loss, scale: np.ndarray, entries: np.ndarray, value: np.ndarray,
-                noise: float, limit: int, rng: np.random.Generator) -> Cones:
+                noise: float, goal: float, limit: int, rng: np.random.Generator) -> Cones:
     """What one circle through a random direction says (see the module docstring), within
     ``limit`` loss evaluations."""
     circle = _Circle(loss, scale, entries, noise, limit, rng)
     try:
-        return _judged(circle, value)
+        return _judged(circle, value, goal)
     except _Untold:
         return Cones(None, evaluations=circle.evaluations)
 
@@ -289,7 +294,7 @@ class _Untold(Exception):
     overflows near the point), or the budget is spent."""
 
 
-def _judged(circle: _Circle, value: np.ndarray) -> Cones:
+def _judged(circle: _Circle, value: np.ndarray, goal: float) -> Cones:
     half = _half(circle, 0.0)
     if half is None:
         return Cones(None, evaluations=circle.evaluations)
@@ -310,8 +315,18 @@ def _judged(circle: _Circle, value: np.ndarray) -> Cones:
     residual = _distance(jumps[:, kept], value - gradients[0], tolerance)
     inside = bool(np.all(residual <= tolerance))
     found = Cones(inside, crossings, residual, tolerance, jumps, jump_error, gradients[0],
-                  circle.evaluations)
-    if inside or _hyperplanes(circle, found):
+                  evaluations=circle.evaluations)
+    if inside:
+        # A kink that moves one of the judged entries alone (|w|, a bias's own unit) lets
+        # that entry take anything between its sides here (a jump wider than ``goal``), where
+        # no circle tells a wrong value from a convention: such values are left to the scans
+        # along single entries, which part that entry's kinks and allow none, half or all of
+        # each.
+        seen = np.abs(jumps[:, kept]) > jump_error[:, kept]
+        alone = (np.sum(seen, axis=0) == 1) & (np.max(np.abs(jumps[:, kept]), axis=0) > goal)
+        return found if not np.any(alone) else Cones(None, crossings, alone=True,
+                                                     evaluations=circle.evaluations)
+    if _hyperplanes(circle, found):
         return dataclasses.replace(found, evaluations=circle.evaluations)
     return Cones(None, crossings, evaluations=circle.evaluations)
 
