@@ -38,7 +38,9 @@ zonotope is a linear program (the smallest s with |D t - (value - G₀)| ≤ s·
 some t in [0, 1]^K, τ each entry's measurement error, ``SAFETY`` times its rounding); a
 failure is told only where the other half of the circle crosses each kink again with the
 opposite jump (a unit at its kink fed by another at its kink is no hyperplane, and its jumps
-depend on the side of the other it is crossed on) and two circles crossed the same kinks.
+depend on the side of the other it is crossed on) and two circles crossed the same kinks;
+a verdict inside only by a kink that moves one judged entry alone (which lets that entry take
+anything between its sides) is not told.
 """
 
 from __future__ import annotations
