@@ -51,8 +51,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# The circle's radius, per entry, relative to each entry's scale: far above a float64 step's
-# rounding, far below where the loss's curvature matters once extrapolated from two radii.
+# The circle's radius, per judged entry, relative to each entry's scale: far above a float64
+# step's rounding, small enough that the smooth part's drift along the circle is its first
+# harmonics.
 RADIUS = 1e-5
 
 # How much less the other entries move than the judged ones: enough that units two of whose
@@ -62,7 +63,7 @@ RADIUS = 1e-5
 OTHERS = 0.1
 
 # The circle is first sampled at this many intervals, and crossings are found to within
-# RESOLUTION of it (in radians); two crossings closer than that read as one.
+# RESOLUTION of it (in radians) at most.
 GRID = 64
 RESOLUTION = 1e-5
 
@@ -77,7 +78,7 @@ CONE_STEP = 0.25
 # The slope's drift between crossings allowed, in times its median over the first grid.
 DRIFT = 3.0
 
-# How many times a cone's step is halved while its one-sided slopes disagree.
+# How many times a cone's step is shortened (fourfold) while its one-sided slopes disagree.
 HALVINGS = 3
 
 # Differences are told from rounding beyond this many times it.
@@ -89,7 +90,7 @@ CIRCLES = 6
 # At most this many crossings on a circle (a linear program in as many unknowns).
 MAX_CROSSINGS = 64
 
-Loss = Callable[[np.ndarray], float]  # displacement of the entries -> loss
+Loss = Callable[[np.ndarray], float]  # a move of every entry of the point -> the loss
 
 
 @dataclass(frozen=True)
@@ -185,8 +186,8 @@ class _Circle:
                                      for k, e in enumerate(self.entries)])
                            for sign in (1.0, -1.0))
             rounding = self.noise / h
-            # The one-sided slopes agree but for their rounding (the curvature over steps this
-            # short is far below it), unless a step straddles a hyperplane.
+            # The one-sided slopes agree but for their rounding unless a step straddles a
+            # hyperplane (or the curvature over it exceeds the rounding: a shorter step then).
             spread = np.abs(plus - 2 * center + minus) / h
             if np.all(spread <= SAFETY * 4 * rounding):
                 return (plus - minus) / (2 * h), rounding
@@ -297,6 +298,8 @@ class _Untold(Exception):
 
 
 def _judged(circle: _Circle, value: np.ndarray, goal: float) -> Cones:
+    """The value against the zonotope of the half circle from λ = 0 (see the module
+    docstring)."""
     half = _half(circle, 0.0)
     if half is None:
         return Cones(None, evaluations=circle.evaluations)
@@ -315,6 +318,8 @@ def _judged(circle: _Circle, value: np.ndarray, goal: float) -> Cones:
     tolerance = SAFETY * (2 * np.sqrt(np.sum(error[used] ** 2, axis=0)) + np.finfo(
         np.float64).eps * (np.abs(value) + np.max(np.abs(gradients), axis=0)))
     residual = _distance(jumps[:, kept], value - gradients[0], tolerance)
+    if residual is None:
+        return Cones(None, crossings, evaluations=circle.evaluations)
     inside = bool(np.all(residual <= tolerance))
     found = Cones(inside, crossings, residual, tolerance, jumps, jump_error, gradients[0],
                   evaluations=circle.evaluations)
@@ -450,9 +455,11 @@ def _cone_gradients(circle: _Circle, cones: list[tuple[float, float]],
 _HARMONICS = (np.cos, np.sin, lambda lam: np.cos(2 * lam), lambda lam: np.sin(2 * lam))
 
 
-def _distance(jumps: np.ndarray, target: np.ndarray, tolerance: np.ndarray) -> np.ndarray:
+def _distance(jumps: np.ndarray, target: np.ndarray, tolerance: np.ndarray,
+              ) -> np.ndarray | None:
     """Each entry's |jumps @ t - target| at the t in [0, 1]^K that minimises the largest of
-    them in units of ``tolerance`` (a linear program in t and that largest ratio s)."""
+    them in units of ``tolerance`` (a linear program in t and that largest ratio s); None
+    where the solver fails."""
     entries, count = jumps.shape
     if count == 0:
         return np.abs(target)
@@ -467,9 +474,9 @@ def _distance(jumps: np.ndarray, target: np.ndarray, tolerance: np.ndarray) -> n
     limits = np.concatenate((goal, -goal))
     result = linprog(cost, A_ub=bound, b_ub=limits, bounds=[(0.0, 1.0)] * count + [(0.0, None)],
                      method="highs")
-    t = result.x[:count] if result.success else np.clip(
-        np.linalg.lstsq(jumps, target, rcond=None)[0], 0.0, 1.0)
-    return np.abs(jumps @ t - target)
+    if not result.success:  # the program always has a solution; a solver stopped short tells
+        return None         # nothing either way
+    return np.abs(jumps @ result.x[:count] - target)
 
 
 def one_entry(cones: Cones, value: np.ndarray) -> tuple[int, float] | None:
