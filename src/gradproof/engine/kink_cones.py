@@ -127,7 +127,7 @@ class Cones:
 
 
 class _Circle:
-    """The loss at points of the half circle δ·scale·(cos λ u + sin λ w), λ in [0, π], in
+    """The loss at points of the circle δ·scale·(cos λ u + sin λ w), λ in [0, 2π), in
     the space of every entry (where distinct units' hyperplanes are distinct: restricted to
     some entries, two units moved by one entry alone would share one), and the gradient over
     the judged ``entries`` there."""
@@ -211,7 +211,9 @@ def judge_cones(loss: Loss, scale: np.ndarray, entries: np.ndarray, value: np.nd
     is apart on the other). Circles are drawn while neither is so, up to ``CIRCLES`` of them
     or ``budget`` loss evaluations, and then nothing is told: a circle that holds the value
     only within a wider tolerance (two crossings close together leave a narrow cone, measured
-    coarsely) could not have seen an error the size of ``goal``."""
+    coarsely) could not have seen an error the size of ``goal``. A value inside only by a
+    kink that moves one entry alone is not told either, and no more circles are drawn: every
+    circle crosses that kink."""
     outside: list[Cones] = []
     spent = 0
     for _ in range(CIRCLES):
