@@ -197,3 +197,18 @@ def test_the_circles_stop_at_their_budget():
     verdict = judge_cones(moved, np.ones(SIZE), np.arange(SIZE), value, 1e-16, 1e-5, 500,
                           np.random.default_rng(0))
     assert verdict.inside is None and verdict.evaluations <= 500
+
+
+def test_a_loss_that_fails_on_a_circle_stops_with_a_note_and_no_verdict():
+    loss, gradient, params = _problem(3)
+
+    def fragile(p):
+        # Every entry moved by more than 1e-9 at once: only a point on a circle around the
+        # point (about 1e-5 each), or a moved line of the scans after it, is so.
+        if np.all(np.abs(p["w"]) > 1e-9):
+            raise RuntimeError("solver diverged")
+        return loss(p)
+
+    report = _check(fragile, {"w": gradient(np.zeros(UNITS))}, params)
+    assert report.passed and not report.tensor("w").verified, str(report)
+    assert any("solver diverged" in f.message for f in report.findings_of("kink")), str(report)

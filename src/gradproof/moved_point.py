@@ -168,8 +168,7 @@ def _not_checked(names: list[str], exc: Exception) -> Finding:
 def _failed(name: str, spec: Any, positions: np.ndarray, result: Any) -> Finding:
     worst = None
     if result.worst_index is not None:
-        local = int(positions[int(result.worst_index[0])]) - spec.span.start
-        worst = tuple(int(i) for i in np.unravel_index(local, spec.shape, order=spec.order))
+        worst = spec.index(int(positions[int(result.worst_index[0])]))
     where = "" if worst is None else f", the worst at {name}[{', '.join(map(str, worst))}]"
     return Finding(
         "mismatch", (name,),

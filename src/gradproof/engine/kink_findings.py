@@ -55,8 +55,9 @@ def failed_note(note: Finding, failed: int) -> Finding:
 def stopped_note(name: str, exc: InputError) -> Finding:
     return Finding(
         "kink", (name,),
-        f"the entries of {name} whose steps crossed a kink were not all scanned along the entry "
-        f"at points moved a little off the point: there your loss failed: {exc}",
+        f"the entries of {name} whose steps crossed a kink were not all checked near the point "
+        f"(on circles around it, or along each entry at points moved a little off it): there "
+        f"your loss failed: {exc}",
         details={"error": str(exc)},
     )
 
@@ -128,6 +129,4 @@ def _fix(name: str) -> str:
 
 
 def _index(spec: TensorSpec, p: int) -> str:
-    local = p - spec.span.start
-    at = np.unravel_index(local, spec.shape, order=spec.order)
-    return "[" + ", ".join(str(int(i)) for i in at) + "]"
+    return "[" + ", ".join(map(str, spec.index(p))) + "]"

@@ -179,6 +179,7 @@ def scan_kinks(report: GradReport, run: Any, grad: Any, seed: int) -> GradReport
         except InputError as exc:  # the loss near the point: its failure is not the check's
             findings.append(stopped_note(name, exc))
             break
+        circles_verified = cones is not None and cones.inside is True
         if cones is not None and cones.inside is False:
             tensors[name] = dataclasses.replace(tensors[name], passed=False)
             findings = [failed_note(f, positions.size) if f.kind == "kink"
@@ -191,6 +192,8 @@ def scan_kinks(report: GradReport, run: Any, grad: Any, seed: int) -> GradReport
             findings.append(entry_mismatch(spec, failed, context.gradient) if failed else
                             cones_mismatch(spec, positions, cones, explained, context.gradient))
             continue
+        # Verified by the circles or not, the scans along single entries still run: they allow
+        # only none, half or all of each kink's jump, where a circle allows any part of it.
         verified, failed, error = _entries(run, name, positions, noise, spent, rng)
         if error is not None:
             findings.append(stopped_note(name, error))
@@ -201,9 +204,9 @@ def scan_kinks(report: GradReport, run: Any, grad: Any, seed: int) -> GradReport
             findings = [failed_note(f, len(failed)) if f.kind == "kink" and f.tensors == (name,)
                         else f for f in findings]
             findings.append(entry_mismatch(spec, failed, context.gradient))
-        elif verified or (cones is not None and cones.inside):
-            all_of_them = verified == positions.size or bool(cones and cones.inside)
-            whole = all_of_them and not tensors[name].verified
+        elif verified or circles_verified:
+            whole = (circles_verified or verified == positions.size) and not \
+                tensors[name].verified
             if whole:
                 tensors[name] = dataclasses.replace(tensors[name], verified=True)
             # The tensor's own kink note says what the scans verified: one note per tensor.
